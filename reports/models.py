@@ -1,0 +1,79 @@
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from reports.datasources import DEFAULT_SOURCE
+from reports.validators import (
+    validate_crontab,
+    validate_data_source,
+    validate_report_sql,
+    validate_timezone,
+)
+
+
+def default_timezone():
+    return settings.TIME_ZONE
+
+
+class Report(models.Model):
+    """A named SQL query, where it runs, and when."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="URL key: letters, digits, hyphens, underscores."
+    )
+    description = models.TextField(blank=True)
+    sql = models.TextField(
+        "SQL",
+        validators=[validate_report_sql],
+        help_text="One read-only statement (SELECT, WITH, VALUES or TABLE). "
+        "It runs in a read-only transaction.",
+    )
+    data_source = models.CharField(
+        max_length=63,
+        default=DEFAULT_SOURCE,
+        validators=[validate_data_source],
+        help_text="Name of a configured connection (REPORTING_DATABASE_URL[_<NAME>]).",
+    )
+    schedule = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_crontab],
+        help_text="5-field crontab, e.g. '0 6 * * mon-fri'. Blank: manual runs only.",
+    )
+    timezone = models.CharField(
+        max_length=64,
+        default=default_timezone,
+        validators=[validate_timezone],
+        help_text="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.",
+    )
+    enabled = models.BooleanField(default=True)
+    timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Statement timeout. Blank: the service default (REPORT_TIMEOUT_SECONDS).",
+    )
+    max_rows = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="A run returning more rows fails. Blank: the service default (REPORT_MAX_ROWS).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("run_report", "Can run reports on demand")]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def effective_timeout_seconds(self):
+        return self.timeout_seconds or settings.REPORT_TIMEOUT_SECONDS
+
+    @property
+    def effective_max_rows(self):
+        return self.max_rows or settings.REPORT_MAX_ROWS

@@ -1,0 +1,216 @@
+"""Demo data: a small shop (customers, orders, refunds) and reports over it.
+
+Everything is created only if missing, so seeding twice changes nothing.
+"""
+
+import random
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from reports.models import Report
+
+CUSTOMER_COUNT = 400
+ORDER_COUNT = 4000
+HISTORY_DAYS = 90
+COUNTRIES = ["DE", "FR", "NL", "GB", "US", "CA", "ES", "IT", "PL", "SE"]
+CURRENCY_BY_COUNTRY = {"GB": "GBP", "US": "USD", "CA": "CAD", "PL": "PLN", "SE": "SEK"}
+FIRST_NAMES = ["Ada", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances",
+               "Guido", "Radia", "Tim", "Sophie", "Yukihiro", "Anita", "Bjarne", "Hedy"]
+LAST_NAMES = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie",
+              "Allen", "van Rossum", "Perlman", "Berners-Lee", "Wilson", "Matsumoto", "Borg"]
+
+SCHEMA = {
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS demo_customers (
+            id integer PRIMARY KEY, name text NOT NULL, email text NOT NULL,
+            country char(2) NOT NULL, signed_up_at timestamptz NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS demo_orders (
+            id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES demo_customers,
+            ordered_at timestamptz NOT NULL, currency char(3) NOT NULL,
+            amount_cents integer NOT NULL, status text NOT NULL, refunded_at timestamptz)""",
+    ],
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS demo_customers (
+            id integer PRIMARY KEY, name text NOT NULL, email text NOT NULL,
+            country text NOT NULL, signed_up_at text NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS demo_orders (
+            id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES demo_customers,
+            ordered_at text NOT NULL, currency text NOT NULL,
+            amount_cents integer NOT NULL, status text NOT NULL, refunded_at text)""",
+    ],
+}
+
+# slug -> (name, schedule, timezone, description, {vendor: sql})
+DEMO_REPORTS = {
+    "daily-revenue-by-currency": (
+        "Daily revenue by currency",
+        "0 6 * * *",
+        "UTC",
+        "Paid orders and revenue per day and currency over the last 30 days.",
+        {
+            "postgresql": """SELECT ordered_at::date AS day, currency,
+       count(*) AS orders, sum(amount_cents) / 100.0 AS revenue
+FROM demo_orders
+WHERE status = 'paid' AND ordered_at >= current_date - 30
+GROUP BY 1, 2
+ORDER BY 1, 2""",
+            "sqlite": """SELECT date(ordered_at) AS day, currency,
+       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
+FROM demo_orders
+WHERE status = 'paid' AND ordered_at >= date('now', '-30 days')
+GROUP BY 1, 2
+ORDER BY 1, 2""",
+        },
+    ),
+    "top-customers-this-week": (
+        "Top customers this week",
+        "0 7 * * mon",
+        "Europe/Berlin",
+        "The 20 customers with the highest paid order value in the last 7 days.",
+        {
+            "postgresql": """SELECT c.name, c.email, c.country, count(*) AS orders,
+       sum(o.amount_cents) / 100.0 AS spent
+FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
+WHERE o.status = 'paid' AND o.ordered_at >= now() - interval '7 days'
+GROUP BY c.id
+ORDER BY spent DESC, c.name
+LIMIT 20""",
+            "sqlite": """SELECT c.name, c.email, c.country, count(*) AS orders,
+       round(sum(o.amount_cents) / 100.0, 2) AS spent
+FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
+WHERE o.status = 'paid' AND o.ordered_at >= datetime('now', '-7 days')
+GROUP BY c.id
+ORDER BY spent DESC, c.name
+LIMIT 20""",
+        },
+    ),
+    "refunds-yesterday": (
+        "Refunds yesterday",
+        "30 6 * * *",
+        "UTC",
+        "Every order refunded yesterday (UTC), with its customer.",
+        {
+            "postgresql": """SELECT o.id AS order_id, c.email, o.currency,
+       o.amount_cents / 100.0 AS amount, o.refunded_at
+FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
+WHERE o.status = 'refunded'
+  AND o.refunded_at >= current_date - 1 AND o.refunded_at < current_date
+ORDER BY o.refunded_at""",
+            "sqlite": """SELECT o.id AS order_id, c.email, o.currency,
+       round(o.amount_cents / 100.0, 2) AS amount, o.refunded_at
+FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
+WHERE o.status = 'refunded'
+  AND o.refunded_at >= date('now', '-1 day') AND o.refunded_at < date('now')
+ORDER BY o.refunded_at""",
+        },
+    ),
+    "new-customers-by-country": (
+        "New customers by country",
+        "0 8 1 * *",
+        "Europe/Berlin",
+        "Sign-ups per country over the last 90 days; runs on the first of each month.",
+        {
+            "postgresql": """SELECT country, count(*) AS new_customers
+FROM demo_customers
+WHERE signed_up_at >= now() - interval '90 days'
+GROUP BY country
+ORDER BY new_customers DESC, country""",
+            "sqlite": """SELECT country, count(*) AS new_customers
+FROM demo_customers
+WHERE signed_up_at >= datetime('now', '-90 days')
+GROUP BY country
+ORDER BY new_customers DESC, country""",
+        },
+    ),
+}
+
+
+def _timestamp(value, vendor):
+    return value if vendor == "postgresql" else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _demo_rows(now, vendor, seed=2026):
+    generator = random.Random(seed)
+    customers, orders = [], []
+    for customer_id in range(1, CUSTOMER_COUNT + 1):
+        first, last = generator.choice(FIRST_NAMES), generator.choice(LAST_NAMES)
+        email = f"{first}.{last}.{customer_id}@example.com".lower().replace(" ", "")
+        signed_up = now - timedelta(days=generator.uniform(0, HISTORY_DAYS * 2))
+        customers.append(
+            (customer_id, f"{first} {last}", email, generator.choice(COUNTRIES), signed_up)
+        )
+    for order_id in range(1, ORDER_COUNT + 1):
+        customer = generator.choice(customers)
+        ordered_at = now - timedelta(days=generator.uniform(0, HISTORY_DAYS))
+        refunded = generator.random() < 0.06
+        refunded_at = ordered_at + timedelta(hours=generator.uniform(1, 72)) if refunded else None
+        if refunded_at and refunded_at > now:
+            refunded_at = now
+        orders.append(
+            (
+                order_id,
+                customer[0],
+                _timestamp(ordered_at, vendor),
+                CURRENCY_BY_COUNTRY.get(customer[3], "EUR"),
+                generator.randint(500, 25000),
+                "refunded" if refunded else "paid",
+                _timestamp(refunded_at, vendor) if refunded_at else None,
+            )
+        )
+    customers = [(*row[:4], _timestamp(row[4], vendor)) for row in customers]
+    return customers, orders
+
+
+def seed_demo_data(now=None):
+    """Create the demo tables in the default data source; True if they were filled now."""
+    connection = connection_for_source(DEFAULT_SOURCE)
+    vendor = connection.vendor
+    if vendor not in SCHEMA:
+        raise ValueError(f"The demo data needs PostgreSQL or SQLite, not {vendor}.")
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        for statement in SCHEMA[vendor]:
+            cursor.execute(statement)
+        cursor.execute("SELECT count(*) FROM demo_customers")
+        if cursor.fetchone()[0]:
+            return False
+        customers, orders = _demo_rows(now or timezone.now(), vendor)
+        cursor.executemany("INSERT INTO demo_customers VALUES (%s, %s, %s, %s, %s)", customers)
+        cursor.executemany(
+            "INSERT INTO demo_orders VALUES (%s, %s, %s, %s, %s, %s, %s)", orders
+        )
+    return True
+
+
+def seed_demo_reports():
+    """Create the demo reports that do not exist yet; return the slugs created."""
+    vendor = connection_for_source(DEFAULT_SOURCE).vendor
+    created = []
+    for slug, (name, schedule, zone, description, sql_by_vendor) in DEMO_REPORTS.items():
+        _, was_created = Report.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "schedule": schedule,
+                "timezone": zone,
+                "description": description,
+                "sql": sql_by_vendor[vendor],
+            },
+        )
+        if was_created:
+            created.append(slug)
+    return created
+
+
+def ensure_demo_admin(username="admin"):
+    """Create a superuser when there is none; return its new password, else None."""
+    user_model = get_user_model()
+    if user_model.objects.filter(is_superuser=True).exists():
+        return None
+    password = secrets.token_urlsafe(12)
+    user_model.objects.create_superuser(username, f"{username}@example.com", password)
+    return password

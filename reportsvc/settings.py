@@ -1,0 +1,144 @@
+"""reportsvc settings: everything comes from the environment (django-environ).
+
+With nothing set the service runs on a SQLite file under ``var/`` and writes report
+outputs under ``var/outputs/``. Every variable is listed in README.md and .env.example.
+"""
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from reports.datasources import alias_for_source, reporting_databases
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+VAR_DIR = Path(env("REPORTSVC_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite cannot create a file in a missing folder
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment (or .env), or set DEBUG=1 "
+            "for local development."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_apscheduler",
+    "reports",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "reportsvc.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "reportsvc.wsgi.application"
+
+# --- Databases -------------------------------------------------------------------------
+
+DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'reportsvc.sqlite3'}"
+DATABASE_URL = env("DATABASE_URL", default=DEFAULT_DATABASE_URL)
+
+
+def _service_database(url):
+    config = environ.Env.db_url_config(url)
+    config.setdefault("OPTIONS", {})
+    config["CONN_HEALTH_CHECKS"] = True
+    if config["ENGINE"].endswith("sqlite3"):
+        # WAL lets report queries read while the service writes run bookkeeping;
+        # IMMEDIATE avoids "database is locked" when two writers upgrade at once.
+        config["OPTIONS"].setdefault("timeout", 20)
+        config["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+        config["OPTIONS"].setdefault("init_command", "PRAGMA journal_mode=WAL;")
+        # Tests run against a real SQLite file, not an in-memory database.
+        config["TEST"] = {"NAME": str(VAR_DIR / "test-reportsvc.sqlite3")}
+    return config
+
+
+DATABASES = {"default": _service_database(DATABASE_URL)}
+DATABASES.update(reporting_databases(os.environ, DATABASE_URL, DATABASES["default"]))
+DATABASE_ROUTERS = ["reports.datasources.ReportingDatabaseRouter"]
+
+# Data-source name -> Django alias; report SQL only ever runs through these.
+REPORT_DATA_SOURCES = {
+    alias[len("reporting_") :]: alias for alias in DATABASES if alias.startswith("reporting_")
+}
+assert all(alias_for_source(name) == alias for name, alias in REPORT_DATA_SOURCES.items())
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Report execution ------------------------------------------------------------------
+
+REPORT_TIMEOUT_SECONDS = env.int("REPORT_TIMEOUT_SECONDS", default=300)
+REPORT_MAX_ROWS = env.int("REPORT_MAX_ROWS", default=10_000_000)
+
+# --- Auth, i18n, files ---------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Report outputs. Never served from a public URL: only through authenticated views.
+MEDIA_ROOT = env("OUTPUTS_DIR", default=str(VAR_DIR / "outputs"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

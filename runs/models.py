@@ -1,0 +1,77 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class RunTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual (admin)"
+    API = "api", "API"
+    CLI = "cli", "Command line"
+
+
+FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+
+
+def output_upload_path(run, filename):
+    return f"{run.report.slug}/{filename}"
+
+
+class Run(models.Model):
+    """One execution of a report: what ran, when, where, and what it produced.
+
+    Only ``runs.services.transitions`` changes ``status``.
+    """
+
+    report = models.ForeignKey("reports.Report", on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The fire time, for scheduled runs."
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    sql = models.TextField("SQL", blank=True, help_text="The exact statement executed.")
+    row_count = models.PositiveBigIntegerField(null=True, blank=True)
+    output = models.FileField(upload_to=output_upload_path, max_length=500, blank=True)
+    output_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    output_sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid that ran it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["report", "-queued_at"], name="run_report_queued_idx"),
+            models.Index(fields=["status", "queued_at"], name="run_status_queued_idx"),
+            models.Index(fields=["-queued_at", "-id"], name="run_queued_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["report", "scheduled_for"],
+                condition=models.Q(scheduled_for__isnull=False),
+                name="run_unique_report_fire",
+            )
+        ]
+
+    def __str__(self):
+        return f"Run {self.pk} of {self.report_id} ({self.status})"
+
+    @property
+    def duration_seconds(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,200 @@
+"""Stream one query's result into a CSV file, read-only and time-limited.
+
+One exporter class per database vendor, chosen by the data source's connection:
+PostgreSQL streams ``COPY … TO STDOUT`` straight into the file (memory stays flat in
+row count); SQLite walks a cursor with ``fetchmany``. Both write the same CSV dialect
+as PostgreSQL's ``FORMAT csv, HEADER``: comma-separated, ``"``-quoted where needed,
+NULL as an empty unquoted field and the empty string as ``""``, UTF-8, ``\\n`` endings.
+"""
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+from django.db import DatabaseError, transaction
+
+WRITE_BUFFER_BYTES = 1 << 20
+FETCH_BATCH_ROWS = 2000
+
+
+class ExportFailed(Exception):
+    """The export did not produce a result; ``str()`` is the message for the user."""
+
+
+class QueryTimedOut(ExportFailed):
+    pass
+
+
+class RowLimitExceeded(ExportFailed):
+    pass
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    row_count: int
+    output_bytes: int
+    output_sha256: str
+
+
+class DigestingWriter:
+    """Buffers writes into large blocks, counting and hashing what reaches the file."""
+
+    def __init__(self, file, buffer_bytes=WRITE_BUFFER_BYTES):
+        self._file = file
+        self._buffer = bytearray()
+        self._buffer_bytes = buffer_bytes
+        self._digest = hashlib.sha256()
+        self.bytes_written = 0
+
+    def write(self, data):
+        self._buffer += data
+        if len(self._buffer) >= self._buffer_bytes:
+            self.flush()
+
+    def flush(self):
+        if self._buffer:
+            self._digest.update(self._buffer)
+            self._file.write(self._buffer)
+            self.bytes_written += len(self._buffer)
+            self._buffer.clear()
+
+    def hexdigest(self):
+        return self._digest.hexdigest()
+
+
+def _timeout_message(timeout_seconds, detail):
+    return f"Query timed out after {timeout_seconds} s (the report's timeout): {detail}"
+
+
+def _row_limit_message(max_rows):
+    return (
+        f"The result has more than {max_rows:,} rows, the report's row limit. "
+        "Narrow the query or raise the report's max rows."
+    )
+
+
+def _database_message(error):
+    """The database's own message, without Python's exception decoration."""
+    return str(error).strip() or error.__class__.__name__
+
+
+class PostgresCopyExporter:
+    """``COPY (query) TO STDOUT WITH (FORMAT csv, HEADER)`` through psycopg's copy API."""
+
+    def export(self, connection, statement, writer, timeout_seconds, max_rows):
+        import psycopg
+
+        # LIMIT max_rows + 1 lets the database stop early and tells us the cap was hit.
+        # Newlines keep a trailing "-- comment" in the report from swallowing the ")".
+        copy_sql = (
+            f"COPY (SELECT * FROM (\n{statement}\n) AS report_query LIMIT {max_rows + 1}) "
+            "TO STDOUT WITH (FORMAT csv, HEADER)"
+        )
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [str(timeout_seconds * 1000)],
+                )
+                raw_cursor = cursor.cursor
+                with raw_cursor.copy(copy_sql) as copy:
+                    for block in copy:
+                        writer.write(block)
+                row_count = raw_cursor.rowcount
+        except (psycopg.Error, DatabaseError) as error:
+            cause = error.__cause__ if isinstance(error, DatabaseError) else error
+            if getattr(cause, "sqlstate", None) == "57014":  # query_canceled
+                raise QueryTimedOut(
+                    _timeout_message(timeout_seconds, _database_message(cause))
+                ) from error
+            raise ExportFailed(_database_message(error)) from error
+        if row_count > max_rows:
+            raise RowLimitExceeded(_row_limit_message(max_rows))
+        return row_count
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]').search
+
+
+def _csv_field(value):
+    """One value as PostgreSQL's CSV output writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bytes):
+        text = "\\x" + value.hex()
+    else:
+        text = str(value) if not isinstance(value, float) else repr(value)
+    if not text or text == "\\." or _NEEDS_QUOTES(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+class SQLiteCursorExporter:
+    """A streaming cursor with ``PRAGMA query_only`` and a progress-handler deadline."""
+
+    PROGRESS_STEPS = 10_000
+
+    def export(self, connection, statement, writer, timeout_seconds, max_rows):
+        import sqlite3
+
+        connection.ensure_connection()
+        raw_connection = connection.connection
+        deadline = time.monotonic() + timeout_seconds
+        raw_connection.set_progress_handler(
+            lambda: time.monotonic() > deadline, self.PROGRESS_STEPS
+        )
+        raw_connection.execute("PRAGMA query_only = ON")
+        row_count = 0
+        try:
+            with transaction.atomic(using=connection.alias):
+                cursor = raw_connection.cursor()
+                cursor.execute(statement)
+                if cursor.description is None:
+                    raise ExportFailed("The statement returned no result set.")
+                writer.write(self._line(column[0] for column in cursor.description))
+                while rows := cursor.fetchmany(FETCH_BATCH_ROWS):
+                    row_count += len(rows)
+                    if row_count > max_rows:
+                        raise RowLimitExceeded(_row_limit_message(max_rows))
+                    writer.write(b"".join(self._line(row) for row in rows))
+        except (sqlite3.Error, DatabaseError) as error:
+            if time.monotonic() > deadline:
+                raise QueryTimedOut(
+                    _timeout_message(timeout_seconds, _database_message(error))
+                ) from error
+            raise ExportFailed(_database_message(error)) from error
+        finally:
+            raw_connection.set_progress_handler(None, 0)
+            raw_connection.execute("PRAGMA query_only = OFF")
+        return row_count
+
+    @staticmethod
+    def _line(values):
+        return (",".join(map(_csv_field, values)) + "\n").encode()
+
+
+EXPORTERS = {
+    "postgresql": PostgresCopyExporter,
+    "sqlite": SQLiteCursorExporter,
+}
+
+
+def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_rows):
+    """Run ``statement`` on ``connection`` (read-only) and write its CSV to ``file``.
+
+    Raises :class:`ExportFailed` (or a subclass) with a message for the user.
+    """
+    exporter_class = EXPORTERS.get(connection.vendor)
+    if exporter_class is None:
+        raise ExportFailed(
+            f"Data sources on {connection.vendor} are not supported; "
+            f"use one of: {', '.join(EXPORTERS)}."
+        )
+    writer = DigestingWriter(file)
+    row_count = exporter_class().export(connection, statement, writer, timeout_seconds, max_rows)
+    writer.flush()
+    return ExportResult(row_count, writer.bytes_written, writer.hexdigest())

@@ -1,0 +1,47 @@
+"""Plain-data summaries of runs for terminals and machines."""
+
+from django.core.files.storage import default_storage
+
+from runs.models import RunStatus
+
+
+def output_path(run):
+    """Absolute path of the run's output file on filesystem storage, else None."""
+    if not run.output:
+        return None
+    try:
+        return default_storage.path(run.output.name)
+    except NotImplementedError:
+        return None
+
+
+def run_summary(run):
+    duration = run.duration_seconds
+    return {
+        "run_id": run.pk,
+        "report": run.report.slug,
+        "status": run.status,
+        "trigger": run.trigger,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "row_count": run.row_count,
+        "output_path": output_path(run),
+        "output_bytes": run.output_bytes,
+        "output_sha256": run.output_sha256 or None,
+        "error": run.error or None,
+    }
+
+
+def describe_run(run):
+    """A short human summary, a few lines long."""
+    summary = run_summary(run)
+    duration = summary["duration_s"]
+    if run.status == RunStatus.SUCCEEDED:
+        return (
+            f"Run {run.pk} of '{run.report.slug}' succeeded in {duration:.2f} s: "
+            f"{run.row_count:,} rows, {run.output_bytes:,} bytes.\n"
+            f"Output: {summary['output_path'] or run.output.name}\n"
+            f"SHA-256: {run.output_sha256}"
+        )
+    return f"Run {run.pk} of '{run.report.slug}' {run.status}: {run.error}"
