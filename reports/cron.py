@@ -96,6 +96,8 @@ def _parse_field(text, spec):
     if not text:
         raise CronError(f"{spec.label}: empty field")
     for item in text.split(","):
+        if not item:
+            raise CronError(f"{spec.label}: empty item in the list '{text}'")
         range_part, slash, step_text = item.partition("/")
         step = 1
         if slash:

@@ -54,7 +54,7 @@ DEMO_REPORTS = {
         "Paid orders and revenue per day and currency over the last 30 days.",
         {
             "postgresql": """SELECT ordered_at::date AS day, currency,
-       count(*) AS orders, sum(amount_cents) / 100.0 AS revenue
+       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
 FROM demo_orders
 WHERE status = 'paid' AND ordered_at >= current_date - 30
 GROUP BY 1, 2
@@ -74,7 +74,7 @@ ORDER BY 1, 2""",
         "The 20 customers with the highest paid order value in the last 7 days.",
         {
             "postgresql": """SELECT c.name, c.email, c.country, count(*) AS orders,
-       sum(o.amount_cents) / 100.0 AS spent
+       round(sum(o.amount_cents) / 100.0, 2) AS spent
 FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
 WHERE o.status = 'paid' AND o.ordered_at >= now() - interval '7 days'
 GROUP BY c.id
@@ -96,7 +96,7 @@ LIMIT 20""",
         "Every order refunded yesterday (UTC), with its customer.",
         {
             "postgresql": """SELECT o.id AS order_id, c.email, o.currency,
-       o.amount_cents / 100.0 AS amount, o.refunded_at
+       round(o.amount_cents / 100.0, 2) AS amount, o.refunded_at
 FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
 WHERE o.status = 'refunded'
   AND o.refunded_at >= current_date - 1 AND o.refunded_at < current_date

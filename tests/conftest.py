@@ -1,0 +1,58 @@
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
+
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only (runs in CI)")
+sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only")
+
+# Tests that execute reports: committed data (the report connection is a second
+# connection) and access to the reporting aliases.
+executes_reports = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def outputs_dir(settings, tmp_path):
+    """Each test writes report outputs into its own empty folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "outputs")
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture
+def source_sql():
+    """Run SQL on the default data source (writable outside report runs)."""
+    connection = connection_for_source(DEFAULT_SOURCE)
+
+    def run(statement, params=None):
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else None
+
+    return run
+
+
+@pytest.fixture
+def scratch_tables(source_sql):
+    """Names of tables a test creates in the data source; dropped afterwards."""
+    names = []
+    yield names
+    for name in names:
+        source_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+def files_under(folder):
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.reader(file))
+
+
+def parse_csv_text(text):
+    return list(csv.reader(io.StringIO(text, newline="")))
