@@ -95,9 +95,7 @@ def split_statements(sql):
 
 
 def _has_code(text):
-    return any(
-        is_code and text[start:end].strip() for start, end, is_code in _code_segments(text)
-    )
+    return any(is_code and text[start:end].strip() for start, end, is_code in _code_segments(text))
 
 
 def first_keyword(statement):

@@ -15,7 +15,9 @@ def validate_crontab(value):
     try:
         parse_crontab(value)
     except CronError as error:
-        raise ValidationError(f"Invalid schedule '{value}': {error}.", code="invalid_cron")
+        raise ValidationError(
+            f"Invalid schedule '{value}': {error}.", code="invalid_cron"
+        ) from error
 
 
 def validate_timezone(value):
@@ -40,4 +42,4 @@ def validate_report_sql(value):
     try:
         executable_statement(value)
     except ReportSQLError as error:
-        raise ValidationError(str(error), code="invalid_sql")
+        raise ValidationError(str(error), code="invalid_sql") from error

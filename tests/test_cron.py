@@ -58,9 +58,15 @@ def test_matches_a_wall_clock_time():
 
 @pytest.mark.parametrize(
     ("macro", "equivalent"),
-    [("@hourly", "0 * * * *"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"),
-     ("@weekly", "0 0 * * 0"), ("@monthly", "0 0 1 * *"), ("@yearly", "0 0 1 1 *"),
-     ("@annually", "0 0 1 1 *")],
+    [
+        ("@hourly", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@monthly", "0 0 1 * *"),
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+    ],
 )
 def test_macros(macro, equivalent):
     assert parse_crontab(macro) == parse_crontab(equivalent)

@@ -2,6 +2,7 @@
 
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -140,7 +141,7 @@ def test_run_records_size_checksum_and_what_ran(csv_cases):
 
     run = run_query("SELECT * FROM csv_cases ;")
     assert run.status == RunStatus.SUCCEEDED, run.error
-    content = open(run.output.path, "rb").read()
+    content = Path(run.output.path).read_bytes()
     assert run.output_bytes == len(content)
     assert run.output_sha256 == hashlib.sha256(content).hexdigest()
     assert run.sql == "SELECT * FROM csv_cases"

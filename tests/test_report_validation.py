@@ -45,8 +45,9 @@ def test_unknown_timezone():
 
 def test_unknown_data_source_lists_the_configured_ones():
     errors = clean_errors(data_source="warehouse")
-    assert "Unknown data source 'warehouse': configured sources are default" in (
-        errors["data_source"][0]
+    assert (
+        "Unknown data source 'warehouse': configured sources are default"
+        in (errors["data_source"][0])
     )
 
 
@@ -72,7 +73,10 @@ def test_limits_must_be_positive():
 
 def test_valid_schedule_and_timezone_pass():
     report = Report(
-        name="Orders", slug="orders", sql="SELECT 1", schedule="0 6 * * mon-fri",
+        name="Orders",
+        slug="orders",
+        sql="SELECT 1",
+        schedule="0 6 * * mon-fri",
         timezone="Europe/Berlin",
     )
     report.full_clean()

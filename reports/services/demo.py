@@ -19,10 +19,40 @@ ORDER_COUNT = 4000
 HISTORY_DAYS = 90
 COUNTRIES = ["DE", "FR", "NL", "GB", "US", "CA", "ES", "IT", "PL", "SE"]
 CURRENCY_BY_COUNTRY = {"GB": "GBP", "US": "USD", "CA": "CAD", "PL": "PLN", "SE": "SEK"}
-FIRST_NAMES = ["Ada", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances",
-               "Guido", "Radia", "Tim", "Sophie", "Yukihiro", "Anita", "Bjarne", "Hedy"]
-LAST_NAMES = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie",
-              "Allen", "van Rossum", "Perlman", "Berners-Lee", "Wilson", "Matsumoto", "Borg"]
+FIRST_NAMES = [
+    "Ada",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Guido",
+    "Radia",
+    "Tim",
+    "Sophie",
+    "Yukihiro",
+    "Anita",
+    "Bjarne",
+    "Hedy",
+]
+LAST_NAMES = [
+    "Lovelace",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "van Rossum",
+    "Perlman",
+    "Berners-Lee",
+    "Wilson",
+    "Matsumoto",
+    "Borg",
+]
 
 SCHEMA = {
     "postgresql": [
@@ -180,9 +210,7 @@ def seed_demo_data(now=None):
             return False
         customers, orders = _demo_rows(now or timezone.now(), vendor)
         cursor.executemany("INSERT INTO demo_customers VALUES (%s, %s, %s, %s, %s)", customers)
-        cursor.executemany(
-            "INSERT INTO demo_orders VALUES (%s, %s, %s, %s, %s, %s, %s)", orders
-        )
+        cursor.executemany("INSERT INTO demo_orders VALUES (%s, %s, %s, %s, %s, %s, %s)", orders)
     return True
 
 

@@ -7,9 +7,7 @@ class Command(BaseCommand):
     help = "Create demo data, demo reports and an admin login (each only if missing)."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--no-admin", action="store_true", help="do not create an admin user"
-        )
+        parser.add_argument("--no-admin", action="store_true", help="do not create an admin user")
 
     def handle(self, *args, **options):
         if seed_demo_data():

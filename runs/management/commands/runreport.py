@@ -22,7 +22,7 @@ class Command(BaseCommand):
             report = Report.objects.get(slug=slug)
         except Report.DoesNotExist:
             known = ", ".join(Report.objects.values_list("slug", flat=True)[:20]) or "none"
-            raise CommandError(f"No report with slug '{slug}'. Known reports: {known}.")
+            raise CommandError(f"No report with slug '{slug}'. Known reports: {known}.") from None
         run = run_report_now(report, trigger=RunTrigger.CLI)
         run.refresh_from_db()
         if options["json"]:

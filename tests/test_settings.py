@@ -1,0 +1,57 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def settings_in_a_fresh_process(expression, **environment):
+    """Evaluate ``expression`` on freshly loaded settings with only ``environment`` set."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("DATABASE_URL", "REPORTING_DATABASE_URL", "SECRET_KEY", "DEBUG", "OUTPUTS_DIR")
+        )
+    }
+    env.update(environment, DJANGO_SETTINGS_MODULE="reportsvc.settings")
+    return subprocess.run(
+        [sys.executable, "-c", f"from django.conf import settings; print({expression})"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_secret_key_production_settings_refuse_to_load():
+    result = settings_in_a_fresh_process("settings.DEBUG")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_defaults_are_sqlite_under_var_and_outputs_under_var_outputs():
+    result = settings_in_a_fresh_process(
+        "(settings.DATABASES['default']['NAME'], settings.MEDIA_ROOT, "
+        "sorted(settings.REPORT_DATA_SOURCES))",
+        DEBUG="1",
+    )
+    assert result.returncode == 0, result.stderr
+    var = PROJECT_DIR / "var"
+    assert result.stdout.strip() == str(
+        (str(var / "reportsvc.sqlite3"), str(var / "outputs"), ["default"])
+    )
+
+
+def test_extra_data_sources_come_from_the_environment():
+    result = settings_in_a_fresh_process(
+        "settings.REPORT_DATA_SOURCES",
+        SECRET_KEY="x",
+        REPORTING_DATABASE_URL_WAREHOUSE="postgres://reader@dwh:5432/dwh",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(
+        {"default": "reporting_default", "warehouse": "reporting_warehouse"}
+    )
