@@ -1,0 +1,40 @@
+# reportsvc: `make run` starts it with demo data, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format bench clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+## run: install, migrate, seed demo data and start the service on SQLite (DEBUG on)
+run: export DEBUG ?= 1
+run: $(BIN)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL)
+test: export SECRET_KEY ?= insecure-test-key
+test: $(BIN)/.installed
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: export benchmark against PostgreSQL (DATABASE_URL, default local postgres)
+bench: $(BIN)/.installed
+	$(BIN)/python bench/export.py
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
