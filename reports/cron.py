@@ -8,9 +8,17 @@ Names are accepted in ranges and lists too (``mon-fri``), case-insensitively.
 When both day fields are restricted (neither starts with ``*``) a day matches if
 *either* matches, exactly as cron does; ``@hourly``, ``@daily``/``@midnight``,
 ``@weekly``, ``@monthly`` and ``@yearly``/``@annually`` are accepted.
+
+Fire times are wall-clock times in the report's time zone. Across daylight-saving
+changes they follow cron (Vixie cron / cronie): a *fixed-time* schedule (neither the
+minute nor the hour field starts with ``*``) whose time is skipped when clocks spring
+forward fires at the moment of the change, and fires once, not twice, when clocks fall
+back; a *wildcard* schedule (``*/15 * * * *``, ``0 * * * *``) simply follows the clock,
+so it has no skipped-hour fires and fires in both passes of a repeated hour.
 """
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 
 MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -57,6 +65,12 @@ class CronSchedule:
     days_of_week: frozenset  # 0 = Sunday … 6 = Saturday (7 folded into 0)
     day_of_month_star: bool
     day_of_week_star: bool
+    minute_star: bool = False
+    hour_star: bool = False
+
+    @property
+    def is_fixed_time(self):
+        return not (self.minute_star or self.hour_star)
 
     def matches_day(self, year_day):
         """``year_day`` is a date; the day-of-month / day-of-week rule of cron."""
@@ -149,4 +163,78 @@ def parse_crontab(expression):
         days_of_week=frozenset(days_of_week),
         day_of_month_star=fields[2].startswith("*"),
         day_of_week_star=fields[4].startswith("*"),
+        minute_star=fields[0].startswith("*"),
+        hour_star=fields[1].startswith("*"),
     )
+
+
+# The largest daylight-saving shift in the tz database is two hours.
+_MAX_SHIFT = timedelta(hours=2)
+# Schedules like "0 0 29 2 mon" fire rarely; beyond this they never fire.
+_SEARCH_DAYS = 366 * 30
+
+
+def _wall_times_from(schedule, start):
+    """Matching naive wall-clock minutes at or after ``start``, in order."""
+    hours, minutes = sorted(schedule.hours), sorted(schedule.minutes)
+    day = start.date()
+    for _ in range(_SEARCH_DAYS):
+        if day.month in schedule.months and schedule.matches_day(day):
+            for hour in hours:
+                for minute in minutes:
+                    wall = datetime.combine(day, time(hour, minute))
+                    if wall >= start:
+                        yield wall
+        day += timedelta(days=1)
+
+
+def _exists(aware):
+    local = aware.astimezone(UTC).astimezone(aware.tzinfo)
+    return local.replace(tzinfo=None) == aware.replace(tzinfo=None)
+
+
+def _instants_of(wall, zone, fixed_time):
+    """The UTC instants at which a matching wall time fires (0, 1 or 2 of them)."""
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if _exists(first):
+        if first.utcoffset() != second.utcoffset() and not fixed_time:
+            return [first.astimezone(UTC), second.astimezone(UTC)]  # repeated hour
+        return [first.astimezone(UTC)]
+    if not fixed_time:
+        return []  # skipped by the clock change
+    later = wall
+    while not _exists(later.replace(tzinfo=zone)):
+        later += timedelta(minutes=1)
+    return [later.replace(tzinfo=zone).astimezone(UTC)]  # the moment of the change
+
+
+def _near_clock_change(zone, instant):
+    return (instant - _MAX_SHIFT).astimezone(zone).utcoffset() != (instant + _MAX_SHIFT).astimezone(
+        zone
+    ).utcoffset()
+
+
+def next_fire_time(schedule, zone, after):
+    """The first fire strictly after the aware datetime ``after``, in UTC; None if never."""
+    after = after.astimezone(UTC)
+    start = after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
+    if _near_clock_change(zone, after):
+        start -= _MAX_SHIFT  # a repeated hour can put later instants at earlier wall times
+    best, horizon = None, None
+    for wall in _wall_times_from(schedule, start):
+        if horizon is not None and wall > horizon:
+            break
+        for instant in _instants_of(wall, zone, schedule.is_fixed_time):
+            if instant > after and (best is None or instant < best):
+                if horizon is None and not _near_clock_change(zone, instant):
+                    return instant  # away from clock changes wall order is time order
+                best, horizon = instant, wall + 2 * _MAX_SHIFT
+    return best
+
+
+def next_fire_times(schedule, zone, after, count):
+    """The next ``count`` fire times after ``after`` (fewer if the schedule ends)."""
+    times = []
+    while len(times) < count and (after := next_fire_time(schedule, zone, after)):
+        times.append(after)
+    return times

@@ -60,6 +60,24 @@ class Report(models.Model):
         validators=[MinValueValidator(1)],
         help_text="A run returning more rows fails. Blank: the service default (REPORT_MAX_ROWS).",
     )
+    max_retries = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Retry a failed scheduled run this many times, waiting longer each time "
+        "(RETRY_BACKOFF_SECONDS, doubling).",
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Delete runs and their files after this many days. "
+        "Blank: the service default (RUN_RETENTION_DAYS).",
+    )
+    next_run_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the schedule fires next, as kept by the worker.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -77,3 +95,7 @@ class Report(models.Model):
     @property
     def effective_max_rows(self):
         return self.max_rows or settings.REPORT_MAX_ROWS
+
+    @property
+    def effective_retention_days(self):
+        return self.retention_days or settings.RUN_RETENTION_DAYS

@@ -1,10 +1,12 @@
 """Field validators of Report: each turns a bad value into a message for the user."""
 
 import zoneinfo
+from datetime import UTC
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
-from reports.cron import CronError, parse_crontab
+from reports.cron import CronError, next_fire_time, parse_crontab
 from reports.datasources import data_source_names
 from reports.sql import ReportSQLError, executable_statement
 
@@ -13,11 +15,16 @@ def validate_crontab(value):
     if not value.strip():
         return
     try:
-        parse_crontab(value)
+        schedule = parse_crontab(value)
     except CronError as error:
         raise ValidationError(
             f"Invalid schedule '{value}': {error}.", code="invalid_cron"
         ) from error
+    if next_fire_time(schedule, UTC, timezone.now()) is None:
+        raise ValidationError(
+            f"The schedule '{value}' never fires: no such date exists (e.g. 30 February).",
+            code="never_fires",
+        )
 
 
 def validate_timezone(value):

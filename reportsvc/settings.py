@@ -141,4 +141,19 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # APScheduler logs every job start at INFO; the worker logs what matters itself.
+    "loggers": {"apscheduler": {"level": "WARNING"}},
 }
+
+# --- Worker (manage.py runapscheduler) -------------------------------------------------
+
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=0.25)
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)
+WORKER_LOST_AFTER_SECONDS = env.float("WORKER_LOST_AFTER_SECONDS", default=60)
+WORKER_SHUTDOWN_GRACE_SECONDS = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=30)
+SCHEDULE_SYNC_SECONDS = env.float("SCHEDULE_SYNC_SECONDS", default=10)
+SCHEDULE_MISFIRE_GRACE_SECONDS = env.int("SCHEDULE_MISFIRE_GRACE_SECONDS", default=300)
+RETRY_BACKOFF_SECONDS = env.int("RETRY_BACKOFF_SECONDS", default=60)
+RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", default=90)
+HOUSEKEEPING_INTERVAL_SECONDS = env.int("HOUSEKEEPING_INTERVAL_SECONDS", default=3600)

@@ -51,6 +51,18 @@ class Run(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="1 = first try.")
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The first run, when this run is a retry of it.",
+    )
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="A queued retry waits until this time."
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -58,6 +70,7 @@ class Run(models.Model):
             models.Index(fields=["report", "-queued_at"], name="run_report_queued_idx"),
             models.Index(fields=["status", "queued_at"], name="run_status_queued_idx"),
             models.Index(fields=["-queued_at", "-id"], name="run_queued_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -75,3 +88,22 @@ class Run(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per live worker process, refreshed while it runs."""
+
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    version = models.CharField(max_length=50)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    is_leader = models.BooleanField(default=False, help_text="Schedules reports (one at a time).")
+    running_runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self):
+        return self.name

@@ -1,8 +1,9 @@
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from reports.cron import CronError, parse_crontab
+from reports.cron import CronError, next_fire_time, next_fire_times, parse_crontab
 
 
 def test_every_fifteen_minutes():
@@ -95,3 +96,94 @@ def test_invalid_expressions_say_why(expression, message):
     with pytest.raises(CronError) as error:
         parse_crontab(expression)
     assert message in str(error.value)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin_fires(expression, after, count):
+    """The next fire times after a Berlin wall time, as Berlin wall times with offsets."""
+    start = after.replace(tzinfo=BERLIN)
+    return [
+        fire.astimezone(BERLIN).strftime("%m-%d %H:%M%z")
+        for fire in next_fire_times(parse_crontab(expression), BERLIN, start, count)
+    ]
+
+
+def test_fires_in_the_report_time_zone():
+    fire = next_fire_time(
+        parse_crontab("0 6 * * *"), BERLIN, datetime(2026, 11, 26, 12, tzinfo=UTC)
+    )
+    assert fire == datetime(2026, 11, 27, 5, 0, tzinfo=UTC)  # 06:00 CET
+
+
+def test_spring_forward_fixed_time_in_the_gap_fires_at_the_change():
+    # 2026-03-29: Berlin skips 02:00-02:59. A 02:30 job runs at 03:00, once.
+    assert berlin_fires("30 2 * * *", datetime(2026, 3, 28, 12), 2) == [
+        "03-29 03:00+0200",
+        "03-30 02:30+0200",
+    ]
+    assert berlin_fires("0,30 2 * * *", datetime(2026, 3, 29, 0), 2) == [
+        "03-29 03:00+0200",
+        "03-30 02:00+0200",
+    ]
+
+
+def test_spring_forward_wildcard_follows_the_clock():
+    assert berlin_fires("*/30 * * * *", datetime(2026, 3, 29, 1, 0), 3) == [
+        "03-29 01:30+0100",
+        "03-29 03:00+0200",
+        "03-29 03:30+0200",
+    ]
+    assert berlin_fires("0 * * * *", datetime(2026, 3, 29, 0, 30), 2) == [
+        "03-29 01:00+0100",
+        "03-29 03:00+0200",
+    ]
+
+
+def test_fall_back_fixed_time_fires_once():
+    # 2026-10-25: Berlin repeats 02:00-02:59 (first CEST +02, then CET +01).
+    assert berlin_fires("30 2 * * *", datetime(2026, 10, 24, 12), 2) == [
+        "10-25 02:30+0200",
+        "10-26 02:30+0100",
+    ]
+
+
+def test_fall_back_wildcard_fires_in_both_passes():
+    assert berlin_fires("*/30 * * * *", datetime(2026, 10, 25, 1, 10), 6) == [
+        "10-25 01:30+0200",
+        "10-25 02:00+0200",
+        "10-25 02:30+0200",
+        "10-25 02:00+0100",
+        "10-25 02:30+0100",
+        "10-25 03:00+0100",
+    ]
+
+
+def test_next_fire_from_inside_the_repeated_hour():
+    second_pass = datetime(2026, 10, 25, 2, 20, fold=1, tzinfo=BERLIN)
+    assert next_fire_time(parse_crontab("*/30 * * * *"), BERLIN, second_pass) == datetime(
+        2026, 10, 25, 1, 30, tzinfo=UTC
+    )
+    assert next_fire_time(parse_crontab("15 2 * * *"), BERLIN, second_pass) == datetime(
+        2026, 10, 26, 1, 15, tzinfo=UTC
+    )
+
+
+def test_rare_and_impossible_dates():
+    leap = next_fire_times(parse_crontab("0 0 29 2 *"), UTC, datetime(2026, 1, 1, tzinfo=UTC), 2)
+    assert [fire.year for fire in leap] == [2028, 2032]
+    assert (
+        next_fire_time(parse_crontab("0 0 30 2 *"), UTC, datetime(2026, 1, 1, tzinfo=UTC)) is None
+    )
+
+
+def test_day_of_month_or_weekday_fires():
+    fires = next_fire_times(
+        parse_crontab("0 9 13 * fri"), UTC, datetime(2026, 11, 1, tzinfo=UTC), 4
+    )
+    assert [fire.strftime("%a %d") for fire in fires] == ["Fri 06", "Fri 13", "Fri 20", "Fri 27"]
+    fires = next_fire_times(
+        parse_crontab("0 9 13 * mon"), UTC, datetime(2026, 11, 1, tzinfo=UTC), 3
+    )
+    assert [fire.strftime("%a %d") for fire in fires] == ["Mon 02", "Mon 09", "Fri 13"]

@@ -8,7 +8,8 @@ from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv
-from runs.services.runner import enqueue_run, execute_run, run_report_now
+from runs.services.queue import enqueue_run
+from runs.services.runner import execute_run, run_report_now
 from tests.conftest import files_under, postgres_only, read_csv, sqlite_only
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

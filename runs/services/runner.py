@@ -1,4 +1,4 @@
-"""Queue and execute runs: claim → mark running → export → record the outcome."""
+"""Execute runs: export the report's query into storage and record the outcome."""
 
 import logging
 import os
@@ -8,12 +8,12 @@ from pathlib import Path
 
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.utils import timezone
 
 from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, executable_statement
-from runs.models import Run, RunStatus, RunTrigger, output_upload_path
+from runs.models import RunStatus, RunTrigger, output_upload_path
 from runs.services.exporter import ExportFailed, export_query_to_csv
+from runs.services.queue import claim_run, enqueue_run, schedule_retry
 from runs.services.transitions import transition_run
 
 logger = logging.getLogger(__name__)
@@ -21,17 +21,6 @@ logger = logging.getLogger(__name__)
 
 def worker_identity():
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
-    """Record a queued run of ``report``; the worker (or ``execute_run``) picks it up."""
-    return Run.objects.create(
-        report=report,
-        trigger=trigger,
-        status=RunStatus.QUEUED,
-        requested_by=requested_by,
-        scheduled_for=scheduled_for,
-    )
 
 
 def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
@@ -42,49 +31,47 @@ def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
 
 
 def execute_run(run):
-    """Execute a queued run and record its outcome on it.
+    """Claim a queued run for this process and execute it; False if it was not queued."""
+    if not claim_run(run, worker_identity()):
+        return False
+    perform_run(run)
+    return True
 
-    Returns False (doing nothing) when the run is no longer queued, e.g. because another
-    worker claimed it first. A failed run keeps no output file, not even a partial one.
+
+def fail_run(run, error):
+    """Record a failure of a queued or running run and queue its retry, if any."""
+    failed = transition_run(run, RunStatus.FAILED, error=error)
+    if failed:
+        schedule_retry(run)
+    return failed
+
+
+def perform_run(run):
+    """Execute a run this process has claimed (status running) and record the outcome.
+
+    A failed run keeps no output file, not even a partial one.
     """
     report = run.report
     try:
         statement = executable_statement(report.sql)
     except ReportSQLError as error:
-        return transition_run(run, RunStatus.FAILED, sql=report.sql, error=str(error))
-    now = timezone.now()
-    claimed = transition_run(
-        run,
-        RunStatus.RUNNING,
-        sql=statement,
-        worker=worker_identity(),
-        started_at=now,
-        heartbeat_at=now,
-    )
-    if not claimed:
-        return False
+        return fail_run(run, str(error))
     try:
         connection = connection_for_source(report.data_source)
     except KeyError:
-        return transition_run(
-            run,
-            RunStatus.FAILED,
-            error=f"Unknown data source '{report.data_source}': it is not configured.",
-        )
-    file_name = f"{report.slug}_{now:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
+        return fail_run(run, f"Unknown data source '{report.data_source}': it is not configured.")
+    file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
     try:
         output_name, result = _export_to_storage(
-            connection, statement, output_upload_path(run, file_name), report
+            connection, statement, output_upload_path(run, file_name), run
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return transition_run(run, RunStatus.FAILED, error=str(error))
+        return fail_run(run, str(error))
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
-        return transition_run(
-            run, RunStatus.FAILED, error=f"Internal error ({type(error).__name__}): {error}"
-        )
-    return transition_run(
+        return fail_run(run, f"Internal error ({type(error).__name__}): {error}")
+    succeeded = transition_run(
         run,
         RunStatus.SUCCEEDED,
         output=output_name,
@@ -92,14 +79,45 @@ def execute_run(run):
         output_bytes=result.output_bytes,
         output_sha256=result.output_sha256,
     )
+    if not succeeded:
+        # Someone gave up on this run meanwhile (worker stop, lost heartbeat): its record
+        # says failed, so the file must not outlive it.
+        default_storage.delete(output_name)
+    else:
+        logger.info(
+            "run %s of %s succeeded: %s rows, %s bytes",
+            run.pk,
+            report.slug,
+            result.row_count,
+            result.output_bytes,
+        )
+    return succeeded
 
 
-def _export_to_storage(connection, statement, name, report):
+def partial_file_prefix(run):
+    return f".partial-run{run.pk}-"
+
+
+def remove_partial_files(run):
+    """Delete temp files a run left behind (its process died mid-export)."""
+    try:
+        folder = Path(default_storage.path(run.report.slug))
+    except NotImplementedError:
+        return []
+    removed = []
+    for path in folder.glob(f"{partial_file_prefix(run)}*"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _export_to_storage(connection, statement, name, run):
     """Export into a temp file next to the destination, then move it into place.
 
     The move is an atomic rename on filesystem storage, so readers only ever see a
     complete file; any failure removes the temp file.
     """
+    report = run.report
     name = default_storage.get_available_name(name)
     try:
         destination = Path(default_storage.path(name))
@@ -108,7 +126,9 @@ def _export_to_storage(connection, statement, name, report):
     temp_dir = destination.parent if destination else None
     if temp_dir:
         temp_dir.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix=".partial-", suffix=".csv", dir=temp_dir)
+    handle, temp_path = tempfile.mkstemp(
+        prefix=partial_file_prefix(run), suffix=".csv", dir=temp_dir
+    )
     try:
         with os.fdopen(handle, "wb", buffering=0) as file:
             result = export_query_to_csv(

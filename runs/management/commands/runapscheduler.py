@@ -1,0 +1,36 @@
+import os
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from runs.services.leadership import SecondWorkerRefused
+from runs.services.worker import Worker
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the worker: schedule reports (one leader at a time), execute queued runs, "
+        "detect lost runs. SIGTERM/SIGINT stop it gracefully."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--concurrency", type=int, help="runs executed at once (WORKER_CONCURRENCY)"
+        )
+
+    def handle(self, *args, **options):
+        worker = Worker(concurrency=options["concurrency"])
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(
+                signal_number,
+                lambda number, frame: worker.request_stop(signal.Signals(number).name),
+            )
+        try:
+            abandoned = worker.run()
+        except SecondWorkerRefused as error:
+            raise CommandError(str(error)) from None
+        if abandoned:
+            self.stderr.write(f"{abandoned} run(s) did not finish in time and were failed.")
+            self.stderr.flush()
+            # Their threads are still inside the database driver; do not wait for them.
+            os._exit(0)

@@ -1,0 +1,33 @@
+"""The worker heartbeat rows that /healthz and the admin read."""
+
+from django.utils import timezone
+
+from reportsvc import __version__
+from runs.models import WorkerHeartbeat
+
+
+def register_worker(name, host, pid):
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        name=name,
+        defaults={
+            "host": host,
+            "pid": pid,
+            "version": __version__,
+            "started_at": now,
+            "last_seen_at": now,
+            "is_leader": False,
+            "running_runs": 0,
+        },
+    )
+
+
+def beat(name, *, is_leader, running_runs):
+    updated = WorkerHeartbeat.objects.filter(name=name).update(
+        last_seen_at=timezone.now(), is_leader=is_leader, running_runs=running_runs
+    )
+    return bool(updated)
+
+
+def unregister_worker(name):
+    WorkerHeartbeat.objects.filter(name=name).delete()

@@ -1,0 +1,56 @@
+"""Retention: old runs and their files, old scheduler history, departed workers."""
+
+import logging
+from datetime import timedelta
+
+from django.core.files.storage import default_storage
+from django.utils import timezone
+from django_apscheduler.models import DjangoJobExecution
+
+from reports.models import Report
+from runs.models import Run, WorkerHeartbeat
+from runs.services.queue import ACTIVE_STATUSES
+
+logger = logging.getLogger(__name__)
+
+JOB_EXECUTION_MAX_AGE_DAYS = 7
+DEPARTED_WORKER_AGE = timedelta(days=1)
+DELETE_BATCH = 500
+
+
+def purge_expired_runs(now=None):
+    """Delete finished runs (and their files) older than their report's retention."""
+    now = now or timezone.now()
+    deleted = 0
+    for report in Report.objects.only("pk", "retention_days"):
+        cutoff = now - timedelta(days=report.effective_retention_days)
+        expired = Run.objects.filter(report=report, queued_at__lt=cutoff).exclude(
+            status__in=ACTIVE_STATUSES
+        )
+        while batch := list(expired.values_list("pk", "output")[:DELETE_BATCH]):
+            for _, output in batch:
+                if output:
+                    default_storage.delete(output)
+            deleted += (
+                Run.objects.filter(pk__in=[pk for pk, _ in batch]).delete()[1].get("runs.Run", 0)
+            )
+    return deleted
+
+
+def purge_scheduler_history():
+    max_age = JOB_EXECUTION_MAX_AGE_DAYS * 24 * 3600
+    DjangoJobExecution.objects.delete_old_job_executions(max_age)
+
+
+def purge_departed_workers(now=None):
+    now = now or timezone.now()
+    WorkerHeartbeat.objects.filter(last_seen_at__lt=now - DEPARTED_WORKER_AGE).delete()
+
+
+def run_housekeeping():
+    deleted = purge_expired_runs()
+    purge_scheduler_history()
+    purge_departed_workers()
+    if deleted:
+        logger.info("housekeeping deleted %s expired runs", deleted)
+    return deleted

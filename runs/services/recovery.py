@@ -1,0 +1,46 @@
+"""Runs whose worker is gone: detect them by heartbeat and close them as failed."""
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+
+from runs.models import Run, RunStatus
+from runs.services.runner import fail_run, remove_partial_files
+
+logger = logging.getLogger(__name__)
+
+
+def touch_runs(run_ids):
+    """Refresh the heartbeat of runs this worker is executing."""
+    if run_ids:
+        Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+
+
+def fail_lost_runs(lost_after_seconds):
+    """Fail running runs without a heartbeat for ``lost_after_seconds``; return them."""
+    cutoff = timezone.now() - timedelta(seconds=lost_after_seconds)
+    lost = []
+    stale = Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
+    for run in stale.select_related("report"):
+        last_seen = run.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        error = (
+            f"Worker lost: {run.worker or 'the worker'} stopped sending heartbeats "
+            f"(last at {last_seen}); the run did not finish."
+        )
+        if fail_run(run, error):
+            removed = remove_partial_files(run)
+            logger.warning("run %s of %s: %s", run.pk, run.report.slug, error)
+            if removed:
+                logger.info("removed partial files of run %s: %s", run.pk, removed)
+            lost.append(run)
+    return lost
+
+
+def abandon_runs(runs, reason):
+    """Fail runs this worker is giving up on (stopping past its grace time)."""
+    for run in runs:
+        if fail_run(run, reason):
+            remove_partial_files(run)

@@ -1,0 +1,179 @@
+"""Keep APScheduler jobs in step with the Report table and turn fires into runs.
+
+Only the leader worker runs a ``ReportScheduler``. Its jobs live in django-apscheduler's
+DjangoJobStore, so a fire time missed while no leader ran is still known to the next
+leader: APScheduler coalesces the missed fires into one and drops it when the newest is
+older than SCHEDULE_MISFIRE_GRACE_SECONDS.
+"""
+
+import logging
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django_apscheduler.jobstores import DjangoJobStore
+
+from reports.models import Report
+from runs.services.housekeeping import run_housekeeping
+from runs.services.queue import record_scheduled_fire
+from runs.services.triggers import CrontabTrigger
+
+logger = logging.getLogger(__name__)
+
+JOB_PREFIX = "report-"
+HOUSEKEEPING_JOB = "housekeeping"
+
+
+def job_id_for(report_id):
+    return f"{JOB_PREFIX}{report_id}"
+
+
+def fire_report(report_id, scheduled_for=None):
+    """APScheduler job: record the fire at ``scheduled_for`` as a run."""
+    close_old_connections()
+    try:
+        record_scheduled_fire(report_id, scheduled_for)
+    finally:
+        close_old_connections()
+
+
+def housekeeping_job():
+    close_old_connections()
+    try:
+        run_housekeeping()
+    finally:
+        close_old_connections()
+
+
+class FireTimeExecutor(ThreadPoolExecutor):
+    """Passes the scheduled fire time to report jobs as ``scheduled_for``.
+
+    APScheduler 3 does not tell a job which fire it is running for; the run needs it
+    (it is half of the run's unique key). Report jobs coalesce, so there is one time.
+    """
+
+    def _do_submit_job(self, job, run_times):
+        if job.id.startswith(JOB_PREFIX):
+            job = _JobWithFireTime(job, run_times[-1])
+        super()._do_submit_job(job, run_times)
+
+    # The job store records each execution from the pool thread after the job returned.
+    def _run_job_success(self, job_id, events):
+        try:
+            super()._run_job_success(job_id, events)
+        finally:
+            close_old_connections()
+
+    def _run_job_error(self, job_id, exc, traceback=None):
+        try:
+            super()._run_job_error(job_id, exc, traceback)
+        finally:
+            close_old_connections()
+
+
+class _JobWithFireTime:
+    """A job seen through a proxy whose kwargs carry ``scheduled_for``."""
+
+    def __init__(self, job, scheduled_for):
+        self._job = job
+        self.kwargs = {**job.kwargs, "scheduled_for": scheduled_for}
+
+    def __getattr__(self, name):
+        return getattr(self._job, name)
+
+    def __str__(self):
+        return str(self._job)
+
+
+class _BackgroundScheduler(BackgroundScheduler):
+    def _process_jobs(self):
+        # APScheduler 3 makes one more pass after shutdown(); a job due then would be
+        # handed to the stopped executor and its fire lost. The next leader fires it.
+        if self.state == STATE_STOPPED:
+            return None
+        close_old_connections()  # survive a database restart between passes
+        return super()._process_jobs()
+
+    def _main_loop(self):
+        try:
+            super()._main_loop()
+        finally:
+            connections.close_all()
+
+
+def scheduled_reports():
+    """Report id -> (crontab, timezone) for every report the worker should schedule."""
+    return {
+        pk: (schedule, zone)
+        for pk, schedule, zone in Report.objects.filter(enabled=True)
+        .exclude(schedule="")
+        .values_list("pk", "schedule", "timezone")
+    }
+
+
+class ReportScheduler:
+    def __init__(self):
+        self.scheduler = _BackgroundScheduler(
+            jobstores={"default": DjangoJobStore()},
+            executors={"default": FireTimeExecutor(max_workers=8)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": settings.SCHEDULE_MISFIRE_GRACE_SECONDS,
+            },
+            timezone="UTC",
+        )
+
+    def start(self):
+        # Paused until the jobs match the reports, then due (missed) jobs are processed.
+        self.scheduler.start(paused=True)
+        self.sync()
+        self.scheduler.add_job(
+            housekeeping_job,
+            "interval",
+            seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS,
+            id=HOUSEKEEPING_JOB,
+            replace_existing=True,
+        )
+        self.scheduler.resume()
+
+    def stop(self):
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def sync(self):
+        """Add, change and remove jobs to match the reports; store next run times."""
+        wanted = scheduled_reports()
+        jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith(JOB_PREFIX)}
+        for job_id, job in jobs.items():
+            report_id = int(job_id[len(JOB_PREFIX) :])
+            if report_id not in wanted:
+                self.scheduler.remove_job(job_id)
+                logger.info("unscheduled report %s", report_id)
+            elif (job.trigger.expression, job.trigger.timezone) != wanted[report_id]:
+                self.scheduler.reschedule_job(job_id, trigger=CrontabTrigger(*wanted[report_id]))
+                logger.info("rescheduled report %s: %s", report_id, wanted[report_id])
+        for report_id, (expression, zone) in wanted.items():
+            if job_id_for(report_id) not in jobs:
+                self.scheduler.add_job(
+                    fire_report,
+                    trigger=CrontabTrigger(expression, zone),
+                    id=job_id_for(report_id),
+                    kwargs={"report_id": report_id},
+                )
+                logger.info("scheduled report %s: %s %s", report_id, expression, zone)
+        self.store_next_run_times()
+
+    def store_next_run_times(self):
+        next_runs = {
+            int(job.id[len(JOB_PREFIX) :]): job.next_run_time
+            for job in self.scheduler.get_jobs()
+            if job.id.startswith(JOB_PREFIX)
+        }
+        stored = dict(Report.objects.values_list("pk", "next_run_at"))
+        for report_id, stored_next in stored.items():
+            wanted_next = next_runs.get(report_id)
+            if stored_next != wanted_next:
+                Report.objects.filter(pk=report_id).update(next_run_at=wanted_next)

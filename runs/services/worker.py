@@ -1,0 +1,182 @@
+"""The worker process: schedule (if leader), claim and execute runs, keep heartbeats.
+
+One main loop does the bookkeeping; a thread pool of WORKER_CONCURRENCY executes runs.
+Every step survives a lost database connection: it logs, backs off and tries again.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connections
+
+from runs.services import heartbeats
+from runs.services.leadership import leader_lock_for
+from runs.services.queue import claim_runs
+from runs.services.recovery import abandon_runs, fail_lost_runs, touch_runs
+from runs.services.runner import perform_run
+from runs.services.scheduler import ReportScheduler
+
+logger = logging.getLogger("runs.worker")
+
+MAX_BACKOFF_SECONDS = 10
+
+
+class Periodic:
+    """Says when a task is due, every ``interval`` seconds (due at once the first time)."""
+
+    def __init__(self, interval):
+        self.interval = interval
+        self._next = 0.0
+
+    def due(self, now):
+        if now >= self._next:
+            self._next = now + self.interval
+            return True
+        return False
+
+
+class Worker:
+    def __init__(self, *, concurrency=None):
+        self.concurrency = concurrency or settings.WORKER_CONCURRENCY
+        self.host = socket.gethostname()
+        self.name = f"{self.host}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
+        self._active = {}  # run id -> (run, future)
+        self._active_lock = threading.Lock()
+        self._leader_lock = leader_lock_for()
+        self._scheduler = None
+        self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
+        self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
+        self._leadership = Periodic(settings.SCHEDULE_SYNC_SECONDS)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def request_stop(self, reason="stop requested"):
+        if not self._stop.is_set():
+            logger.info("worker %s stopping: %s", self.name, reason)
+        self._stop.set()
+        self._wake.set()
+
+    def run(self):
+        """Work until asked to stop; return the number of runs abandoned at the end."""
+        if connections["default"].vendor == "sqlite":
+            self._leader_lock.try_acquire()  # raises SecondWorkerRefused
+        heartbeats.register_worker(self.name, self.host, os.getpid())
+        logger.info(
+            "worker %s started: concurrency %s, %s database",
+            self.name,
+            self.concurrency,
+            connections["default"].vendor,
+        )
+        backoff = 0.0
+        while not self._stop.is_set():
+            try:
+                close_old_connections()
+                claimed = self._step()
+                backoff = 0.0
+            except DatabaseError as error:
+                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
+                logger.warning("database unavailable (%s); retrying in %.1f s", error, backoff)
+                connections.close_all()
+                self._stop.wait(backoff)
+                continue
+            if not claimed:
+                self._wake.wait(settings.WORKER_POLL_SECONDS)
+                self._wake.clear()
+        return self._shutdown()
+
+    def _step(self):
+        now = time.monotonic()
+        if self._heartbeat.due(now):
+            self._beat()
+        if self._recovery.due(now):
+            fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS)
+        if self._leadership.due(now):
+            self._lead()
+        return self._dispatch()
+
+    def _shutdown(self):
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        deadline = time.monotonic() + settings.WORKER_SHUTDOWN_GRACE_SECONDS
+        while self._running_runs() and time.monotonic() < deadline:
+            self._touch_active_runs()
+            time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
+        left = self._running_runs()
+        if left:
+            abandon_runs(
+                left,
+                f"Worker {self.name} stopped before the run finished "
+                f"(waited {settings.WORKER_SHUTDOWN_GRACE_SECONDS:g} s).",
+            )
+        self._pool.shutdown(wait=not left, cancel_futures=True)
+        self._leader_lock.release()
+        try:
+            heartbeats.unregister_worker(self.name)
+        except DatabaseError:
+            logger.warning("could not remove the heartbeat row of %s", self.name)
+        logger.info("worker %s stopped", self.name)
+        return len(left)
+
+    # --- leadership and scheduling ---------------------------------------------------
+
+    def _lead(self):
+        if self._leader_lock.try_acquire():
+            if self._scheduler is None:
+                logger.info("worker %s is the scheduler now", self.name)
+                self._scheduler = ReportScheduler()
+                self._scheduler.start()
+            else:
+                self._scheduler.sync()
+        elif self._scheduler is not None:
+            logger.warning("worker %s lost the scheduler lock; stops scheduling", self.name)
+            self._scheduler.stop()
+            self._scheduler = None
+
+    # --- executing runs --------------------------------------------------------------
+
+    def _dispatch(self):
+        free = self.concurrency - len(self._running_runs())
+        if free <= 0 or self._stop.is_set():
+            return 0
+        runs = claim_runs(free, self.name)
+        for run in runs:
+            with self._active_lock:
+                self._active[run.pk] = (run, self._pool.submit(self._execute, run))
+        return len(runs)
+
+    def _execute(self, run):
+        try:
+            close_old_connections()
+            perform_run(run)
+        except Exception:
+            logger.exception("run %s could not be recorded", run.pk)
+        finally:
+            close_old_connections()
+            with self._active_lock:
+                self._active.pop(run.pk, None)
+            self._wake.set()  # a slot is free: claim the next run now
+
+    def _running_runs(self):
+        with self._active_lock:
+            return [run for run, _ in self._active.values()]
+
+    def _touch_active_runs(self):
+        touch_runs([run.pk for run in self._running_runs()])
+
+    def _beat(self):
+        self._touch_active_runs()
+        alive = heartbeats.beat(
+            self.name,
+            is_leader=self._scheduler is not None,
+            running_runs=len(self._running_runs()),
+        )
+        if not alive:  # removed by housekeeping after a long outage
+            heartbeats.register_worker(self.name, self.host, os.getpid())

@@ -1,0 +1,170 @@
+"""Fires, claims, retries, lost runs and retention, in-process on both databases."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from reports.models import Report
+from runs.models import Run, RunStatus, RunTrigger
+from runs.services.housekeeping import purge_expired_runs
+from runs.services.queue import claim_runs, enqueue_run, record_scheduled_fire
+from runs.services.recovery import fail_lost_runs
+from runs.services.runner import execute_run, perform_run, run_report_now
+from runs.services.transitions import transition_run
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+FIRE = timezone.now().replace(second=0, microsecond=0)
+
+
+@pytest.fixture
+def report():
+    return Report.objects.create(
+        name="Hourly", slug="hourly", sql="SELECT 1 AS n", schedule="0 * * * *"
+    )
+
+
+def make_report(slug, **fields):
+    return Report.objects.create(name=slug, slug=slug, sql="SELECT 1 AS n", **fields)
+
+
+def test_a_fire_is_recorded_once(report):
+    first = record_scheduled_fire(report.pk, FIRE)
+    second = record_scheduled_fire(report.pk, FIRE)
+    assert first.status == RunStatus.QUEUED
+    assert first.trigger == RunTrigger.SCHEDULE
+    assert first.scheduled_for == FIRE
+    assert second is None
+    assert Run.objects.count() == 1
+
+
+def test_a_fire_while_the_previous_run_is_running_is_skipped(report):
+    previous = record_scheduled_fire(report.pk, FIRE)
+    assert claim_runs(1, "test:1") == [previous]
+    skipped = record_scheduled_fire(report.pk, FIRE + timedelta(hours=1))
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.error == (
+        f"Skipped: the previous run ({previous.pk}) was still running at this fire time."
+    )
+    assert skipped.finished_at is not None
+
+
+def test_fires_of_disabled_or_unscheduled_reports_record_nothing(report):
+    report.enabled = False
+    report.save()
+    assert record_scheduled_fire(report.pk, FIRE) is None
+    manual = make_report("manual")
+    assert record_scheduled_fire(manual.pk, FIRE) is None
+    assert Run.objects.count() == 0
+
+
+def test_claims_take_the_oldest_runs_up_to_the_limit():
+    runs = [enqueue_run(make_report(f"r{i}"), RunTrigger.MANUAL) for i in range(3)]
+    claimed = claim_runs(2, "test:1")
+    assert [run.pk for run in claimed] == [runs[0].pk, runs[1].pk]
+    for run in claimed:
+        run.refresh_from_db()
+        assert run.status == RunStatus.RUNNING
+        assert run.worker == "test:1"
+        assert run.sql == "SELECT 1 AS n"
+    assert claim_runs(5, "test:2") == [runs[2]]
+    assert claim_runs(5, "test:2") == []
+
+
+def test_a_report_runs_one_run_at_a_time(report):
+    first = enqueue_run(report, RunTrigger.MANUAL)
+    second = enqueue_run(report, RunTrigger.API)
+    claimed = claim_runs(2, "test:1")
+    assert claimed == [first]
+    assert claim_runs(2, "test:1") == []  # still running
+    perform_run(claimed[0])
+    assert claim_runs(2, "test:1") == [second]
+
+
+def test_a_retry_waits_for_its_time(report):
+    retry = Run.objects.create(
+        report=report,
+        trigger=RunTrigger.SCHEDULE,
+        not_before=timezone.now() + timedelta(minutes=5),
+    )
+    assert claim_runs(1, "test:1") == []
+    Run.objects.filter(pk=retry.pk).update(not_before=timezone.now() - timedelta(seconds=1))
+    assert claim_runs(1, "test:1") == [retry]
+
+
+def test_failed_scheduled_runs_are_retried_with_growing_backoff(settings):
+    settings.RETRY_BACKOFF_SECONDS = 60
+    flaky = make_report("flaky", schedule="0 * * * *", max_retries=2)
+    flaky.sql = "SELECT * FROM missing_table"
+    flaky.save()
+    first = record_scheduled_fire(flaky.pk, FIRE)
+    execute_run(first)
+    second = Run.objects.get(retry_of=first)
+    assert (second.attempt, second.status, second.trigger) == (2, RunStatus.QUEUED, "schedule")
+    assert (second.not_before - timezone.now()).total_seconds() == pytest.approx(60, abs=5)
+    execute_run(second)
+    third = Run.objects.get(retry_of=first, attempt=3)
+    assert (third.not_before - timezone.now()).total_seconds() == pytest.approx(120, abs=5)
+    execute_run(third)
+    assert Run.objects.filter(report=flaky).count() == 3  # max_retries=2: no fourth attempt
+    assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.FAILED}
+
+
+def test_manual_runs_are_not_retried():
+    broken = make_report("broken", max_retries=3)
+    broken.sql = "SELECT * FROM missing_table"
+    broken.save()
+    run_report_now(broken, trigger=RunTrigger.MANUAL)
+    assert Run.objects.count() == 1
+
+
+def test_a_run_without_heartbeat_is_failed_as_lost_and_its_temp_file_removed(report, outputs_dir):
+    lost, alive = enqueue_run(report, "manual"), enqueue_run(make_report("other"), "manual")
+    claim_runs(2, "gone-host:4242")
+    old = timezone.now() - timedelta(seconds=120)
+    Run.objects.filter(pk=lost.pk).update(heartbeat_at=old)
+    partial = outputs_dir / "hourly" / f".partial-run{lost.pk}-abc.csv"
+    partial.parent.mkdir(parents=True)
+    partial.write_text("id\n1\n")
+
+    assert [run.pk for run in fail_lost_runs(60)] == [lost.pk]
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert lost.status == RunStatus.FAILED
+    assert lost.error.startswith("Worker lost: gone-host:4242 stopped sending heartbeats")
+    assert not partial.exists()
+    assert alive.status == RunStatus.RUNNING
+
+
+def test_retention_deletes_old_finished_runs_and_their_files(settings, report):
+    settings.RUN_RETENTION_DAYS = 30
+    short = make_report("short", retention_days=7)
+    old_run = run_report_now(report)
+    short_run = run_report_now(short)
+    active = enqueue_run(report, "manual")
+    recent = run_report_now(short)
+    ten_days_ago, forty_days_ago = (
+        timezone.now() - timedelta(days=10),
+        timezone.now() - timedelta(days=40),
+    )
+    Run.objects.filter(pk__in=[old_run.pk, active.pk]).update(queued_at=forty_days_ago)
+    Run.objects.filter(pk=short_run.pk).update(queued_at=ten_days_ago)
+    old_file, short_file = Path(old_run.output.path), Path(short_run.output.path)
+
+    assert purge_expired_runs() == 2
+    assert set(Run.objects.values_list("pk", flat=True)) == {active.pk, recent.pk}
+    assert not old_file.exists() and not short_file.exists()
+    assert Path(recent.output.path).exists()
+
+
+def test_only_allowed_status_changes_happen(report):
+    run = enqueue_run(report, "manual")
+    assert transition_run(run, RunStatus.SUCCEEDED) is False  # queued -> succeeded: no
+    assert transition_run(run, RunStatus.RUNNING) is True
+    assert transition_run(run, RunStatus.SKIPPED) is False  # running -> skipped: no
+    assert transition_run(run, RunStatus.FAILED, error="x") is True
+    assert transition_run(run, RunStatus.RUNNING) is False  # finished stays finished
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
