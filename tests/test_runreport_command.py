@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 from io import StringIO
@@ -7,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from reports.models import Report
 from runs.models import Run, RunStatus
 from tests.conftest import read_csv
+from tests.workers import process_environment
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -70,24 +69,9 @@ def test_unknown_slug_names_the_known_ones(numbers_report):
     assert Run.objects.count() == 0
 
 
-def _test_database_url():
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings_dict['NAME']}"
-    return (
-        f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}"
-        f"/{settings_dict['NAME']}"
-    )
-
-
 def test_exit_status_as_a_process(numbers_report, tmp_path):
     Report.objects.create(name="Broken", slug="broken", sql="SELECT * FROM missing_table")
-    environment = {
-        **os.environ,
-        "DATABASE_URL": _test_database_url(),
-        "OUTPUTS_DIR": str(tmp_path / "outputs"),
-        "SECRET_KEY": "test",
-    }
+    environment = process_environment(tmp_path / "outputs")
 
     def runreport(slug):
         return subprocess.run(

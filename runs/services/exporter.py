@@ -17,6 +17,7 @@ from django.db import DatabaseError, transaction
 from psycopg import pq
 
 WRITE_BUFFER_BYTES = 1 << 20
+CLIENT_CHECK_INTERVAL_MS = 2000
 FETCH_BATCH_ROWS = 2000
 
 
@@ -105,6 +106,12 @@ class PostgresCopyExporter:
                     "SELECT set_config('statement_timeout', %s, true)",
                     [str(timeout_seconds * 1000)],
                 )
+                if connection.pg_version >= 140000:
+                    # A worker killed mid-query must not leave its query running on.
+                    cursor.execute(
+                        "SELECT set_config('client_connection_check_interval', %s, true)",
+                        [str(CLIENT_CHECK_INTERVAL_MS)],
+                    )
                 row_count = _copy_out(connection.connection, copy_sql, writer.write)
         except (psycopg.Error, DatabaseError) as error:
             cause = error.__cause__ if isinstance(error, DatabaseError) else error

@@ -1,0 +1,230 @@
+"""The worker as a real process: picking up runs, stopping, crashing, following edits."""
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from reports.models import Report
+from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.queue import enqueue_run
+from tests.conftest import files_under, postgres_only, sqlite_only, wait_for
+from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+SLOW_SQL = {
+    # Both run for about 2 s per 1 s given, and return one row.
+    "postgresql": "SELECT 1 AS done FROM pg_sleep({seconds})",
+    "sqlite": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+    "WHERE x < {seconds} * 1500000) SELECT count(*) > 0 AS done FROM n",
+}
+
+
+def slow_sql(seconds):
+    return SLOW_SQL[connection_for_source(DEFAULT_SOURCE).vendor].format(seconds=seconds)
+
+
+@pytest.fixture
+def start_worker(tmp_path, outputs_dir):
+    workers = []
+
+    def start(*arguments, **settings):
+        log = tmp_path / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(log, process_environment(outputs_dir, **settings), *arguments)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.kill()
+
+
+def wait_for_heartbeat(worker, timeout=20):
+    return wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.pid).first(), timeout=timeout)
+
+
+def status_of(run):
+    run.refresh_from_db()
+    return run.status
+
+
+def test_an_idle_worker_starts_a_manual_run_within_two_seconds(start_worker):
+    worker = start_worker()
+    wait_for_heartbeat(worker)
+    report = Report.objects.create(name="Now", slug="now", sql="SELECT 1 AS n")
+    run = enqueue_run(report, "manual")
+    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=10)
+    assert (run.started_at - run.queued_at).total_seconds() < 2
+    assert run.worker == f"{WorkerHeartbeat.objects.get(pid=worker.pid).name}"
+    assert worker.stop() == 0
+
+
+def test_sigterm_lets_the_running_run_finish_then_exits_zero(start_worker):
+    worker = start_worker()
+    wait_for_heartbeat(worker)
+    report = Report.objects.create(name="Slow", slug="slow", sql=slow_sql(1))
+    run = enqueue_run(report, "manual")
+    wait_for(lambda: status_of(run) == RunStatus.RUNNING, timeout=10)
+    assert worker.stop() == 0
+    assert status_of(run) == RunStatus.SUCCEEDED
+    assert "stopping: SIGTERM" in worker.log()
+    assert not WorkerHeartbeat.objects.filter(pid=worker.pid).exists()
+
+
+def test_sigterm_past_the_grace_time_fails_the_run_and_keeps_no_file(start_worker, outputs_dir):
+    worker = start_worker(WORKER_SHUTDOWN_GRACE_SECONDS=0.5)
+    wait_for_heartbeat(worker)
+    report = Report.objects.create(name="Slow", slug="slow", sql=slow_sql(10))
+    run = enqueue_run(report, "manual")
+    wait_for(lambda: status_of(run) == RunStatus.RUNNING, timeout=10)
+    started = time.monotonic()
+    assert worker.stop() == 0
+    assert time.monotonic() - started < 8
+    assert status_of(run) == RunStatus.FAILED
+    assert run.error.startswith("Worker ") and "stopped before the run finished" in run.error
+    assert files_under(outputs_dir) == []
+
+
+def test_a_killed_worker_s_run_is_failed_by_the_next_worker(start_worker, outputs_dir):
+    doomed = start_worker()
+    wait_for_heartbeat(doomed)
+    report = Report.objects.create(name="Slow", slug="slow", sql=slow_sql(15))
+    run = enqueue_run(report, "manual")
+    wait_for(lambda: status_of(run) == RunStatus.RUNNING, timeout=10)
+    wait_for(lambda: list((outputs_dir / "slow").glob(".partial-*")), timeout=10)
+    doomed.kill()
+    killed_at = time.monotonic()
+
+    rescuer = start_worker()
+    wait_for(lambda: status_of(run) == RunStatus.FAILED, timeout=30)
+    assert time.monotonic() - killed_at < 20  # lost-after is 3 s in these tests
+    assert run.error.startswith(f"Worker lost: {run.worker} stopped sending heartbeats")
+    assert files_under(outputs_dir) == []
+    assert rescuer.stop() == 0
+
+
+def test_report_edits_reach_the_running_worker(start_worker):
+    worker = start_worker()
+    wait_for_heartbeat(worker)
+    report = Report.objects.create(
+        name="Edited", slug="edited", sql="SELECT 1", schedule="0 6 * * *", timezone="UTC"
+    )
+
+    def next_run():
+        report.refresh_from_db()
+        return report.next_run_at
+
+    first = wait_for(next_run, timeout=10)
+    assert (first.hour, first.minute) == (6, 0)
+    report.schedule = "45 7 * * *"
+    report.save()
+    wait_for(lambda: next_run() and next_run().minute == 45, timeout=10)
+    report.enabled = False
+    report.save()
+    wait_for(lambda: next_run() is None, timeout=10)
+    assert worker.running()
+    assert worker.stop() == 0
+
+
+@sqlite_only
+def test_a_second_worker_on_sqlite_is_refused(start_worker):
+    first = start_worker()
+    wait_for_heartbeat(first)
+    second = start_worker()
+    assert second.process.wait(30) == 1
+    assert "Another worker" in second.log()
+    assert "SQLite supports one worker; use PostgreSQL" in second.log()
+    assert first.running()
+    assert first.stop() == 0
+
+
+def test_the_worker_heartbeat_row_says_who_and_when(start_worker):
+    worker = start_worker()
+    beat = wait_for_heartbeat(worker)
+    assert beat.is_leader or wait_for(
+        lambda: WorkerHeartbeat.objects.get(pid=worker.pid).is_leader, timeout=10
+    )
+    assert beat.version
+    first_seen = beat.last_seen_at
+    wait_for(
+        lambda: WorkerHeartbeat.objects.get(pid=worker.pid).last_seen_at > first_seen, timeout=5
+    )
+    assert (
+        timezone.now() - WorkerHeartbeat.objects.get(pid=worker.pid).last_seen_at
+    ).total_seconds() < 3
+    assert worker.stop() == 0
+
+
+@postgres_only
+def test_two_workers_run_every_fire_and_every_run_exactly_once(start_worker, outputs_dir):
+    every_minute = [
+        Report.objects.create(name=f"s{i}", slug=f"s{i}", sql="SELECT 1 AS n", schedule="* * * * *")
+        for i in range(10)
+    ]
+    manual = [
+        Report.objects.create(name=f"m{i}", slug=f"m{i}", sql="SELECT 1 AS n") for i in range(20)
+    ]
+    workers = [start_worker(), start_worker()]
+    for worker in workers:
+        wait_for_heartbeat(worker)
+    queued = [enqueue_run(report, "api") for report in manual for _ in range(3)]
+
+    wait_for(
+        lambda: (
+            not Run.objects.filter(pk__in=[r.pk for r in queued])
+            .exclude(status=RunStatus.SUCCEEDED)
+            .exists()
+        ),
+        timeout=60,
+    )
+    executed_by = set(
+        Run.objects.filter(pk__in=[r.pk for r in queued]).values_list("worker", flat=True)
+    )
+    assert len(executed_by) == 2  # both workers took a share
+
+    # The next minute's fire: one run per report, whichever worker leads.
+    wait_for(
+        lambda: (
+            Run.objects.filter(report__in=every_minute, status=RunStatus.SUCCEEDED).count() >= 10
+        ),
+        timeout=90,
+    )
+    time.sleep(2)
+    fires = Run.objects.filter(report__in=every_minute).values_list("report_id", "scheduled_for")
+    first_fire = min(when for _, when in fires)
+    per_report = {}
+    for report_id, when in fires:
+        if when == first_fire:
+            per_report[report_id] = per_report.get(report_id, 0) + 1
+    assert per_report == {report.pk: 1 for report in every_minute}
+
+    succeeded = Run.objects.filter(status=RunStatus.SUCCEEDED).count()
+    assert len(files_under(outputs_dir)) == succeeded  # no run wrote twice
+
+    leader = next(w for w in workers if WorkerHeartbeat.objects.get(pid=w.pid).is_leader)
+    follower = next(w for w in workers if w is not leader)
+    leader.kill()
+    wait_for(lambda: WorkerHeartbeat.objects.get(pid=follower.pid).is_leader, timeout=15)
+    assert follower.stop() == 0
+    for worker in workers:
+        assert "ERROR" not in worker.log() and "Traceback" not in worker.log(), worker.log()
+
+
+@postgres_only
+def test_the_worker_survives_losing_its_database_connections(start_worker, source_sql):
+    worker = start_worker()
+    wait_for(
+        lambda: (beat := WorkerHeartbeat.objects.filter(pid=worker.pid).first()) and beat.is_leader
+    )
+    source_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE application_name = '{WORKER_APPLICATION_NAME}'"
+    )
+    report = Report.objects.create(name="After", slug="after", sql="SELECT 1 AS n")
+    run = enqueue_run(report, "manual")
+    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=20)
+    wait_for(lambda: WorkerHeartbeat.objects.get(pid=worker.pid).is_leader, timeout=15)
+    assert worker.running()
+    assert worker.stop() == 0

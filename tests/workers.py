@@ -1,0 +1,88 @@
+"""Start real `manage.py runapscheduler` processes against the test database."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from django.db import connection
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# Lets a test find the worker's PostgreSQL sessions (and only those).
+WORKER_APPLICATION_NAME = "reportsvc-test-process"
+
+FAST_WORKER_SETTINGS = {
+    "WORKER_POLL_SECONDS": "0.1",
+    "WORKER_HEARTBEAT_SECONDS": "0.5",
+    "WORKER_LOST_AFTER_SECONDS": "3",
+    "SCHEDULE_SYNC_SECONDS": "1",
+    "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
+}
+
+
+def database_url_of_test_run():
+    """A DATABASE_URL for the database the test run created."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    return (
+        f"postgres://{settings_dict['USER']}{password}@{settings_dict['HOST']}:"
+        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+        f"?application_name={WORKER_APPLICATION_NAME}"
+    )
+
+
+def process_environment(outputs_dir, **overrides):
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("REPORTING_DATABASE_URL", "WORKER_", "SCHEDULE_"))
+    }
+    environment.update(
+        DATABASE_URL=database_url_of_test_run(),
+        OUTPUTS_DIR=str(outputs_dir),
+        SECRET_KEY="test",
+        PYTHONUNBUFFERED="1",
+        **FAST_WORKER_SETTINGS,
+    )
+    environment.update({key: str(value) for key, value in overrides.items()})
+    return environment
+
+
+class WorkerProcess:
+    def __init__(self, log_path, environment, *arguments):
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runapscheduler", *arguments],
+            cwd=PROJECT_DIR,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+
+    def log(self):
+        return Path(self.log_path).read_text()
+
+    def running(self):
+        return self.process.poll() is None
+
+    def stop(self, timeout=30):
+        """SIGTERM, then wait; returns the exit status."""
+        if self.running():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self):
+        """kill -9: no cleanup of any kind."""
+        if self.running():
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
