@@ -12,12 +12,14 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-## run: install, migrate, seed demo data and start the service on SQLite (DEBUG on)
+## run: install, migrate, seed demo data, then web server + worker (Ctrl-C stops both)
 run: export DEBUG ?= 1
+run: export HOST := $(HOST)
+run: export PORT := $(PORT)
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
 ## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL)
 test: export SECRET_KEY ?= insecure-test-key

@@ -1,0 +1,89 @@
+"""Dockerfile and docker-compose.yml cannot be built here; check what can be checked."""
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from django.core.management import get_commands
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SETTINGS_SOURCE = (PROJECT_DIR / "reportsvc" / "settings.py").read_text()
+SETTINGS_VARIABLES = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z0-9_]+)"', SETTINGS_SOURCE))
+# Read by reports/datasources.py rather than settings.py.
+SETTINGS_VARIABLES |= {"REPORTING_DATABASE_URL"}
+
+
+def compose():
+    return yaml.safe_load((PROJECT_DIR / "docker-compose.yml").read_text())
+
+
+def dockerfile_instructions():
+    text = (PROJECT_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [line.split(None, 1) for line in lines if line and not line.startswith("#")]
+
+
+def test_compose_has_database_migrate_web_and_worker():
+    services = compose()["services"]
+    assert set(services) == {"db", "migrate", "web", "worker"}
+    assert services["db"]["image"].startswith("postgres:")
+    assert services["worker"]["command"] == ["python", "manage.py", "runapscheduler"]
+    assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
+    for name in ("web", "worker"):
+        assert services[name]["depends_on"] == {
+            "migrate": {"condition": "service_completed_successfully"}
+        }
+
+
+def test_compose_commands_exist():
+    commands = get_commands()
+    for service in compose()["services"].values():
+        command = service.get("command")
+        if command and command[:2] == ["python", "manage.py"]:
+            assert command[2] in commands, command
+
+
+def test_compose_environment_is_read_by_the_settings():
+    environment = compose()["services"]["worker"]["environment"]
+    assert set(environment) <= SETTINGS_VARIABLES, set(environment) - SETTINGS_VARIABLES
+
+
+def test_web_and_worker_share_the_outputs_volume():
+    services = compose()["services"]
+    outputs = "outputs:/data/outputs"
+    assert outputs in services["web"]["volumes"] and outputs in services["worker"]["volumes"]
+    assert "outputs" in compose()["volumes"]
+
+
+def test_dockerfile_matches_the_tested_python_and_serves_the_wsgi_app():
+    instructions = dockerfile_instructions()
+    base = next(args for op, args in instructions if op == "FROM")
+    assert base == f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+    copies = [args for op, args in instructions if op == "COPY"]
+    assert copies[0] == "requirements.txt ."  # dependency layer before the code
+    assert any(op == "USER" and args != "root" for op, args in instructions)
+    command = next(args for op, args in instructions if op == "CMD")
+    assert "reportsvc.wsgi" in command
+    exposed = next(args for op, args in instructions if op == "EXPOSE")
+    assert f"{exposed}:{exposed}" in compose()["services"]["web"]["ports"]
+    environment = dict(
+        pair.split("=", 1) for op, args in instructions if op == "ENV" for pair in shlex.split(args)
+    )
+    assert (
+        set(environment)
+        - {
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONUNBUFFERED",
+            "PIP_NO_CACHE_DIR",
+            "PIP_DISABLE_PIP_VERSION_CHECK",
+        }
+        <= SETTINGS_VARIABLES
+    )
+
+
+def test_requirements_are_pinned():
+    lines = (PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    requirements = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert requirements and all("==" in line for line in requirements)
