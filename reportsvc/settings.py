@@ -83,6 +83,10 @@ DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'reportsvc.sqlite3'}"
 DATABASE_URL = env("DATABASE_URL", default=DEFAULT_DATABASE_URL)
 
 
+# Persistent connections, checked before each request / unit of worker work.
+DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+
 def _service_database(url):
     config = environ.Env.db_url_config(url)
     config.setdefault("OPTIONS", {})
@@ -100,6 +104,8 @@ def _service_database(url):
 
 DATABASES = {"default": _service_database(DATABASE_URL)}
 DATABASES.update(reporting_databases(os.environ, DATABASE_URL, DATABASES["default"]))
+for _alias in DATABASES:
+    DATABASES[_alias]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 DATABASE_ROUTERS = ["reports.datasources.ReportingDatabaseRouter"]
 
 # Data-source name -> Django alias; report SQL only ever runs through these.

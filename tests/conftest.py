@@ -70,3 +70,15 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """In-process tests close connections after each unit of work.
+
+    Scheduler threads come and go within a test; a persistent connection left behind
+    by one would keep PostgreSQL from dropping the test database at the end. Worker
+    processes started by tests keep the default (persistent) setting.
+    """
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = 0

@@ -17,7 +17,7 @@ from django.db import DatabaseError, transaction
 from psycopg import pq
 
 WRITE_BUFFER_BYTES = 1 << 20
-CLIENT_CHECK_INTERVAL_MS = 2000
+CLIENT_CHECK_MS = "2000"
 FETCH_BATCH_ROWS = 2000
 
 
@@ -101,17 +101,18 @@ class PostgresCopyExporter:
         )
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(
-                    "SELECT set_config('statement_timeout', %s, true)",
-                    [str(timeout_seconds * 1000)],
-                )
+                # One round trip: read-only, statement timeout, and (PostgreSQL 14+) a
+                # periodic check so a killed worker's query does not run on.
+                parameters = [
+                    ("transaction_read_only", "on"),
+                    ("statement_timeout", str(timeout_seconds * 1000)),
+                ]
                 if connection.pg_version >= 140000:
-                    # A worker killed mid-query must not leave its query running on.
-                    cursor.execute(
-                        "SELECT set_config('client_connection_check_interval', %s, true)",
-                        [str(CLIENT_CHECK_INTERVAL_MS)],
-                    )
+                    parameters.append(("client_connection_check_interval", CLIENT_CHECK_MS))
+                cursor.execute(
+                    "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(parameters)),
+                    [value for pair in parameters for value in pair],
+                )
                 row_count = _copy_out(connection.connection, copy_sql, writer.write)
         except (psycopg.Error, DatabaseError) as error:
             cause = error.__cause__ if isinstance(error, DatabaseError) else error
