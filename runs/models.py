@@ -70,7 +70,18 @@ class Run(models.Model):
             models.Index(fields=["report", "-queued_at"], name="run_report_queued_idx"),
             models.Index(fields=["status", "queued_at"], name="run_status_queued_idx"),
             models.Index(fields=["-queued_at", "-id"], name="run_queued_idx"),
-            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
+            # The worker's hot queries: next queued runs in order, and running runs
+            # (per report, and by heartbeat age) - small partial indexes for both.
+            models.Index(
+                fields=["queued_at", "id"],
+                condition=models.Q(status="queued"),
+                name="run_queue_idx",
+            ),
+            models.Index(
+                fields=["report", "heartbeat_at"],
+                condition=models.Q(status="running"),
+                name="run_running_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
