@@ -4,7 +4,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -30,32 +30,61 @@ def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
 
 
 def record_scheduled_fire(report_id, scheduled_for):
-    """Turn one schedule fire into one run; None if it was recorded already.
+    """Record one schedule fire; the new run, or None (see ``record_scheduled_fires``)."""
+    created = record_scheduled_fires([(report_id, scheduled_for)])
+    return created[0] if created else None
 
-    ``(report, scheduled_for)`` is unique, so a second scheduler firing the same moment
-    records nothing. A fire while the report's previous run is still queued or running
-    is recorded as ``skipped`` instead of piling up or overlapping.
+
+def record_scheduled_fires(fires):
+    """Turn schedule fires, ``(report_id, scheduled_for)`` pairs, into runs, in bulk.
+
+    ``(report, scheduled_for)`` is unique, so a fire recorded already (by a second
+    scheduler firing the same moment) is left alone. A fire while the report's previous
+    run is still queued or running is recorded as ``skipped`` instead of piling up or
+    overlapping. Disabled and unscheduled reports record nothing. Returns the runs this
+    call created.
     """
-    report = Report.objects.filter(pk=report_id, enabled=True).exclude(schedule="").first()
-    if report is None:
-        return None
-    busy = (
-        Run.objects.filter(report=report, status__in=ACTIVE_STATUSES).order_by("queued_at").first()
+    report_ids = {report_id for report_id, _ in fires}
+    schedulable = set(
+        Report.objects.filter(pk__in=report_ids, enabled=True)
+        .exclude(schedule="")
+        .values_list("pk", flat=True)
     )
-    try:
-        with transaction.atomic():
-            run = enqueue_run(report, RunTrigger.SCHEDULE, scheduled_for=scheduled_for)
-    except IntegrityError:
-        logger.info("fire of %s at %s was already recorded", report.slug, scheduled_for)
-        return None
-    if busy is not None:
-        transition_run(
-            run,
-            RunStatus.SKIPPED,
-            error=f"Skipped: the previous run ({busy.pk}) was still {busy.status} "
-            "at this fire time.",
-        )
-    return run
+    fires = {(report_id, when) for report_id, when in fires if report_id in schedulable}
+    if not fires:
+        return []
+    times = {when for _, when in fires}
+    busy = {}
+    for report_id, run_id, status in (
+        Run.objects.filter(report_id__in=schedulable, status__in=ACTIVE_STATUSES)
+        .order_by("-queued_at")
+        .values_list("report_id", "pk", "status")
+    ):
+        busy[report_id] = (run_id, status)  # ends with the oldest active run
+    same_fire = Run.objects.filter(report_id__in=schedulable, scheduled_for__in=times)
+    recorded_before = set(same_fire.values_list("report_id", "scheduled_for"))
+    Run.objects.bulk_create(
+        [
+            Run(report_id=report_id, trigger=RunTrigger.SCHEDULE, scheduled_for=when)
+            for report_id, when in fires - recorded_before
+        ],
+        ignore_conflicts=True,
+    )
+    created = [
+        run
+        for run in same_fire.select_related("report")
+        if (run.report_id, run.scheduled_for) in fires - recorded_before
+    ]
+    for run in created:
+        previous = busy.get(run.report_id)
+        if previous and previous[0] != run.pk:
+            transition_run(
+                run,
+                RunStatus.SKIPPED,
+                error=f"Skipped: the previous run ({previous[0]}) was still {previous[1]} "
+                "at this fire time.",
+            )
+    return created
 
 
 def claim_runs(limit, worker):

@@ -8,6 +8,9 @@ older than SCHEDULE_MISFIRE_GRACE_SECONDS.
 
 import logging
 import pickle
+import queue
+import threading
+import time
 
 from apscheduler import events
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -15,14 +18,14 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 from django_apscheduler import util as apscheduler_util
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
 
 from reports.models import Report
 from runs.services.housekeeping import run_housekeeping
-from runs.services.queue import record_scheduled_fire
+from runs.services.queue import record_scheduled_fires
 from runs.services.triggers import CrontabTrigger
 
 logger = logging.getLogger(__name__)
@@ -36,12 +39,71 @@ def job_id_for(report_id):
 
 
 def fire_report(report_id, scheduled_for=None):
-    """APScheduler job: record the fire at ``scheduled_for`` as a run."""
+    """APScheduler job: record the fire at ``scheduled_for`` as a run.
+
+    Inside a running ReportScheduler the fire is handed to its FireRecorder, which
+    records fires in batches: a thousand reports due the same minute become a few bulk
+    queries instead of a thousand transactions.
+    """
+    if _active_recorder is not None:
+        _active_recorder.submit(report_id, scheduled_for)
+        return
     close_old_connections()
     try:
-        record_scheduled_fire(report_id, scheduled_for)
+        record_scheduled_fires([(report_id, scheduled_for)])
     finally:
         close_old_connections()
+
+
+_active_recorder = None
+
+
+class FireRecorder:
+    """One thread that records queued-up fires in batches."""
+
+    MAX_BATCH = 2000
+    RETRY_SECONDS = 1.0
+
+    def __init__(self):
+        self._fires = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._record_forever, name="fire-recorder")
+
+    def start(self):
+        self._thread.start()
+
+    def submit(self, report_id, scheduled_for):
+        self._fires.put((report_id, scheduled_for))
+
+    def stop(self):
+        """Record what is pending, then end the thread."""
+        self._fires.put(None)
+        self._thread.join()
+
+    def _record_forever(self):
+        stopping = False
+        try:
+            while not stopping:
+                batch = [self._fires.get()]
+                while len(batch) < self.MAX_BATCH and not self._fires.empty():
+                    batch.append(self._fires.get())
+                stopping = None in batch
+                fires = [fire for fire in batch if fire is not None]
+                if fires:
+                    self._record(fires)
+        finally:
+            connections.close_all()
+
+    def _record(self, fires):
+        for attempt in range(3):
+            close_old_connections()
+            try:
+                record_scheduled_fires(fires)
+                return
+            except DatabaseError as error:
+                logger.warning("could not record %s fires (%s); retrying", len(fires), error)
+                connections.close_all()
+                time.sleep(self.RETRY_SECONDS * (attempt + 1))
+        logger.error("gave up recording %s fires; the next fires will be recorded", len(fires))
 
 
 def housekeeping_job():
@@ -159,6 +221,7 @@ def scheduled_reports():
 
 class ReportScheduler:
     def __init__(self):
+        self.recorder = None
         self.scheduler = _BackgroundScheduler(
             jobstores={"default": ReportJobStore()},
             executors={"default": FireTimeExecutor(max_workers=8)},
@@ -171,6 +234,10 @@ class ReportScheduler:
         )
 
     def start(self):
+        global _active_recorder
+        self.recorder = FireRecorder()
+        self.recorder.start()
+        _active_recorder = self.recorder
         # Paused until the jobs match the reports, then due (missed) jobs are processed.
         self.scheduler.start(paused=True)
         self.sync()
@@ -184,8 +251,13 @@ class ReportScheduler:
         self.scheduler.resume()
 
     def stop(self):
+        global _active_recorder
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.recorder is not None:
+            _active_recorder = None
+            self.recorder.stop()
+            self.recorder = None
 
     def sync(self):
         """Add, change and remove jobs to match the reports; store next run times."""
@@ -216,8 +288,11 @@ class ReportScheduler:
             for job in self.scheduler.get_jobs()
             if job.id.startswith(JOB_PREFIX)
         }
-        stored = dict(Report.objects.values_list("pk", "next_run_at"))
-        for report_id, stored_next in stored.items():
-            wanted_next = next_runs.get(report_id)
-            if stored_next != wanted_next:
-                Report.objects.filter(pk=report_id).update(next_run_at=wanted_next)
+        changed = [
+            Report(pk=report_id, next_run_at=next_runs.get(report_id))
+            for report_id, stored in Report.objects.values_list("pk", "next_run_at")
+            if stored != next_runs.get(report_id)
+        ]
+        # One statement per 500 reports: after a minute where 1,000 reports fired,
+        # the worker's main loop must not stall on a thousand single updates.
+        Report.objects.bulk_update(changed, ["next_run_at"], batch_size=500)
