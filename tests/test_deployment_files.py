@@ -92,7 +92,7 @@ def test_requirements_are_pinned():
 def test_every_setting_is_documented_in_the_readme_and_env_example():
     readme = (PROJECT_DIR / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)`", readme, flags=re.MULTILINE))
-    assert SETTINGS_VARIABLES <= documented, SETTINGS_VARIABLES - documented
+    assert documented >= SETTINGS_VARIABLES, SETTINGS_VARIABLES - documented
     example = (PROJECT_DIR / ".env.example").read_text()
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
-    assert SETTINGS_VARIABLES <= in_example, SETTINGS_VARIABLES - in_example
+    assert in_example >= SETTINGS_VARIABLES, SETTINGS_VARIABLES - in_example
