@@ -238,3 +238,16 @@ def next_fire_times(schedule, zone, after, count):
     while len(times) < count and (after := next_fire_time(schedule, zone, after)):
         times.append(after)
     return times
+
+
+def describe_crontab(expression):
+    """The schedule in words, e.g. "At 06:00, Monday through Friday"; "" if blank."""
+    from cron_descriptor import Options, get_description
+
+    text = " ".join(expression.split())
+    if not text:
+        return ""
+    options = Options()
+    options.use_24hour_time_format = True
+    options.day_of_week_start_index_zero = True
+    return get_description(MACROS.get(text.lower(), text), options)

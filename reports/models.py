@@ -83,7 +83,10 @@ class Report(models.Model):
 
     class Meta:
         ordering = ["name"]
-        permissions = [("run_report", "Can run reports on demand")]
+        permissions = [
+            ("run_report", "Can run reports on demand"),
+            ("view_report_sql", "Can see the SQL of reports and runs"),
+        ]
 
     def __str__(self):
         return self.name

@@ -42,6 +42,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_apscheduler",
     "reports",
     "runs",
@@ -163,3 +167,36 @@ SCHEDULE_MISFIRE_GRACE_SECONDS = env.int("SCHEDULE_MISFIRE_GRACE_SECONDS", defau
 RETRY_BACKOFF_SECONDS = env.int("RETRY_BACKOFF_SECONDS", default=60)
 RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", default=90)
 HOUSEKEEPING_INTERVAL_SECONDS = env.int("HOUSEKEEPING_INTERVAL_SECONDS", default=3600)
+
+# --- REST API ----------------------------------------------------------------------------
+
+API_RUN_THROTTLE_RATE = env("API_RUN_THROTTLE_RATE", default="60/minute")
+HEALTH_WORKER_MAX_AGE_SECONDS = env.int("HEALTH_WORKER_MAX_AGE_SECONDS", default=120)
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes anonymous requests 401, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_RATES": {"report-runs": API_RUN_THROTTLE_RATE},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "reportsvc API",
+    "DESCRIPTION": "Reports, their runs, on-demand triggers and CSV downloads.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "RunTriggerEnum": "runs.models.RunTrigger",
+    },
+}

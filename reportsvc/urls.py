@@ -1,8 +1,29 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.routers import DefaultRouter
+
+from reports.api import ReportViewSet
+from runs.api import CSVRenderer, RunViewSet
+from runs.views import healthz
+
+router = DefaultRouter()
+router.register("reports", ReportViewSet, basename="report")
+router.register("runs", RunViewSet, basename="run")
+
+# Routed by hand: a router would add a trailing slash to ".csv".
+latest_csv = ReportViewSet.as_view(
+    {"get": "latest_csv"}, renderer_classes=[JSONRenderer, CSVRenderer]
+)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("api/reports/<slug:slug>/latest.csv", latest_csv, name="report-latest-csv"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include(router.urls)),
 ]

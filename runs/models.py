@@ -63,6 +63,11 @@ class Run(models.Model):
     not_before = models.DateTimeField(
         null=True, blank=True, help_text="A queued retry waits until this time."
     )
+    idempotency_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The Idempotency-Key of the API request that queued this run.",
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -88,7 +93,12 @@ class Run(models.Model):
                 fields=["report", "scheduled_for"],
                 condition=models.Q(scheduled_for__isnull=False),
                 name="run_unique_report_fire",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["report", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="run_unique_idempotency_key",
+            ),
         ]
 
     def __str__(self):

@@ -4,7 +4,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -27,6 +27,40 @@ def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
         requested_by=requested_by,
         scheduled_for=scheduled_for,
     )
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def request_run(report, trigger, *, requested_by=None, idempotency_key=""):
+    """Queue a run on request; returns ``(run, created)``.
+
+    With an idempotency key, a repeat for the same report within 24 hours returns the
+    run the first request queued instead of queuing another.
+    """
+    if not idempotency_key:
+        return enqueue_run(report, trigger, requested_by=requested_by), True
+    with transaction.atomic():
+        earlier = (
+            Run.objects.select_for_update()
+            .filter(report=report, idempotency_key=idempotency_key)
+            .first()
+        )
+        if earlier is not None:
+            if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
+                return earlier, False
+            Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired: free it
+        try:
+            with transaction.atomic():
+                run = Run.objects.create(
+                    report=report,
+                    trigger=trigger,
+                    requested_by=requested_by,
+                    idempotency_key=idempotency_key,
+                )
+        except IntegrityError:  # a concurrent request with the same key got there first
+            return Run.objects.get(report=report, idempotency_key=idempotency_key), False
+    return run, True
 
 
 def record_scheduled_fire(report_id, scheduled_for):

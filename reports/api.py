@@ -1,0 +1,101 @@
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.throttling import ScopedRateThrottle
+
+from reports.models import Report
+from reports.permissions import CanRunReports, ReportModelPermissions
+from reports.serializers import ReportSerializer
+from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR
+from runs.downloads import csv_download_response
+from runs.models import RunTrigger
+from runs.selectors import last_runs_by_id, latest_successful_run, with_last_run_id
+from runs.serializers import RunSerializer
+from runs.services.queue import request_run
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Repeat a request with the same key within 24 h to get the same run back.",
+)
+
+
+@extend_schema(responses={200: ReportSerializer, 400: ERROR, 404: ERROR})
+class ReportViewSet(viewsets.ModelViewSet):
+    """Reports: read with view_report; create/update/delete with the model permissions."""
+
+    serializer_class = ReportSerializer
+    permission_classes = [ReportModelPermissions]
+    throttle_scope = None  # set for the run action only
+    lookup_field = "slug"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
+
+    def get_queryset(self):
+        return with_last_run_id(Report.objects.all())
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "last_runs": {}}
+
+    def _serializer_for(self, reports, **kwargs):
+        context = {**self.get_serializer_context(), "last_runs": last_runs_by_id(reports)}
+        return self.get_serializer(reports, context=context, **kwargs)
+
+    def list(self, request, *args, **kwargs):
+        reports = list(self.filter_queryset(self.get_queryset()))
+        return Response(self._serializer_for(reports, many=True).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        report = self.get_object()
+        return Response(self._serializer_for([report], many=True).data[0])
+
+    @extend_schema(
+        request=None,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={202: RunSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 429: ERROR},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[CanRunReports],
+        throttle_classes=[ScopedRateThrottle],
+        throttle_scope="report-runs",
+    )
+    def run(self, request, slug=None):
+        """Queue a run of the report for the worker; 202 with the run, Location its URL."""
+        report = self.get_object()
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise ValidationError({"Idempotency-Key": "Use at most 255 characters."})
+        run, created = request_run(
+            report, RunTrigger.API, requested_by=request.user, idempotency_key=key
+        )
+        location = reverse("run-detail", args=[run.pk], request=request)
+        response = Response(
+            RunSerializer(run, context=self.get_serializer_context()).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+    @extend_schema(
+        responses={
+            **CSV_DOWNLOAD_RESPONSES,
+            404: OpenApiResponse(ERROR, description="No report, or no successful run yet."),
+        }
+    )
+    def latest_csv(self, request, slug=None):
+        """Stream the newest successful output of the report."""
+        report = self.get_object()
+        run = latest_successful_run(report)
+        if run is None:
+            return Response(
+                {"detail": f"Report '{report.slug}' has no successful run with an output yet."},
+                status=status.HTTP_404_NOT_FOUND,
+            )
+        return csv_download_response(request, run)

@@ -1,0 +1,46 @@
+"""Serving run outputs: only ever from storage, by the run's recorded file name."""
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponseNotModified
+from django.utils.http import parse_etags
+from rest_framework import status
+from rest_framework.response import Response
+
+from runs.selectors import download_problem
+
+
+def download_file_name(run):
+    started = run.started_at or run.queued_at
+    return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}.csv"
+
+
+def csv_download_response(request, run):
+    """The run's CSV as a streamed attachment; 304 for a matching ETag; 409 if none.
+
+    For DRF views: errors are DRF responses, rendered as the client accepts.
+    """
+    problem = download_problem(run)
+    if problem:
+        return Response({"detail": problem}, status=status.HTTP_409_CONFLICT)
+    etag = f'"{run.output_sha256}"'
+    if_none_match = parse_etags(request.headers.get("If-None-Match", ""))
+    if etag in if_none_match or "*" in if_none_match:
+        response = HttpResponseNotModified()
+        response["ETag"] = etag
+        return response
+    try:
+        file = default_storage.open(run.output.name, "rb")
+    except (FileNotFoundError, SuspiciousFileOperation):
+        return Response(
+            {"detail": f"The output file of run {run.pk} is missing from storage."},
+            status=status.HTTP_409_CONFLICT,
+        )
+    response = FileResponse(
+        file,
+        as_attachment=True,
+        filename=download_file_name(run),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["ETag"] = etag
+    return response
