@@ -69,7 +69,7 @@ class ReportViewSet(viewsets.ModelViewSet):
         report = self.get_object()
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > 255:
-            raise ValidationError({"Idempotency-Key": "Use at most 255 characters."})
+            raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
         run, created = request_run(
             report, RunTrigger.API, requested_by=request.user, idempotency_key=key
         )

@@ -1,0 +1,31 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+PERMISSIONS = {
+    "view": ["view_report"],
+    "run": ["view_report", "run_report"],
+    "sql": ["view_report", "view_report_sql"],
+    "editor": ["view_report", "add_report", "change_report", "delete_report"],
+}
+
+
+def make_user(username, role=None, *, staff=False):
+    user = get_user_model().objects.create_user(username, password="pw-12345-long", is_staff=staff)
+    if role:
+        user.user_permissions.set(
+            Permission.objects.filter(
+                content_type__app_label="reports", codename__in=PERMISSIONS[role]
+            )
+        )
+    return user
+
+
+def client_for(user=None):
+    """An API client authenticated with a real token (or anonymous)."""
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

@@ -1,0 +1,444 @@
+"""The REST API: every endpoint, filter and permission, on both databases."""
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.throttling import ScopedRateThrottle
+
+from reports.models import Report
+from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.queue import enqueue_run
+from runs.services.runner import run_report_now
+from runs.services.transitions import transition_run
+from tests.api_helpers import client_for, make_user
+from tests.conftest import parse_csv_text
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+NUMBERS_SQL = "SELECT 1 AS n UNION ALL SELECT 2 ORDER BY n"
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    cache.clear()
+
+
+@pytest.fixture
+def report():
+    return Report.objects.create(
+        name="Numbers", slug="numbers", sql=NUMBERS_SQL, schedule="0 6 * * mon-fri"
+    )
+
+
+@pytest.fixture
+def viewer():
+    return client_for(make_user("viewer", "view"))
+
+
+@pytest.fixture
+def runner():
+    return client_for(make_user("runner", "run"))
+
+
+@pytest.fixture
+def staff():
+    return client_for(make_user("staff", "editor", staff=True))
+
+
+@pytest.fixture
+def succeeded(report):
+    return run_report_now(report)
+
+
+# --- authentication and permissions ---------------------------------------------------
+
+
+ENDPOINTS = [
+    ("get", "/api/reports/"),
+    ("get", "/api/reports/numbers/"),
+    ("post", "/api/reports/numbers/run/"),
+    ("get", "/api/reports/numbers/latest.csv"),
+    ("get", "/api/runs/"),
+    ("get", "/api/runs/1/"),
+    ("get", "/api/runs/1/download/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_anonymous_requests_get_401(report, method, path):
+    response = getattr(client_for(), method)(path)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_a_wrong_token_gets_401_and_says_so(report):
+    client = client_for()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = client.get("/api/reports/")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token."}
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_users_without_permissions_get_403(report, succeeded, method, path):
+    response = getattr(client_for(make_user("nobody")), method)(path)
+    assert response.status_code == 403
+
+
+def test_viewers_read_but_cannot_run_or_write(report, succeeded, viewer):
+    assert viewer.get("/api/reports/").status_code == 200
+    assert viewer.get(f"/api/runs/{succeeded.pk}/download/").status_code == 200
+    response = viewer.post("/api/reports/numbers/run/")
+    assert response.status_code == 403
+    assert "run_report" in response.json()["detail"]
+    assert (
+        viewer.post("/api/reports/", {"name": "x", "slug": "x", "sql": "SELECT 1"}).status_code
+        == 403
+    )
+    assert viewer.delete("/api/reports/numbers/").status_code == 403
+    assert Run.objects.count() == 1 and Report.objects.count() == 1
+
+
+def test_session_login_works_too(report):
+    user = make_user("browser", "view")
+    client = client_for()
+    client.force_login(user)
+    assert client.get("/api/reports/").status_code == 200
+
+
+def test_sql_is_shown_to_staff_and_sql_viewers_only(report, succeeded, viewer, staff):
+    assert "sql" not in viewer.get("/api/reports/numbers/").json()
+    assert "sql" not in viewer.get(f"/api/runs/{succeeded.pk}/").json()
+    assert staff.get("/api/reports/numbers/").json()["sql"] == NUMBERS_SQL
+    sql_viewer = client_for(make_user("analyst", "sql"))
+    assert sql_viewer.get(f"/api/runs/{succeeded.pk}/").json()["sql"] == NUMBERS_SQL
+
+
+# --- reports --------------------------------------------------------------------------
+
+
+def test_report_list_shows_schedule_next_and_last_run(report, succeeded, viewer):
+    report.next_run_at = timezone.now() + timedelta(hours=1)
+    report.save()
+    [item] = viewer.get("/api/reports/").json()
+    assert item["slug"] == "numbers"
+    assert item["schedule"] == "0 6 * * mon-fri"
+    assert item["schedule_description"] == "At 06:00, Monday through Friday"
+    assert item["next_run_at"] is not None
+    assert item["last_run"]["id"] == succeeded.pk
+    assert item["last_run"]["status"] == "succeeded"
+    assert item["last_run"]["row_count"] == 2
+    assert item["last_run"]["download_url"].endswith(f"/api/runs/{succeeded.pk}/download/")
+    assert item["latest_csv_url"].endswith("/api/reports/numbers/latest.csv")
+
+
+def test_report_list_query_count_does_not_grow_with_reports(viewer, django_assert_max_num_queries):
+    for index in range(30):
+        run_report_now(Report.objects.create(name=f"r{index}", slug=f"r{index}", sql="SELECT 1"))
+    with django_assert_max_num_queries(6):
+        assert len(viewer.get("/api/reports/").json()) == 30
+
+
+def test_staff_create_update_and_delete_reports(staff):
+    created = staff.post(
+        "/api/reports/",
+        {
+            "name": "Orders",
+            "slug": "orders",
+            "sql": "SELECT 1",
+            "schedule": "*/15 * * * *",
+            "timezone": "Europe/Berlin",
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    assert created.json()["schedule_description"] == "Every 15 minutes"
+    patched = staff.patch("/api/reports/orders/", {"enabled": False}, format="json")
+    assert patched.status_code == 200 and patched.json()["enabled"] is False
+    assert staff.delete("/api/reports/orders/").status_code == 204
+    assert not Report.objects.filter(slug="orders").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("schedule", "0 25 * * *", "Invalid schedule '0 25 * * *': hour: 25 is out of range 0-23."),
+        ("timezone", "Mars/Olympus", "Unknown time zone 'Mars/Olympus'"),
+        ("data_source", "nowhere", "Unknown data source 'nowhere'"),
+        ("sql", "SELECT 1; DROP TABLE reports_report", "this SQL has 2"),
+        ("sql", "DELETE FROM reports_report", "Reports can only read data"),
+        ("slug", "not a slug", "letters, numbers, underscores or hyphens"),
+    ],
+)
+def test_invalid_reports_get_400_with_field_errors(staff, field, value, message):
+    body = {"name": "Bad", "slug": "bad", "sql": "SELECT 1", field: value}
+    response = staff.post("/api/reports/", body, format="json")
+    assert response.status_code == 400
+    assert message in response.json()[field][0]
+    assert not Report.objects.exists()
+
+
+def test_an_invalid_update_changes_nothing(report, staff):
+    response = staff.patch("/api/reports/numbers/", {"schedule": "every day"}, format="json")
+    assert response.status_code == 400
+    report.refresh_from_db()
+    assert report.schedule == "0 6 * * mon-fri"
+
+
+def test_unknown_report_is_404(viewer):
+    response = viewer.get("/api/reports/nope/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Report matches the given query."}
+
+
+# --- triggering -----------------------------------------------------------------------
+
+
+def test_trigger_queues_a_run_and_points_to_it(report, runner):
+    response = runner.post("/api/reports/numbers/run/")
+    assert response.status_code == 202
+    body = response.json()
+    run = Run.objects.get()
+    assert body["id"] == run.pk
+    assert body["status"] == "queued" and body["trigger"] == "api"
+    assert body["requested_by"] == "runner"
+    assert response["Location"].endswith(f"/api/runs/{run.pk}/")
+
+
+def test_the_same_idempotency_key_returns_the_same_run(report, runner):
+    first = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="abc")
+    again = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="abc")
+    other = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="def")
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert other.json()["id"] != first.json()["id"]
+    Report.objects.create(name="Other", slug="other", sql="SELECT 1")
+    elsewhere = runner.post("/api/reports/other/run/", HTTP_IDEMPOTENCY_KEY="abc")
+    assert elsewhere.json()["id"] not in (first.json()["id"], other.json()["id"])
+    assert Run.objects.count() == 3
+
+
+def test_an_idempotency_key_expires_after_24_hours(report, runner):
+    first = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="daily")
+    Run.objects.update(queued_at=timezone.now() - timedelta(hours=25))
+    again = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="daily")
+    assert again.json()["id"] != first.json()["id"]
+    assert Run.objects.count() == 2
+
+
+def test_an_overlong_idempotency_key_is_refused(report, runner):
+    response = runner.post("/api/reports/numbers/run/", HTTP_IDEMPOTENCY_KEY="k" * 256)
+    assert response.status_code == 400
+    assert response.json() == {"Idempotency-Key": ["Use at most 255 characters."]}
+    assert not Run.objects.exists()
+
+
+def test_triggers_are_throttled(report, runner, monkeypatch):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"report-runs": "2/minute"})
+    codes = [runner.post("/api/reports/numbers/run/").status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    assert Run.objects.count() == 2
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+def make_runs(report, count, start):
+    runs = [enqueue_run(report, "api") for _ in range(count)]
+    for index, run in enumerate(runs):
+        Run.objects.filter(pk=run.pk).update(queued_at=start + timedelta(minutes=index))
+    return runs
+
+
+def test_runs_are_listed_newest_first_with_every_field(report, succeeded, viewer):
+    older = make_runs(report, 2, timezone.now() - timedelta(days=1))
+    body = viewer.get("/api/runs/").json()
+    assert [item["id"] for item in body["results"]] == [succeeded.pk, older[1].pk, older[0].pk]
+    detail = viewer.get(f"/api/runs/{succeeded.pk}/").json()
+    assert detail["status"] == "succeeded"
+    assert detail["row_count"] == 2
+    assert detail["output_bytes"] == Path(succeeded.output.path).stat().st_size
+    assert detail["output_sha256"] == succeeded.output_sha256
+    assert detail["worker"] == succeeded.worker
+    assert detail["duration_seconds"] >= 0
+    assert {"scheduled_for", "started_at", "finished_at", "error", "attempt"} <= set(detail)
+
+
+def test_run_filters(report, succeeded, viewer):
+    other = Report.objects.create(name="Other", slug="other", sql="SELECT * FROM missing")
+    failed = run_report_now(other)
+    queued = enqueue_run(other, "manual")
+
+    def ids(query):
+        response = viewer.get(f"/api/runs/?{query}")
+        assert response.status_code == 200, response.json()
+        return {item["id"] for item in response.json()["results"]}
+
+    assert ids("report=numbers") == {succeeded.pk}
+    assert ids("report=other") == {failed.pk, queued.pk}
+    assert ids("status=failed") == {failed.pk}
+    assert ids("trigger=manual") == {queued.pk}
+    cutoff = timezone.now() + timedelta(seconds=1)
+    Run.objects.filter(pk=queued.pk).update(queued_at=cutoff + timedelta(minutes=1))
+    stamp = cutoff.isoformat().replace("+00:00", "Z")
+    assert ids(f"created_after={stamp}") == {queued.pk}
+    assert ids(f"created_before={stamp}") == {succeeded.pk, failed.pk}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("status=bogus", "status"), ("created_after=yesterday", "created_after")],
+)
+def test_invalid_filters_get_400(viewer, query, field):
+    response = viewer.get(f"/api/runs/?{query}")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_cursor_pages_stay_stable_while_new_runs_arrive(report, viewer):
+    make_runs(report, 5, timezone.now() - timedelta(hours=1))
+    first = viewer.get("/api/runs/?page_size=2").json()
+    make_runs(report, 3, timezone.now())  # newer than everything listed
+    second = viewer.get(first["next"]).json()
+    third = viewer.get(second["next"]).json()
+    seen = [item["id"] for page in (first, second, third) for item in page["results"]]
+    expected = list(
+        Run.objects.filter(queued_at__lt=timezone.now() - timedelta(minutes=30))
+        .order_by("-queued_at", "-id")
+        .values_list("pk", flat=True)
+    )
+    assert seen == expected
+    assert third["next"] is None
+
+
+def test_unknown_runs_are_404(viewer):
+    assert viewer.get("/api/runs/999999/").status_code == 404
+    assert viewer.get("/api/runs/999999/download/").status_code == 404
+    assert viewer.get("/api/runs/abc/download/").status_code == 404
+    assert viewer.get("/api/runs/..%2F..%2Fetc%2Fpasswd/download/").status_code == 404
+
+
+# --- downloads ------------------------------------------------------------------------
+
+
+def test_download_streams_the_csv_with_headers(report, succeeded, viewer):
+    response = viewer.get(f"/api/runs/{succeeded.pk}/download/", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200
+    content = b"".join(response.streaming_content)
+    assert parse_csv_text(content.decode()) == [["n"], ["1"], ["2"]]
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Length"] == str(len(content))
+    assert response["ETag"] == f'"{hashlib.sha256(content).hexdigest()}"'
+    disposition = response["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="numbers_')
+    assert disposition.endswith(f'_run{succeeded.pk}.csv"')
+
+
+def test_download_answers_304_to_a_matching_etag(succeeded, viewer):
+    etag = f'"{succeeded.output_sha256}"'
+    response = viewer.get(f"/api/runs/{succeeded.pk}/download/", HTTP_IF_NONE_MATCH=etag)
+    assert response.status_code == 304
+    assert response["ETag"] == etag
+    changed = viewer.get(f"/api/runs/{succeeded.pk}/download/", HTTP_IF_NONE_MATCH='"old"')
+    assert changed.status_code == 200
+
+
+def test_download_is_409_while_there_is_no_output(report, viewer):
+    queued = enqueue_run(report, "api")
+    response = viewer.get(f"/api/runs/{queued.pk}/download/")
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"Run {queued.pk} is queued; its output is not ready yet."}
+    transition_run(queued, RunStatus.FAILED, error="boom")
+    response = viewer.get(f"/api/runs/{queued.pk}/download/")
+    assert response.json() == {"detail": f"Run {queued.pk} failed and has no output."}
+
+
+def test_download_of_a_missing_file_is_409_and_changes_nothing(succeeded, viewer):
+    Path(succeeded.output.path).unlink()
+    response = viewer.get(f"/api/runs/{succeeded.pk}/download/")
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"The output file of run {succeeded.pk} is missing from storage."
+    }
+    succeeded.refresh_from_db()
+    assert succeeded.status == RunStatus.SUCCEEDED
+
+
+def test_errors_come_as_csv_to_clients_that_only_accept_csv(report, viewer):
+    queued = enqueue_run(report, "api")
+    response = viewer.get(f"/api/runs/{queued.pk}/download/", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 409
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert parse_csv_text(response.content.decode())[0] == ["detail"]
+
+
+def test_latest_csv_is_the_newest_successful_output(report, viewer):
+    response = viewer.get("/api/reports/numbers/latest.csv")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "Report 'numbers' has no successful run with an output yet."
+    }
+    good = run_report_now(report)
+    report.sql = "SELECT * FROM missing_table"
+    report.save()
+    run_report_now(report)  # newer, failed
+    response = viewer.get("/api/reports/numbers/latest.csv")
+    assert response.status_code == 200
+    assert response["ETag"] == f'"{good.output_sha256}"'
+    assert parse_csv_text(b"".join(response.streaming_content).decode()) == [["n"], ["1"], ["2"]]
+
+
+# --- schema, docs, health ---------------------------------------------------------------
+
+
+def test_schema_is_valid_and_public(capsys):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+    response = client_for().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {
+        "/api/reports/",
+        "/api/reports/{slug}/",
+        "/api/reports/{slug}/run/",
+        "/api/reports/{slug}/latest.csv",
+        "/api/runs/",
+        "/api/runs/{id}/",
+        "/api/runs/{id}/download/",
+    } <= set(paths)
+    assert "409" in paths["/api/runs/{id}/download/"]["get"]["responses"]
+
+
+def test_swagger_ui_uses_local_assets():
+    response = client_for().get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "drf_spectacular_sidecar/swagger-ui-dist" in html
+    assert "cdn" not in html.lower()
+
+
+def test_healthz_needs_a_live_worker_and_tells_no_secrets(client):
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == "ok"
+    WorkerHeartbeat.objects.create(
+        name="w:1",
+        host="w",
+        pid=1,
+        version="x",
+        started_at=timezone.now(),
+        last_seen_at=timezone.now() - timedelta(seconds=5),
+    )
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["workers"]["workers_alive"] == 1
+    assert 4 <= body["workers"]["newest_heartbeat_age_seconds"] <= 30
+    assert "postgres" not in response.content.decode() and "sqlite" not in response.content.decode()
