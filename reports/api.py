@@ -1,4 +1,9 @@
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -9,7 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from reports.models import Report
 from reports.permissions import CanRunReports, ReportModelPermissions
 from reports.serializers import ReportSerializer
-from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR
+from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
 from runs.selectors import last_runs_by_id, latest_successful_run, with_last_run_id
@@ -24,7 +29,12 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 
 
-@extend_schema(responses={200: ReportSerializer, 400: ERROR, 404: ERROR})
+@extend_schema_view(
+    create=extend_schema(responses={201: ReportSerializer, 400: VALIDATION_ERROR}),
+    update=extend_schema(responses={200: ReportSerializer, 400: VALIDATION_ERROR}),
+    partial_update=extend_schema(responses={200: ReportSerializer, 400: VALIDATION_ERROR}),
+    destroy=extend_schema(responses={204: None}),
+)
 class ReportViewSet(viewsets.ModelViewSet):
     """Reports: read with view_report; create/update/delete with the model permissions."""
 
@@ -55,7 +65,7 @@ class ReportViewSet(viewsets.ModelViewSet):
     @extend_schema(
         request=None,
         parameters=[IDEMPOTENCY_KEY],
-        responses={202: RunSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 429: ERROR},
+        responses={202: RunSerializer, 400: VALIDATION_ERROR, 429: ERROR},
     )
     @action(
         detail=True,

@@ -27,3 +27,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include(router.urls)),
 ]
+
+handler404 = "reportsvc.views.not_found"

@@ -3,9 +3,15 @@ import io
 
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -16,6 +22,9 @@ from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 
 ERROR = inline_serializer("Error", fields={"detail": serializers.CharField()})
+VALIDATION_ERROR = OpenApiResponse(
+    OpenApiTypes.OBJECT, description="Field name -> list of messages."
+)
 
 
 class CSVRenderer(BaseRenderer):
@@ -44,6 +53,14 @@ class RunCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:  # DRF answers a bad cursor with 404; it is bad input
+            raise ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: use the next/previous links."]}
+            ) from None
+
 
 class RunFilter(filters.FilterSet):
     report = filters.CharFilter(field_name="report__slug", help_text="Report slug.")
@@ -65,7 +82,10 @@ CSV_DOWNLOAD_RESPONSES = {
 }
 
 
-@extend_schema(responses={200: RunSerializer, 404: ERROR})
+@extend_schema_view(
+    list=extend_schema(responses={200: RunSerializer(many=True), 400: VALIDATION_ERROR}),
+    retrieve=extend_schema(responses={200: RunSerializer}),
+)
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Run history: newest first, filterable, cursor-paginated."""
 

@@ -1,10 +1,12 @@
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from reports.permissions import can_view_sql
 from runs.models import Run, RunStatus
+
+# null until the run succeeded with an output
+DOWNLOAD_URL_FIELD = serializers.URLField(allow_null=True)
 
 
 def run_download_url(run, request):
@@ -18,7 +20,9 @@ class RunSerializer(serializers.ModelSerializer):
     report = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     report_name = serializers.CharField(source="report.name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     download_url = serializers.SerializerMethodField()
     sql = serializers.CharField(
         read_only=True, help_text="Only for staff and holders of view_report_sql."
@@ -52,7 +56,7 @@ class RunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(DOWNLOAD_URL_FIELD)
     def get_download_url(self, run):
         return run_download_url(run, self.context.get("request"))
 
@@ -75,6 +79,6 @@ class RunSummarySerializer(serializers.ModelSerializer):
         fields = ["id", "url", "status", "queued_at", "finished_at", "row_count", "download_url"]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(DOWNLOAD_URL_FIELD)
     def get_download_url(self, run):
         return run_download_url(run, self.context.get("request"))
