@@ -17,7 +17,7 @@ from reports.serializers import ReportSerializer
 from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
-from runs.selectors import last_runs_by_id, latest_successful_run, with_last_run_id
+from runs.selectors import latest_successful_run, reports_with_last_run
 from runs.serializers import RunSerializer
 from runs.services.queue import request_run
 
@@ -44,23 +44,18 @@ class ReportViewSet(viewsets.ModelViewSet):
     lookup_field = "slug"
     lookup_value_regex = "[-a-zA-Z0-9_]+"
 
-    def get_queryset(self):
-        return with_last_run_id(Report.objects.all())
+    queryset = Report.objects.all()
 
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "last_runs": {}}
-
-    def _serializer_for(self, reports, **kwargs):
-        context = {**self.get_serializer_context(), "last_runs": last_runs_by_id(reports)}
-        return self.get_serializer(reports, context=context, **kwargs)
+    def _represent(self, reports, last_runs):
+        context = {**self.get_serializer_context(), "last_runs": last_runs}
+        return self.get_serializer(reports, many=True, context=context).data
 
     def list(self, request, *args, **kwargs):
-        reports = list(self.filter_queryset(self.get_queryset()))
-        return Response(self._serializer_for(reports, many=True).data)
+        return Response(self._represent(*reports_with_last_run()))
 
     def retrieve(self, request, *args, **kwargs):
-        report = self.get_object()
-        return Response(self._serializer_for([report], many=True).data[0])
+        self.get_object()  # 404 and permission checks
+        return Response(self._represent(*reports_with_last_run(slug=kwargs["slug"]))[0])
 
     @extend_schema(
         request=None,

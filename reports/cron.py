@@ -17,6 +17,7 @@ back; a *wildcard* schedule (``*/15 * * * *``, ``0 * * * *``) simply follows the
 so it has no skipped-hour fires and fires in both passes of a repeated hour.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -240,6 +241,7 @@ def next_fire_times(schedule, zone, after, count):
     return times
 
 
+@functools.lru_cache(maxsize=4096)  # cron_descriptor reads its locale files on every call
 def describe_crontab(expression):
     """The schedule in words, e.g. "At 06:00, Monday through Friday"; "" if blank."""
     from cron_descriptor import Options, get_description

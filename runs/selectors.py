@@ -1,9 +1,10 @@
 """Read-side queries about runs, shared by the API, the admin and health checks."""
 
+from collections import namedtuple
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.db import connection
 from django.utils import timezone
 
 from runs.models import Run, RunStatus, WorkerHeartbeat
@@ -24,16 +25,65 @@ def latest_successful_run(report):
     )
 
 
-def with_last_run_id(reports):
-    """Annotate reports with ``last_run_id``: their newest run, of any status."""
-    newest = Run.objects.filter(report=OuterRef("pk")).order_by("-queued_at", "-id")
-    return reports.annotate(last_run_id=Subquery(newest.values("pk")[:1]))
+REPORT_ROW_FIELDS = (
+    "id",
+    "slug",
+    "name",
+    "description",
+    "sql",
+    "data_source",
+    "schedule",
+    "timezone",
+    "enabled",
+    "timeout_seconds",
+    "max_rows",
+    "max_retries",
+    "retention_days",
+    "next_run_at",
+    "created_at",
+    "updated_at",
+)
+LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
+ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])
+LastRunRow = namedtuple("LastRunRow", LAST_RUN_FIELDS)
+
+# One query: each report with its newest run, found through the (report, queued_at)
+# index. Listing 500 reports as model instances plus a second query cost more than
+# the lookups themselves (bench/api.py).
+_REPORTS_WITH_LAST_RUN = """
+SELECT {report_columns}, {run_columns}
+FROM reports_report AS report
+LEFT JOIN runs_run AS last_run ON last_run.id = (
+    SELECT newest.id FROM runs_run AS newest
+    WHERE newest.report_id = report.id
+    ORDER BY newest.queued_at DESC, newest.id DESC
+    LIMIT 1
+)
+{where}
+ORDER BY report.name, report.id
+"""
 
 
-def last_runs_by_id(reports):
-    """Run id -> run, for the ``last_run_id`` of already annotated reports (one query)."""
-    ids = [report.last_run_id for report in reports if report.last_run_id]
-    return Run.objects.in_bulk(ids)
+def reports_with_last_run(slug=None):
+    """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``.
+
+    Rows are named tuples with the attributes the serializers read.
+    """
+    query = _REPORTS_WITH_LAST_RUN.format(
+        report_columns=", ".join(f"report.{name}" for name in REPORT_ROW_FIELDS),
+        run_columns=", ".join(f"last_run.{name}" for name in LAST_RUN_FIELDS),
+        where="WHERE report.slug = %s" if slug is not None else "",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [slug] if slug is not None else [])
+        rows = cursor.fetchall()
+    reports, last_runs, width = [], {}, len(REPORT_ROW_FIELDS)
+    for row in rows:
+        run = LastRunRow(*row[width:])
+        reports.append(ReportRow(*row[:width], run.id))
+        if run.id is not None:
+            last_runs[run.id] = run
+    return reports, last_runs
 
 
 def download_problem(run):

@@ -1,29 +1,40 @@
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.reverse import reverse
 
 from reports.permissions import can_view_sql
+from runs.links import api_links, iso_datetime
 from runs.models import Run, RunStatus
 
 # null until the run succeeded with an output
 DOWNLOAD_URL_FIELD = serializers.URLField(allow_null=True)
 
 
-def run_download_url(run, request):
+def run_download_url(run, context):
     if run.status != RunStatus.SUCCEEDED or not run.output:
         return None
-    return reverse("run-download", args=[run.pk], request=request)
+    return api_links(context).run_download(run.id)
 
 
-class RunSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="run-detail")
+class RunLinksMixin(serializers.Serializer):
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    def get_url(self, run) -> str:
+        return api_links(self.context).run(run.pk)
+
+    @extend_schema_field(DOWNLOAD_URL_FIELD)
+    def get_download_url(self, run):
+        return run_download_url(run, self.context)
+
+
+class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
     report = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     report_name = serializers.CharField(source="report.name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     requested_by = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True
     )
-    download_url = serializers.SerializerMethodField()
     sql = serializers.CharField(
         read_only=True, help_text="Only for staff and holders of view_report_sql."
     )
@@ -56,10 +67,6 @@ class RunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(DOWNLOAD_URL_FIELD)
-    def get_download_url(self, run):
-        return run_download_url(run, self.context.get("request"))
-
     def to_representation(self, run):
         data = super().to_representation(run)
         request = self.context.get("request")
@@ -68,17 +75,26 @@ class RunSerializer(serializers.ModelSerializer):
         return data
 
 
-class RunSummarySerializer(serializers.ModelSerializer):
-    """A report's last run, in brief."""
-
-    url = serializers.HyperlinkedIdentityField(view_name="run-detail")
-    download_url = serializers.SerializerMethodField()
+class RunSummarySerializer(RunLinksMixin, serializers.ModelSerializer):
+    """A report's last run, in brief (written out by hand: one per report in lists)."""
 
     class Meta:
         model = Run
         fields = ["id", "url", "status", "queued_at", "finished_at", "row_count", "download_url"]
         read_only_fields = fields
 
-    @extend_schema_field(DOWNLOAD_URL_FIELD)
-    def get_download_url(self, run):
-        return run_download_url(run, self.context.get("request"))
+    def to_representation(self, run):
+        return summarize_run(run, self.context, timezone.get_current_timezone())
+
+
+def summarize_run(run, context, zone):
+    """RunSummarySerializer's output for a run (model or row); cheap enough per report."""
+    return {
+        "id": run.id,
+        "url": api_links(context).run(run.id),
+        "status": run.status,
+        "queued_at": iso_datetime(run.queued_at, zone),
+        "finished_at": iso_datetime(run.finished_at, zone),
+        "row_count": run.row_count,
+        "download_url": run_download_url(run, context),
+    }

@@ -442,3 +442,14 @@ def test_healthz_needs_a_live_worker_and_tells_no_secrets(client):
     assert body["workers"]["workers_alive"] == 1
     assert 4 <= body["workers"]["newest_heartbeat_age_seconds"] <= 30
     assert "postgres" not in response.content.decode() and "sqlite" not in response.content.decode()
+
+
+def test_report_and_summary_keys_match_the_documented_fields(report, succeeded, staff, viewer):
+    from reports.serializers import ReportSerializer
+    from runs.serializers import RunSummarySerializer
+
+    full = staff.get("/api/reports/numbers/").json()
+    assert list(full) == ReportSerializer.Meta.fields  # same names, same order
+    assert set(viewer.get("/api/reports/numbers/").json()) == set(full) - {"sql"}
+    assert list(full["last_run"]) == RunSummarySerializer.Meta.fields
+    assert staff.get("/api/reports/").json() == [full]

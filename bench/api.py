@@ -1,0 +1,212 @@
+"""API benchmark (PostgreSQL): latency with 1,000,000 runs over 500 reports.
+
+Fills its own database (reportsvc_bench_api) once, then measures through a local
+gunicorn (one sync worker, reportsvc.wsgi, over a kept-alive HTTP connection) the
+median and p95 of:
+the first and the 50th page of GET /api/runs/?report=<slug>, GET /api/reports/ (all
+500 reports with their last run) and GET /api/runs/{id}/; and shows that the number
+of queries does not grow with the page size.
+
+    python bench/api.py [--requests 100]
+"""
+
+import argparse
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgres://postgres@127.0.0.1:5432")
+DATABASE = "reportsvc_bench_api"
+REPORTS, RUNS_PER_REPORT = 500, 2000
+
+FILL_RUNS = """
+INSERT INTO runs_run (report_id, status, trigger, scheduled_for, queued_at, started_at,
+                      finished_at, sql, row_count, output, output_bytes, output_sha256,
+                      error, worker, attempt, idempotency_key)
+SELECT r.id,
+       CASE WHEN g %% 50 = 0 THEN 'failed' ELSE 'succeeded' END,
+       CASE WHEN g %% 10 = 0 THEN 'api' ELSE 'schedule' END,
+       t.fire, t.fire, t.fire + interval '1 second', t.fire + interval '3 seconds',
+       'SELECT * FROM orders', 1000 + g, 'bench/run.csv', 52000, md5(g::text) || md5(r.id::text),
+       CASE WHEN g %% 50 = 0 THEN 'relation "orders" does not exist' ELSE '' END,
+       'bench:1', 1, ''
+FROM reports_report r
+CROSS JOIN generate_series(1, %s) AS g
+CROSS JOIN LATERAL (SELECT now() - g * interval '15 minutes' - r.id * interval '1 second'
+                    AS fire) AS t
+"""
+
+
+def setup(requests_per_case):
+    os.environ.update(
+        DATABASE_URL=f"{SERVER_URL}/{DATABASE}",
+        SECRET_KEY="benchmark",
+        ALLOWED_HOSTS="testserver",
+        LOG_LEVEL="ERROR",
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reportsvc.settings")
+    sys.path.insert(0, str(PROJECT_DIR))
+    import psycopg
+
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as connection:
+        if not connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
+        ).fetchone():
+            connection.execute(f"CREATE DATABASE {DATABASE}")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    fill()
+
+
+def fill():
+    from django.db import connection
+
+    from reports.models import Report
+    from runs.models import Run
+
+    if Run.objects.count() == REPORTS * RUNS_PER_REPORT:
+        return
+    print(f"filling {REPORTS * RUNS_PER_REPORT:,} runs (once)...", flush=True)
+    Run.objects.all().delete()
+    Report.objects.all().delete()
+    Report.objects.bulk_create(
+        Report(name=f"Report {i}", slug=f"report-{i}", sql="SELECT 1", schedule="*/15 * * * *")
+        for i in range(REPORTS)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(FILL_RUNS, [RUNS_PER_REPORT])
+        cursor.execute("VACUUM ANALYZE runs_run")
+
+
+def query_count(client, url, headers):
+    """Queries one request makes, counted in-process through the test client."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url, **headers).status_code == 200
+    return len(queries)
+
+
+def timed(connection, url, count, token):
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("GET", url, headers={"Authorization": f"Token {token}"})
+        response = connection.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert response.status == 200, (url, response.status)
+    latencies.sort()
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    return statistics.median(latencies), p95
+
+
+def start_gunicorn(port):
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "reportsvc.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        cwd=PROJECT_DIR,
+        env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1"},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def main():
+    warnings.filterwarnings("ignore", "No directory at")  # static files are not collected
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    setup(args.requests)
+
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    from runs.models import Run
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_staff": True, "is_superuser": True}
+    )
+    token, _ = Token.objects.get_or_create(user=user)
+    headers = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
+    client = Client()
+
+    # 2,000 runs per report: 20 a page reaches page 50.
+    first = "/api/runs/?report=report-250&page_size=20"
+    page = client.get(first, **headers).json()
+    for _ in range(49):
+        page = client.get(page["next"], **headers).json()
+    fiftieth = page["next"].replace("http://testserver", "")
+    run_id = (
+        Run.objects.filter(report__slug="report-250")
+        .order_by("-id")
+        .values_list("pk", flat=True)[1000]
+    )
+
+    cases = [
+        ("GET /api/runs/?report=<slug> (page 1)", first),
+        ("GET /api/runs/?report=<slug> (page 50)", fiftieth),
+        ("GET /api/reports/ (500 with last run)", "/api/reports/"),
+        ("GET /api/runs/{id}/", f"/api/runs/{run_id}/"),
+    ]
+    print(f"{Run.objects.count():,} runs over {REPORTS} reports; {args.requests} requests each")
+    print(f"{'request':<42} {'median':>8} {'p95':>8} {'queries':>8}")
+    server = start_gunicorn(args.port)
+    worst = 0.0
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+        for label, url in cases:
+            timed(connection, url, 3, token.key)  # warm up
+            median, p95 = timed(connection, url, args.requests, token.key)
+            worst = max(worst, p95)
+            queries = query_count(client, url, headers)
+            print(f"{label:<42} {median:>6.1f}ms {p95:>6.1f}ms {queries:>8}")
+    finally:
+        server.terminate()
+        server.wait(30)
+    print("queries per runs page by page size:", end=" ")
+    counts = []
+    for size in (10, 50, 200, 500):
+        counts.append(
+            query_count(client, f"/api/runs/?report=report-250&page_size={size}", headers)
+        )
+        print(f"{size}: {counts[-1]}", end="  ")
+    print()
+    for label, ok in [
+        ("p95 < 50 ms for each request", worst < 50),
+        ("query count does not grow with page size", len(set(counts)) == 1),
+    ]:
+        print(f"{'PASS' if ok else 'MISS'}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

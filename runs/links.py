@@ -1,0 +1,40 @@
+"""Absolute API URLs, resolved once per request.
+
+``reverse()`` costs tens of microseconds; a list of 500 reports needs four URLs each.
+Each builder reverses once with a marker and then only formats strings.
+"""
+
+from django.utils import timezone
+from rest_framework.reverse import reverse
+
+_MARKER = "ZZMARKERZZ"
+
+
+def _builder(name, request, **kwargs):
+    key = next(iter(kwargs))
+    url = reverse(name, kwargs={key: _MARKER}, request=request)
+    prefix, suffix = url.split(_MARKER)
+    return lambda value: f"{prefix}{value}{suffix}"
+
+
+class ApiLinks:
+    def __init__(self, request):
+        self.report = _builder("report-detail", request, slug=0)
+        self.latest_csv = _builder("report-latest-csv", request, slug=0)
+        self.run = _builder("run-detail", request, pk=0)
+        self.run_download = _builder("run-download", request, pk=0)
+
+
+def api_links(context):
+    """The ApiLinks of a serializer context (made on first use, then shared)."""
+    if "api_links" not in context:
+        context["api_links"] = ApiLinks(context.get("request"))
+    return context["api_links"]
+
+
+def iso_datetime(value, zone=None):
+    """A datetime as DRF's DateTimeField writes it (current time zone, "Z" for UTC)."""
+    if value is None:
+        return None
+    text = value.astimezone(zone or timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
