@@ -33,7 +33,8 @@ class Report(models.Model):
         max_length=63,
         default=DEFAULT_SOURCE,
         validators=[validate_data_source],
-        help_text="Name of a configured connection (REPORTING_DATABASE_URL[_<NAME>]).",
+        help_text="Name of a configured connection: default, or NAME from a "
+        "REPORTING_DATABASE_URL_NAME environment variable.",
     )
     schedule = models.CharField(
         max_length=200,

@@ -108,3 +108,29 @@ def worker_health(now=None):
         "newest_heartbeat_age_seconds": round(age, 1) if age is not None else None,
         "ok": age is not None and age <= max_age.total_seconds(),
     }
+
+
+def worker_status(now=None):
+    """What the admin index shows: workers, queue length, recent failures."""
+    now = now or timezone.now()
+    workers = [
+        {
+            "name": beat.name,
+            "is_leader": beat.is_leader,
+            "running_runs": beat.running_runs,
+            "version": beat.version,
+            "started_at": beat.started_at,
+            "seconds_since_seen": (now - beat.last_seen_at).total_seconds(),
+            "alive": (now - beat.last_seen_at).total_seconds()
+            <= settings.HEALTH_WORKER_MAX_AGE_SECONDS,
+        }
+        for beat in WorkerHeartbeat.objects.order_by("-last_seen_at")[:20]
+    ]
+    return {
+        "workers": workers,
+        "queued": Run.objects.filter(status=RunStatus.QUEUED).count(),
+        "running": Run.objects.filter(status=RunStatus.RUNNING).count(),
+        "failed_24h": Run.objects.filter(
+            status=RunStatus.FAILED, queued_at__gte=now - timedelta(hours=24)
+        ).count(),
+    }

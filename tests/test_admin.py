@@ -1,0 +1,253 @@
+"""The Django admin as the ops UI: lists, filters, run-now, report and run pages."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.utils import timezone
+
+from reports.models import Report
+from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.queue import enqueue_run
+from runs.services.runner import run_report_now
+from tests.api_helpers import make_user
+from tests.conftest import ON_POSTGRES
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+TRICKY_SQL = (
+    "SELECT 'say \"hi\", then leave' AS quote, 'line one' || char(10) || 'line two' AS lines"
+)
+
+
+@pytest.fixture
+def admin_client(client):
+    user = make_user("ops", staff=True)
+    user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    return client
+
+
+def staff_client(client, *codenames):
+    user = make_user("staff-limited", staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def reports():
+    daily = Report.objects.create(
+        name="Daily revenue",
+        slug="daily",
+        sql="SELECT 1 AS n",
+        schedule="0 6 * * mon-fri",
+        timezone="Europe/Berlin",
+    )
+    broken = Report.objects.create(name="Broken", slug="broken", sql="SELECT * FROM nope")
+    run_report_now(daily)
+    run_report_now(broken)
+    daily.next_run_at = timezone.now() + timedelta(hours=3)
+    daily.save()
+    return daily, broken
+
+
+def test_reports_list_shows_schedule_next_and_last_run(admin_client, reports):
+    daily, _ = reports
+    html = admin_client.get("/admin/reports/report/").content.decode()
+    assert "At 06:00, Monday through Friday (Europe/Berlin)" in html
+    assert "<code>0 6 * * mon-fri</code>" in html
+    assert 'class="rs-badge rs-succeeded"' in html and 'class="rs-badge rs-failed"' in html
+    assert "manual only" in html
+    success = daily.runs.get()
+    assert f'href="/api/runs/{success.pk}/download/"' in html
+
+
+@pytest.mark.parametrize(
+    ("query", "shown", "hidden"),
+    [
+        ("last_status=failed", "Broken", "Daily revenue"),
+        ("last_status=succeeded", "Daily revenue", "Broken"),
+        ("q=nope", "Broken", "Daily revenue"),  # search in the SQL text
+        ("enabled__exact=1&q=daily", "Daily revenue", "Broken"),
+    ],
+)
+def test_reports_list_filters_and_search(admin_client, reports, query, shown, hidden):
+    html = admin_client.get(f"/admin/reports/report/?{query}").content.decode()
+    assert f">{shown}</a>" in html
+    assert f">{hidden}</a>" not in html
+
+
+def test_run_now_action_queues_runs_and_links_them(admin_client, reports):
+    daily, broken = reports
+    response = admin_client.post(
+        "/admin/reports/report/",
+        {"action": "run_now", "_selected_action": [daily.pk, broken.pk]},
+        follow=True,
+    )
+    queued = Run.objects.filter(status=RunStatus.QUEUED, trigger="manual")
+    assert queued.count() == 2
+    html = response.content.decode()
+    for run in queued:
+        assert f'<a href="/admin/runs/run/{run.pk}/change/">run {run.pk}</a>' in html
+
+
+def test_run_now_button_queues_a_run(admin_client, reports):
+    daily, _ = reports
+    page = admin_client.get(f"/admin/reports/report/{daily.pk}/change/").content.decode()
+    assert 'id="run-now"' in page
+    response = admin_client.post(f"/admin/reports/report/{daily.pk}/run/", follow=True)
+    run = Run.objects.get(report=daily, status=RunStatus.QUEUED)
+    assert run.requested_by.username == "ops"
+    assert f'Queued <a href="/admin/runs/run/{run.pk}/change/">run {run.pk}</a>' in (
+        response.content.decode()
+    )
+
+
+def test_run_now_needs_the_run_permission(client, reports):
+    daily, _ = reports
+    viewer = staff_client(client, "view_report", "view_run")
+    page = viewer.get(f"/admin/reports/report/{daily.pk}/change/").content.decode()
+    assert 'id="run-now"' not in page
+    assert 'name="_save"' not in page  # read-only without change_report
+    listing = viewer.get("/admin/reports/report/").content.decode()
+    assert "run_now" not in listing
+    response = viewer.post(f"/admin/reports/report/{daily.pk}/run/", follow=True)
+    assert "You are not allowed to run reports." in response.content.decode()
+    assert not Run.objects.filter(status=RunStatus.QUEUED).exists()
+
+
+def test_runner_staff_see_the_controls(client, reports):
+    daily, _ = reports
+    runner = staff_client(client, "view_report", "run_report", "view_run")
+    page = runner.get(f"/admin/reports/report/{daily.pk}/change/").content.decode()
+    assert 'id="run-now"' in page
+
+
+def test_report_page_shows_next_fires_and_recent_runs(admin_client, reports):
+    daily, _ = reports
+    page = admin_client.get(f"/admin/reports/report/{daily.pk}/change/").content.decode()
+    assert (page.count("<li>") >= 5 and "CET" in page) or "CEST" in page
+    assert 'id="recent-runs"' in page
+    assert f'href="/admin/runs/run/{daily.runs.get().pk}/change/"' in page
+    assert 'class="rs-sql"' in page  # monospace SQL box
+
+
+def form_data(**changes):
+    data = {
+        "name": "Orders",
+        "slug": "orders",
+        "description": "",
+        "sql": "SELECT 1",
+        "data_source": "default",
+        "schedule": "",
+        "timezone": "UTC",
+        "enabled": "on",
+        "timeout_seconds": "",
+        "max_rows": "",
+        "max_retries": "0",
+        "retention_days": "",
+    }
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sql": "SELECT * FROM no_such_table"}, "The database rejects this SQL:"),
+        ({"sql": "SELECT 1 FROM WHERE"}, "The database rejects this SQL:"),
+        ({"schedule": "61 * * * *"}, "minute: 61 is out of range 0-59"),
+        ({"timezone": "Nowhere/City"}, "Unknown time zone"),
+        ({"sql": "DELETE FROM runs_run"}, "Reports can only read data"),
+    ],
+)
+def test_invalid_reports_are_refused_inline(admin_client, changes, message):
+    response = admin_client.post("/admin/reports/report/add/", form_data(**changes))
+    assert response.status_code == 200  # the form again, with errors
+    assert message in response.content.decode()
+    assert not Report.objects.exists()
+
+
+def test_a_valid_report_saves(admin_client):
+    response = admin_client.post("/admin/reports/report/add/", form_data(schedule="*/5 * * * *"))
+    assert response.status_code == 302
+    assert Report.objects.get().schedule == "*/5 * * * *"
+
+
+def test_runs_list_filters_and_badges(admin_client, reports):
+    html = admin_client.get("/admin/runs/run/?status__exact=failed").content.decode()
+    assert "rs-badge rs-failed" in html and "rs-badge rs-succeeded" not in html
+    html = admin_client.get("/admin/runs/run/?trigger__exact=cli").content.decode()
+    assert html.count('class="rs-badge') == 2
+
+
+def test_run_page_previews_quotes_and_newlines(admin_client):
+    sql = TRICKY_SQL.replace("char(10)", "chr(10)") if ON_POSTGRES else TRICKY_SQL
+    report = Report.objects.create(name="Tricky", slug="tricky", sql=sql)
+    run = run_report_now(report)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert 'id="preview-table"' in page
+    assert "<td>say &quot;hi&quot;, then leave</td>" in page
+    assert "<td>line one\nline two</td>" in page
+    assert f'href="/api/runs/{run.pk}/download/"' in page
+
+
+def test_run_page_preview_is_limited_to_50_rows(admin_client):
+    report = Report.objects.create(
+        name="Many",
+        slug="many",
+        sql="WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 500) "
+        "SELECT x FROM n",
+    )
+    run = run_report_now(report)
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert "first 50 rows (more in the file)" in page
+    assert "<td>50</td>" in page and "<td>51</td>" not in page
+
+
+def test_run_page_of_an_empty_result_and_of_a_failure(admin_client, reports):
+    empty = run_report_now(
+        Report.objects.create(name="E", slug="e", sql="SELECT 1 AS n WHERE 1 = 0")
+    )
+    page = admin_client.get(f"/admin/runs/run/{empty.pk}/change/").content.decode()
+    assert "No rows (header only)." in page
+    _, broken = reports
+    failed = broken.runs.get()
+    page = admin_client.get(f"/admin/runs/run/{failed.pk}/change/").content.decode()
+    assert '<pre class="rs-error">' in page and "nope" in page
+    assert "This run has no output file." in page
+
+
+def test_runs_are_never_editable_and_only_superusers_delete(client, reports):
+    daily, _ = reports
+    run = daily.runs.get()
+    staff = staff_client(client, "view_report", "view_run", "change_run", "delete_run")
+    page = staff.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert 'name="_save"' not in page
+    assert staff.post(f"/admin/runs/run/{run.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Run.objects.filter(pk=run.pk).exists()
+
+
+def test_admin_index_shows_worker_status(admin_client, reports):
+    enqueue_run(reports[0], "manual")
+    WorkerHeartbeat.objects.create(
+        name="box:42",
+        host="box",
+        pid=42,
+        version="1",
+        started_at=timezone.now(),
+        last_seen_at=timezone.now(),
+        is_leader=True,
+    )
+    html = admin_client.get("/admin/").content.decode()
+    assert 'id="worker-status"' in html
+    assert "<th>Queued runs</th><td>1</td>" in html
+    assert "box:42" in html and "scheduler" in html
+    assert '?status__exact=failed">1</a>' in html  # the broken report failed today
+
+
+def test_migrations_match_the_models():
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
