@@ -1,0 +1,116 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright.
+
+Log in, open a demo report, run it, watch it succeed, open the run, see the preview,
+download the CSV. Screenshots go to var/test-output/browser/. Without Chromium the test
+is skipped, unless REQUIRE_BROWSER_TESTS=1 (CI sets it), when it fails instead.
+"""
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from reports.models import Report
+from runs.models import Run, RunStatus
+from tests.api_helpers import make_user
+from tests.workers import WorkerProcess, process_environment
+
+CHROMIUM = "/usr/bin/chromium"
+OUTPUT_DIR = Path(__file__).resolve().parent.parent / "var" / "test-output" / "browser"
+REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS") == "1"
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not REQUIRED,
+        reason=f"{CHROMIUM} is not installed (apt-get install chromium)",
+    ),
+]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def worker(tmp_path, outputs_dir):
+    process = WorkerProcess(tmp_path / "worker.log", process_environment(outputs_dir))
+    yield process
+    process.kill()
+
+
+def test_run_a_report_from_the_admin_and_download_it(live_server, worker, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    call_command("seed_demo", "--no-admin", stdout=io.StringIO())
+    user = make_user("ops", staff=True)
+    user.is_superuser = True
+    user.set_password("a-long-password-1")
+    user.save()
+    report = Report.objects.get(slug="daily-revenue-by-currency")
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    # Playwright's sync API runs an event loop; the ORM is only used before and after.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(20_000)
+
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", "a-long-password-1")
+        page.click("input[type=submit]")
+        expect(page.locator("#worker-status")).to_be_visible()
+
+        page.goto(f"{live_server.url}/admin/reports/report/")
+        expect(page.get_by_text("Daily revenue by currency")).to_be_visible()
+        expect(page.get_by_text("At 06:00 (UTC)")).to_be_visible()
+        page.screenshot(path=OUTPUT_DIR / "reports-list.png", full_page=True)
+
+        page.get_by_role("link", name="Daily revenue by currency").click()
+        page.click("#run-now")
+        expect(page.locator(".messagelist")).to_contain_text("Queued")
+
+        first_status = page.locator("#recent-runs tbody tr").first.locator(".run-status")
+        for _ in range(60):
+            if "succeeded" in first_status.inner_text().lower():
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        expect(first_status).to_contain_text("succeeded", ignore_case=True)
+
+        page.locator("#recent-runs tbody tr").first.locator("a").first.click()
+        expect(page.locator("#preview-table")).to_be_visible()
+        preview_rows = page.locator("#preview-table tbody tr").count()
+        header = page.locator("#preview-table thead th").all_inner_texts()
+        page.screenshot(path=OUTPUT_DIR / "run-page.png", full_page=True)
+
+        with page.expect_download() as download_info:
+            page.get_by_text("Download CSV").click()
+        download = download_info.value
+        downloaded = Path(download.path()).read_text(encoding="utf-8")
+        suggested_name = download.suggested_filename
+        browser.close()
+
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
+    run = Run.objects.filter(report=report).latest("queued_at")
+    assert run.status == RunStatus.SUCCEEDED
+    rows = list(csv.reader(io.StringIO(downloaded, newline="")))
+    assert rows[0] == ["day", "currency", "orders", "revenue"] == [h.lower() for h in header]
+    assert len(rows) - 1 == run.row_count > 0
+    assert preview_rows == min(50, run.row_count)
+    assert suggested_name.startswith("daily-revenue-by-currency_")
+    assert (OUTPUT_DIR / "reports-list.png").stat().st_size > 10_000
+    assert worker.stop() == 0
