@@ -34,10 +34,9 @@ def setup_django(outputs_dir):
     import psycopg
 
     with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as connection:
-        if not connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
-        ).fetchone():
-            connection.execute(f"CREATE DATABASE {DATABASE}")
+        # A fresh database each time: nothing left over from an older schema or run.
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
     import django
 
     django.setup()

@@ -18,7 +18,14 @@ class ReportSQLError(ValueError):
 
 def _skip_quoted(sql, index, quote):
     """Index just past the literal or identifier opening at ``index``."""
-    backslash_escapes = quote == "'" and index > 0 and sql[index - 1] in "eE"
+    # E'...' strings take backslash escapes, but only when E stands alone: in
+    # name'\' the quote after "name" starts a plain string that \ does not escape.
+    backslash_escapes = (
+        quote == "'"
+        and index > 0
+        and sql[index - 1] in "eE"
+        and (index < 2 or not _is_identifier_char(sql[index - 2]))
+    )
     position = index + 1
     while position < len(sql):
         char = sql[position]
@@ -32,6 +39,10 @@ def _skip_quoted(sql, index, quote):
             return position + 1
         position += 1
     return len(sql)
+
+
+def _is_identifier_char(char):
+    return char.isalnum() or char in "_$"
 
 
 def _skip_block_comment(sql, index):

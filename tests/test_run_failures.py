@@ -6,6 +6,7 @@ import pytest
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
+from reports.sql import ReportSQLError, executable_statement
 from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.queue import enqueue_run
@@ -201,3 +202,36 @@ def test_a_run_that_is_not_queued_is_not_executed_again():
     assert execute_run(run) is False
     run.refresh_from_db()
     assert run.output.name == first_output
+
+
+INJECTION = (
+    "SELECT name'\\' AS a) q) TO STDOUT WITH (FORMAT csv, HEADER); COMMIT; BEGIN; "
+    "DELETE FROM guarded; CREATE TABLE evil (x int); COMMIT; "
+    "COPY (SELECT * FROM (SELECT * FROM guarded"
+)
+
+
+def test_quotes_that_look_escaped_cannot_smuggle_a_second_statement(guarded, source_sql):
+    # PostgreSQL ends the string at name'\' (no E prefix), so everything after the
+    # first ; would be a new statement: it must count as one, and never run.
+    with pytest.raises(ReportSQLError, match="this SQL has"):
+        executable_statement(INJECTION)
+    before = guarded()
+    run = run_sql(INJECTION)
+    assert run.status == RunStatus.FAILED
+    assert guarded() == before
+    assert not table_exists(source_sql, "evil")
+
+
+@postgres_only
+def test_the_copy_runs_as_exactly_one_statement(guarded, source_sql, tmp_path):
+    # Past the checks, the database protocol itself refuses a second statement.
+    before = guarded()
+    statement = INJECTION.replace("name'\\'", "'x'")
+    with open(tmp_path / "out.csv", "wb") as file, pytest.raises(ExportFailed) as error:
+        export_query_to_csv(
+            connection_for_source(DEFAULT_SOURCE), statement, file, timeout_seconds=5, max_rows=10
+        )
+    assert "cannot insert multiple commands into a prepared statement" in str(error.value)
+    assert guarded() == before
+    assert not table_exists(source_sql, "evil")

@@ -154,7 +154,9 @@ def _copy_out(psycopg_connection, copy_sql, write):
     import psycopg
 
     pgconn = psycopg_connection.pgconn
-    pgconn.send_query(copy_sql.encode())
+    # The extended protocol takes exactly one statement: whatever the report's text
+    # does to the quoting, nothing after the COPY can run.
+    pgconn.send_query_params(copy_sql.encode(), None)
     while pgconn.flush():
         pass
     result = _next_result(pgconn)
