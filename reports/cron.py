@@ -95,7 +95,7 @@ def _parse_value(text, spec):
     lowered = text.lower()
     if spec.names and lowered in spec.names:
         return spec.names.index(lowered) + spec.name_base
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True
         allowed = f"{spec.low}-{spec.high}"
         if spec.names:
             allowed += f" or {spec.names[0]}-{spec.names[-1]}"
@@ -116,7 +116,7 @@ def _parse_field(text, spec):
         range_part, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
                 raise CronError(f"{spec.label}: step '{step_text}' must be a positive number")
             step = int(step_text)
         if range_part == "*":

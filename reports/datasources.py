@@ -15,6 +15,12 @@ ENV_PREFIX = "REPORTING_DATABASE_URL"
 ALIAS_PREFIX = "reporting_"
 DEFAULT_SOURCE = "default"
 SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+TCP_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def alias_for_source(name):
@@ -49,6 +55,10 @@ def reporting_databases(environment, database_url, default_database):
         config.setdefault("OPTIONS", {})
         if config["ENGINE"].endswith("sqlite3"):
             config["OPTIONS"].setdefault("timeout", 20)
+        else:
+            # Notice a silently dropped connection instead of waiting on it forever.
+            for option, value in TCP_KEEPALIVES.items():
+                config["OPTIONS"].setdefault(option, value)
         config["CONN_HEALTH_CHECKS"] = True
         if url == database_url:
             config["TEST"] = {"MIRROR": "default"}

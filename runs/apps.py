@@ -5,3 +5,6 @@ class RunsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "runs"
     verbose_name = "Runs"
+
+    def ready(self):
+        from runs import signals  # noqa: F401 - connects the receivers

@@ -88,6 +88,8 @@ def test_macros(macro, equivalent):
         ("10-5 * * * *", "range '10-5' runs backwards"),
         ("* * * * funday", "'funday' is not a valid value (use 0-7 or sun-sat)"),
         ("1,,2 * * * *", "minute: empty item in the list '1,,2'"),
+        ("² * * * *", "minute: '²' is not a valid value"),
+        ("*/٣ * * * *", "step '٣' must be a positive number"),
         ("@reboot", "@reboot has no meaning"),
         ("@often", "unknown shortcut '@often'"),
     ],

@@ -1,5 +1,6 @@
 """Fires, claims, retries, lost runs and retention, in-process on both databases."""
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,10 +14,17 @@ from runs.services.queue import claim_runs, enqueue_run, record_scheduled_fire
 from runs.services.recovery import fail_lost_runs
 from runs.services.runner import execute_run, perform_run, run_report_now
 from runs.services.transitions import transition_run
+from tests.conftest import ON_POSTGRES, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 FIRE = timezone.now().replace(second=0, microsecond=0)
+SLOW_SQL = (
+    "SELECT 1 AS done FROM pg_sleep(2.5)"
+    if ON_POSTGRES
+    else "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 8000000) "
+    "SELECT count(*) > 0 AS done FROM n"
+)
 
 
 @pytest.fixture
@@ -168,3 +176,37 @@ def test_only_allowed_status_changes_happen(report):
     assert transition_run(run, RunStatus.RUNNING) is False  # finished stays finished
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
+
+
+def test_deleting_a_report_deletes_its_run_files(report):
+    run = run_report_now(report)
+    path = Path(run.output.path)
+    assert path.exists()
+    report.delete()
+    assert not path.exists()
+
+
+def test_a_fire_skipped_is_never_claimable(report):
+    previous = enqueue_run(report, "manual")
+    skipped = record_scheduled_fire(report.pk, FIRE)
+    assert skipped.status == RunStatus.SKIPPED  # born skipped, never queued
+    assert claim_runs(5, "test:1") == [previous]
+
+
+def test_runreport_keeps_its_run_alive_while_it_works(settings):
+    import threading
+
+    settings.WORKER_HEARTBEAT_SECONDS = 0.1
+    slow = make_report("slow")
+    slow.sql = SLOW_SQL
+    slow.save()
+    thread = threading.Thread(target=run_report_now, args=(slow,))
+    thread.start()
+    try:
+        wait_for(lambda: Run.objects.filter(report=slow, status=RunStatus.RUNNING).exists())
+        time.sleep(1.0)
+        assert fail_lost_runs(0.5) == []  # a worker's recovery pass finds it alive
+        assert Run.objects.get(report=slow).status == RunStatus.RUNNING  # still working
+    finally:
+        thread.join()
+    assert Run.objects.get(report=slow).status == RunStatus.SUCCEEDED

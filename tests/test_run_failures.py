@@ -235,3 +235,24 @@ def test_the_copy_runs_as_exactly_one_statement(guarded, source_sql, tmp_path):
     assert "cannot insert multiple commands into a prepared statement" in str(error.value)
     assert guarded() == before
     assert not table_exists(source_sql, "evil")
+
+
+@postgres_only
+def test_a_report_cannot_change_the_session_of_the_next_one():
+    first = run_sql("SELECT set_config('search_path', 'nowhere', false) AS changed")
+    assert first.status == RunStatus.SUCCEEDED, first.error
+    first.report.delete()
+    second = run_sql("SELECT current_setting('search_path') AS search_path")
+    assert read_csv(second.output.path)[1] == ['"$user", public']
+
+
+@sqlite_only
+def test_one_huge_sqlite_function_call_cannot_outlast_the_timeout(outputs_dir):
+    started = time.monotonic()
+    run = run_sql(
+        "SELECT length(replace(hex(zeroblob(150000000)), '0', 'ab')) AS n", timeout_seconds=1
+    )
+    assert time.monotonic() - started < 6
+    assert run.status == RunStatus.FAILED
+    assert "timed out" in run.error or "too big" in run.error
+    assert files_under(outputs_dir) == []

@@ -117,3 +117,33 @@ def test_a_missed_fire_older_than_the_grace_period_is_dropped(schedulers, settin
     assert Run.objects.count() == 0
     yearly.refresh_from_db()
     assert yearly.next_run_at is not None
+
+
+def test_trigger_never_returns_the_previous_fire_again():
+    trigger = CrontabTrigger("*/5 * * * *", "UTC")
+    now = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+    assert trigger.get_next_fire_time(now, now) == now + timedelta(minutes=5)
+
+
+def test_a_report_with_an_invalid_schedule_is_skipped_not_fatal(schedulers, caplog):
+    good = make_report("good", "0 6 * * *")
+    bad = Report.objects.create(name="bad", slug="bad", sql="SELECT 1", schedule="0 25 * * *")
+    scheduler = schedulers()
+    ids = {job.id for job in scheduler.scheduler.get_jobs()}
+    assert job_id_for(good.pk) in ids and job_id_for(bad.pk) not in ids
+    assert f"report {bad.pk} not scheduled" in caplog.text
+    assert scheduler.is_alive()
+
+
+def test_a_failing_scheduler_pass_is_retried_not_fatal(monkeypatch):
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from runs.services.scheduler import PASS_RETRY_SECONDS, _BackgroundScheduler
+
+    def broken(self):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(BackgroundScheduler, "_process_jobs", broken)
+    scheduler = _BackgroundScheduler()
+    scheduler.state = 1  # running
+    assert scheduler._process_jobs() == PASS_RETRY_SECONDS

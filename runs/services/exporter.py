@@ -7,9 +7,11 @@ as PostgreSQL's ``FORMAT csv, HEADER``: comma-separated, ``"``-quoted where need
 NULL as an empty unquoted field and the empty string as ``""``, UTF-8, ``\\n`` endings.
 """
 
+import contextlib
 import hashlib
 import re
 import select
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from django.db import DatabaseError, transaction
 from psycopg import pq
 
 WRITE_BUFFER_BYTES = 1 << 20
+STALL_MARGIN_SECONDS = 30
+SQLITE_MAX_VALUE_BYTES = 64 << 20
 CLIENT_CHECK_MS = "2000"
 FETCH_BATCH_ROWS = 2000
 
@@ -113,7 +117,12 @@ class PostgresCopyExporter:
                     "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(parameters)),
                     [value for pair in parameters for value in pair],
                 )
-                row_count = _copy_out(connection.connection, copy_sql, writer.write)
+                # Past the statement timeout the server itself should have stopped;
+                # waiting longer means the connection is gone silent.
+                deadline = time.monotonic() + timeout_seconds + STALL_MARGIN_SECONDS
+                row_count = _copy_out(connection.connection, copy_sql, writer.write, deadline)
+        except ConnectionStalled as error:
+            raise ExportFailed(str(error)) from error
         except (psycopg.Error, DatabaseError) as error:
             cause = error.__cause__ if isinstance(error, DatabaseError) else error
             if getattr(cause, "sqlstate", None) == "57014":  # query_canceled
@@ -121,35 +130,50 @@ class PostgresCopyExporter:
                     _timeout_message(timeout_seconds, _database_message(cause))
                 ) from error
             raise ExportFailed(_database_message(error)) from error
+        finally:
+            # A report may change its session (set_config(..., false), advisory locks);
+            # the next report must not inherit that, so every export gets a fresh one.
+            connection.close()
         if row_count > max_rows:
             raise RowLimitExceeded(_row_limit_message(max_rows))
         return row_count
 
 
-def _wait_readable(pgconn):
+class ConnectionStalled(Exception):
+    pass
+
+
+def _wait_readable(pgconn, deadline):
     # poll() releases the GIL, so other worker threads run while the database works.
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
-    poller.poll()
+    while not poller.poll(1000):
+        if time.monotonic() > deadline:
+            raise ConnectionStalled(
+                "The database stopped answering (no data past the statement timeout); "
+                "the connection was closed."
+            )
     pgconn.consume_input()
 
 
-def _next_result(pgconn):
+def _next_result(pgconn, deadline):
     while pgconn.is_busy():
-        _wait_readable(pgconn)
+        _wait_readable(pgconn, deadline)
     return pgconn.get_result()
 
 
-def _drain_results(pgconn):
+def _drain_results(pgconn, deadline):
     """Consume every pending result; the first error among them, if any."""
     first_error = None
-    while (result := _next_result(pgconn)) is not None:
+    while (result := _next_result(pgconn, deadline)) is not None:
+        if result.status == pq.ExecStatus.COPY_OUT:  # never expected: one statement only
+            raise ConnectionStalled("Unexpected second COPY from the database.")
         if first_error is None and result.status == pq.ExecStatus.FATAL_ERROR:
             first_error = result
     return first_error
 
 
-def _copy_out(psycopg_connection, copy_sql, write):
+def _copy_out(psycopg_connection, copy_sql, write, deadline):
     """Send a ``COPY … TO STDOUT`` and pass each row's bytes to ``write``; rows copied."""
     import psycopg
 
@@ -159,29 +183,36 @@ def _copy_out(psycopg_connection, copy_sql, write):
     pgconn.send_query_params(copy_sql.encode(), None)
     while pgconn.flush():
         pass
-    result = _next_result(pgconn)
+    result = _next_result(pgconn, deadline)
     if result.status != pq.ExecStatus.COPY_OUT:
-        _drain_results(pgconn)
+        _drain_results(pgconn, deadline)
         raise psycopg.errors.error_from_result(result)
+    read_row = pgconn.get_copy_data
     try:
-        read_row = pgconn.get_copy_data
         while True:
             size, data = read_row(1)
             if size > 0:
                 write(data)
             elif size == 0:
-                _wait_readable(pgconn)
+                _wait_readable(pgconn, deadline)
             else:
                 break
+    except ConnectionStalled:
+        raise  # nothing more will come; the caller closes the connection
     except BaseException:
-        # Leave the connection usable: stop the server and swallow the rest of the COPY.
+        # Stop the server and swallow the rest of the COPY before the caller goes on.
         psycopg_connection.cancel_safe()
-        while read_row(0)[0] > 0:
-            pass
-        _drain_results(pgconn)
+        with contextlib.suppress(ConnectionStalled):
+            while True:
+                size, _ = read_row(1)
+                if size < 0:
+                    break
+                if size == 0:
+                    _wait_readable(pgconn, deadline)
+            _drain_results(pgconn, deadline)
         raise
-    final = _next_result(pgconn)
-    error = _drain_results(pgconn)
+    final = _next_result(pgconn, deadline)
+    error = _drain_results(pgconn, deadline)
     if final.status != pq.ExecStatus.COMMAND_OK:
         error = final
     if error is not None:
@@ -226,6 +257,12 @@ class SQLiteCursorExporter:
         raw_connection.set_progress_handler(
             lambda: time.monotonic() > deadline, self.PROGRESS_STEPS
         )
+        # The progress handler runs between VM steps; one huge function call (a giant
+        # zeroblob or replace) is stopped by the watchdog and the value-size cap.
+        watchdog = threading.Timer(timeout_seconds, raw_connection.interrupt)
+        watchdog.daemon = True
+        watchdog.start()
+        length_limit = raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_VALUE_BYTES)
         raw_connection.execute("PRAGMA query_only = ON")
         row_count = 0
         try:
@@ -248,7 +285,9 @@ class SQLiteCursorExporter:
                 ) from error
             raise ExportFailed(_database_message(error)) from error
         finally:
+            watchdog.cancel()
             raw_connection.set_progress_handler(None, 0)
+            raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length_limit)
             raw_connection.execute("PRAGMA query_only = OFF")
         return row_count
 

@@ -3,7 +3,6 @@
 import logging
 from datetime import timedelta
 
-from django.core.files.storage import default_storage
 from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
 
@@ -27,13 +26,9 @@ def purge_expired_runs(now=None):
         expired = Run.objects.filter(report=report, queued_at__lt=cutoff).exclude(
             status__in=ACTIVE_STATUSES
         )
-        while batch := list(expired.values_list("pk", "output")[:DELETE_BATCH]):
-            for _, output in batch:
-                if output:
-                    default_storage.delete(output)
-            deleted += (
-                Run.objects.filter(pk__in=[pk for pk, _ in batch]).delete()[1].get("runs.Run", 0)
-            )
+        # Files go with their rows (runs.signals), in batches to bound memory.
+        while batch := list(expired.values_list("pk", flat=True)[:DELETE_BATCH]):
+            deleted += Run.objects.filter(pk__in=batch).delete()[1].get("runs.Run", 0)
     return deleted
 
 

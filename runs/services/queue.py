@@ -97,28 +97,56 @@ def record_scheduled_fires(fires):
         busy[report_id] = (run_id, status)  # ends with the oldest active run
     same_fire = Run.objects.filter(report_id__in=schedulable, scheduled_for__in=times)
     recorded_before = set(same_fire.values_list("report_id", "scheduled_for"))
+    now = timezone.now()
     Run.objects.bulk_create(
         [
-            Run(report_id=report_id, trigger=RunTrigger.SCHEDULE, scheduled_for=when)
+            _fire_run(report_id, when, busy.get(report_id), now)
             for report_id, when in fires - recorded_before
         ],
         ignore_conflicts=True,
     )
-    created = [
+    return [
         run
         for run in same_fire.select_related("report")
         if (run.report_id, run.scheduled_for) in fires - recorded_before
     ]
-    for run in created:
-        previous = busy.get(run.report_id)
-        if previous and previous[0] != run.pk:
-            transition_run(
-                run,
-                RunStatus.SKIPPED,
-                error=f"Skipped: the previous run ({previous[0]}) was still {previous[1]} "
-                "at this fire time.",
-            )
-    return created
+
+
+def _fire_run(report_id, scheduled_for, previous, now):
+    """A fire's run, queued, or skipped from the start if the previous one is active.
+
+    Born skipped, never queued-then-skipped, so no worker can claim it in between.
+    """
+    run = Run(report_id=report_id, trigger=RunTrigger.SCHEDULE, scheduled_for=scheduled_for)
+    if previous is not None:
+        run.status = RunStatus.SKIPPED
+        run.finished_at = now
+        run.error = (
+            f"Skipped: the previous run ({previous[0]}) was still {previous[1]} at this fire time."
+        )
+    return run
+
+
+def start_run_in_this_process(report, trigger, worker, *, requested_by=None):
+    """A run born running, for a process that executes it itself (``runreport``).
+
+    Queuing it first would let a polling worker claim it before this process does.
+    """
+    now = timezone.now()
+    try:
+        statement = executable_statement(report.sql)
+    except ReportSQLError:
+        statement = report.sql
+    return Run.objects.create(
+        report=report,
+        trigger=trigger,
+        status=RunStatus.RUNNING,
+        requested_by=requested_by,
+        sql=statement,
+        worker=worker,
+        started_at=now,
+        heartbeat_at=now,
+    )
 
 
 def claim_runs(limit, worker):

@@ -11,14 +11,6 @@ from runs.services.runner import fail_run, remove_partial_files
 logger = logging.getLogger(__name__)
 
 
-def touch_runs(run_ids):
-    """Refresh the heartbeat of runs this worker is executing."""
-    if run_ids:
-        Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
-
-
 def fail_lost_runs(lost_after_seconds):
     """Fail running runs without a heartbeat for ``lost_after_seconds``; return them."""
     cutoff = timezone.now() - timedelta(seconds=lost_after_seconds)

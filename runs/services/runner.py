@@ -1,19 +1,24 @@
 """Execute runs: export the report's query into storage and record the outcome."""
 
+import contextlib
 import logging
 import os
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
 from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, executable_statement
-from runs.models import RunStatus, RunTrigger, output_upload_path
+from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.services.exporter import ExportFailed, export_query_to_csv
-from runs.services.queue import claim_run, enqueue_run, schedule_retry
+from runs.services.queue import claim_run, schedule_retry, start_run_in_this_process
 from runs.services.transitions import transition_run
 
 logger = logging.getLogger(__name__)
@@ -24,10 +29,42 @@ def worker_identity():
 
 
 def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
-    """Queue a run of ``report`` and execute it in this process."""
-    run = enqueue_run(report, trigger, requested_by=requested_by)
-    execute_run(run)
+    """Run ``report`` in this process, with heartbeats so workers see it is alive."""
+    run = start_run_in_this_process(report, trigger, worker_identity(), requested_by=requested_by)
+    with heartbeat_while_running([run]):
+        perform_run(run)
     return run
+
+
+def touch_runs(run_ids):
+    """Refresh the heartbeat of runs this process is executing."""
+    if run_ids:
+        Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+
+
+@contextlib.contextmanager
+def heartbeat_while_running(runs):
+    """Keep the runs' heartbeat fresh from a background thread until the block ends."""
+    done = threading.Event()
+
+    def beat():
+        while not done.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            try:
+                touch_runs([run.pk for run in runs])
+            except DatabaseError:
+                logger.warning("could not refresh the heartbeat of %s", runs)
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def execute_run(run):
@@ -71,14 +108,18 @@ def perform_run(run):
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
         return fail_run(run, f"Internal error ({type(error).__name__}): {error}")
-    succeeded = transition_run(
-        run,
-        RunStatus.SUCCEEDED,
-        output=output_name,
-        row_count=result.row_count,
-        output_bytes=result.output_bytes,
-        output_sha256=result.output_sha256,
-    )
+    try:
+        succeeded = transition_run(
+            run,
+            RunStatus.SUCCEEDED,
+            output=output_name,
+            row_count=result.row_count,
+            output_bytes=result.output_bytes,
+            output_sha256=result.output_sha256,
+        )
+    except BaseException:
+        default_storage.delete(output_name)  # unrecorded, it would never be cleaned up
+        raise
     if not succeeded:
         # Someone gave up on this run meanwhile (worker stop, lost heartbeat): its record
         # says failed, so the file must not outlive it.

@@ -23,6 +23,7 @@ from django_apscheduler import util as apscheduler_util
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
 
+from reports.cron import CronError
 from reports.models import Report
 from runs.services.housekeeping import run_housekeeping
 from runs.services.queue import record_scheduled_fires
@@ -31,6 +32,7 @@ from runs.services.triggers import CrontabTrigger
 logger = logging.getLogger(__name__)
 
 JOB_PREFIX = "report-"
+PASS_RETRY_SECONDS = 5
 HOUSEKEEPING_JOB = "housekeeping"
 
 
@@ -63,8 +65,11 @@ class FireRecorder:
 
     MAX_BATCH = 2000
     RETRY_SECONDS = 1.0
+    MAX_RETRY_SECONDS = 30.0
+    ATTEMPTS_WHEN_STOPPING = 3
 
     def __init__(self):
+        self._stopping = False
         self._fires = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._record_forever, name="fire-recorder")
 
@@ -76,6 +81,7 @@ class FireRecorder:
 
     def stop(self):
         """Record what is pending, then end the thread."""
+        self._stopping = True
         self._fires.put(None)
         self._thread.join()
 
@@ -94,16 +100,24 @@ class FireRecorder:
             connections.close_all()
 
     def _record(self, fires):
-        for attempt in range(3):
+        """Record, retrying through a database outage (the fires wait in memory)."""
+        attempt = 0
+        while True:
             close_old_connections()
             try:
                 record_scheduled_fires(fires)
                 return
             except DatabaseError as error:
-                logger.warning("could not record %s fires (%s); retrying", len(fires), error)
+                attempt += 1
+                if self._stopping and attempt >= self.ATTEMPTS_WHEN_STOPPING:
+                    logger.error("stopping: %s fires not recorded: %s", len(fires), fires)
+                    return
+                delay = min(self.MAX_RETRY_SECONDS, self.RETRY_SECONDS * attempt)
+                logger.warning(
+                    "could not record %s fires (%s); retry in %s s", len(fires), error, delay
+                )
                 connections.close_all()
-                time.sleep(self.RETRY_SECONDS * (attempt + 1))
-        logger.error("gave up recording %s fires; the next fires will be recorded", len(fires))
+                time.sleep(delay)
 
 
 def housekeeping_job():
@@ -160,8 +174,14 @@ class _BackgroundScheduler(BackgroundScheduler):
         # handed to the stopped executor and its fire lost. The next leader fires it.
         if self.state == STATE_STOPPED:
             return None
-        close_old_connections()  # survive a database restart between passes
-        return super()._process_jobs()
+        try:
+            close_old_connections()  # survive a database restart between passes
+            return super()._process_jobs()
+        except Exception:
+            # An exception here would end the scheduler thread for good.
+            logger.exception("scheduler pass failed; retrying in %s s", PASS_RETRY_SECONDS)
+            connections.close_all()
+            return PASS_RETRY_SECONDS
 
     def _main_loop(self):
         try:
@@ -241,14 +261,21 @@ class ReportScheduler:
         # Paused until the jobs match the reports, then due (missed) jobs are processed.
         self.scheduler.start(paused=True)
         self.sync()
-        self.scheduler.add_job(
-            housekeeping_job,
-            "interval",
-            seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS,
-            id=HOUSEKEEPING_JOB,
-            replace_existing=True,
-        )
+        if self.scheduler.get_job(HOUSEKEEPING_JOB) is None:
+            # Only if missing: re-adding would push it an interval away at every new
+            # leader, and frequent restarts would then postpone retention forever.
+            self.scheduler.add_job(
+                housekeeping_job,
+                "interval",
+                seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS,
+                id=HOUSEKEEPING_JOB,
+            )
         self.scheduler.resume()
+
+    def is_alive(self):
+        # APScheduler keeps running == True even if its thread died; check the thread.
+        thread = getattr(self.scheduler, "_thread", None)
+        return self.scheduler.running and thread is not None and thread.is_alive()
 
     def stop(self):
         global _active_recorder
@@ -261,7 +288,17 @@ class ReportScheduler:
 
     def sync(self):
         """Add, change and remove jobs to match the reports; store next run times."""
-        wanted = scheduled_reports()
+        wanted = {}
+        for report_id, (expression, zone) in scheduled_reports().items():
+            try:
+                CrontabTrigger(expression, zone)
+            except (CronError, ValueError, KeyError) as error:
+                # Saved without validation (e.g. in a shell): skip it, keep the others.
+                logger.error(
+                    "report %s not scheduled: %r in %r: %s", report_id, expression, zone, error
+                )
+                continue
+            wanted[report_id] = (expression, zone)
         jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith(JOB_PREFIX)}
         for job_id, job in jobs.items():
             report_id = int(job_id[len(JOB_PREFIX) :])

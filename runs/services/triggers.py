@@ -22,8 +22,8 @@ class CrontabTrigger(BaseTrigger):
         self._zone = ZoneInfo(timezone)
 
     def get_next_fire_time(self, previous_fire_time, now):
-        if previous_fire_time is not None and previous_fire_time < now:
-            after = previous_fire_time
+        if previous_fire_time is not None:
+            after = previous_fire_time  # strictly after it, even if that is not past yet
         else:
             after = now - timedelta(microseconds=1)  # a fire exactly at ``now`` counts
         return next_fire_time(self._schedule, self._zone, after)

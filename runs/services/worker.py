@@ -17,8 +17,8 @@ from django.db import DatabaseError, close_old_connections, connections
 from runs.services import heartbeats
 from runs.services.leadership import leader_lock_for
 from runs.services.queue import claim_runs
-from runs.services.recovery import abandon_runs, fail_lost_runs, touch_runs
-from runs.services.runner import perform_run
+from runs.services.recovery import abandon_runs, fail_lost_runs
+from runs.services.runner import perform_run, touch_runs
 from runs.services.scheduler import ReportScheduler
 
 logger = logging.getLogger("runs.worker")
@@ -87,6 +87,12 @@ class Worker:
                 connections.close_all()
                 self._stop.wait(backoff)
                 continue
+            except Exception:
+                # One bad step must not end the worker; the next one starts afresh.
+                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
+                logger.exception("worker step failed; retrying in %.1f s", backoff)
+                self._stop.wait(backoff)
+                continue
             if not claimed:
                 self._wake.wait(settings.WORKER_POLL_SECONDS)
                 self._wake.clear()
@@ -129,10 +135,19 @@ class Worker:
 
     def _lead(self):
         if self._leader_lock.try_acquire():
+            if self._scheduler is not None and not self._scheduler.is_alive():
+                logger.error("the scheduler thread of %s died; restarting it", self.name)
+                self._scheduler.stop()
+                self._scheduler = None
             if self._scheduler is None:
+                scheduler = ReportScheduler()
+                try:
+                    scheduler.start()
+                except Exception:
+                    scheduler.stop()  # never keep a half-started (paused) scheduler
+                    raise
+                self._scheduler = scheduler
                 logger.info("worker %s is the scheduler now", self.name)
-                self._scheduler = ReportScheduler()
-                self._scheduler.start()
             else:
                 self._scheduler.sync()
         elif self._scheduler is not None:

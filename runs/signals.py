@@ -1,0 +1,16 @@
+"""Files follow their runs: a deleted run (by hand, or with its report) takes its CSV."""
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from runs.models import Run
+
+
+@receiver(post_delete, sender=Run)
+def delete_output_file(sender, instance, **kwargs):
+    name = instance.output.name if instance.output else ""
+    if name:
+        # Only once the deletion is committed: a rolled-back delete keeps its file.
+        transaction.on_commit(lambda: default_storage.delete(name))
