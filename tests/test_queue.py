@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from reports.models import Report
@@ -200,7 +201,13 @@ def test_runreport_keeps_its_run_alive_while_it_works(settings):
     slow = make_report("slow")
     slow.sql = SLOW_SQL
     slow.save()
-    thread = threading.Thread(target=run_report_now, args=(slow,))
+    def run_in_thread():
+        try:
+            run_report_now(slow)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run_in_thread)
     thread.start()
     try:
         wait_for(lambda: Run.objects.filter(report=slow, status=RunStatus.RUNNING).exists())

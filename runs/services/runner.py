@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from reports.datasources import connection_for_source
@@ -55,8 +55,8 @@ def heartbeat_while_running(runs):
                 touch_runs([run.pk for run in runs])
             except DatabaseError:
                 logger.warning("could not refresh the heartbeat of %s", runs)
-            finally:
-                close_old_connections()
+                connections.close_all()  # reconnect on the next beat
+        connections.close_all()  # this thread's own connections end with it
 
     thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
     thread.start()
