@@ -201,6 +201,7 @@ def test_runreport_keeps_its_run_alive_while_it_works(settings):
     slow = make_report("slow")
     slow.sql = SLOW_SQL
     slow.save()
+
     def run_in_thread():
         try:
             run_report_now(slow)
