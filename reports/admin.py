@@ -36,8 +36,16 @@ class ReportForm(forms.ModelForm):
             "max_rows",
             "max_retries",
             "retention_days",
+            "notify_emails",
+            "notify_webhooks",
+            "notify_when",
+            "alert_condition",
+            "alert_threshold",
+            "webhook_secret",
         ]
         widgets = {
+            "notify_emails": forms.Textarea(attrs={"rows": 2}),
+            "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
             "sql": forms.Textarea(attrs={"class": "rs-sql", "rows": 14, "spellcheck": "false"}),
             "description": forms.Textarea(attrs={"rows": 3}),
         }
@@ -94,6 +102,19 @@ class ReportAdmin(admin.ModelAdmin):
         ("Definition", {"fields": ("name", "slug", "description", "sql", "data_source")}),
         ("Schedule", {"fields": ("schedule", "timezone", "enabled", "next_fire_times")}),
         ("Limits", {"fields": ("timeout_seconds", "max_rows", "max_retries", "retention_days")}),
+        (
+            "Notifications",
+            {
+                "fields": (
+                    "notify_emails",
+                    "notify_webhooks",
+                    "notify_when",
+                    "alert_condition",
+                    "alert_threshold",
+                    "webhook_secret",
+                )
+            },
+        ),
         ("History", {"fields": ("next_run_at", "created_at", "updated_at")}),
     )
 

@@ -1,4 +1,7 @@
+import secrets
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -6,13 +9,33 @@ from reports.datasources import DEFAULT_SOURCE
 from reports.validators import (
     validate_crontab,
     validate_data_source,
+    validate_email_list,
     validate_report_sql,
     validate_timezone,
+    validate_webhook_list,
 )
 
 
 def default_timezone():
     return settings.TIME_ZONE
+
+
+def new_webhook_secret():
+    return secrets.token_hex(32)
+
+
+class NotifyWhen(models.TextChoices):
+    FAILURE = "failure", "When a run fails"
+    ALWAYS = "always", "After every run"
+    NEVER = "never", "Never"
+
+
+class AlertCondition(models.TextChoices):
+    NONE = "", "No alert condition"
+    HAS_ROWS = "has_rows", "The result has rows"
+    EMPTY = "empty", "The result is empty"
+    ROWS_ABOVE = "rows_above", "Row count above the threshold"
+    ROWS_BELOW = "rows_below", "Row count below the threshold"
 
 
 class Report(models.Model):
@@ -73,6 +96,45 @@ class Report(models.Model):
         help_text="Delete runs and their files after this many days. "
         "Blank: the service default (RUN_RETENTION_DAYS).",
     )
+    notify_emails = models.TextField(
+        "notify emails",
+        blank=True,
+        validators=[validate_email_list],
+        help_text="Addresses to email, separated by commas or new lines.",
+    )
+    notify_webhooks = models.TextField(
+        "notify webhooks",
+        blank=True,
+        validators=[validate_webhook_list],
+        help_text="URLs to POST a JSON payload to, one per line (Slack incoming webhooks work).",
+    )
+    notify_when = models.CharField(
+        max_length=16,
+        choices=NotifyWhen.choices,
+        default=NotifyWhen.FAILURE,
+        help_text="Which finished runs notify. The alert condition below notifies on its own.",
+    )
+    alert_condition = models.CharField(
+        max_length=16,
+        choices=AlertCondition.choices,
+        blank=True,
+        default=AlertCondition.NONE,
+        help_text="Notify when a successful run meets this condition - once when it starts "
+        "to hold, and again only after a run where it did not hold (no repeat every run).",
+    )
+    alert_threshold = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="N for 'row count above/below N'."
+    )
+    alert_active = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="The condition held at the last successful run (and was notified).",
+    )
+    webhook_secret = models.CharField(
+        max_length=128,
+        default=new_webhook_secret,
+        help_text="Key of the X-Reportsvc-Signature HMAC-SHA256 header on webhooks.",
+    )
     next_run_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -91,6 +153,14 @@ class Report(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        needs_threshold = self.alert_condition in (
+            AlertCondition.ROWS_ABOVE,
+            AlertCondition.ROWS_BELOW,
+        )
+        if needs_threshold and self.alert_threshold is None:
+            raise ValidationError({"alert_threshold": "Set N for this alert condition."})
 
     @property
     def effective_timeout_seconds(self):

@@ -4,6 +4,7 @@ import zoneinfo
 from datetime import UTC
 
 from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator, URLValidator
 from django.utils import timezone
 
 from reports.cron import CronError, next_fire_time, parse_crontab
@@ -50,3 +51,30 @@ def validate_report_sql(value):
         executable_statement(value)
     except ReportSQLError as error:
         raise ValidationError(str(error), code="invalid_sql") from error
+
+
+def split_list(value):
+    """Items of a comma- or newline-separated list, stripped, blanks dropped."""
+    return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+
+
+def validate_email_list(value):
+    checker = EmailValidator()
+    for address in split_list(value):
+        try:
+            checker(address)
+        except ValidationError:
+            raise ValidationError(
+                f"'{address}' is not an email address.", code="invalid_email"
+            ) from None
+
+
+def validate_webhook_list(value):
+    checker = URLValidator(schemes=["http", "https"])
+    for url in (line.strip() for line in value.splitlines() if line.strip()):
+        try:
+            checker(url)
+        except ValidationError:
+            raise ValidationError(
+                f"'{url}' is not an http(s) URL.", code="invalid_webhook"
+            ) from None

@@ -207,3 +207,15 @@ SPECTACULAR_SETTINGS = {
         "RunTriggerEnum": "runs.models.RunTrigger",
     },
 }
+
+# --- Notifications -------------------------------------------------------------------
+
+# Console by default, so `make run` prints the mails; e.g. smtp+tls://user:pass@host:587
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="reportsvc <reportsvc@localhost>")
+# Where people reach the service: links in notifications point here.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+NOTIFY_ATTACH_MAX_BYTES = env.int("NOTIFY_ATTACH_MAX_BYTES", default=5 * 1024 * 1024)
+NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env.float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", default=5)
+NOTIFY_WEBHOOK_RETRIES = env.int("NOTIFY_WEBHOOK_RETRIES", default=3)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
@@ -47,6 +47,7 @@ class RunAdmin(admin.ModelAdmin):
         ),
         ("Result", {"fields": ("rows", "size", "output_sha256", "error_block", "sql_block")}),
         ("Where", {"fields": ("worker", "heartbeat_at", "requested_by")}),
+        ("Notifications", {"fields": ("deliveries_table",)}),
     )
     readonly_fields = (
         "report",
@@ -68,6 +69,7 @@ class RunAdmin(admin.ModelAdmin):
         "worker",
         "heartbeat_at",
         "requested_by",
+        "deliveries_table",
     )
 
     def has_add_permission(self, request):
@@ -110,6 +112,31 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="SQL executed")
     def sql_block(self, run):
         return format_html('<pre class="rs-sql">{}</pre>', run.sql) if run.sql else "—"
+
+    @admin.display(description="Deliveries")
+    def deliveries_table(self, run):
+        deliveries = list(run.deliveries.all())
+        if not deliveries:
+            return "None sent."
+        return format_html(
+            "<table class='rs-table'><tr><th>Channel</th><th>Target</th><th>Why</th>"
+            "<th>Status</th><th>Attempts</th><th>Error</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        d.channel,
+                        d.target,
+                        d.reason,
+                        status_badge(d.status),
+                        d.attempts,
+                        d.last_error,
+                    )
+                    for d in deliveries
+                ),
+            ),
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)

@@ -128,3 +128,34 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class DeliveryChannel(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Delivery(models.Model):
+    """One notification about a run to one target, with how it went."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=DeliveryChannel.choices)
+    target = models.CharField(max_length=500, help_text="Email address or webhook URL.")
+    reason = models.CharField(max_length=32, help_text="failed, finished or alert.")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self):
+        return f"{self.channel} to {self.target}: {self.status}"

@@ -11,7 +11,7 @@ from runs.models import Run, RunStatus, WorkerHeartbeat
 
 
 def runs_with_report():
-    return Run.objects.select_related("report", "requested_by")
+    return Run.objects.select_related("report", "requested_by").prefetch_related("deliveries")
 
 
 def latest_successful_run(report):
@@ -39,6 +39,11 @@ REPORT_ROW_FIELDS = (
     "max_rows",
     "max_retries",
     "retention_days",
+    "notify_emails",
+    "notify_webhooks",
+    "notify_when",
+    "alert_condition",
+    "alert_threshold",
     "next_run_at",
     "created_at",
     "updated_at",

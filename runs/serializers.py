@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from reports.permissions import can_view_sql
 from runs.links import api_links, iso_datetime
-from runs.models import Run, RunStatus
+from runs.models import Delivery, Run, RunStatus
 
 # null until the run succeeded with an output
 DOWNLOAD_URL_FIELD = serializers.URLField(allow_null=True)
@@ -28,6 +28,13 @@ class RunLinksMixin(serializers.Serializer):
         return run_download_url(run, self.context)
 
 
+class DeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Delivery
+        fields = ["channel", "target", "reason", "status", "attempts", "last_error", "sent_at"]
+        read_only_fields = fields
+
+
 class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
     report = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     report_name = serializers.CharField(source="report.name", read_only=True)
@@ -38,6 +45,7 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
     sql = serializers.CharField(
         read_only=True, help_text="Only for staff and holders of view_report_sql."
     )
+    deliveries = DeliverySerializer(many=True, read_only=True)
 
     class Meta:
         model = Run
@@ -64,6 +72,7 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "retry_of",
             "requested_by",
             "download_url",
+            "deliveries",
         ]
         read_only_fields = fields
 

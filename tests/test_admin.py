@@ -149,6 +149,12 @@ def form_data(**changes):
         "max_rows": "",
         "max_retries": "0",
         "retention_days": "",
+        "notify_emails": "",
+        "notify_webhooks": "",
+        "notify_when": "failure",
+        "alert_condition": "",
+        "alert_threshold": "",
+        "webhook_secret": "s3cret",
     }
     return {**data, **changes}
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
-from reports.models import Report
+from reports.models import AlertCondition, Report
 
 CUSTOMER_COUNT = 400
 ORDER_COUNT = 4000
@@ -214,6 +214,15 @@ def seed_demo_data(now=None):
     return True
 
 
+# Refunds yesterday alerts ops when there are any (the console prints the mail).
+DEMO_NOTIFICATIONS = {
+    "refunds-yesterday": {
+        "notify_emails": "ops@example.com",
+        "alert_condition": AlertCondition.HAS_ROWS,
+    },
+}
+
+
 def seed_demo_reports():
     """Create the demo reports that do not exist yet; return the slugs created."""
     vendor = connection_for_source(DEFAULT_SOURCE).vendor
@@ -227,6 +236,7 @@ def seed_demo_reports():
                 "timezone": zone,
                 "description": description,
                 "sql": sql_by_vendor[vendor],
+                **DEMO_NOTIFICATIONS.get(slug, {}),
             },
         )
         if was_created:

@@ -18,7 +18,7 @@ from runs.services import heartbeats
 from runs.services.leadership import leader_lock_for
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
-from runs.services.runner import perform_run, touch_runs
+from runs.services.runner import notify_safely, perform_run, touch_runs
 from runs.services.scheduler import ReportScheduler
 
 logger = logging.getLogger("runs.worker")
@@ -48,6 +48,8 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
+        # Notifications wait on mail servers and webhooks: never in the run slots.
+        self._notify_pool = ThreadPoolExecutor(2, thread_name_prefix="notify")
         self._active = {}  # run id -> (run, future)
         self._active_lock = threading.Lock()
         self._leader_lock = leader_lock_for()
@@ -103,7 +105,8 @@ class Worker:
         if self._heartbeat.due(now):
             self._beat()
         if self._recovery.due(now):
-            fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS)
+            for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS):
+                self._notify_pool.submit(self._notify, run.pk)
         if self._leadership.due(now):
             self._lead()
         return self._dispatch()
@@ -123,6 +126,7 @@ class Worker:
                 f"(waited {settings.WORKER_SHUTDOWN_GRACE_SECONDS:g} s).",
             )
         self._pool.shutdown(wait=not left, cancel_futures=True)
+        self._notify_pool.shutdown(wait=not left)
         self._leader_lock.release()
         try:
             heartbeats.unregister_worker(self.name)
@@ -171,6 +175,7 @@ class Worker:
         try:
             close_old_connections()
             perform_run(run)
+            self._notify_pool.submit(self._notify, run.pk)
         except Exception:
             logger.exception("run %s could not be recorded", run.pk)
         finally:
@@ -178,6 +183,14 @@ class Worker:
             with self._active_lock:
                 self._active.pop(run.pk, None)
             self._wake.set()  # a slot is free: claim the next run now
+
+    @staticmethod
+    def _notify(run_id):
+        try:
+            close_old_connections()
+            notify_safely(run_id)
+        finally:
+            close_old_connections()
 
     def _running_runs(self):
         with self._active_lock:

@@ -1,0 +1,267 @@
+"""Tell people about finished runs: email and webhooks, each delivery recorded.
+
+Called after the run's outcome is stored, never inside its transaction; a failing
+notification is recorded as a failed Delivery and never changes the run.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from reports.models import AlertCondition, NotifyWhen, Report
+from reports.validators import split_list
+from runs.models import Delivery, DeliveryChannel, DeliveryStatus, Run, RunStatus
+
+logger = logging.getLogger("reportsvc.notify")
+events = logging.getLogger("reportsvc.events")
+
+RETRYABLE_HTTP = range(500, 600)
+
+
+def alert_holds(report, row_count):
+    condition, threshold = report.alert_condition, report.alert_threshold
+    if condition == AlertCondition.HAS_ROWS:
+        return row_count > 0
+    if condition == AlertCondition.EMPTY:
+        return row_count == 0
+    if condition == AlertCondition.ROWS_ABOVE:
+        return threshold is not None and row_count > threshold
+    if condition == AlertCondition.ROWS_BELOW:
+        return threshold is not None and row_count < threshold
+    return False
+
+
+def notification_reason(run):
+    """Why this finished run notifies ("failed", "finished", "alert"), or None.
+
+    Updates the report's alert state: an alert fires when its condition starts to
+    hold, and can fire again only after a successful run where it did not hold.
+    """
+    report = run.report
+    if run.status == RunStatus.FAILED:
+        return "failed" if report.notify_when != NotifyWhen.NEVER else None
+    if run.status != RunStatus.SUCCEEDED:
+        return None
+    reason = "finished" if report.notify_when == NotifyWhen.ALWAYS else None
+    if report.alert_condition:
+        holds = alert_holds(report, run.row_count or 0)
+        with transaction.atomic():
+            # Only the first of two racing runs flips the state (and alerts).
+            flipped = Report.objects.filter(pk=report.pk, alert_active=not holds).update(
+                alert_active=holds
+            )
+        if holds and flipped:
+            reason = "alert"
+    return reason
+
+
+def log_run_outcome(run):
+    events.info(
+        "run_finished run=%s report=%s status=%s trigger=%s duration_s=%s rows=%s bytes=%s",
+        run.pk,
+        run.report.slug,
+        run.status,
+        run.trigger,
+        round(run.duration_seconds, 3) if run.duration_seconds is not None else "",
+        run.row_count if run.row_count is not None else "",
+        run.output_bytes if run.output_bytes is not None else "",
+    )
+
+
+def notify_finished_run(run_id):
+    """Log the outcome and send the notifications a finished run calls for."""
+    run = Run.objects.select_related("report").get(pk=run_id)
+    log_run_outcome(run)
+    reason = notification_reason(run)
+    if reason is None:
+        return []
+    deliveries = []
+    for address in split_list(run.report.notify_emails):
+        deliveries.append(send_email(run, address, reason))
+    for url in (line.strip() for line in run.report.notify_webhooks.splitlines()):
+        if url:
+            deliveries.append(send_webhook(run, url, reason))
+    return deliveries
+
+
+def _links(run):
+    base = settings.PUBLIC_BASE_URL
+    return {
+        "admin": base + reverse("admin:runs_run_change", args=[run.pk]),
+        "api": base + reverse("run-detail", args=[run.pk]),
+        "download": base + reverse("run-download", args=[run.pk]) if run.output else None,
+    }
+
+
+def _subject(run, reason):
+    label = {"failed": "FAILED", "finished": run.status, "alert": "ALERT"}[reason]
+    rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
+    return f"[reportsvc] {run.report.name}: {label} (run {run.pk}{rows})"
+
+
+def _email_body(run, reason, links, attach_note):
+    report = run.report
+    lines = [
+        f"Report:    {report.name} ({report.slug})",
+        f"Run:       {run.pk} ({run.trigger})",
+        f"Status:    {run.status}",
+    ]
+    if reason == "alert":
+        lines.append(
+            f"Alert:     {report.get_alert_condition_display()}"
+            + (f" (N = {report.alert_threshold})" if report.alert_threshold is not None else "")
+        )
+    lines += [
+        f"Started:   {run.started_at:%Y-%m-%d %H:%M:%S %Z}" if run.started_at else "Started:   -",
+        f"Finished:  {run.finished_at:%Y-%m-%d %H:%M:%S %Z}" if run.finished_at else "Finished:  -",
+        f"Duration:  {run.duration_seconds:.2f} s"
+        if run.duration_seconds is not None
+        else "Duration:  -",
+        f"Rows:      {run.row_count:,}" if run.row_count is not None else "Rows:      -",
+    ]
+    if run.error:
+        lines += ["", "Error:", run.error]
+    lines += ["", f"Run in the admin: {links['admin']}", f"Run in the API:   {links['api']}"]
+    if links["download"]:
+        lines.append(f"Download (CSV):   {links['download']}")
+    if attach_note:
+        lines += ["", attach_note]
+    return "\n".join(lines) + "\n"
+
+
+def send_email(run, address, reason):
+    links = _links(run)
+    attach, note = False, ""
+    if run.output and run.output_bytes is not None:
+        limit = settings.NOTIFY_ATTACH_MAX_BYTES
+        if run.output_bytes <= limit:
+            attach, note = True, "The CSV is attached."
+        else:
+            note = (
+                f"The CSV ({run.output_bytes:,} bytes) is larger than the "
+                f"{limit:,}-byte attachment limit (NOTIFY_ATTACH_MAX_BYTES), so it is not "
+                "attached: download it with the link above."
+            )
+    message = EmailMessage(
+        _subject(run, reason), _email_body(run, reason, links, note), to=[address]
+    )
+    try:
+        if attach:
+            with default_storage.open(run.output.name, "rb") as file:
+                message.attach(f"{run.report.slug}_run{run.pk}.csv", file.read(), "text/csv")
+        message.send()
+    except Exception as error:  # SMTP, network, a missing file: record, never raise
+        return _record(run, DeliveryChannel.EMAIL, address, reason, 1, error=error)
+    return _record(run, DeliveryChannel.EMAIL, address, reason, 1)
+
+
+def webhook_payload(run, reason):
+    links = _links(run)
+    report = run.report
+    icon = {"failed": ":red_circle:", "alert": ":warning:"}.get(reason, ":white_check_mark:")
+    rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
+    return {
+        "text": f"{icon} {report.name}: {reason if reason != 'finished' else run.status}"
+        f" (run {run.pk}{rows}) {links['admin']}",
+        "event": reason,
+        "report": {"slug": report.slug, "name": report.name},
+        "run": {
+            "id": run.pk,
+            "status": run.status,
+            "trigger": run.trigger,
+            "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "duration_s": run.duration_seconds,
+            "row_count": run.row_count,
+            "output_sha256": run.output_sha256 or None,
+            "download_url": links["download"],
+            "url": links["api"],
+            "error": run.error or None,
+        },
+    }
+
+
+def signature(secret, body):
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def send_webhook(run, url, reason):
+    body = json.dumps(webhook_payload(run, reason)).encode()
+    request_headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "reportsvc-webhook",
+        "X-Reportsvc-Signature": signature(run.report.webhook_secret, body),
+    }
+    attempts, error = 0, None
+    for attempt in range(settings.NOTIFY_WEBHOOK_RETRIES + 1):
+        attempts = attempt + 1
+        request = urllib.request.Request(url, data=body, headers=request_headers, method="POST")
+        try:
+            with urllib.request.urlopen(
+                request, timeout=settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS
+            ) as response:
+                response.read(1024)
+            return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts)
+        except urllib.error.HTTPError as failure:
+            error = failure
+            if failure.code not in RETRYABLE_HTTP:
+                break  # the receiver refuses this payload; asking again will not help
+        except (urllib.error.URLError, TimeoutError, OSError) as failure:
+            error = failure
+        if attempt < settings.NOTIFY_WEBHOOK_RETRIES:
+            time.sleep(0.5 * 2**attempt)
+    return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts, error=error)
+
+
+def redacted(target):
+    """A webhook URL without its path, which often is the secret (Slack, Teams)."""
+    parts = urllib.parse.urlsplit(target)
+    if not parts.scheme:
+        return target  # an email address
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path.strip("/") else target
+
+
+def _record(run, channel, target, reason, attempts, error=None):
+    target = redacted(target)
+    delivery = Delivery.objects.create(
+        run=run,
+        channel=channel,
+        target=target,
+        reason=reason,
+        attempts=attempts,
+        status=DeliveryStatus.FAILED if error else DeliveryStatus.SENT,
+        last_error=_describe(error) if error else "",
+        sent_at=None if error else timezone.now(),
+    )
+    events.info(
+        "delivery run=%s channel=%s target=%s reason=%s status=%s attempts=%s error=%s",
+        run.pk,
+        channel,
+        target,
+        reason,
+        delivery.status,
+        attempts,
+        delivery.last_error or "",
+    )
+    return delivery
+
+
+def _describe(error):
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return f"{error.reason}"
+    return f"{type(error).__name__}: {error}"
