@@ -15,11 +15,15 @@ COPY . .
 RUN SECRET_KEY=collectstatic-only REPORTSVC_VAR_DIR=/tmp/build python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 reportsvc \
     && mkdir -p /data/outputs \
-    && chown -R reportsvc /data
+    && chown -R 1000:1000 /data
 
-USER reportsvc
+USER 1000
 ENV REPORTSVC_VAR_DIR=/data \
     OUTPUTS_DIR=/data/outputs
 
 EXPOSE 8000
-CMD ["gunicorn", "reportsvc.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+# The web's health: /healthz?scope=web (database reachable). compose gives the worker
+# its own check (manage.py workerhealth: this worker's heartbeat is fresh).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz?scope=web', timeout=4)"]
+CMD ["gunicorn", "reportsvc.wsgi", "--config", "gunicorn.conf.py"]

@@ -115,6 +115,15 @@ def worker_health(now=None):
     }
 
 
+def worker_is_alive(name, now=None):
+    """Has the worker ``name`` (host:pid, or a host prefix) beaten recently?"""
+    now = now or timezone.now()
+    max_age = timedelta(seconds=settings.HEALTH_WORKER_MAX_AGE_SECONDS)
+    return WorkerHeartbeat.objects.filter(
+        name__startswith=name, last_seen_at__gte=now - max_age
+    ).exists()
+
+
 def worker_status(now=None):
     """What the admin index shows: workers, queue length, recent failures."""
     now = now or timezone.now()

@@ -1,7 +1,9 @@
 """Dockerfile and docker-compose.yml cannot be built here; check what can be checked."""
 
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +50,34 @@ def test_compose_commands_exist():
 def test_compose_environment_is_read_by_the_settings():
     environment = compose()["services"]["worker"]["environment"]
     assert set(environment) <= SETTINGS_VARIABLES, set(environment) - SETTINGS_VARIABLES
+    for name in ("migrate", "web", "worker"):
+        assert compose()["services"][name]["env_file"] == ".env"
+    example = (PROJECT_DIR / ".env.example").read_text()
+    in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    in_example = {name for name in in_example if not name.startswith("REPORTING_DATABASE_URL_")}
+    gunicorn = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', _read("gunicorn.conf.py")))
+    assert in_example <= SETTINGS_VARIABLES | gunicorn | {"POSTGRES_PASSWORD"}, (
+        in_example - SETTINGS_VARIABLES - gunicorn
+    )
+
+
+def _read(name):
+    return (PROJECT_DIR / name).read_text()
+
+
+def test_health_checks_use_healthz_and_the_worker_heartbeat():
+    services = compose()["services"]
+    assert "/healthz?scope=web" in " ".join(services["web"]["healthcheck"]["test"])
+    assert services["worker"]["healthcheck"]["test"][-1] in get_commands()
+    assert "/healthz?scope=web" in _read("Dockerfile")
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(PROJECT_DIR / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_web_and_worker_share_the_outputs_volume():
@@ -65,7 +95,7 @@ def test_dockerfile_matches_the_tested_python_and_serves_the_wsgi_app():
     assert copies[0] == "requirements.txt ."  # dependency layer before the code
     assert any(op == "USER" and args != "root" for op, args in instructions)
     command = next(args for op, args in instructions if op == "CMD")
-    assert "reportsvc.wsgi" in command
+    assert "reportsvc.wsgi" in command and "gunicorn.conf.py" in command
     exposed = next(args for op, args in instructions if op == "EXPOSE")
     assert f"{exposed}:{exposed}" in compose()["services"]["web"]["ports"]
     environment = dict(
@@ -96,3 +126,35 @@ def test_every_setting_is_documented_in_the_readme_and_env_example():
     example = (PROJECT_DIR / ".env.example").read_text()
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
     assert in_example >= SETTINGS_VARIABLES, SETTINGS_VARIABLES - in_example
+
+
+def env_example():
+    """The documented production environment, as a dict (commented lines left out)."""
+    pairs = re.findall(r"^([A-Z0-9_]+)=(.*)$", _read(".env.example"), flags=re.MULTILINE)
+    return dict(pairs)
+
+
+def test_check_deploy_passes_with_the_documented_production_environment(tmp_path):
+    import secrets
+
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in env_example() and not key.startswith("REPORTING_DATABASE_URL")
+    }
+    environment.update(env_example())
+    environment.update(
+        SECRET_KEY=secrets.token_urlsafe(50),
+        REPORTSVC_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="reportsvc.settings",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout

@@ -68,15 +68,21 @@ def notification_reason(run):
 
 
 def log_run_outcome(run):
+    fields = {
+        "event": "run_finished",
+        "run_id": run.pk,
+        "report": run.report.slug,
+        "status": run.status,
+        "trigger": run.trigger,
+        "duration_s": round(run.duration_seconds, 3) if run.duration_seconds is not None else None,
+        "rows": run.row_count,
+        "bytes": run.output_bytes,
+    }
     events.info(
-        "run_finished run=%s report=%s status=%s trigger=%s duration_s=%s rows=%s bytes=%s",
-        run.pk,
-        run.report.slug,
-        run.status,
-        run.trigger,
-        round(run.duration_seconds, 3) if run.duration_seconds is not None else "",
-        run.row_count if run.row_count is not None else "",
-        run.output_bytes if run.output_bytes is not None else "",
+        "run_finished run=%(run_id)s report=%(report)s status=%(status)s trigger=%(trigger)s "
+        "duration_s=%(duration_s)s rows=%(rows)s bytes=%(bytes)s",
+        fields,
+        extra=fields,
     )
 
 
@@ -246,15 +252,21 @@ def _record(run, channel, target, reason, attempts, error=None):
         last_error=_describe(error) if error else "",
         sent_at=None if error else timezone.now(),
     )
+    fields = {
+        "event": "delivery",
+        "run_id": run.pk,
+        "channel": channel,
+        "target": target,
+        "reason": reason,
+        "status": delivery.status,
+        "attempts": attempts,
+        "error": delivery.last_error,
+    }
     events.info(
-        "delivery run=%s channel=%s target=%s reason=%s status=%s attempts=%s error=%s",
-        run.pk,
-        channel,
-        target,
-        reason,
-        delivery.status,
-        attempts,
-        delivery.last_error or "",
+        "delivery run=%(run_id)s channel=%(channel)s target=%(target)s reason=%(reason)s "
+        "status=%(status)s attempts=%(attempts)s error=%(error)s",
+        fields,
+        extra=fields,
     )
     return delivery
 

@@ -2,6 +2,7 @@ import os
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from runs.services.leadership import SecondWorkerRefused
 from runs.services.worker import Worker
@@ -29,6 +30,8 @@ class Command(BaseCommand):
             abandoned = worker.run()
         except SecondWorkerRefused as error:
             raise CommandError(str(error)) from None
+        except DatabaseError as error:  # only at start; later outages are retried
+            raise CommandError(f"Cannot reach the database: {error}") from None
         if abandoned:
             self.stderr.write(f"{abandoned} run(s) did not finish in time and were failed.")
             self.stderr.flush()
