@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
-from reports.models import Report
+from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.permissions import can_run_reports
 from reports.services.sql_check import sql_problem
 from runs.models import Run, RunStatus, RunTrigger
@@ -23,26 +23,7 @@ RECENT_RUNS = 20
 class ReportForm(forms.ModelForm):
     class Meta:
         model = Report
-        fields = [
-            "name",
-            "slug",
-            "description",
-            "sql",
-            "data_source",
-            "schedule",
-            "timezone",
-            "enabled",
-            "timeout_seconds",
-            "max_rows",
-            "max_retries",
-            "retention_days",
-            "notify_emails",
-            "notify_webhooks",
-            "notify_when",
-            "alert_condition",
-            "alert_threshold",
-            "webhook_secret",
-        ]
+        fields = [*REPORT_SETTINGS_FIELDS, "webhook_secret"]
         widgets = {
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),

@@ -38,6 +38,28 @@ class AlertCondition(models.TextChoices):
     ROWS_BELOW = "rows_below", "Row count below the threshold"
 
 
+# What people set on a report: the admin form, the API and report listings share it.
+REPORT_SETTINGS_FIELDS = (
+    "name",
+    "slug",
+    "description",
+    "sql",
+    "data_source",
+    "schedule",
+    "timezone",
+    "enabled",
+    "timeout_seconds",
+    "max_rows",
+    "max_retries",
+    "retention_days",
+    "notify_emails",
+    "notify_webhooks",
+    "notify_when",
+    "alert_condition",
+    "alert_threshold",
+)
+
+
 class Report(models.Model):
     """A named SQL query, where it runs, and when."""
 

@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from reports.cron import describe_crontab
-from reports.models import Report
+from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.permissions import can_view_sql
 from runs.links import api_links, iso_datetime
 from runs.serializers import RunSummarySerializer, summarize_run
@@ -19,24 +19,8 @@ class ReportSerializer(serializers.ModelSerializer):
         model = Report
         fields = [
             "url",
-            "slug",
-            "name",
-            "description",
-            "sql",
-            "data_source",
-            "schedule",
+            *REPORT_SETTINGS_FIELDS,
             "schedule_description",
-            "timezone",
-            "enabled",
-            "timeout_seconds",
-            "max_rows",
-            "max_retries",
-            "retention_days",
-            "notify_emails",
-            "notify_webhooks",
-            "notify_when",
-            "alert_condition",
-            "alert_threshold",
             "next_run_at",
             "last_run",
             "latest_csv_url",
@@ -67,29 +51,13 @@ class ReportSerializer(serializers.ModelSerializer):
         # 60 ms (bench/api.py); tests check the keys match Meta.fields.
         links, zone = api_links(self.context), timezone.get_current_timezone()
         request = self.context.get("request")
-        data = {
-            "url": links.report(report.slug),
-            "slug": report.slug,
-            "name": report.name,
-            "description": report.description,
-        }
-        if request is not None and can_view_sql(request.user):
-            data["sql"] = report.sql
+        show_sql = request is not None and can_view_sql(request.user)
+        data = {"url": links.report(report.slug)}
+        for name in REPORT_SETTINGS_FIELDS:
+            if name != "sql" or show_sql:
+                data[name] = getattr(report, name)
         data.update(
-            data_source=report.data_source,
-            schedule=report.schedule,
             schedule_description=describe_crontab(report.schedule),
-            timezone=report.timezone,
-            enabled=report.enabled,
-            timeout_seconds=report.timeout_seconds,
-            max_rows=report.max_rows,
-            max_retries=report.max_retries,
-            retention_days=report.retention_days,
-            notify_emails=report.notify_emails,
-            notify_webhooks=report.notify_webhooks,
-            notify_when=report.notify_when,
-            alert_condition=report.alert_condition,
-            alert_threshold=report.alert_threshold,
             next_run_at=iso_datetime(report.next_run_at, zone),
             last_run=self.get_last_run(report, zone),
             latest_csv_url=links.latest_csv(report.slug),

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from reports.models import REPORT_SETTINGS_FIELDS
 from runs.models import Run, RunStatus, WorkerHeartbeat
 
 
@@ -25,29 +26,7 @@ def latest_successful_run(report):
     )
 
 
-REPORT_ROW_FIELDS = (
-    "id",
-    "slug",
-    "name",
-    "description",
-    "sql",
-    "data_source",
-    "schedule",
-    "timezone",
-    "enabled",
-    "timeout_seconds",
-    "max_rows",
-    "max_retries",
-    "retention_days",
-    "notify_emails",
-    "notify_webhooks",
-    "notify_when",
-    "alert_condition",
-    "alert_threshold",
-    "next_run_at",
-    "created_at",
-    "updated_at",
-)
+REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
 LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
 ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])
 LastRunRow = namedtuple("LastRunRow", LAST_RUN_FIELDS)
