@@ -239,11 +239,20 @@ def test_the_copy_runs_as_exactly_one_statement(guarded, source_sql, tmp_path):
 
 @postgres_only
 def test_a_report_cannot_change_the_session_of_the_next_one():
-    first = run_sql("SELECT set_config('search_path', 'nowhere', false) AS changed")
+    first = run_sql(
+        "SELECT set_config('search_path', 'nowhere', false) AS changed, "
+        "set_config('timezone', 'Asia/Tokyo', false) AS zone, "
+        "pg_advisory_lock(8243118316935476086) AS locked"
+    )
     assert first.status == RunStatus.SUCCEEDED, first.error
     first.report.delete()
-    second = run_sql("SELECT current_setting('search_path') AS search_path")
-    assert read_csv(second.output.path)[1] == ['"$user", public']
+    second = run_sql(
+        "SELECT current_setting('search_path') AS search_path, "
+        "current_setting('timezone') AS zone, "
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        "AND pid = pg_backend_pid()) AS advisory_locks"
+    )
+    assert read_csv(second.output.path)[1] == ['"$user", public', "UTC", "0"]
 
 
 @sqlite_only

@@ -131,9 +131,7 @@ class PostgresCopyExporter:
                 ) from error
             raise ExportFailed(_database_message(error)) from error
         finally:
-            # A report may change its session (set_config(..., false), advisory locks);
-            # the next report must not inherit that, so every export gets a fresh one.
-            connection.close()
+            _reset_session(connection)
         if row_count > max_rows:
             raise RowLimitExceeded(_row_limit_message(max_rows))
         return row_count
@@ -141,6 +139,23 @@ class PostgresCopyExporter:
 
 class ConnectionStalled(Exception):
     pass
+
+
+def _reset_session(connection):
+    """Undo what a report may have done to its session (set_config(..., false),
+    advisory locks), so the next report on this connection starts clean.
+
+    Cheaper than a new connection per run, which cost the worker a third of its
+    throughput; a connection that cannot be reset is closed instead.
+    """
+    if connection.connection is None:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ALL; SELECT pg_advisory_unlock_all()")
+        connection.ensure_timezone()  # RESET ALL also reset Django's session time zone
+    except Exception:
+        connection.close()
 
 
 def _wait_readable(pgconn, deadline):
