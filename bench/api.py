@@ -123,6 +123,8 @@ def start_gunicorn(port):
             "1",
             "--log-level",
             "warning",
+            "--access-logfile",
+            "/dev/null",
         ],
         cwd=PROJECT_DIR,
         env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1"},
