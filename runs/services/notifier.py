@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from reports.models import AlertCondition, NotifyWhen, Report
 from reports.validators import split_list
-from runs.models import Delivery, DeliveryChannel, DeliveryStatus, Run, RunStatus
+from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
 
 logger = logging.getLogger("reportsvc.notify")
 events = logging.getLogger("reportsvc.events")
@@ -86,9 +86,12 @@ def log_run_outcome(run):
     )
 
 
-def notify_finished_run(run_id):
-    """Log the outcome and send the notifications a finished run calls for."""
-    run = Run.objects.select_related("report").get(pk=run_id)
+def notify_finished_run(run):
+    """Log the outcome and send the notifications a finished run calls for.
+
+    ``run`` is the in-memory run its executor just recorded (report loaded), so a
+    report without targets or alert costs no query.
+    """
     log_run_outcome(run)
     reason = notification_reason(run)
     if reason is None:

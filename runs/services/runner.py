@@ -33,18 +33,18 @@ def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
     run = start_run_in_this_process(report, trigger, worker_identity(), requested_by=requested_by)
     with heartbeat_while_running([run]):
         perform_run(run)
-    notify_safely(run.pk)
+    notify_safely(run)
     return run
 
 
-def notify_safely(run_id):
+def notify_safely(run):
     """Notifications for a finished run; their failure is logged, never raised."""
     from runs.services.notifier import notify_finished_run
 
     try:
-        notify_finished_run(run_id)
+        notify_finished_run(run)
     except Exception:
-        logger.exception("notifications for run %s failed", run_id)
+        logger.exception("notifications for run %s failed", run.pk)
 
 
 def touch_runs(run_ids):

@@ -106,7 +106,7 @@ class Worker:
             self._beat()
         if self._recovery.due(now):
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS):
-                self._notify_pool.submit(self._notify, run.pk)
+                self._notify_pool.submit(self._notify, run)
         if self._leadership.due(now):
             self._lead()
         return self._dispatch()
@@ -175,7 +175,7 @@ class Worker:
         try:
             close_old_connections()
             perform_run(run)
-            self._notify_pool.submit(self._notify, run.pk)
+            self._notify_pool.submit(self._notify, run)
         except Exception:
             logger.exception("run %s could not be recorded", run.pk)
         finally:
@@ -185,10 +185,10 @@ class Worker:
             self._wake.set()  # a slot is free: claim the next run now
 
     @staticmethod
-    def _notify(run_id):
+    def _notify(run):
         try:
             close_old_connections()
-            notify_safely(run_id)
+            notify_safely(run)
         finally:
             close_old_connections()
 
