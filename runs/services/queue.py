@@ -133,16 +133,12 @@ def start_run_in_this_process(report, trigger, worker, *, requested_by=None):
     Queuing it first would let a polling worker claim it before this process does.
     """
     now = timezone.now()
-    try:
-        statement = executable_statement(report.sql)
-    except ReportSQLError:
-        statement = report.sql
     return Run.objects.create(
         report=report,
         trigger=trigger,
         status=RunStatus.RUNNING,
         requested_by=requested_by,
-        sql=statement,
+        sql=statement_to_record(report),
         worker=worker,
         started_at=now,
         heartbeat_at=now,
@@ -175,15 +171,25 @@ def claim_runs(limit, worker):
         return claimed
 
 
+def statement_to_record(report):
+    """The statement a run of ``report`` executes; the SQL as written if it is invalid
+    (the run then fails with the reason)."""
+    try:
+        return executable_statement(report.sql)
+    except ReportSQLError:
+        return report.sql
+
+
 def claim_run(run, worker, *, now=None):
     """Move one queued run to running for ``worker``; False if someone else has it."""
     now = now or timezone.now()
-    try:
-        statement = executable_statement(run.report.sql)
-    except ReportSQLError:
-        statement = run.report.sql  # recorded as written; the run fails with the reason
     return transition_run(
-        run, RunStatus.RUNNING, sql=statement, worker=worker, started_at=now, heartbeat_at=now
+        run,
+        RunStatus.RUNNING,
+        sql=statement_to_record(run.report),
+        worker=worker,
+        started_at=now,
+        heartbeat_at=now,
     )
 
 
