@@ -85,6 +85,37 @@ def stop_workers(workers):
         worker.wait(120)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid, children=False):
+    """User + system CPU time of a process (and of its reaped children), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def database_cpu_seconds():
+    """CPU time of the local PostgreSQL server: postmaster, its reaped and live backends."""
+    pid_files = list(Path("/var/run/postgresql").glob("*.pid"))
+    if not pid_files:
+        return None
+    postmaster = int(pid_files[0].read_text().split()[0])
+    total = cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            except (OSError, IndexError):
+                continue  # the process ended meanwhile
+    return total
+
+
 def wait_until(predicate, timeout, interval=0.05):
     deadline = time.monotonic() + timeout
     while not (result := predicate()):
@@ -107,18 +138,23 @@ def measure_batch(worker_count, report_count, outputs_dir, log_dir):
         if fire.timestamp() - time.time() < 5:  # too close: measure the minute after
             fire += timedelta(minutes=1)
         batch = Run.objects.filter(scheduled_for=fire)
+        time.sleep(max(0.0, fire.timestamp() - time.time() - 0.5))
+        cpu_before = [cpu_seconds(worker.pid) for worker in workers], database_cpu_seconds()
         wait_until(lambda: batch.count() >= report_count, 120)
         wait_until(
             lambda: not batch.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).exists(),
             300,
         )
+        cpu_after = [cpu_seconds(worker.pid) for worker in workers], database_cpu_seconds()
         times = batch.values_list("queued_at", "finished_at", "status")
         queued = max(q for q, _, _ in times) - fire
         finished = max(f for _, f, _ in times) - fire
         statuses = {s for _, _, s in times}
     finally:
         stop_workers(workers)
-    return queued.total_seconds(), finished.total_seconds(), statuses
+    worker_cpu = sum(cpu_after[0]) - sum(cpu_before[0])
+    database_cpu = None if cpu_before[1] is None else cpu_after[1] - cpu_before[1]
+    return queued.total_seconds(), finished.total_seconds(), statuses, worker_cpu, database_cpu
 
 
 def measure_manual_lag(count, outputs_dir, log_dir):
@@ -162,9 +198,18 @@ def main():
         two = measure_batch(2, args.reports, outputs_dir, log_dir)
         median_lag, p99_lag = measure_manual_lag(args.manual, outputs_dir, log_dir)
     print(f"{args.reports} reports firing at the same minute:")
-    print(f"{'workers':>8} {'all queued':>11} {'all finished':>13}  statuses")
-    for workers, (queued, finished, statuses) in ((1, one), (2, two)):
-        print(f"{workers:>8} {queued:>10.2f}s {finished:>12.2f}s  {', '.join(sorted(statuses))}")
+    # CPU per run explains the scaling: the workers and the database share the cores.
+    print(
+        f"{'workers':>8} {'all queued':>11} {'all finished':>13} "
+        f"{'worker CPU/run':>15} {'database CPU/run':>17}  statuses"
+    )
+    for workers, (queued, finished, statuses, worker_cpu, database_cpu) in ((1, one), (2, two)):
+        database = "n/a" if database_cpu is None else f"{database_cpu / args.reports * 1000:.2f} ms"
+        print(
+            f"{workers:>8} {queued:>10.2f}s {finished:>12.2f}s "
+            f"{worker_cpu / args.reports * 1000:>12.2f} ms {database:>17}  "
+            f"{', '.join(sorted(statuses))}"
+        )
     speedup = one[1] / two[1]
     print(f"2 workers finish the batch {speedup:.2f}x faster than 1")
     print(
