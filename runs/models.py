@@ -31,7 +31,12 @@ class Run(models.Model):
     Only ``runs.services.transitions`` changes ``status``.
     """
 
-    report = models.ForeignKey("reports.Report", on_delete=models.CASCADE, related_name="runs")
+    # Foreign keys without their default index: run_report_queued_idx leads with the
+    # report, and the partial indexes below skip the runs (most) without a user or a
+    # first attempt. Every index is written at each status change.
+    report = models.ForeignKey(
+        "reports.Report", on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
     scheduled_for = models.DateTimeField(
@@ -49,7 +54,11 @@ class Run(models.Model):
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid that ran it.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
     )
     attempt = models.PositiveSmallIntegerField(default=1, help_text="1 = first try.")
     retry_of = models.ForeignKey(
@@ -58,6 +67,7 @@ class Run(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="retries",
+        db_index=False,
         help_text="The first run, when this run is a retry of it.",
     )
     not_before = models.DateTimeField(
@@ -86,6 +96,16 @@ class Run(models.Model):
                 fields=["report", "heartbeat_at"],
                 condition=models.Q(status="running"),
                 name="run_running_idx",
+            ),
+            models.Index(
+                fields=["requested_by"],
+                condition=models.Q(requested_by__isnull=False),
+                name="run_requested_by_idx",
+            ),
+            models.Index(
+                fields=["retry_of"],
+                condition=models.Q(retry_of__isnull=False),
+                name="run_retry_of_idx",
             ),
         ]
         constraints = [
