@@ -218,3 +218,15 @@ def test_runreport_keeps_its_run_alive_while_it_works(settings):
     finally:
         thread.join()
     assert Run.objects.get(report=slow).status == RunStatus.SUCCEEDED
+
+
+def test_a_claim_costs_one_statement_per_run_and_one_for_their_reports(
+    django_assert_num_queries,
+):
+    runs = [enqueue_run(make_report(f"lean{i}"), "manual") for i in range(2)]
+    with django_assert_num_queries(3):
+        claimed = claim_runs(2, "test:1")
+    assert claimed == runs
+    assert [run.report.slug for run in claimed] == ["lean0", "lean1"]
+    with django_assert_num_queries(1):
+        assert claim_runs(2, "test:1") == []

@@ -5,13 +5,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from reports.models import Report
 from reports.sql import ReportSQLError, executable_statement
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.transitions import transition_run
+from runs.services.transitions import start_queued_runs, transition_run
 
 logger = logging.getLogger(__name__)
 
@@ -148,27 +147,27 @@ def start_run_in_this_process(report, trigger, worker, *, requested_by=None):
 def claim_runs(limit, worker):
     """Claim up to ``limit`` queued runs for ``worker``, oldest first; they are running.
 
-    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers claim at once without
-    waiting on or double-claiming each other's rows; on SQLite the write transaction
-    serialises claims. A run whose report is already running waits its turn.
+    Several workers can claim at once without waiting on or double-claiming each
+    other's runs (see ``start_queued_runs``). A run whose report is already running
+    waits its turn. The runs come with their reports loaded.
     """
-    now = timezone.now()
-    report_running = Run.objects.filter(report=OuterRef("report"), status=RunStatus.RUNNING)
-    with transaction.atomic():
-        candidates = list(
-            Run.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("report")
-            .filter(status=RunStatus.QUEUED)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .exclude(Exists(report_running))
-            .order_by("queued_at", "id")[:limit]
+    runs = start_queued_runs(limit, worker)
+    if not runs:
+        return runs
+    report_ids = sorted({run.report_id for run in runs})
+    placeholders = ", ".join(["%s"] * len(report_ids))
+    reports = {
+        report.pk: report
+        for report in Report.objects.raw(
+            f"SELECT * FROM reports_report WHERE id IN ({placeholders})", report_ids
         )
-        claimed, reports = [], set()
-        for run in candidates:
-            if run.report_id not in reports and claim_run(run, worker, now=now):
-                claimed.append(run)
-                reports.add(run.report_id)
-        return claimed
+    }
+    claimed = []
+    for run in runs:
+        if run.report_id in reports:  # else deleted meanwhile, and its runs with it
+            run.report = reports[run.report_id]
+            claimed.append(run)
+    return claimed
 
 
 def statement_to_record(report):

@@ -86,9 +86,9 @@ def execute_run(run):
     return True
 
 
-def fail_run(run, error):
+def fail_run(run, error, **fields):
     """Record a failure of a queued or running run and queue its retry, if any."""
-    failed = transition_run(run, RunStatus.FAILED, error=error)
+    failed = transition_run(run, RunStatus.FAILED, error=error, **fields)
     if failed:
         schedule_retry(run)
     return failed
@@ -97,7 +97,8 @@ def fail_run(run, error):
 def perform_run(run):
     """Execute a run this process has claimed (status running) and record the outcome.
 
-    A failed run keeps no output file, not even a partial one.
+    A failed run keeps no output file, not even a partial one. The run records the
+    statement it executed (the report's SQL as it was when the run started).
     """
     report = run.report
     try:
@@ -107,7 +108,11 @@ def perform_run(run):
     try:
         connection = connection_for_source(report.data_source)
     except KeyError:
-        return fail_run(run, f"Unknown data source '{report.data_source}': it is not configured.")
+        return fail_run(
+            run,
+            f"Unknown data source '{report.data_source}': it is not configured.",
+            sql=statement,
+        )
     file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
     try:
         output_name, result = _export_to_storage(
@@ -115,14 +120,15 @@ def perform_run(run):
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return fail_run(run, str(error))
+        return fail_run(run, str(error), sql=statement)
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
-        return fail_run(run, f"Internal error ({type(error).__name__}): {error}")
+        return fail_run(run, f"Internal error ({type(error).__name__}): {error}", sql=statement)
     try:
         succeeded = transition_run(
             run,
             RunStatus.SUCCEEDED,
+            sql=statement,
             output=output_name,
             row_count=result.row_count,
             output_bytes=result.output_bytes,
