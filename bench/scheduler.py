@@ -212,6 +212,14 @@ def main():
         )
     speedup = one[1] / two[1]
     print(f"2 workers finish the batch {speedup:.2f}x faster than 1")
+    if one[4] is not None:
+        # The most a second worker can gain is the CPU the first one leaves unused.
+        busy = (one[3] + one[4]) / one[1]
+        cores = os.cpu_count()
+        print(
+            f"1 worker keeps {busy:.2f} of {cores} cores busy (worker + database), so a "
+            f"second worker can gain at most {min(2.0, cores / busy):.2f}x on this machine"
+        )
     print(
         f"manual enqueue -> start on an idle worker ({args.manual} runs): "
         f"median {median_lag * 1000:.0f} ms, p99 {p99_lag * 1000:.0f} ms"

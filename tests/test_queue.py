@@ -230,3 +230,21 @@ def test_a_claim_costs_one_statement_per_run_and_one_for_their_reports(
     assert [run.report.slug for run in claimed] == ["lean0", "lean1"]
     with django_assert_num_queries(1):
         assert claim_runs(2, "test:1") == []
+
+
+def test_a_worker_slot_runs_queued_runs_back_to_back_without_the_main_loop():
+    from runs.services.worker import Worker
+
+    runs = [enqueue_run(make_report(f"slot{i}"), "manual") for i in range(3)]
+    worker = Worker(concurrency=1)
+    try:
+        assert worker._dispatch() == 1  # the main loop claims once, for its one slot
+        wait_for(lambda: Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 3, timeout=20)
+    finally:
+        worker.request_stop()
+        worker._pool.shutdown(wait=True)
+        worker._notify_pool.shutdown(wait=True)
+    assert {run.worker for run in Run.objects.all()} == {worker.name}
+    started = [Run.objects.get(pk=run.pk).started_at for run in runs]
+    assert started == sorted(started)  # oldest first
+    assert worker._busy_slots == 0

@@ -50,7 +50,8 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
         # Notifications wait on mail servers and webhooks: never in the run slots.
         self._notify_pool = ThreadPoolExecutor(2, thread_name_prefix="notify")
-        self._active = {}  # run id -> (run, future)
+        self._active = {}  # run id -> run, for every run this worker is executing
+        self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
         self._leader_lock = leader_lock_for()
         self._scheduler = None
@@ -162,27 +163,58 @@ class Worker:
     # --- executing runs --------------------------------------------------------------
 
     def _dispatch(self):
-        free = self.concurrency - len(self._running_runs())
+        with self._active_lock:
+            free = self.concurrency - self._busy_slots
         if free <= 0 or self._stop.is_set():
             return 0
         runs = claim_runs(free, self.name)
         for run in runs:
             with self._active_lock:
-                self._active[run.pk] = (run, self._pool.submit(self._execute, run))
+                self._busy_slots += 1
+                self._active[run.pk] = run
+            self._pool.submit(self._work_slot, run)
         return len(runs)
+
+    def _work_slot(self, run):
+        """Execute ``run``, then claim and execute the next queued run, until none is left.
+
+        A slot that claims its own next run never sits idle waiting for the main loop.
+        """
+        try:
+            while run is not None:
+                # Stale connections (a database restart) are replaced before the run.
+                close_old_connections()
+                self._execute(run)
+                run = self._claim_next()
+        finally:
+            close_old_connections()
+            with self._active_lock:
+                self._busy_slots -= 1
+            self._wake.set()  # a slot is free: the main loop claims for it
+
+    def _claim_next(self):
+        if self._stop.is_set():
+            return None
+        try:
+            runs = claim_runs(1, self.name)
+        except DatabaseError as error:
+            logger.warning("could not claim the next run (%s); the main loop will", error)
+            return None
+        if not runs:
+            return None
+        with self._active_lock:
+            self._active[runs[0].pk] = runs[0]
+        return runs[0]
 
     def _execute(self, run):
         try:
-            close_old_connections()
             perform_run(run)
             self._notify_pool.submit(self._notify, run)
         except Exception:
             logger.exception("run %s could not be recorded", run.pk)
         finally:
-            close_old_connections()
             with self._active_lock:
                 self._active.pop(run.pk, None)
-            self._wake.set()  # a slot is free: claim the next run now
 
     @staticmethod
     def _notify(run):
@@ -194,7 +226,7 @@ class Worker:
 
     def _running_runs(self):
         with self._active_lock:
-            return [run for run, _ in self._active.values()]
+            return list(self._active.values())
 
     def _touch_active_runs(self):
         touch_runs([run.pk for run in self._running_runs()])
