@@ -200,6 +200,9 @@ class Worker:
         except DatabaseError as error:
             logger.warning("could not claim the next run (%s); the main loop will", error)
             return None
+        except Exception:
+            logger.exception("claiming the next run failed; the main loop will")
+            return None
         if not runs:
             return None
         with self._active_lock:
