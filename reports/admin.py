@@ -37,7 +37,7 @@ class ReportForm(forms.ModelForm):
         if sql and source and "sql" not in self.errors:
             problem = sql_problem(source, sql)
             if problem:
-                self.add_error("sql", f"The database rejects this SQL: {problem}")
+                self.add_error("sql", problem)
         return cleaned
 
 

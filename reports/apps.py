@@ -1,7 +1,26 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _provision_demo_source(sender, using, **kwargs):
+    import sys
+
+    from reports.services.demo_source import DemoSourceUnavailable, provision_demo_source
+
+    if using != "default":
+        return
+    try:
+        provision_demo_source(using)
+    except DemoSourceUnavailable as error:  # migrating must not fail for the demo
+        sys.stderr.write(f"Warning: {error}\n")
 
 
 class ReportsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "reports"
     verbose_name = "Reports"
+
+    def ready(self):
+        from reports import checks  # noqa: F401  (registers the data-source checks)
+
+        post_migrate.connect(_provision_demo_source, sender=self)

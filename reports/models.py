@@ -2,15 +2,17 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from reports.datasources import DEFAULT_SOURCE
 from reports.validators import (
+    MAX_ROWS_LIMIT,
+    MAX_TIMEOUT_SECONDS,
+    report_sql_problem,
     validate_crontab,
     validate_data_source,
     validate_email_list,
-    validate_report_sql,
     validate_timezone,
     validate_webhook_list,
 )
@@ -70,7 +72,6 @@ class Report(models.Model):
     description = models.TextField(blank=True)
     sql = models.TextField(
         "SQL",
-        validators=[validate_report_sql],
         help_text="One read-only statement (SELECT, WITH, VALUES or TABLE). "
         "It runs in a read-only transaction.",
     )
@@ -97,24 +98,26 @@ class Report(models.Model):
     timeout_seconds = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
-        help_text="Statement timeout. Blank: the service default (REPORT_TIMEOUT_SECONDS).",
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)],
+        help_text="Statement timeout, at most a day. "
+        "Blank: the service default (REPORT_TIMEOUT_SECONDS).",
     )
     max_rows = models.PositiveBigIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ROWS_LIMIT)],
         help_text="A run returning more rows fails. Blank: the service default (REPORT_MAX_ROWS).",
     )
     max_retries = models.PositiveSmallIntegerField(
         default=0,
+        validators=[MaxValueValidator(10)],
         help_text="Retry a failed scheduled run this many times, waiting longer each time "
         "(RETRY_BACKOFF_SECONDS, doubling).",
     )
     retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(36500)],
         help_text="Delete runs and their files after this many days. "
         "Blank: the service default (RUN_RETENTION_DAYS).",
     )
@@ -145,7 +148,10 @@ class Report(models.Model):
         "to hold, and again only after a run where it did not hold (no repeat every run).",
     )
     alert_threshold = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="N for 'row count above/below N'."
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_ROWS_LIMIT)],
+        help_text="N for 'row count above/below N'.",
     )
     alert_active = models.BooleanField(
         default=False,
@@ -177,6 +183,9 @@ class Report(models.Model):
         return self.name
 
     def clean(self):
+        problem = report_sql_problem(self.sql, self.data_source)
+        if problem:
+            raise ValidationError({"sql": problem})
         needs_threshold = self.alert_condition in (
             AlertCondition.ROWS_ABOVE,
             AlertCondition.ROWS_BELOW,

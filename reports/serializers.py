@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError as ModelValidationError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -5,6 +6,7 @@ from rest_framework import serializers
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.permissions import can_view_sql
+from reports.services.sql_check import sql_problem
 from runs.links import api_links, iso_datetime
 from runs.serializers import RunSummarySerializer, summarize_run
 
@@ -29,6 +31,24 @@ class ReportSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["next_run_at", "created_at", "updated_at"]
         extra_kwargs = {"sql": {"help_text": "Shown to staff and holders of view_report_sql."}}
+
+    def validate(self, attrs):
+        """What the admin refuses is refused here too: the model's rules, then the
+        database's own check of the SQL on its data source."""
+        report = Report(**{**self._current_settings(), **attrs})
+        try:
+            report.clean()
+        except ModelValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
+        problem = sql_problem(report.data_source, report.sql)
+        if problem:
+            raise serializers.ValidationError({"sql": [problem]})
+        return attrs
+
+    def _current_settings(self):
+        if self.instance is None:
+            return {}
+        return {name: getattr(self.instance, name) for name in REPORT_SETTINGS_FIELDS}
 
     def get_url(self, report) -> str:
         return api_links(self.context).report(report.slug)

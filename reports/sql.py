@@ -1,144 +1,243 @@
-"""Static checks of report SQL, before any database sees it.
+"""What report SQL may be, decided by each database's own parser.
 
-The database is the real guard (every run is a read-only transaction); these checks
-give users a clear message at save time: one statement only, and it must be a query.
+PostgreSQL text is parsed with pglast (libpg_query: PostgreSQL's own grammar), so the
+statement count and kind are what the server would see. SQLite text is judged by the
+sqlite3 driver itself when it is prepared (``guard_sqlite_connection``): it refuses a
+second statement, and an authorizer refuses anything but reading.
+
+These checks give users a clear message; they are not the only guard. Every path that
+sends report text to a database also executes at most one statement by construction
+(PostgreSQL's extended protocol, SQLite's single-statement ``execute``) inside a
+read-only transaction, on a data source that cannot see the service's own tables.
 """
 
-import re
+import sqlite3
 
-READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "TABLE")
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+from pglast.visitors import Visitor
 
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_WORD = re.compile(r"[A-Za-z_]+")
+WRITE_STATEMENTS = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
 
 class ReportSQLError(ValueError):
     """Report SQL that must not run; the message is meant for the user."""
 
 
-def _skip_quoted(sql, index, quote):
-    """Index just past the literal or identifier opening at ``index``."""
-    # E'...' strings take backslash escapes, but only when E stands alone: in
-    # name'\' the quote after "name" starts a plain string that \ does not escape.
-    backslash_escapes = (
-        quote == "'"
-        and index > 0
-        and sql[index - 1] in "eE"
-        and (index < 2 or not _is_identifier_char(sql[index - 2]))
+def service_table_names():
+    """The tables of this service (users, sessions, API tokens, reports, runs, ...)."""
+    from django.apps import apps
+    from django.conf import settings
+
+    # Not django_migrations: it holds no secrets, and Django's test set-up creates it in
+    # every database, the demo source's too.
+    names = {model._meta.db_table for model in apps.get_models(include_auto_created=True)}
+    for cache in settings.CACHES.values():
+        if cache["BACKEND"].endswith("DatabaseCache"):
+            names.add(cache["LOCATION"])
+    return names
+
+
+def service_tables_message(names):
+    listed = ", ".join(sorted(names))
+    return (
+        f"Reports cannot read reportsvc's own tables ({listed}): they hold its users, "
+        "sessions, API tokens and report settings. Query your data through a reporting "
+        "data source instead (README: Security)."
     )
-    position = index + 1
-    while position < len(sql):
-        char = sql[position]
-        if backslash_escapes and char == "\\":
-            position += 2
-            continue
-        if char == quote:
-            if sql.startswith(quote, position + 1):  # doubled quote escapes itself
-                position += 2
-                continue
-            return position + 1
-        position += 1
-    return len(sql)
 
 
-def _is_identifier_char(char):
-    return char.isalnum() or char in "_$"
-
-
-def _skip_block_comment(sql, index):
-    depth, position = 0, index
-    while position < len(sql):
-        if sql.startswith("/*", position):
-            depth += 1
-            position += 2
-        elif sql.startswith("*/", position):
-            depth -= 1
-            position += 2
-            if depth == 0:
-                return position
-        else:
-            position += 1
-    return len(sql)
-
-
-def _code_segments(sql):
-    """Yield (start, end, is_code) spans: code vs. literals, identifiers and comments."""
-    position, code_start = 0, 0
-    while position < len(sql):
-        char = sql[position]
-        end = None
-        if char in "'\"":
-            end = _skip_quoted(sql, position, char)
-        elif sql.startswith("--", position):
-            newline = sql.find("\n", position)
-            end = len(sql) if newline == -1 else newline + 1
-        elif sql.startswith("/*", position):
-            end = _skip_block_comment(sql, position)
-        elif char == "$":
-            tag = _DOLLAR_TAG.match(sql, position)
-            previous = sql[position - 1] if position else " "
-            if tag and not (previous.isalnum() or previous == "_"):
-                closing = sql.find(tag.group(0), tag.end())
-                end = len(sql) if closing == -1 else closing + len(tag.group(0))
-        if end is None:
-            position += 1
-            continue
-        if code_start < position:
-            yield code_start, position, True
-        yield position, end, False
-        position = code_start = end
-    if code_start < len(sql):
-        yield code_start, len(sql), True
-
-
-def split_statements(sql):
-    """Split on top-level semicolons; drop statements that are only blanks or comments."""
-    statements, current_start = [], 0
-    for start, end, is_code in _code_segments(sql):
-        if not is_code:
-            continue
-        for offset, char in enumerate(sql[start:end]):
-            if char == ";":
-                statements.append(sql[current_start : start + offset])
-                current_start = start + offset + 1
-    statements.append(sql[current_start:])
-    return [text.strip() for text in statements if _has_code(text)]
-
-
-def _has_code(text):
-    return any(is_code and text[start:end].strip() for start, end, is_code in _code_segments(text))
-
-
-def first_keyword(statement):
-    """The statement's leading keyword, upper-cased, ignoring comments and parentheses."""
-    for start, end, is_code in _code_segments(statement):
-        if not is_code:
-            continue
-        code = statement[start:end].lstrip().lstrip("(").lstrip()
-        if code:
-            match = _WORD.match(code)
-            return match.group(0).upper() if match else code[:1]
-    return ""
-
-
-def executable_statement(sql):
-    """The single read-only statement of a report, ready to execute.
+def read_only_statement(sql, vendor):
+    """The one read-only statement in ``sql``, as the data source's engine will run it.
 
     Raises :class:`ReportSQLError` with a message for the user when the SQL is empty,
-    holds more than one statement, or does not start like a query.
+    holds more than one statement, or does not only read.
     """
-    statements = split_statements(sql or "")
+    if not (sql or "").strip():
+        raise ReportSQLError("The SQL is empty: write one SELECT statement.")
+    if vendor == "postgresql":
+        return _postgres_statement(sql)
+    if vendor == "sqlite" and not sqlite3.complete_statement(sql.rstrip() + "\n;"):
+        raise ReportSQLError(
+            "The SQL is incomplete: a string, identifier or comment is not closed."
+        )
+    # SQLite (and anything else) is judged by its driver when the statement is prepared.
+    # A complete statement's last ';' is its terminator, never part of a literal.
+    return sql.strip().rstrip("; \t\r\n\f\v")
+
+
+def without_statement_text(message):
+    """A database error without the lines in which it quotes the statement.
+
+    PostgreSQL appends ``LINE 2: SELECT 'top secret' …`` with a caret (and may add
+    QUERY/CONTEXT lines) to errors; people who may not see a report's SQL get the
+    message without them.
+    """
+    kept = []
+    for line in (message or "").splitlines():
+        if line.startswith(("LINE ", "QUERY:", "CONTEXT:")):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def _postgres_statement(sql):
+    try:
+        statements = parse_sql(sql)
+    except ParseError as error:
+        raise ReportSQLError(f"PostgreSQL cannot parse this SQL: {error}.") from None
     if not statements:
         raise ReportSQLError("The SQL is empty: write one SELECT statement.")
     if len(statements) > 1:
         raise ReportSQLError(
-            f"A report runs exactly one statement, but this SQL has {len(statements)}. "
-            "Remove everything after the first ';'."
+            f"A report runs exactly one statement, but PostgreSQL reads {len(statements)} "
+            "statements in this SQL. Keep only the query."
         )
-    keyword = first_keyword(statements[0])
-    if keyword not in READ_KEYWORDS:
+    raw = statements[0]
+    node = raw.stmt
+    if not isinstance(node, ast.SelectStmt):
+        kind = _statement_kind(node)
         raise ReportSQLError(
-            f"Reports can only read data, but this statement starts with {keyword}. "
-            f"Start it with {', '.join(READ_KEYWORDS[:-1])} or {READ_KEYWORDS[-1]}."
+            f"Reports can only read data, but this is {_article(kind)} {kind} statement. "
+            "Write a SELECT (or WITH … SELECT, VALUES, TABLE)."
         )
-    return statements[0]
+    problem = _ReadOnlyQuery.problem(node)
+    if problem:
+        raise ReportSQLError(problem)
+    touched = _relation_names(node) & service_table_names()
+    if touched:
+        raise ReportSQLError(service_tables_message(touched))
+    # The statement as the parser delimited it: no trailing ';' or comment after it.
+    end = len(sql) if raw.stmt_len == 0 else raw.stmt_location + raw.stmt_len
+    return sql[raw.stmt_location : end].strip()
+
+
+def _article(word):
+    return "an" if word[:1] in "AEIOU" else "a"
+
+
+def _statement_kind(node):
+    name = type(node).__name__
+    return name[: -len("Stmt")].upper() if name.endswith("Stmt") else name
+
+
+class _ReadOnlyQuery(Visitor):
+    """Finds what makes a SELECT write or lock: data-modifying WITH, INTO, FOR UPDATE."""
+
+    def __init__(self):
+        super().__init__()
+        self.found = None
+
+    @classmethod
+    def problem(cls, node):
+        visitor = cls()
+        visitor(node)
+        return visitor.found
+
+    def _note(self, message):
+        if self.found is None:
+            self.found = message
+
+    def visit_SelectStmt(self, ancestors, node):
+        if node.intoClause is not None:
+            self._note("Reports can only read data: SELECT … INTO creates a table.")
+        if node.lockingClause:
+            self._note("Reports can only read data: FOR UPDATE/SHARE locks rows.")
+
+    def visit_CommonTableExpr(self, ancestors, node):
+        if isinstance(node.ctequery, WRITE_STATEMENTS):
+            kind = _statement_kind(node.ctequery)
+            self._note(
+                f"Reports can only read data, but a WITH part of this query is {_article(kind)} "
+                f"{kind} statement."
+            )
+
+
+class _Relations(Visitor):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def visit_RangeVar(self, ancestors, node):
+        self.names.add(node.relname)
+
+
+def _relation_names(node):
+    visitor = _Relations()
+    visitor(node)
+    return visitor.names
+
+
+def assert_copy_of_one_query(copy_sql):
+    """Fail unless ``copy_sql`` is one ``COPY (query) TO STDOUT``: the exporter's own
+    wrapper, checked by the parser so report text can never reshape it."""
+    try:
+        statements = parse_sql(copy_sql)
+    except ParseError:
+        statements = []
+    copy = statements[0].stmt if len(statements) == 1 else None
+    if not (
+        isinstance(copy, ast.CopyStmt)
+        and not copy.is_from
+        and not copy.is_program
+        and copy.filename is None
+        and isinstance(copy.query, ast.SelectStmt)
+    ):
+        raise ReportSQLError("The report's SQL does not fit in one COPY statement.")
+
+
+# --- SQLite: the driver prepares the statement; the authorizer decides what it may do ---
+
+_SQLITE_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,
+}
+_SQLITE_ACTION_WORDS = {
+    sqlite3.SQLITE_INSERT: "INSERT",
+    sqlite3.SQLITE_UPDATE: "UPDATE",
+    sqlite3.SQLITE_DELETE: "DELETE",
+    sqlite3.SQLITE_PRAGMA: "PRAGMA",
+    sqlite3.SQLITE_ATTACH: "ATTACH",
+    sqlite3.SQLITE_DETACH: "DETACH",
+    sqlite3.SQLITE_TRANSACTION: "a transaction",
+    sqlite3.SQLITE_SAVEPOINT: "a savepoint",
+    sqlite3.SQLITE_ANALYZE: "ANALYZE",
+    sqlite3.SQLITE_REINDEX: "REINDEX",
+}
+
+
+class SQLiteGuard:
+    """An authorizer that lets a statement read and nothing else, remembering why not."""
+
+    def __init__(self):
+        self.refused = None
+
+    def __call__(self, action, first, second, database, trigger):
+        if action in _SQLITE_READ_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if self.refused is None:
+            schema_table = first in ("sqlite_master", "sqlite_temp_master", "sqlite_schema")
+            word = None if schema_table else _SQLITE_ACTION_WORDS.get(action)
+            self.refused = word or "a schema change"
+        return sqlite3.SQLITE_DENY
+
+    def policy_message(self, error):
+        """Why the guard refused the statement behind ``error``, or None."""
+        if isinstance(error, sqlite3.ProgrammingError) and "one statement" in str(error):
+            return (
+                "A report runs exactly one statement, but SQLite found more than one in "
+                "this SQL. Keep only the query."
+            )
+        if self.refused:
+            return f"Reports can only read data, but this statement would use {self.refused}."
+        text = str(error).strip()
+        missing = text.removeprefix("no such table: ")
+        if missing != text and missing.rsplit(".", 1)[-1] in service_table_names():
+            return service_tables_message({missing})
+        return None
+
+    def message(self, error):
+        """The user's message for a driver error raised while the guard was on."""
+        return self.policy_message(error) or str(error).strip()

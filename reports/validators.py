@@ -8,8 +8,13 @@ from django.core.validators import EmailValidator, URLValidator
 from django.utils import timezone
 
 from reports.cron import CronError, next_fire_time, parse_crontab
-from reports.datasources import data_source_names
-from reports.sql import ReportSQLError, executable_statement
+from reports.datasources import connection_for_source, data_source_names
+from reports.sql import ReportSQLError, read_only_statement
+
+# A run must be able to finish within a day; larger values made every run fail.
+MAX_TIMEOUT_SECONDS = 86_400
+# LIMIT max_rows + 1 must fit PostgreSQL's bigint.
+MAX_ROWS_LIMIT = 2**63 - 2
 
 
 def validate_crontab(value):
@@ -46,11 +51,21 @@ def validate_data_source(value):
         )
 
 
-def validate_report_sql(value):
+def report_sql_problem(sql, data_source):
+    """The parser's objection to ``sql`` on ``data_source``'s engine, or None.
+
+    Needs no connection; the database's own check (reports.services.sql_check) follows
+    in the admin and the API.
+    """
     try:
-        executable_statement(value)
+        vendor = connection_for_source(data_source).vendor
+    except KeyError:
+        return None  # the data_source field reports it
+    try:
+        read_only_statement(sql, vendor)
     except ReportSQLError as error:
-        raise ValidationError(str(error), code="invalid_sql") from error
+        return str(error)
+    return None
 
 
 def split_list(value):

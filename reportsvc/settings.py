@@ -119,7 +119,9 @@ def _service_database(url):
 
 
 DATABASES = {"default": _service_database(DATABASE_URL)}
-DATABASES.update(reporting_databases(os.environ, DATABASE_URL, DATABASES["default"]))
+DATABASES.update(
+    reporting_databases(os.environ, DATABASE_URL, DATABASES["default"], VAR_DIR, SECRET_KEY)
+)
 for _alias in DATABASES:
     DATABASES[_alias]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 DATABASE_ROUTERS = ["reports.datasources.ReportingDatabaseRouter"]
@@ -133,6 +135,14 @@ assert all(alias_for_source(name) == alias for name, alias in REPORT_DATA_SOURCE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Report execution ------------------------------------------------------------------
+
+# Unset: the built-in demo source (README: Security), which cannot see the service's tables.
+REPORTING_DATABASE_URL = env("REPORTING_DATABASE_URL", default="")
+# Lets a data source connect as a superuser or a role with server-file, program,
+# replication or signalling powers. Only for a throwaway local set-up.
+UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES = env.bool(
+    "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES", default=False
+)
 
 REPORT_TIMEOUT_SECONDS = env.int("REPORT_TIMEOUT_SECONDS", default=300)
 REPORT_MAX_ROWS = env.int("REPORT_MAX_ROWS", default=10_000_000)

@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from reports.permissions import can_view_sql
+from reports.sql import without_statement_text
 from runs.links import api_links, iso_datetime
 from runs.models import Delivery, Run, RunStatus
 
@@ -81,6 +82,7 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
         request = self.context.get("request")
         if request is None or not can_view_sql(request.user):
             data.pop("sql")
+            data["error"] = without_statement_text(run.error)
         return data
 
 

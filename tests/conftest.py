@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from reports.services.demo_source import demo_source_writer
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only (runs in CI)")
@@ -25,11 +25,10 @@ def outputs_dir(settings, tmp_path):
 
 @pytest.fixture
 def source_sql():
-    """Run SQL on the default data source (writable outside report runs)."""
-    connection = connection_for_source(DEFAULT_SOURCE)
+    """Run SQL in the default (demo) data source as its owner: reports only read it."""
 
     def run(statement, params=None):
-        with connection.cursor() as cursor:
+        with demo_source_writer() as cursor:
             cursor.execute(statement, params)
             return cursor.fetchall() if cursor.description else None
 

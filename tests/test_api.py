@@ -171,8 +171,10 @@ def test_staff_create_update_and_delete_reports(staff):
         ("schedule", "0 25 * * *", "Invalid schedule '0 25 * * *': hour: 25 is out of range 0-23."),
         ("timezone", "Mars/Olympus", "Unknown time zone 'Mars/Olympus'"),
         ("data_source", "nowhere", "Unknown data source 'nowhere'"),
-        ("sql", "SELECT 1; DROP TABLE reports_report", "this SQL has 2"),
-        ("sql", "DELETE FROM reports_report", "Reports can only read data"),
+        ("sql", "SELECT 1; DROP TABLE reports_report", "A report runs exactly one statement"),
+        ("sql", "CREATE TABLE evil (a int)", "Reports can only read data"),
+        ("sql", "SELECT * FROM nosuchtable", "The database rejects this SQL"),
+        ("sql", "SELECT key FROM authtoken_token", "own tables (authtoken_token)"),
         ("slug", "not a slug", "letters, numbers, underscores or hyphens"),
     ],
 )

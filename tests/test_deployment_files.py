@@ -147,6 +147,8 @@ def test_check_deploy_passes_with_the_documented_production_environment(tmp_path
         SECRET_KEY=secrets.token_urlsafe(50),
         REPORTSVC_VAR_DIR=str(tmp_path),
         DJANGO_SETTINGS_MODULE="reportsvc.settings",
+        # A database the check can reach: it examines every data source.
+        DATABASE_URL=f"sqlite:///{tmp_path / 'service.sqlite3'}",
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

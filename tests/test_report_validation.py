@@ -2,6 +2,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from reports.models import Report
+from reports.services.sql_check import sql_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -51,24 +52,48 @@ def test_unknown_data_source_lists_the_configured_ones():
     )
 
 
+def save_time_problem(report):
+    """What the admin and the API say on save: the model's rules, then the database's."""
+    try:
+        report.full_clean()
+    except ValidationError as error:
+        return error.message_dict["sql"][0]
+    return sql_problem(report.data_source, report.sql)
+
+
+@pytest.mark.django_db(databases="__all__")
 @pytest.mark.parametrize(
     ("sql", "message"),
     [
-        ("SELECT 1; DROP TABLE reports_report", "this SQL has 2"),
-        ("DELETE FROM reports_report", "Reports can only read data"),
+        ("SELECT 1; DROP TABLE demo_orders", "A report runs exactly one statement"),
+        ("CREATE TABLE evil (a int)", "Reports can only read data"),
         ("", "This field cannot be blank."),
     ],
 )
 def test_sql_must_be_one_read_statement(sql, message):
     report = Report(name="Orders", slug="orders", sql=sql)
-    with pytest.raises(ValidationError) as error:
-        report.full_clean()
-    assert message in error.value.message_dict["sql"][0]
+    assert message in save_time_problem(report)
 
 
 def test_limits_must_be_positive():
     errors = clean_errors(timeout_seconds=0, max_rows=0)
     assert set(errors) == {"timeout_seconds", "max_rows"}
+
+
+def test_limits_have_upper_bounds_a_run_can_honour():
+    errors = clean_errors(
+        timeout_seconds=2147483647, max_rows=2**63 - 1, max_retries=11, retention_days=10**6
+    )
+    assert errors["timeout_seconds"] == ["Ensure this value is less than or equal to 86400."]
+    assert errors["max_rows"] == [
+        "Ensure this value is less than or equal to 9223372036854775806."
+    ]
+    assert set(errors) == {"timeout_seconds", "max_rows", "max_retries", "retention_days"}
+
+
+def test_an_alert_on_the_row_count_needs_its_threshold():
+    errors = clean_errors(alert_condition="rows_above")
+    assert errors == {"alert_threshold": ["Set N for this alert condition."]}
 
 
 def test_valid_schedule_and_timezone_pass():

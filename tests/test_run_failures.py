@@ -6,7 +6,8 @@ import pytest
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
-from reports.sql import ReportSQLError, executable_statement
+from reports.extended_protocol import execute_one_statement
+from reports.sql import ReportSQLError, read_only_statement
 from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.queue import enqueue_run
@@ -47,18 +48,30 @@ def table_exists(source_sql, name):
     [
         (
             "DELETE FROM guarded",
-            "Reports can only read data, but this statement starts with DELETE",
+            {"postgresql": "a DELETE statement", "sqlite": "this statement would use DELETE"},
         ),
-        ("UPDATE guarded SET name = 'x'", "this statement starts with UPDATE"),
-        ("CREATE TABLE evil (a integer)", "this statement starts with CREATE"),
-        ("SELECT 1; DROP TABLE guarded", "A report runs exactly one statement, but this SQL has 2"),
+        (
+            "UPDATE guarded SET name = 'x'",
+            {"postgresql": "an UPDATE statement", "sqlite": "this statement would use UPDATE"},
+        ),
+        (
+            "CREATE TABLE evil (a integer)",
+            {"postgresql": "a CREATE statement", "sqlite": "would use a schema change"},
+        ),
+        (
+            "SELECT 1; DROP TABLE guarded",
+            {
+                "postgresql": "A report runs exactly one statement, but PostgreSQL reads 2",
+                "sqlite": "A report runs exactly one statement, but SQLite found more than one",
+            },
+        ),
     ],
 )
 def test_write_statements_fail_and_change_nothing(guarded, source_sql, outputs_dir, sql, message):
     before = guarded()
     run = run_sql(sql)
     assert run.status == RunStatus.FAILED
-    assert message in run.error
+    assert message[connection_for_source(DEFAULT_SOURCE).vendor] in run.error
     assert guarded() == before
     assert not table_exists(source_sql, "evil")
     assert files_under(outputs_dir) == []
@@ -82,8 +95,9 @@ def test_postgres_read_only_transaction_stops_writes_the_checks_cannot_see(guard
 
 
 @sqlite_only
-def test_sqlite_query_only_stops_writes_at_the_database(guarded, tmp_path):
-    # Past the report checks (which would refuse it), the connection itself refuses.
+def test_sqlite_driver_refuses_writes_at_prepare_time(guarded, tmp_path):
+    # Past the report checks, the driver's authorizer refuses anything but reading
+    # (PRAGMA query_only stands behind it).
     before = guarded()
     with open(tmp_path / "out.csv", "wb") as file, pytest.raises(ExportFailed) as error:
         export_query_to_csv(
@@ -93,7 +107,7 @@ def test_sqlite_query_only_stops_writes_at_the_database(guarded, tmp_path):
             timeout_seconds=5,
             max_rows=10,
         )
-    assert "attempt to write a readonly database" in str(error.value)
+    assert str(error.value) == "Reports can only read data, but this statement would use DELETE."
     assert guarded() == before
 
 
@@ -214,8 +228,8 @@ INJECTION = (
 def test_quotes_that_look_escaped_cannot_smuggle_a_second_statement(guarded, source_sql):
     # PostgreSQL ends the string at name'\' (no E prefix), so everything after the
     # first ; would be a new statement: it must count as one, and never run.
-    with pytest.raises(ReportSQLError, match="this SQL has"):
-        executable_statement(INJECTION)
+    with pytest.raises(ReportSQLError, match="cannot parse"):
+        read_only_statement(INJECTION, "postgresql")
     before = guarded()
     run = run_sql(INJECTION)
     assert run.status == RunStatus.FAILED
@@ -224,15 +238,29 @@ def test_quotes_that_look_escaped_cannot_smuggle_a_second_statement(guarded, sou
 
 
 @postgres_only
-def test_the_copy_runs_as_exactly_one_statement(guarded, source_sql, tmp_path):
-    # Past the checks, the database protocol itself refuses a second statement.
+def test_the_copy_wrapper_is_checked_by_the_parser(guarded, source_sql, tmp_path):
+    # Past the report checks, the exporter parses its own COPY and refuses to send it.
     before = guarded()
     statement = INJECTION.replace("name'\\'", "'x'")
     with open(tmp_path / "out.csv", "wb") as file, pytest.raises(ExportFailed) as error:
         export_query_to_csv(
             connection_for_source(DEFAULT_SOURCE), statement, file, timeout_seconds=5, max_rows=10
         )
-    assert "cannot insert multiple commands into a prepared statement" in str(error.value)
+    assert "does not fit in one COPY statement" in str(error.value)
+    assert guarded() == before
+    assert not table_exists(source_sql, "evil")
+
+
+@postgres_only
+def test_the_protocol_itself_runs_exactly_one_statement(guarded, source_sql):
+    # Past every check, the extended protocol refuses a second statement outright.
+    connection = connection_for_source(DEFAULT_SOURCE)
+    connection.ensure_connection()
+    before = guarded()
+    with pytest.raises(Exception, match="cannot insert multiple commands"):
+        execute_one_statement(
+            connection.connection, "SELECT 1; CREATE TABLE evil (x int)", time.monotonic() + 5
+        )
     assert guarded() == before
     assert not table_exists(source_sql, "evil")
 
@@ -252,7 +280,8 @@ def test_a_report_cannot_change_the_session_of_the_next_one():
         "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
         "AND pid = pg_backend_pid()) AS advisory_locks"
     )
-    assert read_csv(second.output.path)[1] == ['"$user", public', "UTC", "0"]
+    # The demo source's role starts with search_path=demo; the reset brings that back.
+    assert read_csv(second.output.path)[1] == ["demo", "UTC", "0"]
 
 
 @sqlite_only

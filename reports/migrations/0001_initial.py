@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=200)),
                 ('slug', models.SlugField(help_text='URL key: letters, digits, hyphens, underscores.', max_length=100, unique=True)),
                 ('description', models.TextField(blank=True)),
-                ('sql', models.TextField(help_text='One read-only statement (SELECT, WITH, VALUES or TABLE). It runs in a read-only transaction.', validators=[reports.validators.validate_report_sql], verbose_name='SQL')),
+                ('sql', models.TextField(help_text='One read-only statement (SELECT, WITH, VALUES or TABLE). It runs in a read-only transaction.', verbose_name='SQL')),
                 ('data_source', models.CharField(default='default', help_text='Name of a configured connection: default, or NAME from a REPORTING_DATABASE_URL_NAME environment variable.', max_length=63, validators=[reports.validators.validate_data_source])),
                 ('schedule', models.CharField(blank=True, help_text="5-field crontab, e.g. '0 6 * * mon-fri'. Blank: manual runs only.", max_length=200, validators=[reports.validators.validate_crontab])),
                 ('timezone', models.CharField(default=reports.models.default_timezone, help_text="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.", max_length=64, validators=[reports.validators.validate_timezone])),

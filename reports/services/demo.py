@@ -8,11 +8,11 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import AlertCondition, Report
+from reports.services.demo_source import demo_source_writer
 
 CUSTOMER_COUNT = 400
 ORDER_COUNT = 4000
@@ -197,12 +197,9 @@ def _demo_rows(now, vendor, seed=2026):
 
 
 def seed_demo_data(now=None):
-    """Create the demo tables in the default data source; True if they were filled now."""
-    connection = connection_for_source(DEFAULT_SOURCE)
-    vendor = connection.vendor
-    if vendor not in SCHEMA:
-        raise ValueError(f"The demo data needs PostgreSQL or SQLite, not {vendor}.")
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    """Create the demo tables in the built-in demo source; True if they were filled now."""
+    vendor = connection_for_source(DEFAULT_SOURCE).vendor
+    with demo_source_writer() as cursor:
         for statement in SCHEMA[vendor]:
             cursor.execute(statement)
         cursor.execute("SELECT count(*) FROM demo_customers")

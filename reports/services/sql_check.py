@@ -1,44 +1,77 @@
-"""Check report SQL against its database without running it (EXPLAIN)."""
+"""Check report SQL against its data source without running it (EXPLAIN).
+
+The same guards as a run: the database's own parser decides what the text is, the
+source must be safe (reports.services.source_safety), and the one statement goes over
+PostgreSQL's extended protocol or SQLite's single-statement ``execute``, read-only and
+time-limited, in a transaction that is rolled back.
+"""
 
 import sqlite3
+import time
 
 import psycopg
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from reports.datasources import connection_for_source
-from reports.sql import ReportSQLError, executable_statement
+from reports.extended_protocol import ConnectionStalled, execute_one_statement
+from reports.services.source_safety import DataSourceRefused, ensure_source_is_safe
+from reports.sql import ReportSQLError, SQLiteGuard, read_only_statement
 
-EXPLAIN = {"postgresql": "EXPLAIN {statement}", "sqlite": "EXPLAIN QUERY PLAN {statement}"}
 CHECK_TIMEOUT_MS = 5000
 
 
 def sql_problem(data_source, sql):
-    """The database's objection to ``sql`` (syntax, unknown table or column), or None.
+    """Why ``sql`` cannot run on ``data_source`` (a message for the user), or None.
 
-    The statement is planned, never executed, in a read-only transaction that is rolled
-    back, so a check changes nothing even if the checks before it were fooled.
+    What the parser alone refuses is left to ``Report.clean()``, which says it first.
     """
     try:
-        statement = executable_statement(sql)
         connection = connection_for_source(data_source)
-    except (ReportSQLError, KeyError):
-        return None  # the field validators report these
-    if connection.vendor not in EXPLAIN:
-        return None
-    explain = EXPLAIN[connection.vendor].format(statement=statement)
+        statement = read_only_statement(sql, connection.vendor)
+    except (KeyError, ReportSQLError):
+        return None  # the data_source field and Report.clean() report these
     try:
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(f"SET LOCAL statement_timeout = {CHECK_TIMEOUT_MS}")
-                cursor.cursor.execute(explain)  # raw: a % in the SQL is not a placeholder
-            else:
-                connection.connection.execute("PRAGMA query_only = ON")
-                try:
-                    connection.connection.execute(explain)
-                finally:
-                    connection.connection.execute("PRAGMA query_only = OFF")
-            transaction.set_rollback(True, using=connection.alias)
-    except (DatabaseError, psycopg.Error, sqlite3.Error) as error:
-        return str(error).strip()
+        ensure_source_is_safe(connection)
+        if connection.vendor == "postgresql":
+            _explain_on_postgres(connection, statement)
+        elif connection.vendor == "sqlite":
+            _explain_on_sqlite(connection, statement)
+    except (ReportSQLError, DataSourceRefused) as error:
+        return str(error)
+    except (DatabaseError, psycopg.Error, sqlite3.Error, ConnectionStalled) as error:
+        return f"The database rejects this SQL: {str(error).strip()}"
     return None
+
+
+def _explain_on_postgres(connection, statement):
+    raw = connection.connection
+    with connection.cursor() as cursor:  # constants only: nothing of the report's text
+        cursor.execute(f"BEGIN READ ONLY; SET LOCAL statement_timeout = {CHECK_TIMEOUT_MS}")
+    try:
+        deadline = time.monotonic() + CHECK_TIMEOUT_MS / 1000 + 5
+        execute_one_statement(raw, f"EXPLAIN {statement}", deadline)
+    except ConnectionStalled:
+        connection.close()
+        raise
+    finally:
+        if connection.connection is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+
+
+def _explain_on_sqlite(connection, statement):
+    connection.ensure_connection()
+    raw = connection.connection
+    guard = SQLiteGuard()
+    raw.execute("PRAGMA query_only = ON")
+    raw.set_authorizer(guard)
+    try:
+        raw.execute(f"EXPLAIN QUERY PLAN {statement}")
+    except sqlite3.Error as error:
+        refusal = guard.policy_message(error)
+        if refusal:
+            raise ReportSQLError(refusal) from error
+        raise
+    finally:
+        raw.set_authorizer(None)
+        raw.execute("PRAGMA query_only = OFF")

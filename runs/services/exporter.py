@@ -10,13 +10,22 @@ NULL as an empty unquoted field and the empty string as ``""``, UTF-8, ``\\n`` e
 import contextlib
 import hashlib
 import re
-import select
 import threading
 import time
 from dataclasses import dataclass
 
 from django.db import DatabaseError, transaction
 from psycopg import pq
+
+from reports.extended_protocol import (
+    ConnectionStalled,
+    drain_results,
+    next_result,
+    send_one_statement,
+    wait_readable,
+)
+from reports.services.source_safety import DataSourceRefused, ensure_source_is_safe
+from reports.sql import ReportSQLError, SQLiteGuard, assert_copy_of_one_query
 
 WRITE_BUFFER_BYTES = 1 << 20
 STALL_MARGIN_SECONDS = 30
@@ -103,6 +112,7 @@ class PostgresCopyExporter:
             f"COPY (SELECT * FROM (\n{statement}\n) AS report_query LIMIT {max_rows + 1}) "
             "TO STDOUT WITH (FORMAT csv, HEADER)"
         )
+        assert_copy_of_one_query(copy_sql)
         # One round trip before the COPY and one after it (see _reset_session): a
         # short report's run is mostly these round trips. Read-only, the statement
         # timeout and (PostgreSQL 14+) a periodic check, so a killed worker's query does
@@ -133,10 +143,6 @@ class PostgresCopyExporter:
         return row_count
 
 
-class ConnectionStalled(Exception):
-    pass
-
-
 def _reset_session(connection):
     """End the export's transaction and undo what a report may have done to its session
     (set_config(..., false), advisory locks), so the next report on this connection
@@ -159,49 +165,15 @@ def _reset_session(connection):
         connection.close()
 
 
-def _wait_readable(pgconn, deadline):
-    # poll() releases the GIL, so other worker threads run while the database works.
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    while not poller.poll(1000):
-        if time.monotonic() > deadline:
-            raise ConnectionStalled(
-                "The database stopped answering (no data past the statement timeout); "
-                "the connection was closed."
-            )
-    pgconn.consume_input()
-
-
-def _next_result(pgconn, deadline):
-    while pgconn.is_busy():
-        _wait_readable(pgconn, deadline)
-    return pgconn.get_result()
-
-
-def _drain_results(pgconn, deadline):
-    """Consume every pending result; the first error among them, if any."""
-    first_error = None
-    while (result := _next_result(pgconn, deadline)) is not None:
-        if result.status == pq.ExecStatus.COPY_OUT:  # never expected: one statement only
-            raise ConnectionStalled("Unexpected second COPY from the database.")
-        if first_error is None and result.status == pq.ExecStatus.FATAL_ERROR:
-            first_error = result
-    return first_error
-
-
 def _copy_out(psycopg_connection, copy_sql, write, deadline):
     """Send a ``COPY … TO STDOUT`` and pass each row's bytes to ``write``; rows copied."""
     import psycopg
 
     pgconn = psycopg_connection.pgconn
-    # The extended protocol takes exactly one statement: whatever the report's text
-    # does to the quoting, nothing after the COPY can run.
-    pgconn.send_query_params(copy_sql.encode(), None)
-    while pgconn.flush():
-        pass
-    result = _next_result(pgconn, deadline)
+    send_one_statement(pgconn, copy_sql)
+    result = next_result(pgconn, deadline)
     if result.status != pq.ExecStatus.COPY_OUT:
-        _drain_results(pgconn, deadline)
+        drain_results(pgconn, deadline)
         raise psycopg.errors.error_from_result(result)
     read_row = pgconn.get_copy_data
     try:
@@ -210,7 +182,7 @@ def _copy_out(psycopg_connection, copy_sql, write, deadline):
             if size > 0:
                 write(data)
             elif size == 0:
-                _wait_readable(pgconn, deadline)
+                wait_readable(pgconn, deadline)
             else:
                 break
     except ConnectionStalled:
@@ -224,11 +196,11 @@ def _copy_out(psycopg_connection, copy_sql, write, deadline):
                 if size < 0:
                     break
                 if size == 0:
-                    _wait_readable(pgconn, deadline)
-            _drain_results(pgconn, deadline)
+                    wait_readable(pgconn, deadline)
+            drain_results(pgconn, deadline)
         raise
-    final = _next_result(pgconn, deadline)
-    error = _drain_results(pgconn, deadline)
+    final = next_result(pgconn, deadline)
+    error = drain_results(pgconn, deadline)
     if final.status != pq.ExecStatus.COMMAND_OK:
         error = final
     if error is not None:
@@ -280,9 +252,10 @@ class SQLiteCursorExporter:
         watchdog.start()
         length_limit = raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_VALUE_BYTES)
         raw_connection.execute("PRAGMA query_only = ON")
+        guard = SQLiteGuard()
         row_count = 0
         try:
-            with transaction.atomic(using=connection.alias):
+            with transaction.atomic(using=connection.alias), _authorized(raw_connection, guard):
                 cursor = raw_connection.cursor()
                 cursor.execute(statement)
                 if cursor.description is None:
@@ -299,13 +272,24 @@ class SQLiteCursorExporter:
                 raise QueryTimedOut(
                     _timeout_message(timeout_seconds, _database_message(error))
                 ) from error
-            raise ExportFailed(_database_message(error)) from error
+            raise ExportFailed(guard.message(error.__cause__ or error)) from error
         finally:
             watchdog.cancel()
             raw_connection.set_progress_handler(None, 0)
             raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length_limit)
             raw_connection.execute("PRAGMA query_only = OFF")
         return row_count
+
+
+@contextlib.contextmanager
+def _authorized(raw_connection, guard):
+    """The driver prepares one statement only; the guard lets it read and nothing else
+    (set inside the transaction: BEGIN and COMMIT are not the report's)."""
+    raw_connection.set_authorizer(guard)
+    try:
+        yield
+    finally:
+        raw_connection.set_authorizer(None)
 
 
 def _csv_line(values, field):
@@ -329,7 +313,18 @@ def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_row
             f"Data sources on {connection.vendor} are not supported; "
             f"use one of: {', '.join(EXPORTERS)}."
         )
+    try:
+        ensure_source_is_safe(connection)
+    except DataSourceRefused as error:
+        raise ExportFailed(str(error)) from error
+    except DatabaseError as error:
+        raise ExportFailed(_database_message(error)) from error
     writer = DigestingWriter(file)
-    row_count = exporter_class().export(connection, statement, writer, timeout_seconds, max_rows)
+    try:
+        row_count = exporter_class().export(
+            connection, statement, writer, timeout_seconds, max_rows
+        )
+    except ReportSQLError as error:
+        raise ExportFailed(str(error)) from error
     writer.flush()
     return ExportResult(row_count, writer.bytes_written, writer.hexdigest())

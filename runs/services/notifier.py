@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.models import AlertCondition, NotifyWhen, Report
+from reports.sql import without_statement_text
 from reports.validators import split_list
 from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
 
@@ -141,7 +142,7 @@ def _email_body(run, reason, links, attach_note):
         f"Rows:      {run.row_count:,}" if run.row_count is not None else "Rows:      -",
     ]
     if run.error:
-        lines += ["", "Error:", run.error]
+        lines += ["", "Error:", without_statement_text(run.error)]
     lines += ["", f"Run in the admin: {links['admin']}", f"Run in the API:   {links['api']}"]
     if links["download"]:
         lines.append(f"Download (CSV):   {links['download']}")
@@ -198,7 +199,7 @@ def webhook_payload(run, reason):
             "output_sha256": run.output_sha256 or None,
             "download_url": links["download"],
             "url": links["api"],
-            "error": run.error or None,
+            "error": without_statement_text(run.error) or None,
         },
     }
 

@@ -7,8 +7,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from reports.datasources import connection_for_source
 from reports.models import Report
-from reports.sql import ReportSQLError, executable_statement
+from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.transitions import start_queued_runs, transition_run
 
@@ -174,8 +175,9 @@ def statement_to_record(report):
     """The statement a run of ``report`` executes; the SQL as written if it is invalid
     (the run then fails with the reason)."""
     try:
-        return executable_statement(report.sql)
-    except ReportSQLError:
+        vendor = connection_for_source(report.data_source).vendor
+        return read_only_statement(report.sql, vendor)
+    except (KeyError, ReportSQLError):
         return report.sql
 
 

@@ -15,7 +15,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from reports.datasources import connection_for_source
-from reports.sql import ReportSQLError, executable_statement
+from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.queue import claim_run, schedule_retry, start_run_in_this_process
@@ -102,17 +102,13 @@ def perform_run(run):
     """
     report = run.report
     try:
-        statement = executable_statement(report.sql)
-    except ReportSQLError as error:
-        return fail_run(run, str(error))
-    try:
         connection = connection_for_source(report.data_source)
     except KeyError:
-        return fail_run(
-            run,
-            f"Unknown data source '{report.data_source}': it is not configured.",
-            sql=statement,
-        )
+        return fail_run(run, f"Unknown data source '{report.data_source}': it is not configured.")
+    try:
+        statement = read_only_statement(report.sql, connection.vendor)
+    except ReportSQLError as error:
+        return fail_run(run, str(error))
     file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
     try:
         output_name, result = _export_to_storage(

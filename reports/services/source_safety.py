@@ -1,0 +1,122 @@
+"""Refuse data sources that would let report SQL out of its sandbox.
+
+A data source is refused when its connection can read the service's own tables (API
+tokens, password hashes, sessions, webhook secrets) or, on PostgreSQL, connects as a
+superuser or as a role that can read or write server files, run server programs,
+replicate or signal other sessions. The second rule has an opt-in for throwaway local
+set-ups (``UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES``); the first has none.
+
+A connection is examined once, when it is first used for a report, and again whenever
+the data source reconnects.
+"""
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from reports.datasources import ALIAS_PREFIX
+from reports.sql import service_table_names
+
+PRIVILEGED_ROLES = (
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_signal_backend",
+)
+OPT_IN_SETTING = "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES"
+FIX = "Connect it as a role that can read only the reporting data (README: Security)."
+
+# One round trip: who we are, which dangerous roles we hold (directly or through
+# membership, including ones we could SET ROLE to), which service tables we could read.
+POSTGRES_PRIVILEGES_SQL = """
+SELECT r.rolname, r.rolsuper, r.rolreplication,
+  ARRAY(SELECT p.rolname::text FROM pg_roles p
+        WHERE p.rolname = ANY(%(roles)s) AND pg_has_role(current_user, p.oid, 'MEMBER')
+        ORDER BY 1),
+  ARRAY(SELECT DISTINCT c.relname::text FROM pg_class c
+        WHERE c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND EXISTS (
+            SELECT 1 FROM pg_roles m
+            WHERE pg_has_role(current_user, m.oid, 'MEMBER')
+              AND has_schema_privilege(m.oid, c.relnamespace, 'USAGE')
+              AND (has_table_privilege(m.oid, c.oid, 'SELECT')
+                   OR has_any_column_privilege(m.oid, c.oid, 'SELECT')))
+        ORDER BY 1)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+class DataSourceRefused(Exception):
+    """The data source is unsafe for report SQL; ``str()`` names it and the fix."""
+
+
+@dataclass
+class SourceAssessment:
+    name: str
+    refusals: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+def source_name(connection):
+    return connection.alias.removeprefix(ALIAS_PREFIX)
+
+
+def assess_source(connection):
+    """What is wrong with the data source behind ``connection`` (connects if needed)."""
+    assessment = SourceAssessment(source_name(connection))
+    tables = sorted(service_table_names())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                POSTGRES_PRIVILEGES_SQL, {"roles": list(PRIVILEGED_ROLES), "tables": tables}
+            )
+            role, is_superuser, can_replicate, roles, readable = cursor.fetchone()
+        powers = (["superuser"] if is_superuser else []) + (
+            ["REPLICATION"] if can_replicate else []
+        )
+        powers += [] if is_superuser else roles
+        if powers:
+            held = f"connects as PostgreSQL role '{role}', which has {', '.join(powers)}"
+            if getattr(settings, OPT_IN_SETTING):
+                assessment.warnings.append(
+                    f"Data source '{assessment.name}' {held}. Allowed only because "
+                    f"{OPT_IN_SETTING} is set: never use this outside a throwaway local set-up."
+                )
+            else:
+                assessment.refusals.append(
+                    f"Data source '{assessment.name}' {held}: report SQL could read server "
+                    f"files, run programs or end other sessions. {FIX} For a throwaway local "
+                    f"set-up only, {OPT_IN_SETTING}=1 allows it."
+                )
+    else:
+        with connection.cursor() as cursor:
+            marks = ", ".join(["%s"] * len(tables))
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                f"AND name IN ({marks}) ORDER BY name",
+                tables,
+            )
+            readable = [row[0] for row in cursor.fetchall()]
+    if readable:
+        shown = ", ".join(readable[:6]) + (", …" if len(readable) > 6 else "")
+        assessment.refusals.append(
+            f"Data source '{assessment.name}' can read reportsvc's own tables ({shown}): "
+            "report SQL could read API tokens, password hashes, sessions and webhook "
+            f"secrets. {FIX}"
+        )
+    return assessment
+
+
+def ensure_source_is_safe(connection):
+    """Raise :class:`DataSourceRefused` unless the source behind ``connection`` is safe.
+
+    Examined once per physical connection: a reconnect (new credentials, failover) is
+    examined again.
+    """
+    connection.ensure_connection()
+    if getattr(connection, "reportsvc_vetted", None) is connection.connection:
+        return
+    assessment = assess_source(connection)
+    if assessment.refusals:
+        raise DataSourceRefused(" ".join(assessment.refusals))
+    connection.reportsvc_vetted = connection.connection
