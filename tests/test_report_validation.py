@@ -85,9 +85,7 @@ def test_limits_have_upper_bounds_a_run_can_honour():
         timeout_seconds=2147483647, max_rows=2**63 - 1, max_retries=11, retention_days=10**6
     )
     assert errors["timeout_seconds"] == ["Ensure this value is less than or equal to 86400."]
-    assert errors["max_rows"] == [
-        "Ensure this value is less than or equal to 9223372036854775806."
-    ]
+    assert errors["max_rows"] == ["Ensure this value is less than or equal to 9223372036854775806."]
     assert set(errors) == {"timeout_seconds", "max_rows", "max_retries", "retention_days"}
 
 

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
-from reports.models import Report
 from reports.extended_protocol import execute_one_statement
+from reports.models import Report
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv

@@ -49,7 +49,7 @@ SMUGGLED = [
 
 @pytest.mark.parametrize("sql", SMUGGLED)
 def test_a_second_statement_is_always_seen(sql):
-    with pytest.raises(ReportSQLError, match="exactly one statement|cannot parse"):
+    with pytest.raises(ReportSQLError, match=r"exactly one statement|cannot parse"):
         read_only_statement(sql, "postgresql")
 
 
