@@ -1,3 +1,5 @@
+import contextlib
+import copy
 import csv
 import io
 from pathlib import Path
@@ -5,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.services.demo_source import demo_source_writer
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -33,6 +36,21 @@ def source_sql():
             return cursor.fetchall() if cursor.description else None
 
     return run
+
+
+@contextlib.contextmanager
+def default_source_as(**changes):
+    """Point the default data source at another role or database for a while."""
+    connection = connection_for_source(DEFAULT_SOURCE)
+    connection.close()
+    saved = copy.deepcopy(connection.settings_dict)
+    connection.settings_dict.update(changes)
+    try:
+        yield connection
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
 
 
 @pytest.fixture

@@ -176,6 +176,10 @@ def test_staff_create_update_and_delete_reports(staff):
         ("sql", "SELECT * FROM nosuchtable", "The database rejects this SQL"),
         ("sql", "SELECT key FROM authtoken_token", "own tables (authtoken_token)"),
         ("slug", "not a slug", "letters, numbers, underscores or hyphens"),
+        ("timeout_seconds", 2147483647, "less than or equal to 86400"),
+        ("max_rows", 2**63 - 1, "less than or equal to 9223372036854775806"),
+        ("max_retries", 1000, "less than or equal to 10"),
+        ("alert_threshold", 2**63, "less than or equal to 9223372036854775806"),
     ],
 )
 def test_invalid_reports_get_400_with_field_errors(staff, field, value, message):
@@ -184,6 +188,25 @@ def test_invalid_reports_get_400_with_field_errors(staff, field, value, message)
     assert response.status_code == 400
     assert message in response.json()[field][0]
     assert not Report.objects.exists()
+
+
+def test_the_api_runs_the_model_rules_the_admin_runs(staff):
+    body = {"name": "Bad", "slug": "bad", "sql": "SELECT 1", "alert_condition": "rows_above"}
+    response = staff.post("/api/reports/", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"alert_threshold": ["Set N for this alert condition."]}
+    assert not Report.objects.exists()
+
+
+def test_an_update_is_checked_against_the_stored_report(report, staff):
+    # Only alert_condition changes; the stored report has no threshold.
+    response = staff.patch(
+        "/api/reports/numbers/", {"alert_condition": "rows_below"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"alert_threshold": ["Set N for this alert condition."]}
+    report.refresh_from_db()
+    assert report.alert_condition == ""
 
 
 def test_an_invalid_update_changes_nothing(report, staff):

@@ -1,0 +1,219 @@
+"""Data sources that could read the service's secrets, or do more than read, are refused."""
+
+import io
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
+from django.db import connections
+
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from reports.models import Report
+from reports.services.source_safety import assess_source
+from runs.models import Run, RunStatus
+from runs.services.runner import run_report_now
+from tests.api_helpers import client_for, make_user
+from tests.conftest import default_source_as, postgres_only, sqlite_only
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_built_in_demo_source_passes():
+    assessment = assess_source(connection_for_source(DEFAULT_SOURCE))
+    assert (assessment.refusals, assessment.warnings) == ([], [])
+    call_command("check", stdout=io.StringIO())
+
+
+def test_a_report_on_the_service_s_token_table_fails_with_the_isolation_message():
+    report = Report.objects.create(name="Keys", slug="keys", sql="SELECT * FROM authtoken_token")
+    run = run_report_now(report)
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("Reports cannot read reportsvc's own tables (authtoken_token)")
+    assert not run.output
+
+
+@sqlite_only
+def test_a_sqlite_source_on_the_service_s_own_file_is_refused():
+    service_file = connections["default"].settings_dict["NAME"]
+    with default_source_as(NAME=service_file):
+        with pytest.raises(SystemCheckError) as error:
+            call_command("check", stdout=io.StringIO())
+        assert "(reports.E001) Data source 'default' can read reportsvc's own tables" in str(
+            error.value
+        )
+        assert "authtoken_token" in str(error.value)
+        report = Report.objects.create(name="Any", slug="any", sql="SELECT 1")
+        run = run_report_now(report)
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("Data source 'default' can read reportsvc's own tables")
+
+
+def _test_database():
+    return connections["default"].settings_dict["NAME"]
+
+
+@postgres_only
+def test_a_superuser_source_is_refused_by_check_runs_and_the_admin(client, settings):
+    with default_source_as(USER="postgres", PASSWORD="", OPTIONS={}):
+        with pytest.raises(SystemCheckError) as error:
+            call_command("check", stdout=io.StringIO())
+        text = str(error.value)
+        assert (
+            "Data source 'default' connects as PostgreSQL role 'postgres', which has superuser"
+            in (text)
+        )
+        assert "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES=1 allows it" in text
+        assert "can read reportsvc's own tables (auth_group" in text
+        run = run_report_now(Report.objects.create(name="Any", slug="any", sql="SELECT 1"))
+        assert run.status == RunStatus.FAILED
+        assert "which has superuser" in run.error
+        api = client_for(make_user("author", "editor"))
+        response = api.post(
+            "/api/reports/", {"name": "N", "slug": "n", "sql": "SELECT 1"}, format="json"
+        )
+        assert response.status_code == 400
+        assert "which has superuser" in response.json()["sql"][0]
+
+
+@postgres_only
+def test_the_opt_in_allows_a_superuser_on_a_database_of_its_own_with_a_warning(settings):
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres") as admin:
+        admin.autocommit = True
+        if not admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'reportsvc_sandbox_test'"
+        ).fetchone():
+            admin.execute("CREATE DATABASE reportsvc_sandbox_test")
+    changes = {"NAME": "reportsvc_sandbox_test", "USER": "postgres", "PASSWORD": "", "OPTIONS": {}}
+    with default_source_as(**changes):
+        with pytest.raises(SystemCheckError, match="which has superuser"):
+            call_command("check", stdout=io.StringIO())
+        settings.UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES = True
+        output = io.StringIO()
+        call_command("check", stdout=output, stderr=output)
+        assert "(reports.W002) Data source 'default' connects as PostgreSQL role 'postgres'" in (
+            output.getvalue()
+        )
+        run = run_report_now(Report.objects.create(name="One", slug="one", sql="SELECT 1"))
+        assert run.status == RunStatus.SUCCEEDED, run.error
+
+
+@pytest.fixture
+def scratch_role():
+    """A login role created for one test and dropped with everything granted to it."""
+    names = []
+
+    def create(name, *grants):
+        service = connections["default"]
+        with service.cursor() as cursor:
+            cursor.execute(f"DROP ROLE IF EXISTS {name}")
+            cursor.execute(f"CREATE ROLE {name} LOGIN NOINHERIT")
+            for grant in grants:
+                cursor.execute(grant.format(role=name))
+        names.append(name)
+        return name
+
+    yield create
+    with connections["default"].cursor() as cursor:
+        for name in names:
+            cursor.execute(f"DROP OWNED BY {name}")
+            cursor.execute(f"DROP ROLE {name}")
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    ("grants", "message"),
+    [
+        (["GRANT pg_read_server_files TO {role}"], "which has pg_read_server_files"),
+        (["GRANT pg_execute_server_program TO {role}"], "which has pg_execute_server_program"),
+        (["ALTER ROLE {role} REPLICATION"], "which has REPLICATION"),
+        (
+            ["GRANT SELECT ON public.authtoken_token TO {role}"],
+            "can read reportsvc's own tables (authtoken_token)",
+        ),
+        (
+            # Through a role it could SET ROLE to, even without inheriting its rights.
+            [
+                "CREATE ROLE {role}_owner NOLOGIN",
+                "GRANT SELECT ON public.auth_user TO {role}_owner",
+                "GRANT {role}_owner TO {role}",
+            ],
+            "can read reportsvc's own tables (auth_user)",
+        ),
+    ],
+)
+def test_roles_with_dangerous_powers_are_refused(scratch_role, grants, message):
+    role = scratch_role("reportsvc_test_risky", *grants)
+    try:
+        with default_source_as(USER=role, PASSWORD="", OPTIONS={}):
+            refusals = assess_source(connection_for_source(DEFAULT_SOURCE)).refusals
+    finally:
+        if "_owner" in " ".join(grants):
+            with connections["default"].cursor() as cursor:
+                cursor.execute(f"DROP OWNED BY {role}_owner")
+                cursor.execute(f"DROP ROLE {role}_owner")
+    assert len(refusals) == 1
+    assert message in refusals[0]
+    assert "README: Security" in refusals[0]
+
+
+def readme_recipe():
+    text = README.read_text()
+    match = re.search(r"<!-- reporting-role-recipe -->\s*```sql\n(.*?)```", text, re.S)
+    assert match, "README lost its reporting-role recipe"
+    return match.group(1)
+
+
+@postgres_only
+def test_the_readme_recipe_makes_a_role_that_reads_only_the_reporting_data():
+    recipe = readme_recipe()
+    service = connections["default"]
+    with service.cursor() as cursor:
+        cursor.execute("DROP ROLE IF EXISTS reportsvc_reader")
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS reporting")
+        cursor.execute("CREATE TABLE reporting.sales (day date, amount integer)")
+        cursor.execute("INSERT INTO reporting.sales VALUES ('2026-11-25', 42)")
+        cursor.execute(recipe)  # as written, run by an administrator
+    try:
+        reader = psycopg.connect(host="127.0.0.1", user="reportsvc_reader", dbname=_test_database())
+        with reader:
+            assert reader.execute("SELECT amount FROM sales").fetchall() == [(42,)]
+            reader.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute("SELECT * FROM public.authtoken_token")
+            reader.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute("SELECT pg_read_file('/etc/hostname')")
+        with default_source_as(USER="reportsvc_reader", PASSWORD="", OPTIONS={}):
+            assessment = assess_source(connection_for_source(DEFAULT_SOURCE))
+            assert (assessment.refusals, assessment.warnings) == ([], [])
+    finally:
+        with service.cursor() as cursor:
+            cursor.execute("DROP SCHEMA reporting CASCADE")
+            cursor.execute("DROP OWNED BY reportsvc_reader")
+            cursor.execute("DROP ROLE reportsvc_reader")
+
+
+@postgres_only
+def test_run_errors_do_not_show_the_statement_to_people_who_may_not_see_sql():
+    report = Report.objects.create(
+        name="Secret", slug="secret", sql="SELECT 'top secret plan' AS x, no_such_column"
+    )
+    run = run_report_now(report)
+    assert "top secret plan" in run.error  # recorded in full for people who may see SQL
+    viewer = client_for(make_user("viewer", "view"))
+    seen = viewer.get(f"/api/runs/{run.pk}/").json()["error"]
+    assert seen == 'column "no_such_column" does not exist'
+    sql_viewer = client_for(make_user("sql-viewer", "sql"))
+    assert "top secret plan" in sql_viewer.get(f"/api/runs/{run.pk}/").json()["error"]
+
+
+def test_runreport_on_a_refused_statement_says_why_and_records_the_run():
+    Report.objects.create(name="W", slug="w", sql="SELECT 1; DELETE FROM demo_orders")
+    with pytest.raises(CommandError, match="A report runs exactly one statement"):
+        call_command("runreport", "w", stdout=io.StringIO())
+    assert Run.objects.get().status == RunStatus.FAILED
