@@ -68,7 +68,9 @@ def test_a_superuser_source_is_refused_by_check_runs_and_the_admin(client, setti
             in (text)
         )
         assert "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES=1 allows it" in text
-        assert "can read reportsvc's own tables (auth_group" in text
+        assert "can read reportsvc's own tables (auth_user, authtoken_token, django_session" in (
+            text
+        )
         run = run_report_now(Report.objects.create(name="Any", slug="any", sql="SELECT 1"))
         assert run.status == RunStatus.FAILED
         assert "which has superuser" in run.error

@@ -23,6 +23,8 @@ PRIVILEGED_ROLES = (
     "pg_execute_server_program",
     "pg_signal_backend",
 )
+# Named first when a source can read them: what an attacker would be after.
+MOST_SECRET_TABLES = ("authtoken_token", "auth_user", "django_session", "reports_report")
 OPT_IN_SETTING = "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES"
 FIX = "Connect it as a role that can read only the reporting data (README: Security)."
 
@@ -98,6 +100,7 @@ def assess_source(connection):
             )
             readable = [row[0] for row in cursor.fetchall()]
     if readable:
+        readable = sorted(readable, key=lambda name: (name not in MOST_SECRET_TABLES, name))
         shown = ", ".join(readable[:6]) + (", …" if len(readable) > 6 else "")
         assessment.refusals.append(
             f"Data source '{assessment.name}' can read reportsvc's own tables ({shown}): "
