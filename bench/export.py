@@ -9,7 +9,9 @@ to show memory does not grow with rows.
 
     python bench/export.py [--rows 2000000] [--small-rows 100000] [--repeat 5]
 
-DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reportsvc) picks the server.
+DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reportsvc_bench_export) picks a
+scratch database, created if missing. The engine reads it as its default data source
+through the superuser opt-in: the database holds only the benchmark's tables.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/reportsvc"
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/reportsvc_bench_export"
 
 TABLE_SQL = """
 CREATE UNLOGGED TABLE {table} AS
@@ -39,6 +41,16 @@ SELECT g AS id,
        date '2026-01-01' + (g % 365) AS day
 FROM generate_series(1, {rows}) AS g
 """
+
+
+def ensure_database(url):
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as server:
+        if not server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            server.execute(f'CREATE DATABASE "{name}"')
 
 
 def ensure_table(url, rows):
@@ -96,7 +108,12 @@ def export_in_this_process(table, output):
 
 
 def time_engine(url, table, output):
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REPORTING_DATABASE_URL": url,
+        "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES": "1",
+    }
     completed = subprocess.run(
         [sys.executable, __file__, "--child", table, output],
         env=env,
@@ -157,6 +174,7 @@ def main():
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
     if not url.startswith(("postgres://", "postgresql://")):
         parser.error("DATABASE_URL must point at PostgreSQL for this benchmark")
+    ensure_database(url)
     with tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as folder:
         results = [measure(url, n, args.repeat, Path(folder)) for n in (args.small_rows, args.rows)]
     print(
