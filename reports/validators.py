@@ -10,6 +10,7 @@ from django.utils import timezone
 from reports.cron import CronError, next_fire_time, parse_crontab
 from reports.datasources import data_source_names
 from reports.sql import ReportSQLError, executable_statement
+from reports.targets import blocked_target_problem
 
 
 def validate_crontab(value):
@@ -78,3 +79,6 @@ def validate_webhook_list(value):
             raise ValidationError(
                 f"'{url}' is not an http(s) URL.", code="invalid_webhook"
             ) from None
+        problem = blocked_target_problem(url)
+        if problem:
+            raise ValidationError(problem, code="blocked_webhook")
