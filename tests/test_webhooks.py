@@ -1,5 +1,5 @@
 """Webhooks against hostile receivers and targets: slow answers, redirects, addresses
-inside the worker's machine, secrets in URLs."""
+inside the worker's machine, secrets in URLs; and notification lanes per report."""
 
 import base64
 import logging
@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from runs.services import webhooks
+from runs.services.notification_lanes import NotificationLanes
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import wait_for
@@ -304,3 +305,76 @@ def test_user_password_path_and_query_stay_out_of_records_and_logs(
         assert part not in caplog.text
         assert part not in api
     assert f"target=http://127.0.0.1:{sent.port}/… reason=failed status=sent" in caplog.text
+
+
+# --- lanes: one report's slow receiver never holds up another ----------------------------
+
+
+def finished_run(report):
+    """A failed run of ``report`` whose notifications have not been sent yet."""
+    notify_when = report.notify_when
+    Report.objects.filter(pk=report.pk).update(notify_when="never")
+    report.refresh_from_db()
+    run = run_report_now(report)
+    Report.objects.filter(pk=report.pk).update(notify_when=notify_when)
+    run.report.refresh_from_db()
+    return run
+
+
+def test_two_slow_receivers_do_not_hold_up_another_report_s_alert(
+    settings, servers, loopback_allowed
+):
+    settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS = 30
+    slow_servers = [servers(TcpReceiver, trickle=HTTP_OK, interval=1.0) for _ in range(2)]
+    fast = servers(Receiver)
+    slow_runs = [
+        finished_run(hooked_report(f"http://127.0.0.1:{server.port}/hook", slug=f"slow{index}"))
+        for index, server in enumerate(slow_servers)
+    ]
+    other_run = finished_run(hooked_report(fast.url, slug="other"))
+    lanes = NotificationLanes()
+    try:
+        for run in slow_runs:
+            lanes.submit(run)
+        for server in slow_servers:
+            assert server.connected.wait(5)  # both slow receivers hold a lane now
+        submitted = time.monotonic()
+        lanes.submit(other_run)
+        wait_for(lambda: Delivery.objects.filter(run=other_run, status="sent").exists(), timeout=5)
+        assert time.monotonic() - submitted < 2
+        assert not Delivery.objects.filter(run__in=slow_runs).exists()  # still waiting
+    finally:
+        unsent = lanes.close(timeout=0)
+    assert sorted(run.pk for run in unsent) == sorted(run.pk for run in slow_runs)
+
+
+def test_a_report_s_notifications_go_out_in_order_on_its_lane(servers, loopback_allowed):
+    server = servers(Receiver, delay=0.2)
+    report = hooked_report(server.url, notify_when="always")
+    runs = [finished_run(report) for _ in range(3)]
+    lanes = NotificationLanes()
+    for run in runs:
+        lanes.submit(run)
+    assert lanes.close(timeout=10) == []
+    assert [d.run_id for d in Delivery.objects.order_by("id")] == [run.pk for run in runs]
+    assert [d.status for d in Delivery.objects.all()] == ["sent"] * 3
+
+
+def test_closing_the_lanes_gives_up_on_a_slow_receiver_at_the_timeout(
+    settings, servers, loopback_allowed
+):
+    settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS = 30
+    settings.NOTIFY_WEBHOOK_RETRIES = 3
+    server = servers(TcpReceiver, trickle=HTTP_OK, interval=1.0)
+    report = hooked_report(f"http://127.0.0.1:{server.port}/hook")
+    first, second = finished_run(report), finished_run(report)
+    lanes = NotificationLanes()
+    lanes.submit(first)
+    lanes.submit(second)  # waits behind the first on its report's lane
+    assert server.connected.wait(5)
+    started = time.monotonic()
+    unsent = lanes.close(timeout=0.5)
+    assert 0.4 < time.monotonic() - started < 1.5
+    assert [run.pk for run in unsent] == [first.pk, second.pk]
+    lanes.submit(finished_run(report))  # after the stop: logged, not sent
+    assert len(server.connections) == 1

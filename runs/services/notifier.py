@@ -2,7 +2,8 @@
 
 Called after the run's outcome is stored, never inside its transaction; a failing
 notification is recorded as a failed Delivery and never changes the run. No database
-connection is held while waiting on a mail server or a webhook receiver.
+connection is held while waiting on a mail server or a webhook receiver. The worker
+calls this on its notification lanes (runs/services/notification_lanes.py).
 """
 
 import hashlib
