@@ -124,9 +124,12 @@ def redact_email(address):
     return f"{ELIDED}@{domain}" if at and local else ELIDED
 
 
-def redact_target(target):
-    """A delivery target (a webhook URL or an email address), redacted."""
-    return redact_url(target) if "://" in target else redact_email(target)
+def shown_target(delivery, show_addresses):
+    """A delivery's target as shown: webhooks always as scheme and host, email
+    addresses in full only if ``show_addresses`` (the viewer may change reports)."""
+    if delivery.channel == "webhook":
+        return redact_url(delivery.target)
+    return delivery.target if show_addresses else redact_email(delivery.target)
 
 
 def webhook_lines(value):
