@@ -66,7 +66,9 @@ class ReportSerializer(serializers.ModelSerializer):
         for name in REPORT_SETTINGS_FIELDS:
             if name != "sql" or show_sql:
                 data[name] = getattr(report, name)
-        if request is None or not can_change_reports(request.user):
+        if "show_targets" not in self.context:  # once per request, not per report
+            self.context["show_targets"] = request is not None and can_change_reports(request.user)
+        if not self.context["show_targets"]:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)
         data.update(
