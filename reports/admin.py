@@ -13,6 +13,8 @@ from reports.cron import CronError, describe_crontab, next_fire_times, parse_cro
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.permissions import can_run_reports
 from reports.services.sql_check import sql_problem
+from reports.services.webhook_secrets import rotate_webhook_secret
+from reports.targets import redacted_emails, redacted_webhooks
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.queue import request_run
 from runs.templatetags.runs_admin import status_badge
@@ -23,7 +25,7 @@ RECENT_RUNS = 20
 class ReportForm(forms.ModelForm):
     class Meta:
         model = Report
-        fields = [*REPORT_SETTINGS_FIELDS, "webhook_secret"]
+        fields = list(REPORT_SETTINGS_FIELDS)  # the webhook secret is rotated, not typed
         widgets = {
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
@@ -77,8 +79,16 @@ class ReportAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "data_source", LastStatusFilter)
     search_fields = ("name", "slug", "sql")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("next_fire_times", "next_run_at", "created_at", "updated_at")
-    actions = ["run_now"]
+    readonly_fields = (
+        "next_fire_times",
+        "next_run_at",
+        "created_at",
+        "updated_at",
+        "webhook_signing_secret",
+        "notify_emails_redacted",
+        "notify_webhooks_redacted",
+    )
+    actions = ["run_now", "rotate_webhook_secrets"]
     fieldsets = (
         ("Definition", {"fields": ("name", "slug", "description", "sql", "data_source")}),
         ("Schedule", {"fields": ("schedule", "timezone", "enabled", "next_fire_times")}),
@@ -92,12 +102,37 @@ class ReportAdmin(admin.ModelAdmin):
                     "notify_when",
                     "alert_condition",
                     "alert_threshold",
-                    "webhook_secret",
+                    "webhook_signing_secret",
                 )
             },
         ),
         ("History", {"fields": ("next_run_at", "created_at", "updated_at")}),
     )
+    # What someone who may not change the report sees instead of its targets and secret.
+    REDACTED_FIELDS = {
+        "notify_emails": "notify_emails_redacted",
+        "notify_webhooks": "notify_webhooks_redacted",
+        "webhook_signing_secret": None,
+    }
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        return [
+            (
+                name,
+                {
+                    **options,
+                    "fields": [
+                        self.REDACTED_FIELDS.get(field, field)
+                        for field in options["fields"]
+                        if self.REDACTED_FIELDS.get(field, field)
+                    ],
+                },
+            )
+            for name, options in fieldsets
+        ]
 
     def get_queryset(self, request):
         return (
@@ -175,6 +210,58 @@ class ReportAdmin(admin.ModelAdmin):
             ),
         )
 
+    @admin.display(description="Notify emails")
+    def notify_emails_redacted(self, report):
+        return redacted_emails(report.notify_emails) or "—"
+
+    @admin.display(description="Notify webhooks")
+    def notify_webhooks_redacted(self, report):
+        return format_html(
+            "{}<div class='help'>Shown as scheme and host: only users who may change the "
+            "report see the full addresses.</div>",
+            redacted_webhooks(report.notify_webhooks) or "—",
+        )
+
+    @admin.display(description="Webhook secret")
+    def webhook_signing_secret(self, report):
+        if report.pk is None:
+            return "A random secret is made when the report is saved."
+        return format_html(
+            "<code id='webhook-secret'>{}</code><div class='help'>Key of the "
+            "X-Reportsvc-Signature HMAC-SHA256 header on webhooks. Replace it with "
+            "“Rotate webhook secret” at the top of the page.</div>",
+            report.webhook_secret,
+        )
+
+    # --- Webhook secret ----------------------------------------------------------
+
+    @admin.action(description="Rotate webhook secret", permissions=["change"])
+    def rotate_webhook_secrets(self, request, queryset):
+        reports = list(queryset)
+        for report in reports:
+            self._rotate(request, report)
+        messages.success(
+            request,
+            f"New webhook secret for {len(reports)} report(s); give it to their receivers.",
+        )
+
+    def rotate_view(self, request, report_id):
+        report = get_object_or_404(Report, pk=report_id)
+        if request.method != "POST" or not self.has_change_permission(request, report):
+            messages.error(request, "You are not allowed to change this report.")
+        else:
+            self._rotate(request, report)
+            messages.success(
+                request,
+                "New webhook secret; webhooks are signed with it from now on: give it to "
+                "their receivers.",
+            )
+        return redirect("admin:reports_report_change", report_id)
+
+    def _rotate(self, request, report):
+        rotate_webhook_secret(report, by=request.user)
+        self.log_change(request, report, "Rotated the webhook secret.")
+
     # --- Run now -------------------------------------------------------------------
 
     def get_actions(self, request):
@@ -190,7 +277,16 @@ class ReportAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         run = self.admin_site.admin_view(self.run_view)
-        return [path("<int:report_id>/run/", run, name="reports_report_run"), *super().get_urls()]
+        rotate = self.admin_site.admin_view(self.rotate_view)
+        return [
+            path("<int:report_id>/run/", run, name="reports_report_run"),
+            path(
+                "<int:report_id>/rotate-webhook-secret/",
+                rotate,
+                name="reports_report_rotate_webhook_secret",
+            ),
+            *super().get_urls(),
+        ]
 
     def run_view(self, request, report_id):
         report = get_object_or_404(Report, pk=report_id)
@@ -223,6 +319,7 @@ class ReportAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "recent_runs": recent,
             "can_run": can_run_reports(request.user),
+            "can_change": self.has_change_permission(request),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

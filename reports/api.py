@@ -12,8 +12,9 @@ from rest_framework.reverse import reverse
 from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
-from reports.permissions import CanRunReports, ReportModelPermissions
-from reports.serializers import ReportSerializer
+from reports.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
+from reports.serializers import ReportSerializer, WebhookSecretSerializer
+from reports.services import webhook_secrets
 from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
@@ -87,6 +88,26 @@ class ReportViewSet(viewsets.ModelViewSet):
         if not created:
             response["Idempotent-Replayed"] = "true"
         return response
+
+    @extend_schema(request=None, responses={200: WebhookSecretSerializer})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="rotate-webhook-secret",
+        permission_classes=[CanChangeReports],
+    )
+    def rotate_webhook_secret(self, request, slug=None):
+        """Replace the report's webhook secret with a new random one and return it.
+
+        Needs change_report. This response is the only place the API shows the secret:
+        keep it, and give it to the receivers that check X-Reportsvc-Signature.
+        """
+        report = self.get_object()
+        secret = webhook_secrets.rotate_webhook_secret(report, by=request.user)
+        return Response(
+            WebhookSecretSerializer({"webhook_secret": secret}).data,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @extend_schema(
         responses={

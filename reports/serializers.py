@@ -5,10 +5,16 @@ from rest_framework import serializers
 
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.permissions import can_view_sql
+from reports.permissions import can_change_reports, can_view_sql
 from reports.services.sql_check import sql_problem
+from reports.targets import redacted_emails, redacted_webhooks
 from runs.links import api_links, iso_datetime
 from runs.serializers import RunSummarySerializer, summarize_run
+
+REDACTED_HELP = (
+    "In full only for users with change_report; others see {} (user, password, path "
+    "and query of URLs can be secrets)."
+)
 
 
 class ReportSerializer(serializers.ModelSerializer):
@@ -30,7 +36,11 @@ class ReportSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["next_run_at", "created_at", "updated_at"]
-        extra_kwargs = {"sql": {"help_text": "Shown to staff and holders of view_report_sql."}}
+        extra_kwargs = {
+            "sql": {"help_text": "Shown to staff and holders of view_report_sql."},
+            "notify_emails": {"help_text": REDACTED_HELP.format("…@domain")},
+            "notify_webhooks": {"help_text": REDACTED_HELP.format("scheme://host/…")},
+        }
 
     def validate(self, attrs):
         """What the admin refuses is refused here too: the model's rules, then the
@@ -76,6 +86,11 @@ class ReportSerializer(serializers.ModelSerializer):
         for name in REPORT_SETTINGS_FIELDS:
             if name != "sql" or show_sql:
                 data[name] = getattr(report, name)
+        if "show_targets" not in self.context:  # once per request, not per report
+            self.context["show_targets"] = request is not None and can_change_reports(request.user)
+        if not self.context["show_targets"]:
+            data["notify_emails"] = redacted_emails(report.notify_emails)
+            data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)
         data.update(
             schedule_description=describe_crontab(report.schedule),
             next_run_at=iso_datetime(report.next_run_at, zone),
@@ -85,3 +100,11 @@ class ReportSerializer(serializers.ModelSerializer):
             updated_at=iso_datetime(report.updated_at, zone),
         )
         return data
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    webhook_secret = serializers.CharField(
+        read_only=True,
+        help_text="The new key of the X-Reportsvc-Signature HMAC-SHA256 header. The API "
+        "shows it in this response only; the admin shows it to users with change_report.",
+    )

@@ -10,6 +10,7 @@ from django.utils import timezone
 from reports.cron import CronError, next_fire_time, parse_crontab
 from reports.datasources import connection_for_source, data_source_names
 from reports.sql import ReportSQLError, read_only_statement
+from reports.targets import blocked_target_problem
 
 # A run must be able to finish within a day; larger values made every run fail.
 MAX_TIMEOUT_SECONDS = 86_400
@@ -93,3 +94,6 @@ def validate_webhook_list(value):
             raise ValidationError(
                 f"'{url}' is not an http(s) URL.", code="invalid_webhook"
             ) from None
+        problem = blocked_target_problem(url)
+        if problem:
+            raise ValidationError(problem, code="blocked_webhook")

@@ -11,6 +11,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from reports.datasources import alias_for_source, reporting_databases
+from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -248,5 +249,18 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="reportsvc <reportsvc@loc
 # Where people reach the service: links in notifications point here.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 NOTIFY_ATTACH_MAX_BYTES = env.int("NOTIFY_ATTACH_MAX_BYTES", default=5 * 1024 * 1024)
+# Bounds one whole webhook attempt: DNS, connect, TLS, request and response.
 NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env.float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", default=5)
 NOTIFY_WEBHOOK_RETRIES = env.int("NOTIFY_WEBHOOK_RETRIES", default=3)
+# Webhooks never go to these networks (checked at save and, resolved, at send time).
+NOTIFY_WEBHOOK_BLOCKED_NETWORKS = env.list(
+    "NOTIFY_WEBHOOK_BLOCKED_NETWORKS", default=list(DEFAULT_BLOCKED_NETWORKS)
+)
+try:
+    NOTIFY_WEBHOOK_BLOCKED_NETWORKS = [
+        str(network) for network in parse_networks(NOTIFY_WEBHOOK_BLOCKED_NETWORKS)
+    ]
+except ValueError as _error:
+    raise ImproperlyConfigured(f"NOTIFY_WEBHOOK_BLOCKED_NETWORKS: {_error}.") from None
+# Per socket operation; Django's default (None) lets a hung mail server hold a sender.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=30)

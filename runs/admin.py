@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from reports.permissions import can_change_reports
+from reports.targets import shown_target
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
 from runs.templatetags.runs_admin import status_badge
@@ -127,7 +129,7 @@ class RunAdmin(admin.ModelAdmin):
                 (
                     (
                         d.channel,
-                        d.target,
+                        shown_target(d, getattr(run, "targets_visible", False)),
                         d.reason,
                         status_badge(d.status),
                         d.attempts,
@@ -137,6 +139,13 @@ class RunAdmin(admin.ModelAdmin):
                 ),
             ),
         )
+
+    def get_object(self, request, object_id, from_field=None):
+        run = super().get_object(request, object_id, from_field)
+        if run is not None:
+            # Email addresses in full only for those who may change reports.
+            run.targets_visible = can_change_reports(request.user)
+        return run
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)

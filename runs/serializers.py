@@ -2,8 +2,9 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reports.permissions import can_view_sql
+from reports.permissions import can_change_reports, can_view_sql
 from reports.sql import without_statement_text
+from reports.targets import shown_target
 from runs.links import api_links, iso_datetime
 from runs.models import Delivery, Run, RunStatus
 
@@ -34,6 +35,19 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = ["channel", "target", "reason", "status", "attempts", "last_error", "sent_at"]
         read_only_fields = fields
+        extra_kwargs = {
+            "target": {
+                "help_text": "Webhooks as scheme://host/… always; email addresses in full "
+                "only for users with change_report (others see …@domain)."
+            }
+        }
+
+    def to_representation(self, delivery):
+        data = super().to_representation(delivery)
+        request = self.context.get("request")
+        show_addresses = request is not None and can_change_reports(request.user)
+        data["target"] = shown_target(delivery, show_addresses)
+        return data
 
 
 class RunSerializer(RunLinksMixin, serializers.ModelSerializer):

@@ -154,7 +154,6 @@ def form_data(**changes):
         "notify_when": "failure",
         "alert_condition": "",
         "alert_threshold": "",
-        "webhook_secret": "s3cret",
     }
     return {**data, **changes}
 

@@ -2,10 +2,8 @@
 
 import hmac
 import json
-import threading
 import time
 from hashlib import sha256
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core import mail
@@ -14,6 +12,7 @@ from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, RunStatus
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
+from tests.receivers import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -24,37 +23,8 @@ def fast_notifications(settings):
     settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS = 1
     settings.NOTIFY_WEBHOOK_RETRIES = 2
     settings.PUBLIC_BASE_URL = "https://reports.example.com"
-
-
-class Receiver:
-    """A local HTTP server: answers with the given status codes in turn, records bodies."""
-
-    def __init__(self, statuses=(200,), delay=0.0):
-        self.statuses, self.delay, self.requests = list(statuses), delay, []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                time.sleep(receiver.delay)
-                status = (
-                    receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                )
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T000/secret-path"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    # Receivers here listen on 127.0.0.1, which is blocked by default.
+    settings.NOTIFY_WEBHOOK_BLOCKED_NETWORKS = ["169.254.0.0/16"]
 
 
 @pytest.fixture

@@ -243,7 +243,7 @@ def test_a_worker_slot_runs_queued_runs_back_to_back_without_the_main_loop():
     finally:
         worker.request_stop()
         worker._pool.shutdown(wait=True)
-        worker._notify_pool.shutdown(wait=True)
+        worker._notifier.close(timeout=10)
     assert {run.worker for run in Run.objects.all()} == {worker.name}
     started = [Run.objects.get(pk=run.pk).started_at for run in runs]
     assert started == sorted(started)  # oldest first

@@ -55,3 +55,39 @@ def test_extra_data_sources_come_from_the_environment():
     assert result.stdout.strip() == str(
         {"default": "reporting_default", "warehouse": "reporting_warehouse"}
     )
+
+
+def test_webhooks_are_kept_from_loopback_link_local_unspecified_and_multicast_by_default():
+    result = settings_in_a_fresh_process("settings.NOTIFY_WEBHOOK_BLOCKED_NETWORKS", SECRET_KEY="x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(
+        [
+            "127.0.0.0/8",
+            "::1/128",
+            "169.254.0.0/16",
+            "fe80::/10",
+            "0.0.0.0/8",
+            "::/128",
+            "224.0.0.0/4",
+            "ff00::/8",
+        ]
+    )
+
+
+def test_blocked_webhook_networks_can_be_emptied_and_a_bad_one_is_named():
+    result = settings_in_a_fresh_process(
+        "settings.NOTIFY_WEBHOOK_BLOCKED_NETWORKS",
+        SECRET_KEY="x",
+        NOTIFY_WEBHOOK_BLOCKED_NETWORKS="",
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+    result = settings_in_a_fresh_process(
+        "settings.NOTIFY_WEBHOOK_BLOCKED_NETWORKS",
+        SECRET_KEY="x",
+        NOTIFY_WEBHOOK_BLOCKED_NETWORKS="10.0.0.1/8, 169.254.0.0/16,intranet",
+    )
+    assert result.returncode != 0
+    assert (
+        "NOTIFY_WEBHOOK_BLOCKED_NETWORKS: 'intranet' is not a network in CIDR notation "
+        "(e.g. 127.0.0.0/8, fe80::/10)." in result.stderr
+    )

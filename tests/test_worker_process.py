@@ -1,5 +1,6 @@
 """The worker as a real process: picking up runs, stopping, crashing, following edits."""
 
+import signal
 import time
 
 import pytest
@@ -8,8 +9,10 @@ from django.utils import timezone
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.leadership import SecondWorkerRefused, leader_lock_for
 from runs.services.queue import enqueue_run
 from tests.conftest import files_under, postgres_only, sqlite_only, wait_for
+from tests.receivers import HTTP_OK, TcpReceiver
 from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -85,6 +88,51 @@ def test_sigterm_past_the_grace_time_fails_the_run_and_keeps_no_file(start_worke
     assert status_of(run) == RunStatus.FAILED
     assert run.error.startswith("Worker ") and "stopped before the run finished" in run.error
     assert files_under(outputs_dir) == []
+
+
+def scheduler_lock_is_free():
+    """Whether this process could take the scheduler lock now (it lets go at once)."""
+    lock = leader_lock_for()
+    try:
+        if not lock.try_acquire():
+            return False
+    except SecondWorkerRefused:
+        return False
+    lock.release()
+    return True
+
+
+def test_sigterm_does_not_wait_for_a_slow_webhook_beyond_the_grace(start_worker):
+    receiver = TcpReceiver(trickle=HTTP_OK, interval=1.0)  # a minute for one answer
+    try:
+        worker = start_worker(
+            WORKER_SHUTDOWN_GRACE_SECONDS=3,
+            NOTIFY_WEBHOOK_TIMEOUT_SECONDS=120,
+            NOTIFY_WEBHOOK_BLOCKED_NETWORKS="169.254.0.0/16",
+        )
+        wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.pid, is_leader=True).exists())
+        assert not scheduler_lock_is_free()
+        report = Report.objects.create(
+            name="Hooked",
+            slug="hooked",
+            sql="SELECT * FROM missing_table",
+            notify_webhooks=f"http://127.0.0.1:{receiver.port}/hook",
+        )
+        run = enqueue_run(report, "manual")
+        assert receiver.connected.wait(15)  # the failure alert is on its way, slowly
+        stopping = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        wait_for(scheduler_lock_is_free, timeout=2)
+        assert worker.running()  # the lock went first; the alert still has its grace
+        assert worker.stop(timeout=15) == 0
+        assert time.monotonic() - stopping < 3 + 2
+        assert (
+            f"stopped before the notifications of 1 run(s) were sent: run {run.pk} (hooked)"
+            in worker.log()
+        )
+        assert status_of(run) == RunStatus.FAILED
+    finally:
+        receiver.close()
 
 
 def test_a_killed_worker_s_run_is_failed_by_the_next_worker(start_worker, outputs_dir):

@@ -1,7 +1,9 @@
 """Tell people about finished runs: email and webhooks, each delivery recorded.
 
 Called after the run's outcome is stored, never inside its transaction; a failing
-notification is recorded as a failed Delivery and never changes the run.
+notification is recorded as a failed Delivery and never changes the run. No database
+connection is held while waiting on a mail server or a webhook receiver. The worker
+calls this on its notification lanes (runs/services/notification_lanes.py).
 """
 
 import hashlib
@@ -9,26 +11,25 @@ import hmac
 import json
 import logging
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from reports.models import AlertCondition, NotifyWhen, Report
 from reports.sql import without_statement_text
+from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
 from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
+from runs.services.webhooks import WebhookFailed, post_webhook
 
 logger = logging.getLogger("reportsvc.notify")
 events = logging.getLogger("reportsvc.events")
 
-RETRYABLE_HTTP = range(500, 600)
+NOTIFY_TARGET_FIELDS = ["notify_emails", "notify_webhooks", "webhook_secret"]
 
 
 def alert_holds(report, row_count):
@@ -87,23 +88,38 @@ def log_run_outcome(run):
     )
 
 
-def notify_finished_run(run):
+def notify_finished_run(run, stopping=None):
     """Log the outcome and send the notifications a finished run calls for.
 
     ``run`` is the in-memory run its executor just recorded (report loaded), so a
-    report without targets or alert costs no query.
+    report without targets or alert costs no query. Its targets and webhook secret are
+    read again before sending: an edit or a rotated secret applies at once. Once the
+    ``stopping`` event is set, nothing more is sent.
     """
     log_run_outcome(run)
     reason = notification_reason(run)
-    if reason is None:
+    report = run.report
+    if reason is None or not (report.notify_emails or report.notify_webhooks):
         return []
+    report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
     deliveries = []
-    for address in split_list(run.report.notify_emails):
+    for address in split_list(report.notify_emails):
+        if stopping is not None and stopping.is_set():
+            return deliveries
         deliveries.append(send_email(run, address, reason))
-    for url in (line.strip() for line in run.report.notify_webhooks.splitlines()):
-        if url:
-            deliveries.append(send_webhook(run, url, reason))
+    for url in webhook_lines(report.notify_webhooks):
+        if stopping is not None and stopping.is_set():
+            return deliveries
+        deliveries.append(send_webhook(run, url, reason, stopping))
     return deliveries
+
+
+def _hang_up_database():
+    """Close this thread's database connection before a network wait (unless a
+    transaction needs it): a slow receiver must not hold a database session."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def _links(run):
@@ -171,6 +187,7 @@ def send_email(run, address, reason):
         if attach:
             with default_storage.open(run.output.name, "rb") as file:
                 message.attach(f"{run.report.slug}_run{run.pk}.csv", file.read(), "text/csv")
+        _hang_up_database()
         message.send()
     except Exception as error:  # SMTP, network, a missing file: record, never raise
         return _record(run, DeliveryChannel.EMAIL, address, reason, 1, error=error)
@@ -208,45 +225,47 @@ def signature(secret, body):
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(run, url, reason):
+def send_webhook(run, url, reason, stopping=None):
+    """POST the run's payload to ``url``; retried after 5xx answers, timeouts and
+    connection errors, with backoff; never after 3xx/4xx or a refused target."""
     body = json.dumps(webhook_payload(run, reason)).encode()
     request_headers = {
         "Content-Type": "application/json",
         "User-Agent": "reportsvc-webhook",
         "X-Reportsvc-Signature": signature(run.report.webhook_secret, body),
     }
+    _hang_up_database()
+    retries = settings.NOTIFY_WEBHOOK_RETRIES
     attempts, error = 0, None
-    for attempt in range(settings.NOTIFY_WEBHOOK_RETRIES + 1):
+    for attempt in range(retries + 1):
         attempts = attempt + 1
-        request = urllib.request.Request(url, data=body, headers=request_headers, method="POST")
         try:
-            with urllib.request.urlopen(
-                request, timeout=settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS
-            ) as response:
-                response.read(1024)
-            return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts)
-        except urllib.error.HTTPError as failure:
+            post_webhook(
+                url, body, request_headers, timeout=settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS
+            )
+            return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts, stopping=stopping)
+        except WebhookFailed as failure:
             error = failure
-            if failure.code not in RETRYABLE_HTTP:
-                break  # the receiver refuses this payload; asking again will not help
-        except (urllib.error.URLError, TimeoutError, OSError) as failure:
-            error = failure
-        if attempt < settings.NOTIFY_WEBHOOK_RETRIES:
-            time.sleep(0.5 * 2**attempt)
-    return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts, error=error)
+        except Exception as failure:  # never let a URL reach a traceback in the log
+            error = WebhookFailed(f"unexpected {type(failure).__name__}", retry=False)
+            logger.warning("webhook to %s failed: %s", redact_url(url), error)
+        if not error.retry or attempt == retries:
+            break
+        backoff = 0.5 * 2**attempt
+        if stopping is None:
+            time.sleep(backoff)
+        elif stopping.wait(backoff):
+            error = WebhookFailed(f"{error}; not retried: the worker stopped", retry=False)
+            break
+    return _record(
+        run, DeliveryChannel.WEBHOOK, url, reason, attempts, error=error, stopping=stopping
+    )
 
 
-def redacted(target):
-    """A webhook URL without its path, which often is the secret (Slack, Teams)."""
-    parts = urllib.parse.urlsplit(target)
-    if not parts.scheme:
-        return target  # an email address
-    return f"{parts.scheme}://{parts.netloc}/…" if parts.path.strip("/") else target
-
-
-def _record(run, channel, target, reason, attempts, error=None):
-    target = redacted(target)
-    delivery = Delivery.objects.create(
+def _record(run, channel, target, reason, attempts, error=None, stopping=None):
+    if channel == DeliveryChannel.WEBHOOK:
+        target = redact_url(target)  # user, password, path and query often are the secret
+    delivery = Delivery(
         run=run,
         channel=channel,
         target=target,
@@ -256,6 +275,10 @@ def _record(run, channel, target, reason, attempts, error=None):
         last_error=_describe(error) if error else "",
         sent_at=None if error else timezone.now(),
     )
+    # Once the worker has stopped waiting for notifications (it is exiting and has
+    # listed them as unsent), an attempt that ends late is only logged.
+    if stopping is None or not stopping.is_set():
+        delivery.save()
     fields = {
         "event": "delivery",
         "run_id": run.pk,
@@ -276,8 +299,6 @@ def _record(run, channel, target, reason, attempts, error=None):
 
 
 def _describe(error):
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return f"{error.reason}"
+    if isinstance(error, WebhookFailed):
+        return str(error)
     return f"{type(error).__name__}: {error}"

@@ -16,9 +16,10 @@ from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats
 from runs.services.leadership import leader_lock_for
+from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
-from runs.services.runner import notify_safely, perform_run, touch_runs
+from runs.services.runner import perform_run, touch_runs
 from runs.services.scheduler import ReportScheduler
 
 logger = logging.getLogger("runs.worker")
@@ -48,8 +49,10 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
-        # Notifications wait on mail servers and webhooks: never in the run slots.
-        self._notify_pool = ThreadPoolExecutor(2, thread_name_prefix="notify")
+        # Notifications wait on mail servers and webhooks: never in the run slots, and
+        # one report's slow receiver never holds up another report's notifications.
+        self._notifier = NotificationLanes()
+        self.unsent_notifications = 0  # runs whose notifications the stop cut short
         self._active = {}  # run id -> run, for every run this worker is executing
         self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
@@ -107,15 +110,19 @@ class Worker:
             self._beat()
         if self._recovery.due(now):
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS):
-                self._notify_pool.submit(self._notify, run)
+                self._notifier.submit(run)
         if self._leadership.due(now):
             self._lead()
         return self._dispatch()
 
     def _shutdown(self):
+        # One grace for everything: running runs, then their notifications.
+        deadline = time.monotonic() + settings.WORKER_SHUTDOWN_GRACE_SECONDS
         if self._scheduler is not None:
             self._scheduler.stop()
-        deadline = time.monotonic() + settings.WORKER_SHUTDOWN_GRACE_SECONDS
+            self._scheduler = None
+        # First: another worker takes over scheduling while this one finishes.
+        self._leader_lock.release()
         while self._running_runs() and time.monotonic() < deadline:
             self._touch_active_runs()
             time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
@@ -127,8 +134,15 @@ class Worker:
                 f"(waited {settings.WORKER_SHUTDOWN_GRACE_SECONDS:g} s).",
             )
         self._pool.shutdown(wait=not left, cancel_futures=True)
-        self._notify_pool.shutdown(wait=not left)
-        self._leader_lock.release()
+        unsent = self._notifier.close(deadline - time.monotonic())
+        if unsent:
+            logger.warning(
+                "worker %s stopped before the notifications of %s run(s) were sent: %s",
+                self.name,
+                len(unsent),
+                ", ".join(f"run {run.pk} ({run.report.slug})" for run in unsent),
+            )
+        self.unsent_notifications = len(unsent)
         try:
             heartbeats.unregister_worker(self.name)
         except DatabaseError:
@@ -212,20 +226,12 @@ class Worker:
     def _execute(self, run):
         try:
             perform_run(run)
-            self._notify_pool.submit(self._notify, run)
+            self._notifier.submit(run)
         except Exception:
             logger.exception("run %s could not be recorded", run.pk)
         finally:
             with self._active_lock:
                 self._active.pop(run.pk, None)
-
-    @staticmethod
-    def _notify(run):
-        try:
-            close_old_connections()
-            notify_safely(run)
-        finally:
-            close_old_connections()
 
     def _running_runs(self):
         with self._active_lock:

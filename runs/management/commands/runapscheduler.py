@@ -34,6 +34,9 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot reach the database: {error}") from None
         if abandoned:
             self.stderr.write(f"{abandoned} run(s) did not finish in time and were failed.")
+        if abandoned or worker.unsent_notifications:
+            self.stdout.flush()
             self.stderr.flush()
-            # Their threads are still inside the database driver; do not wait for them.
+            # Their threads are still inside the database driver or waiting on a
+            # receiver; do not wait for them.
             os._exit(0)

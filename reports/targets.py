@@ -1,0 +1,147 @@
+"""Notification targets: which webhook addresses are allowed, and how targets are shown.
+
+A webhook URL often carries its secret (a Slack path, ``?token=``, ``user:password@``),
+so everywhere it is shown to someone who may not change the report, recorded on a
+delivery or logged, it is redacted to its scheme and host. Email addresses are shown
+as their domain.
+
+Webhook targets must not reach the worker's own machine or its cloud metadata service:
+addresses in ``NOTIFY_WEBHOOK_BLOCKED_NETWORKS`` are refused when a report is saved
+(address literals and ``localhost`` names) and again when a webhook is sent, after the
+host name is resolved (runs/services/webhooks.py).
+"""
+
+import functools
+import ipaddress
+import urllib.parse
+
+from django.conf import settings
+
+# Loopback, link-local (cloud metadata services live there), unspecified, multicast.
+DEFAULT_BLOCKED_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "0.0.0.0/8",
+    "::/128",
+    "224.0.0.0/4",
+    "ff00::/8",
+)
+
+# Names that always mean this machine (RFC 6761), whatever DNS says.
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+
+ELIDED = "…"
+
+
+def parse_networks(values):
+    """``values`` (CIDR strings) as networks; ValueError names the bad one."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is not a network in CIDR notation (e.g. 127.0.0.0/8, fe80::/10)"
+            ) from None
+    return tuple(networks)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(values):
+    return parse_networks(values)
+
+
+def blocked_networks():
+    return _networks(tuple(settings.NOTIFY_WEBHOOK_BLOCKED_NETWORKS))
+
+
+def blocked_network_of(address):
+    """The blocked network ``address`` (an IP address string) is in, or None.
+
+    An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is checked as IPv4 too.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone
+    candidates = [ip]
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    for network in blocked_networks():
+        if any(candidate in network for candidate in candidates):
+            return network
+    return None
+
+
+def is_localhost_name(host):
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
+
+
+def literal_addresses(host):
+    """The addresses ``host`` certainly means without asking DNS: an IP literal or a
+    localhost name. Empty for other names."""
+    try:
+        return [str(ipaddress.ip_address(host.split("%", 1)[0]))]
+    except ValueError:
+        pass
+    return list(LOOPBACK_ADDRESSES) if is_localhost_name(host) else []
+
+
+def blocked_target_problem(url):
+    """Why the webhook ``url`` is refused when saved, or None.
+
+    Checks what is known without DNS; names are checked again, resolved, at send time.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    for address in literal_addresses(host):
+        network = blocked_network_of(address)
+        if network is not None:
+            return (
+                f"'{redact_url(url)}' points to {address}, in the blocked network {network} "
+                "(NOTIFY_WEBHOOK_BLOCKED_NETWORKS)."
+            )
+    return None
+
+
+def redact_url(url):
+    """``scheme://host[:port]``, with ``/…`` if anything else (user, password, path,
+    query, fragment) was there. Never the secret parts."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        return ELIDED
+    host = parts.netloc.rpartition("@")[2]
+    if not parts.scheme or not host:
+        return ELIDED
+    shown = f"{parts.scheme.lower()}://{host}"
+    if parts.netloc != host or parts.path not in ("", "/") or parts.query or parts.fragment:
+        shown += "/" + ELIDED
+    return shown
+
+
+def redact_email(address):
+    local, at, domain = address.strip().rpartition("@")
+    return f"{ELIDED}@{domain}" if at and local else ELIDED
+
+
+def shown_target(delivery, show_addresses):
+    """A delivery's target as shown: webhooks always as scheme and host, email
+    addresses in full only if ``show_addresses`` (the viewer may change reports)."""
+    if delivery.channel == "webhook":
+        return redact_url(delivery.target)
+    return delivery.target if show_addresses else redact_email(delivery.target)
+
+
+def webhook_lines(value):
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def redacted_webhooks(value):
+    """The ``notify_webhooks`` text as someone who may not change the report sees it."""
+    return "\n".join(redact_url(url) for url in webhook_lines(value))
+
+
+def redacted_emails(value):
+    """The ``notify_emails`` text as someone who may not change the report sees it."""
+    items = [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+    return ", ".join(redact_email(item) for item in items)
