@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from django.db import connection
+from django.db import connection, connections
+
+from reports.datasources import DEFAULT_SOURCE, alias_for_source
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,14 @@ def database_url_of_test_run():
     )
 
 
+def reporting_environment_of_test_run():
+    """On SQLite the demo source is a file of its own: the process must use the test's."""
+    demo = connections[alias_for_source(DEFAULT_SOURCE)]
+    if demo.vendor == "sqlite":
+        return {"REPORTING_DATABASE_URL": f"sqlite:///{demo.settings_dict['NAME']}"}
+    return {}
+
+
 def process_environment(outputs_dir, **overrides):
     environment = {
         key: value
@@ -47,6 +57,7 @@ def process_environment(outputs_dir, **overrides):
         SECRET_KEY="test",
         PYTHONUNBUFFERED="1",
         **FAST_WORKER_SETTINGS,
+        **reporting_environment_of_test_run(),
     )
     environment.update({key: str(value) for key, value in overrides.items()})
     return environment
