@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "reportsvc.middleware.APIRequestLogMiddleware",
+    "reportsvc.middleware.APIRequestBodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "reportsvc.urls"
