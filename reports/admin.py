@@ -16,7 +16,7 @@ from reports.services.sql_check import sql_problem
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.queue import request_run
+from runs.services.queue import QueueFull, request_run
 from runs.templatetags.runs_admin import status_badge
 
 RECENT_RUNS = 20
@@ -297,7 +297,11 @@ class ReportAdmin(admin.ModelAdmin):
         return redirect("admin:reports_report_change", report_id)
 
     def _queue_run(self, request, report):
-        run, _ = request_run(report, RunTrigger.MANUAL, requested_by=request.user)
+        try:
+            run, _ = request_run(report, RunTrigger.MANUAL, requested_by=request.user)
+        except QueueFull as error:
+            messages.error(request, str(error))
+            return
         url = reverse("admin:runs_run_change", args=[run.pk])
         messages.success(
             request,

@@ -6,21 +6,21 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from reports.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
 from reports.serializers import ReportSerializer, WebhookSecretSerializer
 from reports.services import webhook_secrets
+from reports.throttling import SharedScopedRateThrottle
 from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
 from runs.selectors import latest_successful_run, reports_with_last_run
 from runs.serializers import RunSerializer
-from runs.services.queue import request_run
+from runs.services.queue import QueueFull, request_run
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -28,6 +28,11 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Repeat a request with the same key within 24 h to get the same run back.",
 )
+
+
+class ReportQueueFull(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "queue_full"
 
 
 @extend_schema_view(
@@ -61,13 +66,20 @@ class ReportViewSet(viewsets.ModelViewSet):
     @extend_schema(
         request=None,
         parameters=[IDEMPOTENCY_KEY],
-        responses={202: RunSerializer, 400: VALIDATION_ERROR, 429: ERROR},
+        responses={
+            202: RunSerializer,
+            400: VALIDATION_ERROR,
+            409: OpenApiResponse(
+                ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
+            ),
+            429: OpenApiResponse(ERROR, description="Too many triggers from this user."),
+        },
     )
     @action(
         detail=True,
         methods=["post"],
         permission_classes=[CanRunReports],
-        throttle_classes=[ScopedRateThrottle],
+        throttle_classes=[SharedScopedRateThrottle],
         throttle_scope="report-runs",
     )
     def run(self, request, slug=None):
@@ -76,9 +88,12 @@ class ReportViewSet(viewsets.ModelViewSet):
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > 255:
             raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
-        run, created = request_run(
-            report, RunTrigger.API, requested_by=request.user, idempotency_key=key
-        )
+        try:
+            run, created = request_run(
+                report, RunTrigger.API, requested_by=request.user, idempotency_key=key
+            )
+        except QueueFull as error:
+            raise ReportQueueFull(str(error)) from error
         location = reverse("run-detail", args=[run.pk], request=request)
         response = Response(
             RunSerializer(run, context=self.get_serializer_context()).data,

@@ -1,6 +1,9 @@
 import logging
 import time
 
+from django.conf import settings
+from django.http import JsonResponse
+
 logger = logging.getLogger("reportsvc.requests")
 
 
@@ -35,3 +38,34 @@ class APIRequestLogMiddleware:
                 },
             )
         return response
+
+
+class APIRequestBodyLimitMiddleware:
+    """Answer an API request whose body is over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` with a
+    JSON 413, from its Content-Length, before anything reads the body.
+
+    Django would read the limit's worth and then raise RequestDataTooBig, which ends as
+    an HTML 400 page; API clients are promised JSON errors.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/"):
+            declared = request.META.get("CONTENT_LENGTH") or "0"
+            if not declared.isdigit():
+                return JsonResponse(
+                    {"detail": f"Content-Length must be a number of bytes, not {declared[:40]!r}."},
+                    status=400,
+                )
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            if limit is not None and int(declared) > limit:
+                return JsonResponse(
+                    {
+                        "detail": f"The request body is {int(declared):,} bytes; "
+                        f"the API accepts at most {limit:,}."
+                    },
+                    status=413,
+                )
+        return self.get_response(request)

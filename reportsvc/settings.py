@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "reportsvc.middleware.APIRequestLogMiddleware",
+    "reportsvc.middleware.APIRequestBodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "reportsvc.urls"
@@ -135,6 +136,12 @@ assert all(alias_for_source(name) == alias for name, alias in REPORT_DATA_SOURCE
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One cache for every process (the run-trigger throttle counts in it). The default is a
+# table in the service's database, created by `migrate`; e.g. redis://host:6379/0 with
+# the `redis` package installed. A per-process cache (locmemcache://) would let each
+# web process count on its own.
+CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://reportsvc_cache")}
+
 # --- Report execution ------------------------------------------------------------------
 
 # Unset: the built-in demo source (README: Security), which cannot see the service's tables.
@@ -147,6 +154,8 @@ UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES = env.bool(
 
 REPORT_TIMEOUT_SECONDS = env.int("REPORT_TIMEOUT_SECONDS", default=300)
 REPORT_MAX_ROWS = env.int("REPORT_MAX_ROWS", default=10_000_000)
+# Runs of one report that may wait in the queue; requests past it are refused (0: no cap).
+REPORT_MAX_QUEUED_RUNS = env.int("REPORT_MAX_QUEUED_RUNS", default=10)
 
 # --- Auth, i18n, files ---------------------------------------------------------------
 

@@ -28,4 +28,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
 ]
 
+handler400 = "reportsvc.views.bad_request"
+handler403 = "reportsvc.views.permission_denied"
 handler404 = "reportsvc.views.not_found"
+handler500 = "reportsvc.views.server_error"

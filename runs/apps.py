@@ -7,4 +7,4 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self):
-        from runs import signals  # noqa: F401 - connects the receivers
+        from runs import cache_tables, signals  # noqa: F401 - connects the receivers

@@ -147,6 +147,14 @@ def test_a_run_without_heartbeat_is_failed_as_lost_and_its_temp_file_removed(rep
     assert alive.status == RunStatus.RUNNING
 
 
+def test_runs_the_caller_executes_itself_are_never_called_lost(report):
+    own, other = enqueue_run(report, "manual"), enqueue_run(make_report("other"), "manual")
+    claim_runs(2, "this-host:1")
+    Run.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=120))
+    assert [run.pk for run in fail_lost_runs(60, exclude_ids=[own.pk])] == [other.pk]
+    assert Run.objects.get(pk=own.pk).status == RunStatus.RUNNING
+
+
 def test_retention_deletes_old_finished_runs_and_their_files(settings, report):
     settings.RUN_RETENTION_DAYS = 30
     short = make_report("short", retention_days=7)

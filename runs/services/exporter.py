@@ -2,7 +2,8 @@
 
 One exporter class per database vendor, chosen by the data source's connection:
 PostgreSQL streams ``COPY … TO STDOUT`` straight into the file (memory stays flat in
-row count); SQLite walks a cursor with ``fetchmany``. Both write the same CSV dialect
+row count); SQLite walks a cursor row by row, in blocks of ``FETCH_BATCH_BYTES``
+(memory holds one block and one row, however many rows). Both write the same CSV dialect
 as PostgreSQL's ``FORMAT csv, HEADER``: comma-separated, ``"``-quoted where needed,
 NULL as an empty unquoted field and the empty string as ``""``, UTF-8, ``\\n`` endings.
 """
@@ -31,7 +32,7 @@ WRITE_BUFFER_BYTES = 1 << 20
 STALL_MARGIN_SECONDS = 30
 SQLITE_MAX_VALUE_BYTES = 64 << 20
 CLIENT_CHECK_MS = "2000"
-FETCH_BATCH_ROWS = 2000
+FETCH_BATCH_BYTES = 1 << 20  # SQLite: CSV bytes per write, whatever the row count
 
 
 class ExportFailed(Exception):
@@ -262,11 +263,11 @@ class SQLiteCursorExporter:
                     raise ExportFailed("The statement returned no result set.")
                 field = _single_column_csv_field if len(cursor.description) == 1 else _csv_field
                 writer.write(_csv_line([column[0] for column in cursor.description], field))
-                while rows := cursor.fetchmany(FETCH_BATCH_ROWS):
-                    row_count += len(rows)
+                for rows, block in _byte_batches(cursor, field, FETCH_BATCH_BYTES):
+                    row_count += rows
                     if row_count > max_rows:
                         raise RowLimitExceeded(_row_limit_message(max_rows))
-                    writer.write(b"".join(_csv_line(row, field) for row in rows))
+                    writer.write(block)
         except (sqlite3.Error, DatabaseError) as error:
             if time.monotonic() > deadline:
                 raise QueryTimedOut(
@@ -294,6 +295,26 @@ def _authorized(raw_connection, guard):
 
 def _csv_line(values, field):
     return (",".join(map(field, values)) + "\n").encode()
+
+
+def _byte_batches(cursor, field, budget):
+    """The cursor's rows as CSV blocks of ``budget`` bytes or more (the last may be
+    smaller), as ``(rows, block)`` pairs.
+
+    Rows are fetched one at a time and a block is handed on as soon as it reaches the
+    budget, so memory holds ``budget`` bytes plus one row: 20 rows of 60 MB cost what
+    one does, where ``fetchmany(2000)`` would hold them all at once.
+    """
+    lines, size = [], 0
+    for row in cursor:
+        line = _csv_line(row, field)
+        lines.append(line)
+        size += len(line)
+        if size >= budget:
+            yield len(lines), b"".join(lines)
+            lines, size = [], 0
+    if lines:
+        yield len(lines), b"".join(lines)
 
 
 EXPORTERS = {

@@ -1,28 +1,201 @@
-"""The first rows of a run's CSV, read from the start of the file only."""
+"""The first rows of a run's CSV for its admin page: a bounded read, never an error page.
 
-import csv
-import io
-from itertools import islice
+The preview reads at most ``PREVIEW_MAX_BYTES`` from the start of the file, whatever the
+file holds: a 500 MB value costs what 2 MB do. It parses the CSV dialect the exporters
+write (PostgreSQL's ``FORMAT csv``) itself, because ``csv.reader`` refuses fields over
+128 KiB and cannot tell NULL (an empty unquoted field) from the empty string (``""``).
+Each value keeps its first ``PREVIEW_CELL_CHARS`` characters and counts the rest.
+"""
+
+import codecs
+import logging
+import re
+from dataclasses import dataclass, field
 
 from django.core.files.storage import default_storage
 
+logger = logging.getLogger(__name__)
+
 PREVIEW_ROWS = 50
+PREVIEW_MAX_BYTES = 2 << 20
+PREVIEW_CELL_CHARS = 200
+PREVIEW_COLUMNS = 100
+READ_CHUNK_BYTES = 64 << 10
+
+_UNQUOTED_END = re.compile(r"[,\n]").search
+
+
+@dataclass(frozen=True)
+class PreviewCell:
+    text: str  # the first PREVIEW_CELL_CHARS characters of the value
+    length: int  # characters of the value that were read
+    is_null: bool = False
+    complete: bool = True  # False: the value goes on past what the preview read
+
+    @property
+    def truncated(self):
+        return not self.complete or self.length > len(self.text)
+
+
+@dataclass
+class Preview:
+    header: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    more_rows: bool = False  # the file goes on past the rows shown
+    hidden_columns: int = 0  # columns past PREVIEW_COLUMNS, not shown
+    cut_short: bool = False  # the read budget ran out before PREVIEW_ROWS rows
+    budget_bytes: int = PREVIEW_MAX_BYTES  # the most the preview reads of the file
+    problem: str = ""  # why there is nothing to show (no file, unreadable file)
+
+
+class _Value:
+    """Collects one value: its first characters and its length."""
+
+    __slots__ = ("kept", "length", "parts")
+
+    def __init__(self):
+        self.parts, self.kept, self.length = [], 0, 0
+
+    def add(self, text):
+        self.length += len(text)
+        if self.kept < PREVIEW_CELL_CHARS and text:
+            part = text[: PREVIEW_CELL_CHARS - self.kept]
+            self.parts.append(part)
+            self.kept += len(part)
+
+    def cell(self, *, quoted, complete):
+        return PreviewCell(
+            "".join(self.parts),
+            self.length,
+            is_null=not quoted and self.length == 0 and complete,
+            complete=complete,
+        )
+
+
+class _CSVScanner:
+    """Reads the file in chunks, up to a byte budget, and splits it into values."""
+
+    def __init__(self, file, budget):
+        self._file = file
+        self._left = budget
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.buffer = ""
+        self.position = 0
+        self.ended = False  # the file has no more bytes
+        self.exhausted = False  # the budget ran out and the file goes on
+
+    def _fill(self):
+        """Read more text into the buffer; False when nothing more will be read."""
+        while not (self.ended or self.exhausted):
+            if self._left <= 0:
+                if self._file.read(1):
+                    self.exhausted = True
+                    return False
+                self.ended = True
+                text = self._decoder.decode(b"", final=True)
+            else:
+                data = self._file.read(min(READ_CHUNK_BYTES, self._left))
+                self._left -= len(data)
+                self.ended = not data
+                text = self._decoder.decode(data, final=self.ended)
+            if text:
+                self.buffer = self.buffer[self.position :] + text
+                self.position = 0
+                return True
+        return False
+
+    def _available(self):
+        return self.position < len(self.buffer) or self._fill()
+
+    def has_more(self):
+        return self._available()
+
+    def next_value(self):
+        """``(cell, end)`` for the next value, ``end`` being "," or "\\n" or "" (no more
+        input); None at the end of the input."""
+        if not self._available():
+            return None
+        value = _Value()
+        quoted = self.buffer[self.position] == '"'
+        if quoted:
+            self.position += 1
+            if not self._read_quoted(value):
+                return value.cell(quoted=True, complete=False), ""
+        while True:  # unquoted text, or (malformed) text after a closing quote
+            found = _UNQUOTED_END(self.buffer, self.position)
+            if found is None:
+                value.add(self.buffer[self.position :])
+                self.position = len(self.buffer)
+                if not self._fill():
+                    return value.cell(quoted=quoted, complete=self.ended), ""
+                continue
+            value.add(self.buffer[self.position : found.start()])
+            self.position = found.end()
+            return value.cell(quoted=quoted, complete=True), found.group()
+
+    def _read_quoted(self, value):
+        """Read up to the closing quote (``""`` is a quote); False if input ran out."""
+        while True:
+            quote = self.buffer.find('"', self.position)
+            if quote < 0:
+                value.add(self.buffer[self.position :])
+                self.position = len(self.buffer)
+                if not self._fill():
+                    return False
+                continue
+            value.add(self.buffer[self.position : quote])
+            self.position = quote + 1
+            if not self._available():
+                return self.ended
+            if self.buffer[self.position] != '"':
+                return True
+            value.add('"')
+            self.position += 1
+
+    def next_row(self):
+        """``(cells, hidden_columns)`` of the next line, or None at the end."""
+        cells, hidden = [], 0
+        while (item := self.next_value()) is not None:
+            cell, end = item
+            if len(cells) < PREVIEW_COLUMNS:
+                cells.append(cell)
+            else:
+                hidden += 1
+            if end != ",":
+                return cells, hidden
+        return (cells, hidden) if cells else None
+
+
+def read_preview(file, *, limit=PREVIEW_ROWS, budget=PREVIEW_MAX_BYTES):
+    """The header and first ``limit`` rows of the CSV in the binary ``file``."""
+    scanner = _CSVScanner(file, budget)
+    preview = Preview(budget_bytes=budget)
+    first = scanner.next_row()
+    if first is None:
+        return preview
+    preview.header, preview.hidden_columns = first
+    while len(preview.rows) < limit and (row := scanner.next_row()) is not None:
+        preview.rows.append(row[0])
+    preview.cut_short = scanner.exhausted and len(preview.rows) < limit
+    preview.more_rows = scanner.exhausted or scanner.has_more()
+    return preview
 
 
 def preview_rows(run, limit=PREVIEW_ROWS):
-    """``(header, rows, truncated)`` of the run's output, or None if it has no file.
+    """A :class:`Preview` of the run's output; ``problem`` says why when there is none.
 
-    csv.reader pulls buffered chunks as it goes, so a 10 GB file costs what 51 rows do.
+    Never raises: the run page must open whatever became of the file.
     """
     if not run.output:
-        return None
+        return Preview(problem="This run has no output file.")
     try:
-        file = default_storage.open(run.output.name, "rb")
+        with default_storage.open(run.output.name, "rb") as file:
+            return read_preview(file, limit=limit)
     except FileNotFoundError:
-        return None
-    with file, io.TextIOWrapper(file, encoding="utf-8", newline="") as text:
-        rows = list(islice(csv.reader(text), limit + 2))
-    if not rows:
-        return [], [], False
-    header, body = rows[0], rows[1:]
-    return header, body[:limit], len(body) > limit
+        return Preview(
+            problem=f"The output file {run.output.name} is missing from storage "
+            "(deleted or moved); the run's record is all that is left."
+        )
+    except Exception as error:
+        logger.exception("preview of run %s failed", run.pk)
+        return Preview(problem=f"The output file could not be read: {error}")

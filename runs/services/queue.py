@@ -32,24 +32,30 @@ def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
+class QueueFull(Exception):
+    """The report has as many runs waiting as it may; ``str()`` says so to the user."""
+
+
 def request_run(report, trigger, *, requested_by=None, idempotency_key=""):
-    """Queue a run on request; returns ``(run, created)``.
+    """Queue a run on request (API, admin); returns ``(run, created)``.
 
     With an idempotency key, a repeat for the same report within 24 hours returns the
-    run the first request queued instead of queuing another.
+    run the first request queued instead of queuing another. A report that already has
+    ``REPORT_MAX_QUEUED_RUNS`` runs waiting gets no more: :class:`QueueFull`. Requests
+    for one report take turns on its row lock, so concurrent ones cannot overshoot.
     """
-    if not idempotency_key:
-        return enqueue_run(report, trigger, requested_by=requested_by), True
     with transaction.atomic():
-        earlier = (
-            Run.objects.select_for_update()
-            .filter(report=report, idempotency_key=idempotency_key)
-            .first()
-        )
-        if earlier is not None:
-            if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
-                return earlier, False
-            Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired: free it
+        # SQLite has no row locks; its IMMEDIATE transactions already take turns.
+        list(Report.objects.select_for_update().filter(pk=report.pk).values_list("pk"))
+        if idempotency_key:
+            earlier = Run.objects.filter(report=report, idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
+                    return earlier, False
+                Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired
+        _check_queue_room(report)
+        if not idempotency_key:
+            return enqueue_run(report, trigger, requested_by=requested_by), True
         try:
             with transaction.atomic():
                 run = Run.objects.create(
@@ -61,6 +67,19 @@ def request_run(report, trigger, *, requested_by=None, idempotency_key=""):
         except IntegrityError:  # a concurrent request with the same key got there first
             return Run.objects.get(report=report, idempotency_key=idempotency_key), False
     return run, True
+
+
+def _check_queue_room(report):
+    limit = settings.REPORT_MAX_QUEUED_RUNS
+    if not limit:
+        return
+    waiting = Run.objects.filter(report=report, status=RunStatus.QUEUED)[:limit].count()
+    if waiting >= limit:
+        raise QueueFull(
+            f"Report '{report.slug}' already has {waiting} runs waiting in the queue, the "
+            "most one report may have (REPORT_MAX_QUEUED_RUNS). Queue another once one "
+            "of them has started."
+        )
 
 
 def record_scheduled_fire(report_id, scheduled_for):

@@ -11,11 +11,17 @@ from runs.services.runner import fail_run, remove_partial_files
 logger = logging.getLogger(__name__)
 
 
-def fail_lost_runs(lost_after_seconds):
-    """Fail running runs without a heartbeat for ``lost_after_seconds``; return them."""
+def fail_lost_runs(lost_after_seconds, *, exclude_ids=()):
+    """Fail running runs without a heartbeat for ``lost_after_seconds``; return them.
+
+    ``exclude_ids``: runs the caller is executing itself, alive whatever their heartbeat
+    says (it may not have reached the database yet).
+    """
     cutoff = timezone.now() - timedelta(seconds=lost_after_seconds)
     lost = []
     stale = Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
+    if exclude_ids:
+        stale = stale.exclude(pk__in=exclude_ids)
     for run in stale.select_related("report"):
         last_seen = run.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         error = (

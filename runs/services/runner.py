@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from reports.datasources import connection_for_source
@@ -86,29 +86,85 @@ def execute_run(run):
     return True
 
 
-def fail_run(run, error, **fields):
-    """Record a failure of a queued or running run and queue its retry, if any."""
-    failed = transition_run(run, RunStatus.FAILED, error=error, **fields)
+def fail_run(run, error, *, stop_waiting=None, **fields):
+    """Record a failure of a queued or running run and queue its retry, if any.
+
+    ``stop_waiting``: see :func:`record_outcome`.
+    """
+    failed = record_outcome(run, RunStatus.FAILED, stop_waiting=stop_waiting, error=error, **fields)
     if failed:
         schedule_retry(run)
     return failed
 
 
-def perform_run(run):
+RECORD_BACKOFF_MAX_SECONDS = 5
+
+
+def record_outcome(run, status, *, stop_waiting=None, **fields):
+    """``transition_run`` to a final status; with ``stop_waiting`` (an Event), waiting
+    out a lost database connection until the database answers or the event is set.
+
+    A restart of the database server ends every session, the one that records a run's
+    outcome too. Each failed attempt closes the connection, waits (0.5 s, doubling up to
+    5 s) and tries again: the run records what happened to it (the database's own
+    message) as soon as the database is back, instead of staying running until recovery
+    calls its live worker lost. An attempt whose update was applied but whose answer
+    was lost is recognised by its ``finished_at``.
+    """
+    fields.setdefault("finished_at", timezone.now())
+    delay, attempts = 0.5, 0
+    while True:
+        try:
+            changed = transition_run(run, status, **fields)
+            break
+        except (OperationalError, InterfaceError) as error:
+            if stop_waiting is None or stop_waiting.is_set():
+                raise
+            attempts += 1
+            logger.warning(
+                "run %s: cannot record that it %s yet (%s); retrying in %.1f s",
+                run.pk,
+                status,
+                str(error).strip().partition("\n")[0],
+                delay,
+            )
+            connections["default"].close()
+            stop_waiting.wait(delay)
+            delay = min(delay * 2, RECORD_BACKOFF_MAX_SECONDS)
+    if changed or not attempts:
+        return changed
+    applied = Run.objects.filter(
+        pk=run.pk, status=status, finished_at=fields["finished_at"]
+    ).exists()
+    if applied:
+        run.status = status
+        for name, value in fields.items():
+            setattr(run, name, value)
+    return applied
+
+
+def perform_run(run, *, stop_waiting=None):
     """Execute a run this process has claimed (status running) and record the outcome.
 
     A failed run keeps no output file, not even a partial one. The run records the
-    statement it executed (the report's SQL as it was when the run started).
+    statement it executed (the report's SQL as it was when the run started). If the
+    database connection is lost, recording the outcome waits for the database to be
+    back until ``stop_waiting`` (an Event) is set; without one it waits indefinitely.
     """
+    stop_waiting = stop_waiting or threading.Event()
     report = run.report
     try:
         connection = connection_for_source(report.data_source)
     except KeyError:
-        return fail_run(run, f"Unknown data source '{report.data_source}': it is not configured.")
+        return fail_run(
+            run,
+            f"Unknown data source '{report.data_source}': it is not configured.",
+            stop_waiting=stop_waiting,
+        )
     try:
         statement = read_only_statement(report.sql, connection.vendor)
     except ReportSQLError as error:
-        return fail_run(run, str(error))
+        return fail_run(run, str(error), stop_waiting=stop_waiting)
     file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
     try:
         output_name, result = _export_to_storage(
@@ -116,14 +172,20 @@ def perform_run(run):
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return fail_run(run, str(error), sql=statement)
+        return fail_run(run, str(error), sql=statement, stop_waiting=stop_waiting)
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
-        return fail_run(run, f"Internal error ({type(error).__name__}): {error}", sql=statement)
+        return fail_run(
+            run,
+            f"Internal error ({type(error).__name__}): {error}",
+            sql=statement,
+            stop_waiting=stop_waiting,
+        )
     try:
-        succeeded = transition_run(
+        succeeded = record_outcome(
             run,
             RunStatus.SUCCEEDED,
+            stop_waiting=stop_waiting,
             sql=statement,
             output=output_name,
             row_count=result.row_count,

@@ -40,6 +40,10 @@ class Periodic:
             return True
         return False
 
+    def postpone(self, until):
+        """Not due before ``until``."""
+        self._next = max(self._next, until)
+
 
 class Worker:
     def __init__(self, *, concurrency=None):
@@ -47,6 +51,7 @@ class Worker:
         self.host = socket.gethostname()
         self.name = f"{self.host}:{os.getpid()}"
         self._stop = threading.Event()
+        self._giving_up = threading.Event()  # past the shutdown grace time
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
         # Notifications wait on mail servers and webhooks: never in the run slots, and
@@ -90,6 +95,11 @@ class Worker:
             except DatabaseError as error:
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
                 logger.warning("database unavailable (%s); retrying in %.1f s", error, backoff)
+                # Every worker's heartbeats went stale with the database: call none
+                # lost before they have had WORKER_LOST_AFTER_SECONDS to beat again.
+                self._recovery.postpone(
+                    time.monotonic() + backoff + settings.WORKER_LOST_AFTER_SECONDS
+                )
                 connections.close_all()
                 self._stop.wait(backoff)
                 continue
@@ -109,7 +119,8 @@ class Worker:
         if self._heartbeat.due(now):
             self._beat()
         if self._recovery.due(now):
-            for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS):
+            own = [run.pk for run in self._running_runs()]  # alive: this worker runs them
+            for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS, exclude_ids=own):
                 self._notifier.submit(run)
         if self._leadership.due(now):
             self._lead()
@@ -127,6 +138,7 @@ class Worker:
             self._touch_active_runs()
             time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
         left = self._running_runs()
+        self._giving_up.set()  # a slot still waiting for the database stops waiting
         if left:
             abandon_runs(
                 left,
@@ -225,7 +237,7 @@ class Worker:
 
     def _execute(self, run):
         try:
-            perform_run(run)
+            perform_run(run, stop_waiting=self._giving_up)
             self._notifier.submit(run)
         except Exception:
             logger.exception("run %s could not be recorded", run.pk)

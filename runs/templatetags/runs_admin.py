@@ -22,3 +22,26 @@ def status_badge(status, label=None):
     if not status:
         return mark_safe('<span class="rs-badge rs-none">never run</span>')
     return format_html('<span class="rs-badge rs-{}">{}</span>', status, label or status)
+
+
+@register.simple_tag
+def preview_cell(cell, tag="td"):
+    """One value of a run preview: NULL marked as such, long values cut with their length."""
+    if cell.is_null:
+        return format_html(
+            '<{} class="rs-null"><span class="rs-null-mark" title="NULL (no value)">NULL</span>'
+            "</{}>",
+            tag,
+            tag,
+        )
+    if not cell.complete:
+        note = f"… (more than {cell.length:,} characters; the preview stops here)"
+    elif cell.truncated:
+        note = f"… ({cell.length:,} characters)"
+    else:
+        note = ""
+    if note:
+        return format_html('<{}>{}<span class="rs-cut">{}</span></{}>', tag, cell.text, note, tag)
+    if not cell.text:
+        return format_html('<{} class="rs-empty" title="empty string"></{}>', tag, tag)
+    return format_html("<{}>{}</{}>", tag, cell.text, tag)
