@@ -276,9 +276,12 @@ class SQLiteCursorExporter:
             raise ExportFailed(guard.message(error.__cause__ or error)) from error
         finally:
             watchdog.cancel()
-            raw_connection.set_progress_handler(None, 0)
-            raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length_limit)
-            raw_connection.execute("PRAGMA query_only = OFF")
+            # An interrupt that lands during the rollback makes Django close the
+            # connection: then there is nothing left to restore.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                raw_connection.set_progress_handler(None, 0)
+                raw_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length_limit)
+                raw_connection.execute("PRAGMA query_only = OFF")
         return row_count
 
 
@@ -286,11 +289,14 @@ class SQLiteCursorExporter:
 def _authorized(raw_connection, guard):
     """The driver prepares one statement only; the guard lets it read and nothing else
     (set inside the transaction: BEGIN and COMMIT are not the report's)."""
+    import sqlite3
+
     raw_connection.set_authorizer(guard)
     try:
         yield
     finally:
-        raw_connection.set_authorizer(None)
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed after an interrupt
+            raw_connection.set_authorizer(None)
 
 
 def _csv_line(values, field):
