@@ -316,11 +316,19 @@ def test_run_filters(report, succeeded, viewer):
     stamp = cutoff.isoformat().replace("+00:00", "Z")
     assert ids(f"created_after={stamp}") == {queued.pk}
     assert ids(f"created_before={stamp}") == {succeeded.pk, failed.pk}
+    # ISO 8601 offsets beyond PostgreSQL's ±15:59 compare in UTC instead of failing.
+    far = cutoff.astimezone(timezone.get_fixed_timezone(21 * 60 + 58))
+    assert ids(f"created_after={far.isoformat().replace('+', '%2B')}") == {queued.pk}
+    assert ids("created_before=7542-06-13T20:04:27-21:58") == {succeeded.pk, failed.pk, queued.pk}
 
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("status=bogus", "status"), ("created_after=yesterday", "created_after")],
+    [
+        ("status=bogus", "status"),
+        ("created_after=yesterday", "created_after"),
+        ("created_before=9999-12-31T23:59:59-23:59", "created_before"),
+    ],
 )
 def test_invalid_filters_get_400(viewer, query, field):
     response = viewer.get(f"/api/runs/?{query}")
