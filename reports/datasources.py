@@ -25,6 +25,18 @@ SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 DEMO_SCHEMA = "demo"
 DEMO_ROLE_SUFFIX = "_demo_reader"
 CONNECT_TIMEOUT_SECONDS = 10
+# Connection parameters the demo source shares with the service's connection (TLS,
+# application name, ...); never a role the service would switch to.
+SHARED_CONNECTION_OPTIONS = (
+    "application_name",
+    "connect_timeout",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "target_session_attrs",
+)
 TCP_KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 30,
@@ -78,7 +90,14 @@ def demo_source_database(service_database, var_dir, secret_key):
         **{key: service_database[key] for key in ("ENGINE", "NAME", "HOST", "PORT")},
         "USER": demo_role_name(service_database),
         "PASSWORD": demo_role_password(secret_key),
-        "OPTIONS": {"options": f"-c search_path={DEMO_SCHEMA}"},
+        "OPTIONS": {
+            **{
+                key: value
+                for key, value in service_database.get("OPTIONS", {}).items()
+                if key in SHARED_CONNECTION_OPTIONS
+            },
+            "options": f"-c search_path={DEMO_SCHEMA}",
+        },
         # Tests: the same test database as the service, reached as the demo role.
         "TEST": {"MIRROR": "default"},
     }

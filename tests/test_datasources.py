@@ -49,7 +49,14 @@ def test_bad_source_name_is_refused():
 
 
 def test_the_postgres_demo_source_is_a_reader_role_of_its_own_in_the_demo_schema():
-    demo = databases({})["reporting_default"]
+    service = {
+        **SERVICE_DATABASE,
+        "OPTIONS": {"application_name": "web", "sslmode": "require", "assume_role": "app"},
+    }
+    demo = databases({}, service=service)["reporting_default"]
+    assert demo["OPTIONS"]["application_name"] == "web"
+    assert demo["OPTIONS"]["sslmode"] == "require"
+    assert "assume_role" not in demo["OPTIONS"]  # never the service's role
     assert demo["USER"] == "app_demo_reader" != SERVICE_DATABASE["USER"]
     assert demo["PASSWORD"] == demo_role_password("key") != ""
     assert (demo["HOST"], demo["NAME"]) == ("db", "app")
