@@ -21,10 +21,11 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py seed_demo
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
-## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL)
+## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL),
+## in parallel test processes, each with databases of its own
 test: export SECRET_KEY ?= insecure-test-key
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

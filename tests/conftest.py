@@ -90,12 +90,13 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings():
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """In-process tests close connections after each unit of work.
 
     Scheduler threads come and go within a test; a persistent connection left behind
     by one would keep PostgreSQL from dropping the test database at the end. Worker
-    processes started by tests keep the default (persistent) setting.
+    processes started by tests keep the default (persistent) setting. Under
+    pytest-xdist each test process gets databases of its own (the suffix fixture).
     """
     for database in settings.DATABASES.values():
         database["CONN_MAX_AGE"] = 0

@@ -23,7 +23,11 @@ from runs.services.runner import perform_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, default_source_as, postgres_only
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    # Cluster-wide roles and the sandbox database: one test process at a time.
+    pytest.mark.xdist_group("postgres-cluster"),
+]
 
 PWNED = Path("/tmp") / f"reportsvc-pwned-{uuid.uuid4().hex}"
 SANDBOX_DATABASE = "reportsvc_sandbox_test"

@@ -18,7 +18,11 @@ from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import default_source_as, postgres_only, sqlite_only
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    # Cluster-wide roles and the sandbox database: one test process at a time.
+    pytest.mark.xdist_group("postgres-cluster"),
+]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

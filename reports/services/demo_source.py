@@ -10,6 +10,7 @@ demo data is written through the service's own connection, which owns the schema
 import contextlib
 import logging
 import re
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
@@ -47,31 +48,40 @@ def provision_demo_source(using="default"):
     if not is_demo_source(DEFAULT_SOURCE) or service.vendor != "postgresql":
         return False
     role, password = _demo_role()
-    try:
-        with transaction.atomic(using=using), service.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
-            verb = "ALTER" if cursor.fetchone() else "CREATE"
-            # Never more than reading: no superuser, no inheritance, no other databases'
-            # secrets (it is granted nothing outside the demo schema).
-            cursor.execute(
-                f'{verb} ROLE "{role}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
-                "NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD %s",
-                [password],
-            )
-            cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{DEMO_SCHEMA}"')
-            cursor.execute(f'GRANT USAGE ON SCHEMA "{DEMO_SCHEMA}" TO "{role}"')
-            cursor.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{DEMO_SCHEMA}" TO "{role}"')
-            cursor.execute(
-                f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{DEMO_SCHEMA}" '
-                f'GRANT SELECT ON TABLES TO "{role}"'
-            )
-    except DatabaseError as error:
-        raise DemoSourceUnavailable(
-            f"Could not create the demo source's role '{role}' ({error}). Set "
-            "REPORTING_DATABASE_URL to a read-only role (README: Security), or let the "
-            "service's database user create roles."
-        ) from error
+    # Roles are cluster-wide: two processes migrating side by side (parallel tests, two
+    # deploys) may race to create or alter the same role. The loser tries again.
+    for attempt in range(3):
+        try:
+            _create_demo_schema_and_role(service, using, role, password)
+            break
+        except DatabaseError as error:
+            if attempt == 2:
+                raise DemoSourceUnavailable(
+                    f"Could not create the demo source's role '{role}' ({error}). Set "
+                    "REPORTING_DATABASE_URL to a read-only role (README: Security), or let "
+                    "the service's database user create roles."
+                ) from error
+            time.sleep(0.2 * (attempt + 1))
     return True
+
+
+def _create_demo_schema_and_role(service, using, role, password):
+    with transaction.atomic(using=using), service.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+        verb = "ALTER" if cursor.fetchone() else "CREATE"
+        # Never more than reading: no superuser, no inheritance, nothing granted outside
+        # the demo schema.
+        cursor.execute(
+            f'{verb} ROLE "{role}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+            "NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD %s",
+            [password],
+        )
+        cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{DEMO_SCHEMA}"')
+        cursor.execute(f'GRANT USAGE ON SCHEMA "{DEMO_SCHEMA}" TO "{role}"')
+        cursor.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{DEMO_SCHEMA}" TO "{role}"')
+        cursor.execute(
+            f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{DEMO_SCHEMA}" GRANT SELECT ON TABLES TO "{role}"'
+        )
 
 
 @contextlib.contextmanager
