@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+# Runtime dependencies first (no test tools): rebuilt only when requirements.txt changes.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

@@ -7,9 +7,9 @@ PORT ?= 8000
 
 .PHONY: run test lint format bench clean
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 ## run: install, migrate, seed demo data, then web server + worker (Ctrl-C stops both)

