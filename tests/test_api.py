@@ -376,6 +376,31 @@ def test_download_answers_304_to_a_matching_etag(succeeded, viewer):
     assert changed.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ('W/"{sha}"', 304),  # If-None-Match compares weakly (RFC 9110 13.1.2)
+        ('"old", W/"{sha}"', 304),
+        ('"old",W/"other", "{sha}"', 304),
+        ("*", 304),
+        ('W/"old", "other"', 200),
+        ('W/"{sha}x"', 200),
+        ("{sha}", 200),  # not an entity tag: unquoted
+        ('w/"{sha}"', 200),  # the weak prefix is case-sensitive
+        ('"' + "a" * 10_000 + '"', 200),
+    ],
+)
+def test_if_none_match_uses_the_weak_comparison(succeeded, viewer, if_none_match, status):
+    header = if_none_match.replace("{sha}", succeeded.output_sha256)
+    response = viewer.get(f"/api/runs/{succeeded.pk}/download/", HTTP_IF_NONE_MATCH=header)
+    assert response.status_code == status
+    assert response["ETag"] == f'"{succeeded.output_sha256}"'
+    if status == 304:
+        assert response.content == b""
+    latest = viewer.get("/api/reports/numbers/latest.csv", HTTP_IF_NONE_MATCH=header)
+    assert latest.status_code == status
+
+
 def test_download_is_409_while_there_is_no_output(report, viewer):
     queued = enqueue_run(report, "api")
     response = viewer.get(f"/api/runs/{queued.pk}/download/")
