@@ -223,9 +223,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Reports, their runs, on-demand triggers and CSV downloads.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The schema and its UI are public: they describe the API, they hold no data.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-    "SERVE_AUTHENTICATION": [],
+    # Like everything under /api/: a token or the admin session (README, REST API).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_AUTHENTICATION": None,  # DEFAULT_AUTHENTICATION_CLASSES
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -449,9 +449,16 @@ def test_latest_csv_is_the_newest_successful_output(report, viewer):
 # --- schema, docs, health ---------------------------------------------------------------
 
 
-def test_schema_is_valid_and_public(capsys):
+def test_schema_is_valid_and_needs_a_login_like_the_rest_of_the_api(capsys, viewer):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
-    response = client_for().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    anonymous = client_for().get("/api/schema/")
+    assert anonymous.status_code == 401
+    assert anonymous["WWW-Authenticate"] == "Token"
+    assert b"Authentication credentials were not provided." in anonymous.content
+    wrong = client_for()
+    wrong.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert wrong.get("/api/schema/").status_code == 401
+    response = viewer.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {
@@ -466,8 +473,19 @@ def test_schema_is_valid_and_public(capsys):
     assert "409" in paths["/api/runs/{id}/download/"]["get"]["responses"]
 
 
-def test_swagger_ui_uses_local_assets():
-    response = client_for().get("/api/docs/")
+def test_swagger_ui_sends_anonymous_people_to_the_admin_login(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/api/docs/"
+    # A token is for API clients; the page itself is for people with a session.
+    token_only = client_for(make_user("api-only", "view")).get("/api/docs/")
+    assert token_only.status_code == 302
+
+
+def test_swagger_ui_and_its_schema_work_with_the_admin_session(client):
+    client.force_login(make_user("ops", "view", staff=True))
+    assert client.get("/api/schema/").status_code == 200
+    response = client.get("/api/docs/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in html
