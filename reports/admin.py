@@ -16,6 +16,7 @@ from reports.services.sql_check import sql_problem
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from runs.models import Run, RunStatus, RunTrigger
+from runs.selectors import latest_successful_run_id
 from runs.services.queue import request_run
 from runs.templatetags.runs_admin import status_badge
 
@@ -144,7 +145,7 @@ class ReportAdmin(admin.ModelAdmin):
                 last_run_started=_newest("started_at"),
                 last_run_finished=_newest("finished_at"),
                 last_run_rows=_newest("row_count"),
-                last_success_id=_newest("pk", status=RunStatus.SUCCEEDED),
+                last_success_id=latest_successful_run_id(),
             )
         )
 

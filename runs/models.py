@@ -97,6 +97,12 @@ class Run(models.Model):
                 condition=models.Q(status="running"),
                 name="run_running_idx",
             ),
+            # The latest successful run of each report (runs.selectors): newest finish.
+            models.Index(
+                fields=["report", "-finished_at", "-id"],
+                condition=models.Q(status="succeeded"),
+                name="run_report_success_idx",
+            ),
             models.Index(
                 fields=["requested_by"],
                 condition=models.Q(requested_by__isnull=False),

@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.selectors import latest_successful_run
 from runs.services.queue import enqueue_run
-from runs.services.runner import run_report_now
-from tests.api_helpers import make_user
+from runs.services.runner import execute_run, run_report_now
+from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -253,6 +254,41 @@ def test_admin_index_shows_worker_status(admin_client, reports):
     assert "<th>Queued runs</th><td>1</td>" in html
     assert "box:42" in html and "scheduler" in html
     assert '?status__exact=failed">1</a>' in html  # the broken report failed today
+
+
+def test_admin_and_api_agree_on_the_latest_successful_run(admin_client):
+    """A retry finishing after a later manual run holds the newest output for both."""
+    report = Report.objects.create(
+        name="Retried",
+        slug="retried",
+        sql="SELECT * FROM missing_table",
+        schedule="0 6 * * *",
+        max_retries=1,
+    )
+    first = enqueue_run(report, "schedule", scheduled_for=timezone.now())
+    execute_run(first)
+    retry = Run.objects.get(retry_of=first, status=RunStatus.QUEUED)
+    report.sql = "SELECT 'manual' AS made_by"
+    report.save()
+    manual = enqueue_run(report, "manual")  # queued after the retry...
+    execute_run(manual)
+    report.sql = "SELECT 'retry' AS made_by"
+    report.save()
+    execute_run(Run.objects.get(pk=retry.pk))  # ...which finishes last
+    manual.refresh_from_db()
+    retry.refresh_from_db()
+    assert manual.status == retry.status == RunStatus.SUCCEEDED, (manual.error, retry.error)
+    assert manual.queued_at > retry.queued_at and retry.finished_at > manual.finished_at
+    assert manual.output_sha256 != retry.output_sha256
+
+    assert latest_successful_run(report) == retry
+    html = admin_client.get("/admin/reports/report/?q=retried").content.decode()
+    assert f'href="/api/runs/{retry.pk}/download/"' in html
+    assert f'href="/api/runs/{manual.pk}/download/"' not in html
+    api = client_for(make_user("reader", "view"))
+    response = api.get("/api/reports/retried/latest.csv")
+    assert response["ETag"] == f'"{retry.output_sha256}"'
+    assert b"".join(response.streaming_content) == b"made_by\nretry\n"
 
 
 def test_migrations_match_the_models():
