@@ -128,7 +128,7 @@ class Run(models.Model):
         ]
 
     def __str__(self):
-        return f"Run {self.pk} of {self.report_id} ({self.status})"
+        return f"Run {self.pk} of {self.report.name} ({self.status})"
 
     @property
     def duration_seconds(self):

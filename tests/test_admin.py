@@ -256,6 +256,17 @@ def test_admin_index_shows_worker_status(admin_client, reports):
     assert '?status__exact=failed">1</a>' in html  # the broken report failed today
 
 
+def test_runs_are_named_after_their_report(admin_client, reports):
+    daily, _ = reports
+    run = daily.runs.get()
+    assert str(run) == f"Run {run.pk} of Daily revenue (succeeded)"
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert (
+        f"<title>Run {run.pk} of Daily revenue (succeeded) | View run | reportsvc</title>" in page
+    )
+    assert f"of {daily.pk} (" not in page
+
+
 def test_admin_and_api_agree_on_the_latest_successful_run(admin_client):
     """A retry finishing after a later manual run holds the newest output for both."""
     report = Report.objects.create(
