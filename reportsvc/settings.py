@@ -161,6 +161,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# One date and time format across the admin: "2026-11-26 09:26:44 UTC".
+FORMAT_MODULE_PATH = ["reportsvc.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
