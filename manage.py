@@ -2,6 +2,7 @@
 """Django's command-line utility for reportsvc."""
 
 import os
+import signal
 import sys
 
 
@@ -16,6 +17,12 @@ def main():
             "which `make run` creates: .venv/bin/python manage.py …"
         )
 
+    from reportsvc.localrun import use_database_of_make_run
+
+    use_database_of_make_run()
+    if sys.argv[1:2] == ["runserver"]:
+        # `make run` (honcho) stops the development server with SIGTERM: a normal stop.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as error:
