@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from reports.models import Report
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, WorkerHeartbeat
 from tests.api_helpers import make_user
 from tests.workers import WorkerProcess, process_environment
 
@@ -158,10 +158,27 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
         page.fill("#id_password", "a-long-password-1")
         page.click("input[type=submit]")
 
+        # Without a worker: the hint wraps inside the panel.
         workers = page.locator("#worker-status").bounding_box()
         recent = page.locator("#recent-actions-module").bounding_box()
-        page.screenshot(path=OUTPUT_DIR / "index.png", full_page=True)
+        page.screenshot(path=OUTPUT_DIR / "index-no-worker.png", full_page=True)
         assert abs(recent["y"] - workers["y"]) < 40  # side by side, at the top
+        assert recent["x"] >= workers["x"] + workers["width"]
+        # With one: its row stays one line high.
+        WorkerHeartbeat.objects.create(
+            name="a1b2c3d4e5f6:12345",
+            host="a1b2c3d4e5f6",
+            pid=12345,
+            version="1",
+            started_at=timezone.now(),
+            last_seen_at=timezone.now(),
+            is_leader=True,
+        )
+        page.reload()
+        row = page.locator("#worker-status tr", has_text="a1b2c3d4e5f6:12345").bounding_box()
+        page.screenshot(path=OUTPUT_DIR / "index.png", full_page=True)
+        assert row["height"] < 50, row
+        workers = page.locator("#worker-status").bounding_box()
         assert recent["x"] >= workers["x"] + workers["width"]
         expect(page.get_by_text("Django job")).to_have_count(0)
 
