@@ -2,7 +2,8 @@
 
 import hashlib
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import pytest
@@ -316,6 +317,25 @@ def test_run_filters(report, succeeded, viewer):
     stamp = cutoff.isoformat().replace("+00:00", "Z")
     assert ids(f"created_after={stamp}") == {queued.pk}
     assert ids(f"created_before={stamp}") == {succeeded.pk, failed.pk}
+
+
+def test_time_filters_take_any_offset_iso_8601_allows(report, succeeded, viewer):
+    # PostgreSQL itself refuses offsets beyond ±15:59; the filter compares in UTC.
+    queued_at = succeeded.queued_at.astimezone(UTC)
+    just_before = (queued_at - timedelta(seconds=1)).astimezone(
+        dt_timezone(-timedelta(hours=21, minutes=58))
+    )
+    for query, expected in [
+        (f"created_after={just_before.isoformat()}", [succeeded.pk]),
+        (f"created_before={just_before.isoformat()}", []),
+        ("created_before=7542-06-13T20:04:27-21:58", [succeeded.pk]),
+    ]:
+        response = viewer.get("/api/runs/", {query.split("=")[0]: query.split("=", 1)[1]})
+        assert response.status_code == 200, response.content
+        assert [run["id"] for run in response.json()["results"]] == expected
+    response = viewer.get("/api/runs/", {"created_after": "9999-12-31T23:00:00-20:00"})
+    assert response.status_code == 400
+    assert response.json() == {"created_after": ["Out of range."]}
 
 
 @pytest.mark.parametrize(
