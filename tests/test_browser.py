@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from reports.models import Report
@@ -174,6 +175,7 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
             last_seen_at=timezone.now(),
             is_leader=True,
         )
+        connections.close_all()  # the ORM here runs in Playwright's event-loop context
         page.reload()
         row = page.locator("#worker-status tr", has_text="a1b2c3d4e5f6:12345").bounding_box()
         page.screenshot(path=OUTPUT_DIR / "index.png", full_page=True)
