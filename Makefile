@@ -13,13 +13,19 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 ## run: install, migrate, seed demo data, then web server + worker (Ctrl-C stops both)
+# It remembers the databases it serves (var/make-run.env), so manage.py in another
+# terminal reaches them too. Ctrl-C reaches make, the recipe's shell and honcho;
+# honcho stops both processes and exits 130: that is a normal stop, so say so, exit 0.
 run: export DEBUG ?= 1
 run: export HOST := $(HOST)
 run: export PORT := $(PORT)
+run: export PUBLIC_BASE_URL ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 run: $(BIN)/.installed
+	$(BIN)/python -m reportsvc.localrun remember-databases
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+	@trap : INT; PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile; \
+	status=$$?; if [ $$status -eq 130 ]; then echo "Stopped."; exit 0; fi; exit $$status
 
 ## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL),
 ## in parallel test processes, each with databases of its own

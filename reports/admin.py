@@ -16,8 +16,9 @@ from reports.services.sql_check import sql_problem
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from runs.models import Run, RunStatus, RunTrigger
+from runs.selectors import latest_successful_run_id
 from runs.services.queue import QueueFull, request_run
-from runs.templatetags.runs_admin import status_badge
+from runs.templatetags.runs_admin import moment, moment_html, status_badge
 
 RECENT_RUNS = 20
 
@@ -65,6 +66,7 @@ def _newest(field, **filters):
 
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
+    empty_value_display = "—"  # the dash the other columns use
     form = ReportForm
     list_display = (
         "name",
@@ -144,7 +146,7 @@ class ReportAdmin(admin.ModelAdmin):
                 last_run_started=_newest("started_at"),
                 last_run_finished=_newest("finished_at"),
                 last_run_rows=_newest("row_count"),
-                last_success_id=_newest("pk", status=RunStatus.SUCCEEDED),
+                last_success_id=latest_successful_run_id(),
             )
         )
 
@@ -172,7 +174,7 @@ class ReportAdmin(admin.ModelAdmin):
         details = _when(when, report.timezone) if when else ""
         if report.last_run_started and report.last_run_finished:
             seconds = (report.last_run_finished - report.last_run_started).total_seconds()
-            details += f" · {seconds:.1f} s"
+            details = format_html("{} · {} s", details, f"{seconds:.1f}")
         return format_html(
             '<a href="{}">{}</a> <span class="rs-muted">{}</span>',
             url,
@@ -206,7 +208,7 @@ class ReportAdmin(admin.ModelAdmin):
             format_html_join(
                 "",
                 "<li>{}</li>",
-                ((f"{fire.astimezone(zone):%a %Y-%m-%d %H:%M %Z}",) for fire in fires),
+                ((moment(fire, zone, weekday=True),) for fire in fires),
             ),
         )
 
@@ -328,9 +330,10 @@ class ReportAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
-def _when(moment, zone_name):
+def _when(value, zone_name):
+    """A moment in the report's own zone (the one its schedule is read in)."""
     try:
         zone = ZoneInfo(zone_name)
     except (ValueError, KeyError):
-        zone = timezone.get_current_timezone()
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+        zone = None
+    return moment_html(value, zone)

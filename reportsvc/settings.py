@@ -170,6 +170,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# One date and time format across the admin: "2026-11-26 09:26:44 UTC".
+FORMAT_MODULE_PATH = ["reportsvc.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -232,9 +234,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Reports, their runs, on-demand triggers and CSV downloads.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The schema and its UI are public: they describe the API, they hold no data.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-    "SERVE_AUTHENTICATION": [],
+    # Like everything under /api/: a token or the admin session (README, REST API).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_AUTHENTICATION": None,  # DEFAULT_AUTHENTICATION_CLASSES
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -24,7 +25,14 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/reports/<slug:slug>/latest.csv", latest_csv, name="report-latest-csv"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # A browser page: people without a session log in to the admin first.
+    path(
+        "api/docs/",
+        login_required(
+            SpectacularSwaggerView.as_view(url_name="api-schema"), login_url="admin:login"
+        ),
+        name="api-docs",
+    ),
     path("api/", include(router.urls)),
 ]
 

@@ -1,12 +1,16 @@
+from zoneinfo import ZoneInfo
+
 from django.contrib import admin
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.permissions import can_change_reports
 from reports.targets import shown_target
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
-from runs.templatetags.runs_admin import status_badge
+from runs.templatetags.runs_admin import first_line, moment, moment_html, status_badge
 
 
 def human_bytes(size):
@@ -19,24 +23,32 @@ def human_bytes(size):
     return ""
 
 
+# The scheduler's job store is internal: reports show their schedule and next run, runs
+# show every fire. Its admin would offer Add/Change (and running jobs in the web process).
+for _model in (DjangoJob, DjangoJobExecution):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
+    empty_value_display = "—"  # the dash the other columns use
+    # Fits 1400 px with the navigation sidebar and the filters open: the trigger and
+    # fire time sit under the report, the worker is on the run's page.
     list_display = (
         "id",
-        "report",
+        "report_and_trigger",
         "badge",
-        "trigger",
-        "scheduled_for",
-        "started_at",
+        "started",
         "duration",
         "rows",
         "size",
-        "worker",
+        "error_summary",
     )
     list_display_links = ("id", "badge")
     list_filter = ("status", "trigger", "report", ("queued_at", admin.DateFieldListFilter))
     list_select_related = ("report",)
-    search_fields = ("=id", "report__slug", "error")
+    search_fields = ("=id", "report__slug", "error", "worker")
     ordering = ("-queued_at", "-id")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # counting facets over millions of runs is slow
@@ -45,10 +57,18 @@ class RunAdmin(admin.ModelAdmin):
         (None, {"fields": ("report", "badge", "trigger", "attempt", "retry_of", "download")}),
         (
             "Timing",
-            {"fields": ("scheduled_for", "queued_at", "started_at", "finished_at", "duration")},
+            {
+                "fields": (
+                    "scheduled_for_moment",
+                    "queued_at_moment",
+                    "started_at_moment",
+                    "finished_at_moment",
+                    "duration",
+                )
+            },
         ),
         ("Result", {"fields": ("rows", "size", "output_sha256", "error_block", "sql_block")}),
-        ("Where", {"fields": ("worker", "heartbeat_at", "requested_by")}),
+        ("Where", {"fields": ("worker", "heartbeat_at_moment", "requested_by")}),
         ("Notifications", {"fields": ("deliveries_table",)}),
     )
     readonly_fields = (
@@ -58,10 +78,10 @@ class RunAdmin(admin.ModelAdmin):
         "attempt",
         "retry_of",
         "download",
-        "scheduled_for",
-        "queued_at",
-        "started_at",
-        "finished_at",
+        "scheduled_for_moment",
+        "queued_at_moment",
+        "started_at_moment",
+        "finished_at_moment",
         "duration",
         "rows",
         "size",
@@ -69,10 +89,13 @@ class RunAdmin(admin.ModelAdmin):
         "error_block",
         "sql_block",
         "worker",
-        "heartbeat_at",
+        "heartbeat_at_moment",
         "requested_by",
         "deliveries_table",
     )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("report")
 
     def has_add_permission(self, request):
         return False
@@ -86,6 +109,68 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="Status", ordering="status")
     def badge(self, run):
         return status_badge(run.status)
+
+    @admin.display(description="Report", ordering="report__name")
+    def report_and_trigger(self, run):
+        when = format_html(" · {}", moment_html(run.scheduled_for)) if run.scheduled_for else ""
+        return format_html(
+            '{}<br><span class="rs-muted">{}{}</span>',
+            run.report.name,
+            run.get_trigger_display(),
+            when,
+        )
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, run):
+        return moment_html(run.started_at)
+
+    @admin.display(description="Error")
+    def error_summary(self, run):
+        if not run.error:
+            return ""
+        return format_html(
+            '<span class="rs-error-line" title="{}">{}</span>',
+            first_line(run.error, 500),
+            first_line(run.error),
+        )
+
+    @admin.display(description="Scheduled for")
+    def scheduled_for_moment(self, run):
+        return self._moment_with_report_zone(run, run.scheduled_for)
+
+    @admin.display(description="Queued at")
+    def queued_at_moment(self, run):
+        return moment(run.queued_at)
+
+    @admin.display(description="Started at")
+    def started_at_moment(self, run):
+        return moment(run.started_at)
+
+    @admin.display(description="Finished at")
+    def finished_at_moment(self, run):
+        return moment(run.finished_at)
+
+    @admin.display(description="Heartbeat at")
+    def heartbeat_at_moment(self, run):
+        return moment(run.heartbeat_at)
+
+    @staticmethod
+    def _moment_with_report_zone(run, value):
+        """The fire time in the admin's zone, like the other times on the page, and in
+        the report's own zone (the one its schedule is read in) when that differs."""
+        if value is None:
+            return "— (not a scheduled run)"
+        shown = moment(value)
+        try:
+            zone = ZoneInfo(run.report.timezone)
+        except (ValueError, KeyError):
+            return shown
+        here = timezone.get_current_timezone()
+        if value.astimezone(zone).utcoffset() == value.astimezone(here).utcoffset():
+            return shown
+        return format_html(
+            '{} <span class="rs-muted">({} in {})</span>', shown, moment(value, zone), zone.key
+        )
 
     @admin.display(description="Duration")
     def duration(self, run):
@@ -155,7 +240,15 @@ class RunAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_leader", "running_runs", "last_seen_at", "started_at", "version")
+    list_display = ("name", "is_leader", "running_runs", "last_seen", "started", "version")
+
+    @admin.display(description="Last seen", ordering="last_seen_at")
+    def last_seen(self, beat):
+        return moment_html(beat.last_seen_at)
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, beat):
+        return moment_html(beat.started_at)
 
     def has_add_permission(self, request):
         return False

@@ -66,19 +66,18 @@ class RunCursorPagination(CursorPagination):
 
 
 class UTCIsoDateTimeField(IsoDateTimeField):
-    """ISO 8601 allows offsets up to ±23:59, PostgreSQL only ±15:59: compare in UTC."""
+    """An ISO 8601 moment, in UTC: PostgreSQL refuses the offsets beyond ±15:59 that
+    ISO 8601 (and Python) allow, e.g. ``-21:58``."""
 
     def to_python(self, value):
-        moment = super().to_python(value)
-        if moment is None:
-            return None
+        value = super().to_python(value)
         try:
-            return moment.astimezone(UTC)
+            return value.astimezone(UTC) if value is not None else None
         except OverflowError:
-            raise forms.ValidationError("This time is out of range.") from None
+            raise forms.ValidationError("Out of range.", code="invalid") from None
 
 
-class UTCIsoDateTimeFilter(filters.IsoDateTimeFilter):
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UTCIsoDateTimeField
 
 
@@ -86,10 +85,10 @@ class RunFilter(filters.FilterSet):
     report = filters.CharFilter(field_name="report__slug", help_text="Report slug.")
     status = filters.ChoiceFilter(choices=RunStatus.choices)
     trigger = filters.ChoiceFilter(choices=RunTrigger.choices)
-    created_after = UTCIsoDateTimeFilter(
+    created_after = UTCDateTimeFilter(
         field_name="queued_at", lookup_expr="gte", help_text="Queued at or after (ISO 8601)."
     )
-    created_before = UTCIsoDateTimeFilter(
+    created_before = UTCDateTimeFilter(
         field_name="queued_at", lookup_expr="lt", help_text="Queued before (ISO 8601)."
     )
 

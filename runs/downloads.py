@@ -24,7 +24,10 @@ def csv_download_response(request, run):
     if problem:
         return Response({"detail": problem}, status=status.HTTP_409_CONFLICT)
     etag = f'"{run.output_sha256}"'
-    if_none_match = parse_etags(request.headers.get("If-None-Match", ""))
+    # If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x".
+    if_none_match = [
+        tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))
+    ]
     if etag in if_none_match or "*" in if_none_match:
         response = HttpResponseNotModified()
         response["ETag"] = etag

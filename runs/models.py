@@ -97,6 +97,12 @@ class Run(models.Model):
                 condition=models.Q(status="running"),
                 name="run_running_idx",
             ),
+            # The latest successful run of each report (runs.selectors): newest finish.
+            models.Index(
+                fields=["report", "-finished_at", "-id"],
+                condition=models.Q(status="succeeded"),
+                name="run_report_success_idx",
+            ),
             models.Index(
                 fields=["requested_by"],
                 condition=models.Q(requested_by__isnull=False),
@@ -122,7 +128,7 @@ class Run(models.Model):
         ]
 
     def __str__(self):
-        return f"Run {self.pk} of {self.report_id} ({self.status})"
+        return f"Run {self.pk} of {self.report.name} ({self.status})"
 
     @property
     def duration_seconds(self):

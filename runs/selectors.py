@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from reports.models import REPORT_SETTINGS_FIELDS
@@ -15,15 +16,28 @@ def runs_with_report():
     return Run.objects.select_related("report", "requested_by").prefetch_related("deliveries")
 
 
-def latest_successful_run(report):
-    """The newest succeeded run of ``report`` that still has its output file record."""
+def successful_runs_newest_first():
+    """Succeeded runs that still have their output, the one that finished last first.
+
+    "Latest successful run" means this order everywhere (admin, API, latest.csv): a
+    retry that finishes after a later-queued manual run holds the newer output.
+    """
     return (
-        Run.objects.select_related("report")
-        .filter(report=report, status=RunStatus.SUCCEEDED)
+        Run.objects.filter(status=RunStatus.SUCCEEDED)
         .exclude(output="")
         .order_by("-finished_at", "-id")
-        .first()
     )
+
+
+def latest_successful_run(report):
+    """The newest succeeded run of ``report`` that still has its output file record."""
+    return successful_runs_newest_first().select_related("report").filter(report=report).first()
+
+
+def latest_successful_run_id():
+    """``latest_successful_run``'s id as a subquery, to annotate reports with it."""
+    runs = successful_runs_newest_first().filter(report=OuterRef("pk"))
+    return Subquery(runs.values("pk")[:1])
 
 
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")

@@ -26,6 +26,14 @@ def outputs_dir(settings, tmp_path):
     return Path(settings.MEDIA_ROOT)
 
 
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    """Files the service keeps beside its database (the admin password) go to a temp folder."""
+    settings.VAR_DIR = tmp_path / "var"
+    settings.VAR_DIR.mkdir()
+    return settings.VAR_DIR
+
+
 @pytest.fixture
 def source_sql():
     """Run SQL in the default (demo) data source as its owner: reports only read it."""

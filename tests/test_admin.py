@@ -1,6 +1,9 @@
 """The Django admin as the ops UI: lists, filters, run-now, report and run pages."""
 
-from datetime import timedelta
+import html as html_module
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -9,9 +12,12 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.selectors import latest_successful_run
 from runs.services.queue import enqueue_run
-from runs.services.runner import run_report_now
-from tests.api_helpers import make_user
+from runs.services.runner import execute_run, run_report_now
+from runs.services.transitions import transition_run
+from runs.templatetags.runs_admin import moment
+from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -250,9 +256,157 @@ def test_admin_index_shows_worker_status(admin_client, reports):
     )
     html = admin_client.get("/admin/").content.decode()
     assert 'id="worker-status"' in html
-    assert "<th>Queued runs</th><td>1</td>" in html
+    assert '<th scope="row">Queued runs</th><td>1</td>' in html
     assert "box:42" in html and "scheduler" in html
     assert '?status__exact=failed">1</a>' in html  # the broken report failed today
+
+
+def test_admin_index_keeps_recent_actions_in_the_sidebar_and_hides_scheduler_internals(
+    admin_client,
+):
+    html = admin_client.get("/admin/").content.decode()
+    main = html.index('<div id="content-main">')
+    related = html.index('<div id="content-related">')
+    assert main < html.index('id="worker-status"') < related  # heads the main column
+    assert related < html.index('id="recent-actions-module"')
+    # django-apscheduler's job store is internal: no Add/Change links to it.
+    assert "Django job" not in html and "django_apscheduler" not in html
+    for path in (
+        "/admin/django_apscheduler/djangojob/",
+        "/admin/django_apscheduler/djangojob/add/",
+    ):
+        assert admin_client.get(path).status_code == 404
+
+
+def test_runs_are_named_after_their_report(admin_client, reports):
+    daily, _ = reports
+    run = daily.runs.get()
+    assert str(run) == f"Run {run.pk} of Daily revenue (succeeded)"
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert (
+        f"<title>Run {run.pk} of Daily revenue (succeeded) | View run | reportsvc</title>" in page
+    )
+    assert f"of {daily.pk} (" not in page
+
+
+def failed_run(report, error):
+    run = enqueue_run(report, "manual")
+    transition_run(run, RunStatus.FAILED, error=error)
+    return run
+
+
+def test_runs_list_shows_the_first_line_of_a_failure(admin_client, reports):
+    daily, _ = reports
+    failed_run(daily, '\n  relation "orders" does not exist\nLINE 1: SELECT * FROM orders\n')
+    failed_run(daily, "<script>alert(1)</script> " + "x" * 10_000)
+    html = admin_client.get("/admin/runs/run/").content.decode()
+    assert ">relation &quot;orders&quot; does not exist</span>" in html
+    assert "LINE 1" not in html
+    assert "<script>alert(1)" not in html
+    shown = re.search(
+        r'class="rs-error-line" title="([^"]*)">([^<]*)</span>',
+        html[html.index("alert(1)") - 200 :],
+    )
+    cell, title = html_module.unescape(shown.group(2)), html_module.unescape(shown.group(1))
+    assert len(cell) == 100 and cell.startswith("<script>alert(1)</script> xx") and cell[-1] == "…"
+    assert len(title) == 500
+    assert html.count('class="rs-error-line"') == 3  # and the broken report's own failure
+
+
+def test_runs_list_names_the_trigger_and_fire_time_under_the_report(admin_client):
+    report = Report.objects.create(name="Nightly", slug="nightly", sql="SELECT 1")
+    fire = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    enqueue_run(report, "schedule", scheduled_for=fire)
+    html = admin_client.get("/admin/runs/run/").content.decode()
+    assert (
+        'Nightly<br><span class="rs-muted">Schedule · <span class="rs-when">2026-11-26</span> '
+        '<span class="rs-when">06:00:00 UTC</span></span>'
+    ) in html
+
+
+MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:UTC|CET|CEST)"
+
+
+def test_one_time_format_with_seconds_and_zone_across_the_admin(admin_client, reports):
+    daily, _ = reports
+    fire = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)  # 06:00 in Berlin
+    scheduled = enqueue_run(daily, "schedule", scheduled_for=fire)
+    WorkerHeartbeat.objects.create(
+        name="box:1",
+        host="box",
+        pid=1,
+        version="1",
+        started_at=timezone.now(),
+        last_seen_at=timezone.now(),
+    )
+    page = admin_client.get(f"/admin/runs/run/{scheduled.pk}/change/").content.decode()
+    assert (
+        '2026-11-26 05:00:00 UTC <span class="rs-muted">'
+        "(2026-11-26 06:00:00 CET in Europe/Berlin)</span>"
+    ) in page
+    finished = daily.runs.filter(status=RunStatus.SUCCEEDED).get()
+    page = admin_client.get(f"/admin/runs/run/{finished.pk}/change/").content.decode()
+    for label in ("Queued at", "Started at", "Finished at", "Heartbeat at"):
+        value = re.search(rf"<label>{label}:</label>\s*<div class=\"readonly\">([^<]*)<", page)
+        assert value and re.fullmatch(MOMENT, value.group(1)), (label, value)
+    pages = [
+        page,
+        admin_client.get("/admin/runs/run/").content.decode(),
+        admin_client.get("/admin/reports/report/").content.decode(),
+        admin_client.get(f"/admin/reports/report/{daily.pk}/change/").content.decode(),
+        admin_client.get("/admin/runs/workerheartbeat/").content.decode(),
+    ]
+    for html in pages:
+        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
+        assert not re.search(r"\b(?:a\.m\.|p\.m\.|noon|midnight)", text)
+        assert not re.search(r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\.? \d", text)
+        schedule_words = re.sub(r"At \d\d:\d\d", "", text)  # "At 06:00, Monday…"
+        times = re.findall(r"(?<![\d:])\d{1,2}:\d\d(?::\d\d)?(?![\d:])", schedule_words)
+        assert times and all(time.count(":") == 2 for time in times), times
+        assert re.search(MOMENT, text)
+
+
+def test_moments_carry_their_zone_in_the_hour_that_repeats():
+    berlin = ZoneInfo("Europe/Berlin")
+    first = moment(datetime(2026, 10, 25, 0, 30, tzinfo=UTC), berlin)
+    second = moment(datetime(2026, 10, 25, 1, 30, tzinfo=UTC), berlin)
+    assert (first, second) == ("2026-10-25 02:30:00 CEST", "2026-10-25 02:30:00 CET")
+    assert moment(None) == "—"
+
+
+def test_admin_and_api_agree_on_the_latest_successful_run(admin_client):
+    """A retry finishing after a later manual run holds the newest output for both."""
+    report = Report.objects.create(
+        name="Retried",
+        slug="retried",
+        sql="SELECT * FROM missing_table",
+        schedule="0 6 * * *",
+        max_retries=1,
+    )
+    first = enqueue_run(report, "schedule", scheduled_for=timezone.now())
+    execute_run(first)
+    retry = Run.objects.get(retry_of=first, status=RunStatus.QUEUED)
+    report.sql = "SELECT 'manual' AS made_by"
+    report.save()
+    manual = enqueue_run(report, "manual")  # queued after the retry...
+    execute_run(manual)
+    report.sql = "SELECT 'retry' AS made_by"
+    report.save()
+    execute_run(Run.objects.get(pk=retry.pk))  # ...which finishes last
+    manual.refresh_from_db()
+    retry.refresh_from_db()
+    assert manual.status == retry.status == RunStatus.SUCCEEDED, (manual.error, retry.error)
+    assert manual.queued_at > retry.queued_at and retry.finished_at > manual.finished_at
+    assert manual.output_sha256 != retry.output_sha256
+
+    assert latest_successful_run(report) == retry
+    html = admin_client.get("/admin/reports/report/?q=retried").content.decode()
+    assert f'href="/api/runs/{retry.pk}/download/"' in html
+    assert f'href="/api/runs/{manual.pk}/download/"' not in html
+    api = client_for(make_user("reader", "view"))
+    response = api.get("/api/reports/retried/latest.csv")
+    assert response["ETag"] == f'"{retry.output_sha256}"'
+    assert b"".join(response.streaming_content) == b"made_by\nretry\n"
 
 
 def test_migrations_match_the_models():

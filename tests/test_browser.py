@@ -8,13 +8,16 @@ is skipped, unless REQUIRE_BROWSER_TESTS=1 (CI sets it), when it fails instead.
 import csv
 import io
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
+from django.utils import timezone
 
 from reports.models import Report
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, WorkerHeartbeat
 from tests.api_helpers import make_user
 from tests.workers import WorkerProcess, process_environment
 
@@ -114,3 +117,90 @@ def test_run_a_report_from_the_admin_and_download_it(live_server, worker, monkey
     assert suggested_name.startswith("daily-revenue-by-currency_")
     assert (OUTPUT_DIR / "reports-list.png").stat().st_size > 10_000
     assert worker.stop() == 0
+
+
+def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch):
+    """The index keeps Recent actions beside the workers panel; the runs list shows
+    every column, the error included, without scrolling sideways."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from runs.services.queue import enqueue_run
+    from runs.services.transitions import transition_run
+
+    user = make_user("ops", staff=True)
+    user.is_superuser = True
+    user.set_password("a-long-password-1")
+    user.save()
+    report = Report.objects.create(
+        name="Revenue by currency and country, last 30 days", slug="wide", sql="SELECT 1"
+    )
+    for number in range(3):
+        run = enqueue_run(
+            report, "schedule", scheduled_for=timezone.now() - timedelta(hours=number)
+        )
+        transition_run(run, RunStatus.RUNNING, worker="a1b2c3d4e5f6:12345")
+        transition_run(
+            run,
+            RunStatus.FAILED,
+            error='relation "reporting.orders_by_currency_and_country" does not exist\n'
+            "LINE 1: SELECT * FROM reporting.orders_by_currency_and_country",
+        )
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(20_000)
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", "a-long-password-1")
+        page.click("input[type=submit]")
+
+        # Without a worker: the hint wraps inside the panel.
+        workers = page.locator("#worker-status").bounding_box()
+        recent = page.locator("#recent-actions-module").bounding_box()
+        page.screenshot(path=OUTPUT_DIR / "index-no-worker.png", full_page=True)
+        assert abs(recent["y"] - workers["y"]) < 40  # side by side, at the top
+        assert recent["x"] >= workers["x"] + workers["width"]
+        # With one: its row stays one line high.
+        WorkerHeartbeat.objects.create(
+            name="a1b2c3d4e5f6:12345",
+            host="a1b2c3d4e5f6",
+            pid=12345,
+            version="1",
+            started_at=timezone.now(),
+            last_seen_at=timezone.now(),
+            is_leader=True,
+        )
+        connections.close_all()  # the ORM here runs in Playwright's event-loop context
+        page.reload()
+        row = page.locator("#worker-status tr", has_text="a1b2c3d4e5f6:12345").bounding_box()
+        page.screenshot(path=OUTPUT_DIR / "index.png", full_page=True)
+        assert row["height"] < 50, row
+        workers = page.locator("#worker-status").bounding_box()
+        assert recent["x"] >= workers["x"] + workers["width"]
+        expect(page.get_by_text("Django job")).to_have_count(0)
+
+        page.goto(f"{live_server.url}/admin/runs/run/")
+        expect(page.locator("#nav-sidebar")).to_be_visible()
+        results = page.locator("#changelist-form .results")
+        overflow = results.evaluate("element => element.scrollWidth - element.clientWidth")
+        error_cell = page.locator("td.field-error_summary").first
+        expect(error_cell).to_have_text(
+            'relation "reporting.orders_by_currency_and_country" does not exist'
+        )
+        cell = error_cell.bounding_box()
+        page.screenshot(path=OUTPUT_DIR / "runs-list.png", full_page=True)
+        assert overflow <= 0, f"the runs list scrolls sideways by {overflow} px"
+        assert cell["x"] + cell["width"] <= 1400
+
+        page.locator("#result_list tbody tr").first.locator("th a, td a").first.click()
+        expect(page.locator("h2").first).to_contain_text(
+            "of Revenue by currency and country, last 30 days (failed)"
+        )
+        page.screenshot(path=OUTPUT_DIR / "run-page-failed.png", full_page=True)
+        browser.close()
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")

@@ -1,3 +1,6 @@
+import re
+import stat
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -57,12 +60,34 @@ def test_every_demo_report_runs(demo):
     assert revenue.row_count > 30
 
 
-def test_admin_password_is_printed_once(source_sql, scratch_tables, capsys):
+def test_admin_password_is_printed_once_and_kept_where_only_the_user_reads_it(
+    source_sql, scratch_tables, capsys, settings, var_dir
+):
     scratch_tables.extend(["demo_orders", "demo_customers"])
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:8761"
     call_command("seed_demo")
     first = capsys.readouterr().out
     call_command("seed_demo")
     second = capsys.readouterr().out
-    assert "Admin login (shown only this once): user 'admin', password '" in first
-    assert "password '" not in second
-    assert "a superuser exists already" in second
+    password = re.search(r"user 'admin', password '([^']+)'", first).group(1)
+    assert "Admin login (shown only this once)" in first
+    saved = var_dir / "admin-password"
+    assert saved.read_text() == password + "\n"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert f"The password is also in {saved} (only you can read it)." in first
+    assert "Change it: " in first and "manage.py changepassword admin" in first
+    assert first.rstrip().endswith("Open http://127.0.0.1:8761/admin/")
+    assert password not in second
+    assert f"the superuser 'admin' exists already; its first password is in {saved}." in second
+    assert "Reset a password: " in second and "manage.py changepassword admin" in second
+    assert "Open http://127.0.0.1:8761/admin/" in second
+
+
+def test_later_runs_name_the_existing_superuser(source_sql, scratch_tables, capsys, var_dir):
+    scratch_tables.extend(["demo_orders", "demo_customers"])
+    get_user_model().objects.create_superuser("ops-lead", "lead@example.com", "a-long-pass-7")
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert "the superuser 'ops-lead' exists already." in out  # no password file to point at
+    assert "manage.py changepassword ops-lead" in out
+    assert not (var_dir / "admin-password").exists()

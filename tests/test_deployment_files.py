@@ -48,10 +48,10 @@ def test_compose_commands_exist():
 
 
 def test_compose_environment_is_read_by_the_settings():
-    environment = compose()["services"]["worker"]["environment"]
+    environment = compose()["services"]["worker"].get("environment", {})
     assert set(environment) <= SETTINGS_VARIABLES, set(environment) - SETTINGS_VARIABLES
-    for name in ("migrate", "web", "worker"):
-        assert compose()["services"][name]["env_file"] == ".env"
+    for name in ("db", "migrate", "web", "worker"):
+        assert compose()["services"][name]["env_file"] == COMPOSE_ENV_FILE
     example = (PROJECT_DIR / ".env.example").read_text()
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
     in_example = {name for name in in_example if not name.startswith("REPORTING_DATABASE_URL_")}
@@ -63,6 +63,34 @@ def test_compose_environment_is_read_by_the_settings():
 
 def _read(name):
     return (PROJECT_DIR / name).read_text()
+
+
+COMPOSE_ENV_FILE = ".env.compose"
+
+
+def test_compose_and_local_runs_read_different_env_files():
+    # Local runs (settings.py, honcho under make run) read .env; the stack reads its
+    # own file, so `cp .env.example` for compose can never break `make run`.
+    assert 'BASE_DIR / ".env"' in SETTINGS_SOURCE
+    assert COMPOSE_ENV_FILE != ".env"
+    services = compose()["services"]
+    assert {service.get("env_file") for service in services.values()} == {COMPOSE_ENV_FILE}
+    assert "${" not in _read("docker-compose.yml")  # nothing comes from compose's own .env
+    readme = _read("README.md")
+    assert f"cp .env.example {COMPOSE_ENV_FILE} " in readme
+    assert "cp .env.example .env " not in readme
+    for ignore in (".gitignore", ".dockerignore"):
+        assert COMPOSE_ENV_FILE in _read(ignore).splitlines(), ignore
+
+
+def test_the_example_database_url_uses_the_compose_databases_password():
+    from urllib.parse import urlsplit
+
+    url = urlsplit(env_example()["DATABASE_URL"])
+    assert (url.hostname, url.username, url.path) == ("db", "reportsvc", "/reportsvc")
+    assert url.password == env_example()["POSTGRES_PASSWORD"]
+    database = compose()["services"]["db"]["environment"]
+    assert database == {"POSTGRES_DB": "reportsvc", "POSTGRES_USER": "reportsvc"}
 
 
 def test_health_checks_use_healthz_and_the_worker_heartbeat():

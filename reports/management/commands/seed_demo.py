@@ -1,7 +1,15 @@
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from reports.datasources import DEFAULT_SOURCE, is_demo_source
 from reports.services.demo import ensure_demo_admin, seed_demo_data, seed_demo_reports
+from reportsvc.localrun import (
+    admin_password_file,
+    display_path,
+    manage_command,
+    write_admin_password,
+)
 
 
 class Command(BaseCommand):
@@ -30,16 +38,30 @@ class Command(BaseCommand):
         if options["no_admin"]:
             return
         password = ensure_demo_admin()
+        var_dir = settings.VAR_DIR
         if password:
+            saved = write_admin_password(password, var_dir)
             self.stdout.write(
                 self.style.SUCCESS(
-                    "\nAdmin login (shown only this once): "
-                    f"user 'admin', password '{password}'\n"
-                    "Open http://127.0.0.1:8000/admin/\n"
+                    f"\nAdmin login (shown only this once): user 'admin', password '{password}'"
                 )
             )
-        else:
             self.stdout.write(
-                "Admin login: a superuser exists already "
-                "(reset a password with: python manage.py changepassword admin)."
+                f"  The password is also in {display_path(saved)} (only you can read it).\n"
+                f"  Change it: {manage_command('changepassword', 'admin')}"
             )
+        else:
+            username = (
+                get_user_model()
+                .objects.filter(is_superuser=True)
+                .order_by("pk")
+                .values_list("username", flat=True)
+                .first()
+            )
+            saved = admin_password_file(var_dir)
+            where = f"; its first password is in {display_path(saved)}" if saved else ""
+            self.stdout.write(
+                f"Admin login: the superuser '{username}' exists already{where}.\n"
+                f"  Reset a password: {manage_command('changepassword', username)}"
+            )
+        self.stdout.write(self.style.SUCCESS(f"Open {settings.PUBLIC_BASE_URL}/admin/\n"))
