@@ -26,8 +26,9 @@ TERMINATED = "terminating connection due to administrator command"
 def sleeping_backend(source_sql):
     """The pid of the session running the slow report, once it runs."""
     rows = source_sql(
+        # This database only: parallel test processes run slow reports of their own.
         "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-        "AND query LIKE %s",
+        "AND datname = current_database() AND query LIKE %s",
         ["COPY %pg_sleep(30)%"],
     )
     return rows[0][0] if rows else None

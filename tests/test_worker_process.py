@@ -268,7 +268,8 @@ def test_the_worker_survives_losing_its_database_connections(start_worker, sourc
     )
     source_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE application_name = '{WORKER_APPLICATION_NAME}'"
+        f"WHERE application_name = '{WORKER_APPLICATION_NAME}' "
+        "AND datname = current_database()"  # not the workers of parallel test processes
     )
     report = Report.objects.create(name="After", slug="after", sql="SELECT 1 AS n")
     run = enqueue_run(report, "manual")
