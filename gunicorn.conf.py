@@ -65,3 +65,18 @@ def post_request(worker, req, environ, resp):
         # duplicate is closed, the connection stays open for gunicorn to close.
         util.close_graceful(socket.socket(fileno=os.dup(sock.fileno())))
         sock.shutdown(socket.SHUT_RD)
+
+
+def on_starting(server):
+    """Run Django's system checks before serving, as the worker does: an unsafe data
+    source (README: Security) keeps the web from starting, with the reason."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reportsvc.settings")
+    import django
+    from django.core.management import call_command
+    from django.db import connections
+
+    django.setup()
+    try:
+        call_command("check")
+    finally:
+        connections.close_all()  # the workers fork from here: no shared sockets

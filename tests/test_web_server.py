@@ -232,3 +232,30 @@ def test_clients_slow_to_close_do_not_stall_the_server(start_gunicorn):
     assert all(status == 200 for status, _ in probes), probes
     assert max(seconds for _, seconds in probes) < 1.0, probes
     assert "WORKER TIMEOUT" not in log_path.read_text()
+
+
+def test_the_web_refuses_to_start_on_an_unsafe_data_source(outputs_dir, tmp_path):
+    # A source on the service's own database can read its tokens: the checks stop gunicorn.
+    environment = process_environment(
+        outputs_dir,
+        GUNICORN_BIND=f"127.0.0.1:{free_port()}",
+        REPORTING_DATABASE_URL=process_environment(outputs_dir)["DATABASE_URL"],
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "reportsvc.wsgi",
+            "--config",
+            "gunicorn.conf.py",
+            "--no-control-socket",
+        ],
+        cwd=PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "(reports.E001) Data source 'default' can read reportsvc's own tables" in (
+        result.stdout + result.stderr
+    )
