@@ -5,6 +5,7 @@ shares (errors, authentication) and correct what it cannot know: which fields de
 the caller's permissions, and how OpenAPI 3.0 tools read a nullable reference.
 """
 
+import copy
 from collections import defaultdict
 
 from django.conf import settings
@@ -109,8 +110,9 @@ def add_error_responses(result, generator, request, public):
     """Add 401/403 to every operation, 404 to paths with parameters, 413 to writes, 415
     to operations with a body, and describe error bodies as what they are."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
-    schemas["Error"] = ERROR_SCHEMA
-    schemas["ValidationError"] = VALIDATION_ERROR_SCHEMA
+    # Copies: the document is made anew for each request, the constants stay as they are.
+    schemas["Error"] = copy.deepcopy(ERROR_SCHEMA)
+    schemas["ValidationError"] = copy.deepcopy(VALIDATION_ERROR_SCHEMA)
     too_large = (
         f"The request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes; "
         "nothing was read or changed."
@@ -123,7 +125,8 @@ def add_error_responses(result, generator, request, public):
                 responses.setdefault(
                     code, {"description": description, "content": _error_content(media_types)}
                 )
-            responses["401"].setdefault("headers", {})["WWW-Authenticate"] = WWW_AUTHENTICATE
+            headers = responses["401"].setdefault("headers", {})
+            headers["WWW-Authenticate"] = copy.deepcopy(WWW_AUTHENTICATE)
             if "{" in path:
                 responses.setdefault(
                     "404", {"description": "Not found.", "content": _error_content(media_types)}

@@ -12,6 +12,7 @@ import re
 import pytest
 from django.core.cache import cache
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
+from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Delivery, Run
@@ -69,9 +70,13 @@ def closed(schema):
 
 
 def assert_matches(schema, path, method, response):
-    """The response's status, media type and body are what the schema says."""
+    """The response's status, required headers, media type and body are what the schema
+    says."""
     documented = schema["paths"][path][method]["responses"]
     assert str(response.status_code) in documented, (path, method, response.status_code)
+    headers = documented[str(response.status_code)].get("headers", {})
+    required = [name for name, header in headers.items() if header.get("required")]
+    assert [name for name in required if name not in response] == [], (path, method)
     content = documented[str(response.status_code)]["content"]
     media_type = response["Content-Type"].split(";")[0]
     body_schema = content[media_type]["schema"]
@@ -357,3 +362,13 @@ def test_a_replayed_trigger_says_so_in_its_headers(history, schema):
     assert too_long.json() == {"Idempotency-Key": ["Use at most 255 characters."]}
     assert_matches(schema, "/api/reports/{slug}/run/", "post", too_long)
     assert Run.objects.filter(report=report, idempotency_key="nightly").count() == 1
+
+
+def test_a_throttled_trigger_says_when_to_ask_again(history, schema, monkeypatch):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"report-runs": "1/minute"})
+    runner = client_for(make_user("runner", "run"))
+    assert runner.post("/api/reports/numbers/run/").status_code == 202
+    throttled = runner.post("/api/reports/numbers/run/")
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled["Retry-After"]) <= 60
+    assert_matches(schema, "/api/reports/{slug}/run/", "post", throttled)
