@@ -29,7 +29,8 @@ from runs.services.runner import perform_run
 from tests.api_helpers import make_user
 from tests.conftest import executes_reports
 
-pytestmark = executes_reports
+# One test process for both tests: the client is generated once.
+pytestmark = [executes_reports, pytest.mark.xdist_group("generated-client")]
 
 PACKAGE = "reportsvc_client"
 FINISHED = {"succeeded", "failed", "skipped"}
