@@ -15,19 +15,49 @@ from reports.permissions import CanChangeReports, CanRunReports, ReportModelPerm
 from reports.serializers import ReportSerializer, WebhookSecretSerializer
 from reports.services import webhook_secrets
 from reports.throttling import SharedScopedRateThrottle
-from runs.api import CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
+from runs.api import CSV_DOWNLOAD_PARAMETERS, CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
 from runs.selectors import latest_successful_run, reports_with_last_run
 from runs.serializers import RunSerializer
 from runs.services.queue import QueueFull, request_run
 
-IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    description="Repeat a request with the same key within 24 h to get the same run back.",
-)
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+RUN_PARAMETERS = [
+    OpenApiParameter(
+        "Idempotency-Key",
+        {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+        OpenApiParameter.HEADER,
+        description="Makes retrying safe. A key already used for this report in the last "
+        "24 hours (by anyone) gets the run it queued back, with `Idempotent-Replayed: "
+        "true`, instead of a new run. At most 255 characters; spaces around it are "
+        "ignored; without a key every request queues a run.",
+    ),
+    OpenApiParameter(
+        "Location",
+        {"type": "string", "format": "uri"},
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="The run's URL (`/api/runs/{id}/`, absolute): poll it.",
+    ),
+    OpenApiParameter(
+        "Idempotent-Replayed",
+        {"type": "string", "enum": ["true"]},
+        OpenApiParameter.HEADER,
+        response=[202],
+        description="`true` when the Idempotency-Key was used before and the run is the "
+        "one that request queued; absent for a new run.",
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        int,
+        OpenApiParameter.HEADER,
+        response=[429],
+        description="Seconds to wait before asking again.",
+    ),
+]
+READ = "Needs view_report."
 
 
 class ReportQueueFull(APIException):
@@ -36,10 +66,25 @@ class ReportQueueFull(APIException):
 
 
 @extend_schema_view(
-    create=extend_schema(responses={201: ReportSerializer, 400: VALIDATION_ERROR}),
-    update=extend_schema(responses={200: ReportSerializer, 400: VALIDATION_ERROR}),
-    partial_update=extend_schema(responses={200: ReportSerializer, 400: VALIDATION_ERROR}),
-    destroy=extend_schema(responses={204: None}),
+    list=extend_schema(description=f"All reports, by name, each with its last run. {READ}"),
+    retrieve=extend_schema(description=f"One report, with its last run. {READ}"),
+    create=extend_schema(
+        description="Create a report (validated like the admin). Needs add_report.",
+        responses={201: ReportSerializer, 400: VALIDATION_ERROR},
+    ),
+    update=extend_schema(
+        description="Replace a report's settings. Needs change_report.",
+        responses={200: ReportSerializer, 400: VALIDATION_ERROR},
+    ),
+    partial_update=extend_schema(
+        description="Change some of a report's settings; null clears a nullable one. "
+        "Needs change_report.",
+        responses={200: ReportSerializer, 400: VALIDATION_ERROR},
+    ),
+    destroy=extend_schema(
+        description="Delete a report with its runs and their files. Needs delete_report.",
+        responses={204: None},
+    ),
 )
 class ReportViewSet(viewsets.ModelViewSet):
     """Reports: read with view_report; create/update/delete with the model permissions."""
@@ -65,14 +110,20 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=None,
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=RUN_PARAMETERS,
         responses={
-            202: RunSerializer,
+            202: OpenApiResponse(
+                RunSerializer,
+                description="The queued run; with a used Idempotency-Key, the run that "
+                "key queued (whatever its status now).",
+            ),
             400: VALIDATION_ERROR,
             409: OpenApiResponse(
                 ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
             ),
-            429: OpenApiResponse(ERROR, description="Too many triggers from this user."),
+            429: OpenApiResponse(
+                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
+            ),
         },
     )
     @action(
@@ -83,10 +134,14 @@ class ReportViewSet(viewsets.ModelViewSet):
         throttle_scope="report-runs",
     )
     def run(self, request, slug=None):
-        """Queue a run of the report for the worker; 202 with the run, Location its URL."""
+        """Queue a run of the report for the worker; 202 with the run, Location its URL.
+
+        Needs view_report and run_report. Poll the run until its status is succeeded,
+        failed or skipped.
+        """
         report = self.get_object()
         key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 255:
+        if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
             raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
         try:
             run, created = request_run(
@@ -104,7 +159,20 @@ class ReportViewSet(viewsets.ModelViewSet):
             response["Idempotent-Replayed"] = "true"
         return response
 
-    @extend_schema(request=None, responses={200: WebhookSecretSerializer})
+    @extend_schema(
+        request=None,
+        responses={200: WebhookSecretSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Cache-Control",
+                {"type": "string", "enum": ["no-store"]},
+                OpenApiParameter.HEADER,
+                response=[200],
+                required=True,
+                description="`no-store`: the secret is kept by no cache.",
+            )
+        ],
+    )
     @action(
         detail=True,
         methods=["post"],
@@ -125,13 +193,15 @@ class ReportViewSet(viewsets.ModelViewSet):
         )
 
     @extend_schema(
+        operation_id="reports_latest_csv_retrieve",
+        parameters=CSV_DOWNLOAD_PARAMETERS,
         responses={
             **CSV_DOWNLOAD_RESPONSES,
             404: OpenApiResponse(ERROR, description="No report, or no successful run yet."),
-        }
+        },
     )
     def latest_csv(self, request, slug=None):
-        """Stream the newest successful output of the report."""
+        """Stream the newest successful output of the report. Needs view_report."""
         report = self.get_object()
         run = latest_successful_run(report)
         if run is None:

@@ -37,7 +37,9 @@ class ReportSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["next_run_at", "created_at", "updated_at"]
         extra_kwargs = {
-            "sql": {"help_text": "Shown to staff and holders of view_report_sql."},
+            "sql": {
+                "help_text": "One read-only statement: SELECT, WITH … SELECT, VALUES or TABLE."
+            },
             "notify_emails": {"help_text": REDACTED_HELP.format("…@domain")},
             "notify_webhooks": {"help_text": REDACTED_HELP.format("scheme://host/…")},
         }

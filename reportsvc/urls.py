@@ -3,11 +3,10 @@ from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import DefaultRouter
 
 from reports.api import ReportViewSet
-from runs.api import CSVRenderer, RunViewSet
+from runs.api import DOWNLOAD_VIEW_OPTIONS, RunViewSet
 from runs.views import healthz
 
 router = DefaultRouter()
@@ -15,9 +14,7 @@ router.register("reports", ReportViewSet, basename="report")
 router.register("runs", RunViewSet, basename="run")
 
 # Routed by hand: a router would add a trailing slash to ".csv".
-latest_csv = ReportViewSet.as_view(
-    {"get": "latest_csv"}, renderer_classes=[JSONRenderer, CSVRenderer]
-)
+latest_csv = ReportViewSet.as_view({"get": "latest_csv"}, **DOWNLOAD_VIEW_OPTIONS)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

@@ -7,6 +7,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
@@ -14,7 +15,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotAcceptable, NotFound, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -25,8 +27,10 @@ from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 
 ERROR = inline_serializer("Error", fields={"detail": serializers.CharField()})
+# The component is added by reportsvc.openapi (a map drf-spectacular cannot derive).
 VALIDATION_ERROR = OpenApiResponse(
-    OpenApiTypes.OBJECT, description="Field name -> list of messages."
+    {"$ref": "#/components/schemas/ValidationError"},
+    description="Invalid input: each field (or header) with its messages.",
 )
 
 
@@ -48,6 +52,25 @@ class CSVRenderer(BaseRenderer):
         return text.getvalue().encode()
 
 
+class DownloadContentNegotiation(DefaultContentNegotiation):
+    """Downloads never answer 406: the file comes as text/csv, or as
+    application/octet-stream to clients that prefer that (see csv_download_response);
+    errors come as CSV to clients that accept CSV but not JSON, else as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
+# View options of the endpoints that stream run outputs.
+DOWNLOAD_VIEW_OPTIONS = {
+    "renderer_classes": [JSONRenderer, CSVRenderer],
+    "content_negotiation_class": DownloadContentNegotiation,
+}
+
+
 class RunCursorPagination(CursorPagination):
     """Newest first; a page stays the same while new runs arrive."""
 
@@ -55,6 +78,36 @@ class RunCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.cursor_query_param:
+                parameter["description"] = (
+                    "Opaque position, taken from the `next` or `previous` link of a page "
+                    "(400 if it is not one of those)."
+                )
+            elif parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Runs per page: 1 to {self.max_page_size} (default {self.page_size}); "
+                    f"a larger number gives {self.max_page_size}."
+                )
+                parameter["schema"] = {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": self.max_page_size,
+                }
+        return parameters
+
+    def get_paginated_response_schema(self, schema):
+        result = super().get_paginated_response_schema(schema)
+        result["required"] = ["next", "previous", "results"]  # always sent, null at the ends
+        for name, direction in (("next", "older"), ("previous", "newer")):
+            result["properties"][name].pop("example", None)
+            result["properties"][name]["description"] = (
+                f"The page of {direction} runs, with the same filters; null if there is none."
+            )
+        return result
 
     def decode_cursor(self, request):
         try:
@@ -93,17 +146,72 @@ class RunFilter(filters.FilterSet):
     )
 
 
+CSV_FILE = OpenApiResponse(
+    OpenApiTypes.BINARY,
+    description="The CSV file (UTF-8, a header row first), streamed. `text/csv; "
+    "charset=utf-8`, or `application/octet-stream` to clients whose Accept header "
+    "prefers that; the bytes are the same.",
+)
+# Binary first: clients that read the first listed type (openapi-python-client) then
+# read bytes; text/* would make them decode the file as text.
 CSV_DOWNLOAD_RESPONSES = {
-    (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="The CSV file."),
-    304: OpenApiResponse(description="Not modified (If-None-Match matched the ETag)."),
+    (200, "application/octet-stream"): CSV_FILE,
+    (200, "text/csv"): CSV_FILE,
+    304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
     404: ERROR,
     409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
 }
+ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    required=True,
+    description='The SHA-256 of the file (the run\'s `output_sha256`) in double quotes: `"<hex>"`.',
+)
+CSV_DOWNLOAD_PARAMETERS = [
+    OpenApiParameter(
+        "format",
+        str,
+        OpenApiParameter.QUERY,
+        enum=["json", "csv"],
+        description="Only changes how errors are written: `json` (the default) or "
+        "`csv` (the one-row CSV that clients accepting only text/csv get). The file is "
+        "the same either way.",
+    ),
+    OpenApiParameter(
+        "If-None-Match",
+        str,
+        OpenApiParameter.HEADER,
+        description="ETags of copies you have (or `*`): if one is the file's, the answer "
+        "is 304 with no body.",
+    ),
+    ETAG,
+    OpenApiParameter(
+        "Content-Disposition",
+        str,
+        OpenApiParameter.HEADER,
+        response=[200],
+        required=True,
+        description="`attachment`, with a readable file name: "
+        '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id>.csv"`.',
+    ),
+    OpenApiParameter(
+        "Content-Length", int, OpenApiParameter.HEADER, response=[200], description="Bytes."
+    ),
+]
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: RunSerializer(many=True), 400: VALIDATION_ERROR}),
-    retrieve=extend_schema(responses={200: RunSerializer}),
+    list=extend_schema(
+        description="Runs, newest first, cursor-paginated: follow `next` and `previous`. "
+        "Needs view_report.",
+        responses={200: RunSerializer(many=True), 400: VALIDATION_ERROR},
+    ),
+    retrieve=extend_schema(
+        description="Every recorded field of one run. Needs view_report.",
+        responses={200: RunSerializer},
+    ),
 )
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Run history: newest first, filterable, cursor-paginated."""
@@ -116,8 +224,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return runs_with_report()
 
-    @extend_schema(responses=CSV_DOWNLOAD_RESPONSES)
-    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, CSVRenderer])
+    @extend_schema(responses=CSV_DOWNLOAD_RESPONSES, parameters=CSV_DOWNLOAD_PARAMETERS)
+    @action(detail=True, methods=["get"], **DOWNLOAD_VIEW_OPTIONS)
     def download(self, request, pk=None):
-        """Stream the run's CSV (ETag = its SHA-256)."""
+        """Stream the run's CSV (ETag = its SHA-256). Needs view_report."""
         return csv_download_response(request, self.get_object())

@@ -15,6 +15,14 @@ def download_file_name(run):
     return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}.csv"
 
 
+def download_content_type(request):
+    """text/csv, or application/octet-stream for clients whose Accept header prefers it."""
+    preferred = request.get_preferred_type(["text/csv", "application/octet-stream"])
+    if preferred == "application/octet-stream":
+        return preferred
+    return "text/csv; charset=utf-8"
+
+
 def csv_download_response(request, run):
     """The run's CSV as a streamed attachment; 304 for a matching ETag; 409 if none.
 
@@ -43,7 +51,7 @@ def csv_download_response(request, run):
         file,
         as_attachment=True,
         filename=download_file_name(run),
-        content_type="text/csv; charset=utf-8",
+        content_type=download_content_type(request),
     )
     response["ETag"] = etag
     return response

@@ -51,15 +51,19 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 
 class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
-    report = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    report = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, help_text="The report's slug."
+    )
     report_name = serializers.CharField(source="report.name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     requested_by = serializers.SlugRelatedField(
-        slug_field="username", read_only=True, allow_null=True
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who asked for the run (API, admin); null for scheduled and command-line "
+        "runs, and once the user is deleted.",
     )
-    sql = serializers.CharField(
-        read_only=True, help_text="Only for staff and holders of view_report_sql."
-    )
+    sql = serializers.CharField(read_only=True, help_text="The exact statement executed.")
     deliveries = DeliverySerializer(many=True, read_only=True)
 
     class Meta:
@@ -90,6 +94,14 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "deliveries",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "error": {
+                "help_text": "Why the run failed (or was skipped), as the database or "
+                "worker said it; empty otherwise. For users who may not see the SQL, "
+                "without the lines quoting the statement."
+            },
+            "output_sha256": {"help_text": "SHA-256 (hex) of the output; empty without one."},
+        }
 
     def to_representation(self, run):
         data = super().to_representation(run)
@@ -101,7 +113,9 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
 
 
 class RunSummarySerializer(RunLinksMixin, serializers.ModelSerializer):
-    """A report's last run, in brief (written out by hand: one per report in lists)."""
+    """A report's last run, in brief; null while the report has never run."""
+
+    # Represented by summarize_run, written out by hand: one per report in lists.
 
     class Meta:
         model = Run
