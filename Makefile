@@ -31,7 +31,7 @@ run: $(BIN)/.installed
 ## in parallel test processes, each with databases of its own
 test: export SECRET_KEY ?= insecure-test-key
 test: $(BIN)/.installed
-	$(BIN)/pytest -n auto --dist loadgroup
+	$(BIN)/pytest -n auto --dist loadgroup --durations=5
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
