@@ -45,7 +45,17 @@ class RunAdmin(admin.ModelAdmin):
         (None, {"fields": ("report", "badge", "trigger", "attempt", "retry_of", "download")}),
         (
             "Timing",
-            {"fields": ("scheduled_for", "queued_at", "started_at", "finished_at", "duration")},
+            {
+                "fields": (
+                    "scheduled_for",
+                    "interval_start",
+                    "interval_end",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "duration",
+                )
+            },
         ),
         ("Result", {"fields": ("rows", "size", "output_sha256", "error_block", "sql_block")}),
         ("Where", {"fields": ("worker", "heartbeat_at", "requested_by")}),
@@ -59,6 +69,8 @@ class RunAdmin(admin.ModelAdmin):
         "retry_of",
         "download",
         "scheduled_for",
+        "interval_start",
+        "interval_end",
         "queued_at",
         "started_at",
         "finished_at",
