@@ -24,6 +24,7 @@ from runs.services.queue import record_scheduled_fires
 logger = logging.getLogger(__name__)
 
 FIRE_BATCH = 1000
+UPDATE_BATCH = 500  # ids per UPDATE … WHERE id IN (…), well within SQLite's 999 parameters
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -48,7 +49,10 @@ def fire_due_reports(*, now=None, time_budget=None):
             fires, moves = _fires_and_moves(due, now)
             record_scheduled_fires(fires)
             for next_run_at, report_ids in moves.items():
-                Report.objects.filter(pk__in=report_ids).update(next_run_at=next_run_at)
+                for start in range(0, len(report_ids), UPDATE_BATCH):
+                    Report.objects.filter(pk__in=report_ids[start : start + UPDATE_BATCH]).update(
+                        next_run_at=next_run_at
+                    )
         recorded += len(fires)
         if len(due) < FIRE_BATCH:
             break
@@ -100,6 +104,7 @@ def repair_next_runs(*, now=None):
         .exclude(next_run_at__lte=now)
         .values_list("pk", "schedule", "timezone", "next_run_at")
     )
+    corrections = defaultdict(list)  # (schedule, zone, stored, expected) -> report ids
     for report_id, expression, zone_name, stored in rows:
         try:
             expected = upcoming_fire(expression, zone_name, after=now)
@@ -107,8 +112,11 @@ def repair_next_runs(*, now=None):
             logger.error("report %s not scheduled: %s", report_id, error)
             expected = None
         if stored != expected:
+            corrections[expression, zone_name, stored, expected].append(report_id)
+    for (expression, zone_name, stored, expected), report_ids in corrections.items():
+        for start in range(0, len(report_ids), UPDATE_BATCH):
             repaired += Report.objects.filter(
-                pk=report_id,
+                pk__in=report_ids[start : start + UPDATE_BATCH],
                 schedule=expression,
                 timezone=zone_name,
                 enabled=True,

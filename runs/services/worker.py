@@ -175,10 +175,12 @@ class Worker:
                 scheduler.start()
                 self._scheduler = scheduler
                 logger.info("worker %s is the scheduler now", self.name)
+                self._beat()  # the heartbeat row says so at once
         elif self._scheduler is not None:
             logger.warning("worker %s lost the scheduler lock; stops scheduling", self.name)
             self._scheduler.stop()
             self._scheduler = None
+            self._beat()
 
     # --- executing runs --------------------------------------------------------------
 
