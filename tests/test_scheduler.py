@@ -317,3 +317,26 @@ def test_stopping_right_after_starting_leaves_no_scheduler_running():
     scheduler.stop()
     assert not scheduler.is_alive()
     assert not scheduler.scheduler.running
+
+
+def test_housekeeping_keeps_an_hour_of_the_passes_history_and_a_week_of_the_rest():
+    from runs.services.housekeeping import purge_scheduler_history
+
+    for job_id in (FIRE_JOB, HOUSEKEEPING_JOB):
+        DjangoJob.objects.create(id=job_id, job_state=b"")
+    now = timezone.now()
+    for job_id, age in [
+        (FIRE_JOB, timedelta(hours=2)),
+        (FIRE_JOB, timedelta(minutes=10)),
+        (HOUSEKEEPING_JOB, timedelta(hours=2)),
+        (HOUSEKEEPING_JOB, timedelta(days=8)),
+    ]:
+        DjangoJobExecution.objects.create(
+            job_id=job_id, status=DjangoJobExecution.SUCCESS, run_time=now - age
+        )
+    purge_scheduler_history(brief_history_jobs=(FIRE_JOB,), now=now)
+    kept = sorted(
+        (job_id, round((now - run_time).total_seconds() / 60))
+        for job_id, run_time in DjangoJobExecution.objects.values_list("job_id", "run_time")
+    )
+    assert kept == [(FIRE_JOB, 10), (HOUSEKEEPING_JOB, 120)]
