@@ -212,10 +212,18 @@ def test_an_update_is_checked_against_the_stored_report(report, staff):
 def test_a_schedule_change_moves_the_next_run_at_once_and_other_edits_do_not(report, staff):
     created = staff.post(
         "/api/reports/",
-        {"name": "Orders", "slug": "orders", "sql": "SELECT 1", "schedule": "0 6 * * *"},
+        # next_run_at is the schedule's to say: a client's value is ignored.
+        {
+            "name": "Orders",
+            "slug": "orders",
+            "sql": "SELECT 1",
+            "schedule": "0 6 * * *",
+            "next_run_at": "2000-01-01T00:00:00Z",
+        },
         format="json",
     )
     assert created.json()["next_run_at"].endswith("T06:00:00Z")
+    assert Report.objects.get(slug="orders").next_run_at > timezone.now()
     patched = staff.patch("/api/reports/orders/", {"schedule": "45 7 * * *"}, format="json")
     assert patched.json()["next_run_at"].endswith("T07:45:00Z")
     # The worker moved it on meanwhile: an edit of something else keeps the worker's.
