@@ -114,8 +114,8 @@ class ReportScheduler:
         return self.thread.is_alive()
 
     def stop(self):
-        """Stop at once; a pass still running finishes on its own (its rows stay locked
-        until it commits, so a new leader cannot fire the same reports meanwhile)."""
+        """Stop after the pass in progress, if any (passes take no new batch after
+        FIRE_PASS_BUDGET_SECONDS)."""
         while self.thread.is_alive() and not self.started.wait(0.1):
             pass  # still starting: stopping it now would let it start after all
         if not self.scheduler.running:
