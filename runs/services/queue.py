@@ -85,6 +85,9 @@ def _check_queue_room(report):
         )
 
 
+FIRE_INSERT_BATCH = 500
+
+
 def record_scheduled_fire(report_id, scheduled_for):
     """Record one fire of a report's schedule at ``scheduled_for``, outside the leader's
     fire pass; the new run, or None if the report is not scheduled or the fire was
@@ -127,9 +130,6 @@ def record_scheduled_fires(fires):
         ignore_conflicts=True,
         batch_size=FIRE_INSERT_BATCH,
     )
-
-
-FIRE_INSERT_BATCH = 500
 
 
 def _fire_run(report_id, scheduled_for, interval_start, previous_run, now):
