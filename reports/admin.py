@@ -12,6 +12,7 @@ from django.utils.safestring import mark_safe
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.permissions import can_run_reports
+from reports.services.schedules import save_report
 from reports.services.sql_check import sql_problem
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
@@ -135,6 +136,9 @@ class ReportAdmin(admin.ModelAdmin):
             )
             for name, options in fieldsets
         ]
+
+    def save_model(self, request, obj, form, change):
+        save_report(obj)  # a changed schedule moves next_run_at at once
 
     def get_queryset(self, request):
         return (

@@ -14,6 +14,7 @@ from reports.models import Report
 from reports.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
 from reports.serializers import ReportSerializer, WebhookSecretSerializer
 from reports.services import webhook_secrets
+from reports.services.schedules import save_report
 from reports.throttling import SharedScopedRateThrottle
 from runs.api import CSV_DOWNLOAD_PARAMETERS, CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
 from runs.downloads import csv_download_response
@@ -100,6 +101,12 @@ class ReportViewSet(viewsets.ModelViewSet):
     def _represent(self, reports, last_runs):
         context = {**self.get_serializer_context(), "last_runs": last_runs}
         return self.get_serializer(reports, many=True, context=context).data
+
+    def perform_create(self, serializer):
+        serializer.instance = save_report(Report(**serializer.validated_data))
+
+    def perform_update(self, serializer):
+        save_report(serializer.instance, serializer.validated_data)
 
     def list(self, request, *args, **kwargs):
         return Response(self._represent(*reports_with_last_run()))

@@ -1,28 +1,31 @@
-"""Crontab expressions with the semantics of crontab(5).
+"""Crontab schedules: cronsim computes the fire times; this wrapper adds what it lacks.
 
 Five fields: minute (0-59), hour (0-23), day of month (1-31), month (1-12 or jan-dec),
 day of week (0-7 or sun-sat; 0 and 7 are both Sunday). Each field is a comma-separated
-list of ``*``, ``N``, ``N-M`` with an optional ``/step`` after ``*`` or a range.
-Names are accepted in ranges and lists too (``mon-fri``), case-insensitively.
+list of ``*``, ``N``, ``N-M`` with an optional ``/step`` after ``*`` or a range; names
+work in ranges and lists too (``mon-fri``), in any case. When both day fields are
+restricted (neither starts with ``*``) a day matches if *either* does, as in cron.
 
-When both day fields are restricted (neither starts with ``*``) a day matches if
-*either* matches, exactly as cron does; ``@hourly``, ``@daily``/``@midnight``,
-``@weekly``, ``@monthly`` and ``@yearly``/``@annually`` are accepted.
+Fire times are wall-clock times in the report's time zone, and across daylight-saving
+changes they follow cron (Vixie cron / cronie), as cronsim does: a *fixed-time*
+schedule (neither the minute nor the hour field starts with ``*``) whose time is skipped
+when clocks spring forward fires at the moment of the change, and fires once when
+clocks fall back; a *wildcard* schedule (``*/15 * * * *``) follows the clock.
 
-Fire times are wall-clock times in the report's time zone. Across daylight-saving
-changes they follow cron (Vixie cron / cronie): a *fixed-time* schedule (neither the
-minute nor the hour field starts with ``*``) whose time is skipped when clocks spring
-forward fires at the moment of the change, and fires once, not twice, when clocks fall
-back; a *wildcard* schedule (``*/15 * * * *``, ``0 * * * *``) simply follows the clock,
-so it has no skipped-hour fires and fires in both passes of a repeated hour.
+cronsim also accepts what cron does not (seconds, ``L``, ``#``, ``5/15``); the syntax
+check here refuses that first, with a message that says what is wrong, and adds the
+``@daily``-style shortcuts and the description for people (cron-descriptor).
 """
 
 import functools
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
-MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+from cronsim import CronSim, CronSimError
+
+MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -34,23 +37,16 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 
-
-@dataclass(frozen=True)
-class _FieldSpec:
-    label: str
-    low: int
-    high: int
-    names: tuple = ()
-    name_base: int = 0
-
-
-FIELD_SPECS = (
-    _FieldSpec("minute", 0, 59),
-    _FieldSpec("hour", 0, 23),
-    _FieldSpec("day of month", 1, 31),
-    _FieldSpec("month", 1, 12, tuple(MONTH_NAMES), 1),
-    _FieldSpec("day of week", 0, 7, tuple(DAY_NAMES), 0),
+# label, lowest value, highest value, names (the first name stands for ``name_base``)
+FIELDS = (
+    ("minute", 0, 59, (), 0),
+    ("hour", 0, 23, (), 0),
+    ("day of month", 1, 31, (), 0),
+    ("month", 1, 12, MONTH_NAMES, 1),
+    ("day of week", 0, 7, DAY_NAMES, 0),
 )
+
+_ITEM = re.compile(r"(?P<range>[^/]*)(?:/(?P<step>.*))?", re.DOTALL)
 
 
 class CronError(ValueError):
@@ -59,86 +55,61 @@ class CronError(ValueError):
 
 @dataclass(frozen=True)
 class CronSchedule:
-    minutes: frozenset
-    hours: frozenset
-    days_of_month: frozenset
-    months: frozenset
-    days_of_week: frozenset  # 0 = Sunday … 6 = Saturday (7 folded into 0)
-    day_of_month_star: bool
-    day_of_week_star: bool
-    minute_star: bool = False
-    hour_star: bool = False
+    """A checked schedule: ``expression`` is the five fields cronsim evaluates."""
+
+    expression: str
 
     @property
     def is_fixed_time(self):
-        return not (self.minute_star or self.hour_star)
-
-    def matches_day(self, year_day):
-        """``year_day`` is a date; the day-of-month / day-of-week rule of cron."""
-        dom_match = year_day.day in self.days_of_month
-        dow_match = (year_day.isoweekday() % 7) in self.days_of_week
-        if self.day_of_month_star or self.day_of_week_star:
-            return dom_match and dow_match
-        return dom_match or dow_match
-
-    def matches(self, wall_time):
-        """Does this schedule fire at ``wall_time`` (a naive or aware local datetime)?"""
-        return (
-            wall_time.minute in self.minutes
-            and wall_time.hour in self.hours
-            and wall_time.month in self.months
-            and self.matches_day(wall_time.date())
-        )
+        """Neither minute nor hour starts with ``*``: cron's rules for clock changes."""
+        minute, hour = self.expression.split(" ", 2)[:2]
+        return not (minute.startswith("*") or hour.startswith("*"))
 
 
-def _parse_value(text, spec):
-    lowered = text.lower()
-    if spec.names and lowered in spec.names:
-        return spec.names.index(lowered) + spec.name_base
+def _value(text, field):
+    label, low, high, names, name_base = field
+    if text.lower() in names:
+        return names.index(text.lower()) + name_base
     if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True
-        allowed = f"{spec.low}-{spec.high}"
-        if spec.names:
-            allowed += f" or {spec.names[0]}-{spec.names[-1]}"
-        raise CronError(f"{spec.label}: '{text}' is not a valid value (use {allowed})")
-    value = int(text)
-    if not spec.low <= value <= spec.high:
-        raise CronError(f"{spec.label}: {value} is out of range {spec.low}-{spec.high}")
-    return value
+        allowed = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+        raise CronError(f"{label}: '{text}' is not a valid value (use {allowed})")
+    if not low <= int(text) <= high:
+        raise CronError(f"{label}: {int(text)} is out of range {low}-{high}")
+    return int(text)
 
 
-def _parse_field(text, spec):
-    values = set()
-    if not text:
-        raise CronError(f"{spec.label}: empty field")
+def _check_field(text, field):
+    """``text`` as cronsim reads it the same as cron, or CronError."""
+    label, high = field[0], field[2]
+    items = []
     for item in text.split(","):
         if not item:
-            raise CronError(f"{spec.label}: empty item in the list '{text}'")
-        range_part, slash, step_text = item.partition("/")
-        step = 1
-        if slash:
-            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
-                raise CronError(f"{spec.label}: step '{step_text}' must be a positive number")
-            step = int(step_text)
-        if range_part == "*":
-            low, high = spec.low, spec.high
-        elif "-" in range_part:
-            start_text, _, end_text = range_part.partition("-")
-            low, high = _parse_value(start_text, spec), _parse_value(end_text, spec)
-            if low > high:
-                raise CronError(f"{spec.label}: range '{range_part}' runs backwards")
-        elif slash:
-            raise CronError(
-                f"{spec.label}: '{item}' is not standard cron; write a range with the step, "
-                f"e.g. '{range_part}-{spec.high}/{step_text}'"
-            )
+            raise CronError(f"{label}: empty item in the list '{text}'")
+        parts = _ITEM.fullmatch(item)
+        range_text, step = parts["range"], parts["step"]
+        if step is not None and not (step.isascii() and step.isdigit() and int(step) > 0):
+            raise CronError(f"{label}: step '{step}' must be a positive number")
+        start, dash, end = range_text.partition("-")
+        if range_text == "*":
+            pass
+        elif dash:
+            if _value(start, field) > _value(end, field):
+                raise CronError(f"{label}: range '{range_text}' runs backwards")
+            if step is not None and _value(start, field) == _value(end, field):
+                item = start  # cronsim reads a one-value range with a step as "N/step"
         else:
-            low = high = _parse_value(range_part, spec)
-        values.update(range(low, high + 1, step))
-    return values
+            _value(start, field)
+            if step is not None:
+                raise CronError(
+                    f"{label}: '{item}' is not standard cron; write a range with the step, "
+                    f"e.g. '{start}-{high}/{step}'"
+                )
+        items.append(item)
+    return ",".join(items)
 
 
 def parse_crontab(expression):
-    """Parse a crontab expression into a :class:`CronSchedule`; raise CronError if invalid."""
+    """Check a crontab expression; a :class:`CronSchedule`, or CronError saying why not."""
     text = " ".join(expression.split())
     if text.startswith("@"):
         if text.lower() == "@reboot":
@@ -151,94 +122,113 @@ def parse_crontab(expression):
         raise CronError(
             f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
         )
-    minutes, hours, days_of_month, months, days_of_week = (
-        _parse_field(field, spec) for field, spec in zip(fields, FIELD_SPECS, strict=True)
-    )
-    if 7 in days_of_week:
-        days_of_week = (days_of_week - {7}) | {0}
     return CronSchedule(
-        minutes=frozenset(minutes),
-        hours=frozenset(hours),
-        days_of_month=frozenset(days_of_month),
-        months=frozenset(months),
-        days_of_week=frozenset(days_of_week),
-        day_of_month_star=fields[2].startswith("*"),
-        day_of_week_star=fields[4].startswith("*"),
-        minute_star=fields[0].startswith("*"),
-        hour_star=fields[1].startswith("*"),
+        " ".join(_check_field(text, field) for text, field in zip(fields, FIELDS, strict=True))
     )
 
 
-# The largest daylight-saving shift in the tz database is two hours.
-_MAX_SHIFT = timedelta(hours=2)
-# Schedules like "0 0 29 2 mon" fire rarely; beyond this they never fire.
-_SEARCH_DAYS = 366 * 30
+def fires_after(schedule, zone, after):
+    """The fire times strictly after the aware datetime ``after``, in order, in UTC.
+
+    Ends after 50 years without a fire (a schedule such as ``0 0 30 2 *`` never fires).
+    """
+    after = after.astimezone(UTC)
+    if schedule.is_fixed_time:
+        yield from _fixed_time_fires(schedule.expression, zone, after)
+    else:
+        yield from _wildcard_fires(schedule.expression, zone, after)
 
 
-def _wall_times_from(schedule, start):
-    """Matching naive wall-clock minutes at or after ``start``, in order."""
-    hours, minutes = sorted(schedule.hours), sorted(schedule.minutes)
-    day = start.date()
-    for _ in range(_SEARCH_DAYS):
-        if day.month in schedule.months and schedule.matches_day(day):
-            for hour in hours:
-                for minute in minutes:
-                    wall = datetime.combine(day, time(hour, minute))
-                    if wall >= start:
-                        yield wall
-        day += timedelta(days=1)
+def _fixed_time_fires(expression, zone, after):
+    # cronsim reads these on the wall clock, with cron's rules for skipped and repeated
+    # times. The wall clock does not say in which pass of a repeated hour ``after`` lies,
+    # so a first pass may be past. (Compared in UTC: two times in one zone compare by
+    # wall clock alone.)
+    try:
+        fires = CronSim(expression, after.astimezone(zone))
+    except CronSimError:  # after the syntax check: a day that no month of it has
+        return
+    for fire in fires:
+        if (fire := fire.astimezone(UTC)) > after:
+            yield fire
 
 
-def _exists(aware):
-    local = aware.astimezone(UTC).astimezone(aware.tzinfo)
-    return local.replace(tzinfo=None) == aware.replace(tzinfo=None)
+def _wildcard_fires(expression, zone, after):
+    # A wildcard schedule fires whenever the clock shows a matching time. cronsim's own
+    # time zone stepping misses fires where clocks change by half an hour, at midnight
+    # or at a quarter to the hour (Lord Howe, Havana, Chatham), so it reads one UTC
+    # offset at a time: up to the next change of offset, then on from there.
+    offset = _offset_at(zone, after)
+    while True:
+        try:
+            wall = next(CronSim(expression, (after + offset).replace(tzinfo=None)), None)
+        except CronSimError:
+            return
+        if wall is None:
+            return
+        fire = (wall - offset).replace(tzinfo=UTC)
+        change = _offset_change(zone, offset, after, fire)
+        if change is None:
+            yield fire
+            after = fire
+        else:
+            after, offset = change - timedelta(microseconds=1), _offset_at(zone, change)
 
 
-def _instants_of(wall, zone, fixed_time):
-    """The UTC instants at which a matching wall time fires (0, 1 or 2 of them)."""
-    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
-    if _exists(first):
-        if first.utcoffset() != second.utcoffset() and not fixed_time:
-            return [first.astimezone(UTC), second.astimezone(UTC)]  # repeated hour
-        return [first.astimezone(UTC)]
-    if not fixed_time:
-        return []  # skipped by the clock change
-    later = wall
-    while not _exists(later.replace(tzinfo=zone)):
-        later += timedelta(minutes=1)
-    return [later.replace(tzinfo=zone).astimezone(UTC)]  # the moment of the change
+def _offset_at(zone, instant):
+    return instant.astimezone(zone).utcoffset()
 
 
-def _near_clock_change(zone, instant):
-    return (instant - _MAX_SHIFT).astimezone(zone).utcoffset() != (instant + _MAX_SHIFT).astimezone(
-        zone
-    ).utcoffset()
+_PROBE_SECONDS = 6 * 3600  # no zone changes its offset twice within six hours
 
 
+def _offset_change(zone, offset, after, until):
+    """The first instant in (``after``, ``until``] whose UTC offset is not ``offset``."""
+    low, end = int(after.timestamp()), int(until.timestamp())
+    while low < end:
+        high = min(low + _PROBE_SECONDS, end)
+        if _offset_at(zone, datetime.fromtimestamp(high, UTC)) != offset:
+            while high - low > 1:  # tz changes fall on whole seconds
+                middle = (low + high) // 2
+                if _offset_at(zone, datetime.fromtimestamp(middle, UTC)) == offset:
+                    low = middle
+                else:
+                    high = middle
+            return datetime.fromtimestamp(high, UTC)
+        low = high
+    return None
+
+
+@functools.lru_cache(maxsize=4096)  # reports sharing a schedule share their fire times
 def next_fire_time(schedule, zone, after):
     """The first fire strictly after the aware datetime ``after``, in UTC; None if never."""
-    after = after.astimezone(UTC)
-    start = after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
-    if _near_clock_change(zone, after):
-        start -= _MAX_SHIFT  # a repeated hour can put later instants at earlier wall times
-    best, horizon = None, None
-    for wall in _wall_times_from(schedule, start):
-        if horizon is not None and wall > horizon:
-            break
-        for instant in _instants_of(wall, zone, schedule.is_fixed_time):
-            if instant > after and (best is None or instant < best):
-                if horizon is None and not _near_clock_change(zone, instant):
-                    return instant  # away from clock changes wall order is time order
-                best, horizon = instant, wall + 2 * _MAX_SHIFT
-    return best
+    return next(fires_after(schedule, zone, after), None)
 
 
 def next_fire_times(schedule, zone, after, count):
     """The next ``count`` fire times after ``after`` (fewer if the schedule ends)."""
-    times = []
-    while len(times) < count and (after := next_fire_time(schedule, zone, after)):
-        times.append(after)
-    return times
+    fires = fires_after(schedule, zone, after)
+    return [fire for fire, _ in zip(fires, range(count), strict=False)]
+
+
+@functools.lru_cache(maxsize=4096)
+def previous_fire_time(schedule, zone, before):
+    """The last fire strictly before the aware datetime ``before``, in UTC; None if none.
+
+    Searched forwards, in windows that double from two minutes back, so only the forward
+    evaluation (the one cron and the scheduler use) decides what a fire is.
+    """
+    window = timedelta(minutes=2)
+    while window < timedelta(days=366 * 50):
+        previous = None
+        for fire in fires_after(schedule, zone, before - window):
+            if fire >= before:
+                break
+            previous = fire
+        if previous is not None:
+            return previous
+        window *= 2
+    return None
 
 
 @functools.lru_cache(maxsize=4096)  # cron_descriptor reads its locale files on every call

@@ -167,13 +167,21 @@ class Report(models.Model):
         null=True,
         blank=True,
         editable=False,
-        help_text="When the schedule fires next, as kept by the worker.",
+        help_text="When the schedule fires next: set on save, moved on by the worker.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            # The leader looks for due reports every second.
+            models.Index(
+                fields=["next_run_at"],
+                condition=models.Q(next_run_at__isnull=False),
+                name="report_next_run_idx",
+            ),
+        ]
         permissions = [
             ("run_report", "Can run reports on demand"),
             ("view_report_sql", "Can see the SQL of reports and runs"),

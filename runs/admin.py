@@ -60,6 +60,8 @@ class RunAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "scheduled_for_moment",
+                    "interval_start_moment",
+                    "interval_end_moment",
                     "queued_at_moment",
                     "started_at_moment",
                     "finished_at_moment",
@@ -79,6 +81,8 @@ class RunAdmin(admin.ModelAdmin):
         "retry_of",
         "download",
         "scheduled_for_moment",
+        "interval_start_moment",
+        "interval_end_moment",
         "queued_at_moment",
         "started_at_moment",
         "finished_at_moment",
@@ -137,6 +141,14 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="Scheduled for")
     def scheduled_for_moment(self, run):
         return self._moment_with_report_zone(run, run.scheduled_for)
+
+    @admin.display(description="Interval start")
+    def interval_start_moment(self, run):
+        return self._moment_with_report_zone(run, run.interval_start)
+
+    @admin.display(description="Interval end")
+    def interval_end_moment(self, run):
+        return self._moment_with_report_zone(run, run.interval_end)
 
     @admin.display(description="Queued at")
     def queued_at_moment(self, run):

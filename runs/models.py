@@ -42,6 +42,14 @@ class Run(models.Model):
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The fire time, for scheduled runs."
     )
+    # The data interval a scheduled run covers: from the previous fire time of its
+    # schedule to its own (a retry covers its first attempt's interval).
+    interval_start = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule's previous fire time: the interval's start."
+    )
+    interval_end = models.DateTimeField(
+        null=True, blank=True, help_text="The fire time this run belongs to: the interval's end."
+    )
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -76,6 +76,8 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "status",
             "trigger",
             "scheduled_for",
+            "interval_start",
+            "interval_end",
             "queued_at",
             "started_at",
             "finished_at",

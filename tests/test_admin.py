@@ -13,7 +13,7 @@ from django.utils import timezone
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.selectors import latest_successful_run
-from runs.services.queue import enqueue_run
+from runs.services.queue import enqueue_run, record_scheduled_fire
 from runs.services.runner import execute_run, run_report_now
 from runs.services.transitions import transition_run
 from runs.templatetags.runs_admin import moment
@@ -186,6 +186,31 @@ def test_a_valid_report_saves(admin_client):
     response = admin_client.post("/admin/reports/report/add/", form_data(schedule="*/5 * * * *"))
     assert response.status_code == 302
     assert Report.objects.get().schedule == "*/5 * * * *"
+
+
+def test_saving_a_schedule_in_the_admin_moves_the_next_run_at_once(admin_client):
+    admin_client.post("/admin/reports/report/add/", form_data(schedule="0 6 * * *"))
+    report = Report.objects.get()
+    assert (report.next_run_at.hour, report.next_run_at.minute) == (6, 0)
+    url = f"/admin/reports/report/{report.pk}/change/"
+    response = admin_client.post(url, form_data(schedule="45 7 * * *"))
+    assert response.status_code == 302
+    report.refresh_from_db()
+    assert (report.next_run_at.hour, report.next_run_at.minute) == (7, 45)
+    admin_client.post(url, form_data(schedule="45 7 * * *", enabled=""))
+    report.refresh_from_db()
+    assert report.next_run_at is None
+
+
+def test_run_page_shows_the_data_interval(admin_client):
+    report = Report.objects.create(
+        name="Hourly", slug="hourly", sql="SELECT 1", schedule="0 * * * *"
+    )
+    fire = timezone.now().replace(minute=0, second=0, microsecond=0)
+    run = record_scheduled_fire(report.pk, fire)
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert "Interval start:" in page and "Interval end:" in page
+    assert run.interval_start == fire - timedelta(hours=1) and run.interval_end == fire
 
 
 def test_runs_list_filters_and_badges(admin_client, reports):

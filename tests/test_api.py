@@ -2,7 +2,7 @@
 
 import hashlib
 import re
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.queue import enqueue_run
+from runs.services.queue import enqueue_run, record_scheduled_fire
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
@@ -210,6 +210,34 @@ def test_an_update_is_checked_against_the_stored_report(report, staff):
     assert report.alert_condition == ""
 
 
+def test_a_schedule_change_moves_the_next_run_at_once_and_other_edits_do_not(report, staff):
+    created = staff.post(
+        "/api/reports/",
+        # next_run_at is the schedule's to say: a client's value is ignored.
+        {
+            "name": "Orders",
+            "slug": "orders",
+            "sql": "SELECT 1",
+            "schedule": "0 6 * * *",
+            "next_run_at": "2000-01-01T00:00:00Z",
+        },
+        format="json",
+    )
+    assert created.json()["next_run_at"].endswith("T06:00:00Z")
+    assert Report.objects.get(slug="orders").next_run_at > timezone.now()
+    patched = staff.patch("/api/reports/orders/", {"schedule": "45 7 * * *"}, format="json")
+    assert patched.json()["next_run_at"].endswith("T07:45:00Z")
+    # The worker moved it on meanwhile: an edit of something else keeps the worker's.
+    moved_on = timezone.now().replace(hour=7, minute=45, second=0, microsecond=0) + timedelta(
+        days=3
+    )
+    Report.objects.filter(slug="orders").update(next_run_at=moved_on)
+    staff.patch("/api/reports/orders/", {"description": "by hand"}, format="json")
+    assert Report.objects.get(slug="orders").next_run_at == moved_on
+    staff.patch("/api/reports/orders/", {"enabled": False}, format="json")
+    assert Report.objects.get(slug="orders").next_run_at is None
+
+
 def test_an_invalid_update_changes_nothing(report, staff):
     response = staff.patch("/api/reports/numbers/", {"schedule": "every day"}, format="json")
     assert response.status_code == 400
@@ -296,6 +324,15 @@ def test_runs_are_listed_newest_first_with_every_field(report, succeeded, viewer
     assert detail["worker"] == succeeded.worker
     assert detail["duration_seconds"] >= 0
     assert {"scheduled_for", "started_at", "finished_at", "error", "attempt"} <= set(detail)
+    assert detail["interval_start"] is None and detail["interval_end"] is None  # not scheduled
+
+
+def test_a_scheduled_run_shows_its_data_interval(report, viewer):
+    fire = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # a Monday
+    run = record_scheduled_fire(report.pk, fire)
+    detail = viewer.get(f"/api/runs/{run.pk}/").json()
+    assert detail["scheduled_for"] == detail["interval_end"] == "2026-11-30T06:00:00Z"
+    assert detail["interval_start"] == "2026-11-27T06:00:00Z"  # the Friday before
 
 
 def test_run_filters(report, succeeded, viewer):

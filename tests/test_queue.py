@@ -112,6 +112,9 @@ def test_failed_scheduled_runs_are_retried_with_growing_backoff(settings):
     execute_run(first)
     second = Run.objects.get(retry_of=first)
     assert (second.attempt, second.status, second.trigger) == (2, RunStatus.QUEUED, "schedule")
+    # A retry covers the data interval of the fire it retries.
+    assert first.interval_end == FIRE and first.interval_start is not None
+    assert (second.interval_start, second.interval_end) == (first.interval_start, FIRE)
     assert (second.not_before - timezone.now()).total_seconds() == pytest.approx(60, abs=5)
     execute_run(second)
     third = Run.objects.get(retry_of=first, attempt=3)

@@ -1,19 +1,250 @@
-"""The leader's scheduler, in-process: jobs follow reports, missed fires coalesce."""
+"""Scheduling in-process: next_run_at is the schedule; the leader's passes fire and repair.
 
-import pickle
+The fire pass and the repair pass run here as functions with a chosen ``now``; the
+APScheduler that drives them runs for real in the last tests.
+"""
+
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.models import Report
-from runs.models import Run, RunTrigger
-from runs.services.scheduler import ReportScheduler, job_id_for
-from runs.services.triggers import CrontabTrigger
-from tests.conftest import wait_for
+from reports.services.schedules import save_report
+from runs.models import Run, RunStatus, RunTrigger
+from runs.services import scheduler as scheduler_module
+from runs.services.fires import fire_due_reports, repair_next_runs
+from runs.services.queue import claim_runs, enqueue_run
+from runs.services.scheduler import (
+    FIRE_JOB,
+    HOUSEKEEPING_JOB,
+    REPAIR_JOB,
+    ReportScheduler,
+)
+from tests.conftest import postgres_only, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+NOW = datetime(2026, 11, 26, 12, 0, 20, tzinfo=UTC)  # a Thursday
+MINUTE = timedelta(minutes=1)
+
+
+def make_report(slug, schedule, **fields):
+    return save_report(Report(name=slug, slug=slug, sql="SELECT 1", schedule=schedule, **fields))
+
+
+def stored_next_run(report):
+    report.refresh_from_db()
+    return report.next_run_at
+
+
+def test_saving_a_report_sets_its_next_fire_time():
+    daily = make_report("daily", "0 6 * * *", timezone="Europe/Berlin")
+    manual = make_report("manual", "")
+    paused = make_report("paused", "0 7 * * *", enabled=False)
+    assert stored_next_run(daily) > timezone.now()
+    assert stored_next_run(daily).astimezone(daily_zone(daily)).hour == 6
+    assert stored_next_run(manual) is None
+    assert stored_next_run(paused) is None
+
+    save_report(daily, {"schedule": "30 8 * * *"})
+    assert stored_next_run(daily).astimezone(daily_zone(daily)).strftime("%H:%M") == "08:30"
+    save_report(paused, {"enabled": True})
+    assert stored_next_run(paused) is not None
+    save_report(daily, {"enabled": False})
+    assert stored_next_run(daily) is None
+
+
+def daily_zone(report):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(report.timezone)
+
+
+def test_an_edit_that_keeps_the_schedule_keeps_the_stored_next_run():
+    """The leader may have moved next_run_at on since the editor read the report."""
+    report = make_report("hourly", "0 * * * *")
+    stale = Report.objects.get(pk=report.pk)
+    moved_on = stored_next_run(report) + timedelta(hours=1)
+    Report.objects.filter(pk=report.pk).update(next_run_at=moved_on)
+    save_report(stale, {"description": "edited"})
+    assert stored_next_run(report) == moved_on
+    assert Report.objects.get(pk=report.pk).description == "edited"
+
+
+def test_a_due_report_becomes_one_run_with_its_interval_and_moves_on():
+    report = make_report("every-five", "*/5 * * * *")
+    Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
+    assert fire_due_reports(now=NOW) == 1
+    run = Run.objects.get(report=report)
+    assert (run.status, run.trigger) == (RunStatus.QUEUED, RunTrigger.SCHEDULE)
+    assert run.scheduled_for == run.interval_end == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert run.interval_start == datetime(2026, 11, 26, 11, 55, tzinfo=UTC)
+    assert stored_next_run(report) == datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+    # The same moment again: nothing is due any more.
+    assert fire_due_reports(now=NOW) == 0
+    assert Run.objects.count() == 1
+
+
+def test_the_interval_follows_the_schedule_across_a_clock_change():
+    report = make_report("nightly", "30 2 * * *", timezone="Europe/Berlin")
+    spring_forward = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST, for 02:30
+    Report.objects.filter(pk=report.pk).update(next_run_at=spring_forward)
+    fire_due_reports(now=spring_forward + timedelta(seconds=1))
+    run = Run.objects.get(report=report)
+    assert run.interval_start == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)  # 02:30 CET
+    assert run.interval_end == spring_forward
+    assert stored_next_run(report) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)  # 02:30 CEST
+
+
+def test_missed_fires_coalesce_into_the_newest_within_the_grace(settings):
+    settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
+    report = make_report("every-minute", "* * * * *")
+    # Down for ten minutes: ten fires missed, the newest within the grace period.
+    Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0) - 10 * MINUTE)
+    assert fire_due_reports(now=NOW) == 1
+    run = Run.objects.get(report=report)
+    assert run.scheduled_for == NOW.replace(second=0)
+    assert run.interval_start == NOW.replace(second=0) - MINUTE
+    assert stored_next_run(report) == NOW.replace(second=0) + MINUTE
+
+
+def test_a_missed_fire_older_than_the_grace_is_dropped(settings):
+    settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
+    yearly = make_report("yearly", "0 0 1 1 *")
+    Report.objects.filter(pk=yearly.pk).update(next_run_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert fire_due_reports(now=NOW) == 0
+    assert Run.objects.count() == 0
+    assert stored_next_run(yearly) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_a_fire_exactly_at_the_end_of_the_grace_still_runs(settings):
+    settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 20
+    report = make_report("every-minute", "* * * * *")
+    Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
+    assert fire_due_reports(now=NOW) == 1  # 20 s late, grace 20 s
+    Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0) + MINUTE)
+    assert fire_due_reports(now=NOW + MINUTE + timedelta(microseconds=1)) == 0
+
+
+def test_a_fire_while_the_report_runs_is_born_skipped():
+    report = make_report("hourly", "0 * * * *")
+    running = enqueue_run(report, RunTrigger.MANUAL)
+    assert claim_runs(1, "test:1") == [running]
+    Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
+    fire_due_reports(now=NOW)
+    skipped = Run.objects.get(report=report, trigger=RunTrigger.SCHEDULE)
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.error == (
+        f"Skipped: the previous run ({running.pk}) was still running at this fire time."
+    )
+    assert skipped.interval_end == NOW.replace(second=0)
+
+
+def test_a_fire_recorded_already_is_not_recorded_twice():
+    report = make_report("hourly", "0 * * * *")
+    fire = NOW.replace(minute=0, second=0)
+    Report.objects.filter(pk=report.pk).update(next_run_at=fire)
+    fire_due_reports(now=NOW)
+    # A stale save wrote the old next_run_at back: the fire is due again, once only.
+    Report.objects.filter(pk=report.pk).update(next_run_at=fire)
+    fire_due_reports(now=NOW)
+    assert Run.objects.filter(report=report).count() == 1
+    assert stored_next_run(report) == fire + timedelta(hours=1)
+
+
+def test_only_enabled_scheduled_reports_fire():
+    report = make_report("hourly", "0 * * * *")
+    Report.objects.filter(pk=report.pk).update(enabled=False, next_run_at=NOW - MINUTE)
+    manual = make_report("manual", "")
+    Report.objects.filter(pk=manual.pk).update(next_run_at=NOW - MINUTE)
+    assert fire_due_reports(now=NOW) == 0
+    assert Run.objects.count() == 0
+
+
+def test_thousands_of_due_reports_fire_in_batches(monkeypatch):
+    monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 40)
+    Report.objects.bulk_create(
+        Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(100)
+    )
+    Report.objects.update(next_run_at=NOW.replace(second=0))
+    assert fire_due_reports(now=NOW) == 100
+    assert Run.objects.filter(scheduled_for=NOW.replace(second=0)).count() == 100
+    assert set(Report.objects.values_list("next_run_at", flat=True)) == {
+        NOW.replace(second=0) + MINUTE
+    }
+
+
+def test_a_pass_with_a_spent_time_budget_leaves_the_rest_to_the_next(monkeypatch):
+    monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 10)
+    Report.objects.bulk_create(
+        Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(25)
+    )
+    Report.objects.update(next_run_at=NOW.replace(second=0))
+    assert fire_due_reports(now=NOW, time_budget=0) == 0
+    assert fire_due_reports(now=NOW, time_budget=60) == 25
+
+
+@postgres_only
+def test_reports_another_pass_holds_are_skipped_not_waited_for():
+    due = [make_report(f"r{i}", "* * * * *") for i in range(3)]
+    Report.objects.update(next_run_at=NOW.replace(second=0))
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_first_report():
+        with transaction.atomic():
+            list(Report.objects.select_for_update().filter(pk=due[0].pk))
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_first_report)
+    holder.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        assert fire_due_reports(now=NOW) == 2
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        holder.join()
+    assert fire_due_reports(now=NOW) == 1
+    assert Run.objects.count() == 3
+
+
+def test_repair_follows_reports_changed_without_save_report(caplog):
+    daily = make_report("daily", "0 6 * * *")
+    # Changed the way a shell or a bulk update would: next_run_at untouched.
+    Report.objects.filter(pk=daily.pk).update(schedule="45 7 * * *")
+    bulk = Report.objects.create(name="bulk", slug="bulk", sql="SELECT 1", schedule="0 * * * *")
+    gone = make_report("gone", "0 9 * * *")
+    Report.objects.filter(pk=gone.pk).update(enabled=False)
+    bad = Report.objects.create(name="bad", slug="bad", sql="SELECT 1", schedule="0 25 * * *")
+    assert stored_next_run(bulk) is None
+
+    assert repair_next_runs() == 3
+    assert stored_next_run(daily).strftime("%H:%M") == "07:45"
+    assert stored_next_run(bulk).minute == 0
+    assert stored_next_run(gone) is None
+    assert stored_next_run(bad) is None
+    assert f"report {bad.pk} not scheduled" in caplog.text
+    assert repair_next_runs() == 0  # in agreement now
+
+
+def test_repair_leaves_due_reports_to_the_fire_pass():
+    report = make_report("hourly", "0 * * * *")
+    due = timezone.now() - MINUTE
+    Report.objects.filter(pk=report.pk).update(next_run_at=due)
+    assert repair_next_runs() == 0
+    assert stored_next_run(report) == due
+
+
+# --- the APScheduler that runs the passes ---------------------------------------------
 
 
 @pytest.fixture
@@ -31,122 +262,81 @@ def schedulers():
         scheduler.stop()
 
 
-def make_report(slug, schedule, **fields):
-    return Report.objects.create(name=slug, slug=slug, sql="SELECT 1", schedule=schedule, **fields)
-
-
-def test_trigger_survives_pickling_and_uses_cron_weekdays():
-    trigger = pickle.loads(pickle.dumps(CrontabTrigger("0 6 * * 0", "Europe/Berlin")))
-    now = datetime(2026, 11, 26, 12, tzinfo=UTC)  # a Thursday
-    assert trigger.get_next_fire_time(None, now) == datetime(2026, 11, 29, 5, tzinfo=UTC)  # Sunday
-    assert str(trigger) == "crontab[0 6 * * 0 Europe/Berlin]"
-
-
-def test_trigger_counts_a_fire_at_now_and_moves_past_the_previous_one():
-    trigger = CrontabTrigger("*/5 * * * *", "UTC")
-    now = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
-    assert trigger.get_next_fire_time(None, now) == now
-    assert trigger.get_next_fire_time(now, now + timedelta(seconds=1)) == now + timedelta(minutes=5)
-
-
-def test_jobs_follow_report_edits(schedulers):
-    daily = make_report("daily", "0 6 * * *", timezone="Europe/Berlin")
-    make_report("manual", "")
-    paused = make_report("paused", "0 7 * * *", enabled=False)
+def test_the_leader_keeps_its_jobs_in_the_job_store_and_fires_due_reports(schedulers):
+    report = make_report("every-minute", "* * * * *")
+    fire = timezone.now().replace(second=0, microsecond=0)
+    Report.objects.filter(pk=report.pk).update(next_run_at=fire)
     scheduler = schedulers()
-    assert {job.id for job in scheduler.scheduler.get_jobs()} == {
-        job_id_for(daily.pk),
-        "housekeeping",
-    }
-    daily.refresh_from_db()
-    assert daily.next_run_at is not None
-    assert daily.next_run_at.astimezone(timezone.get_fixed_timezone(0)).hour in (4, 5)
-
-    daily.schedule = "30 8 * * *"
-    daily.save()
-    paused.enabled = True
-    paused.save()
-    scheduler.sync()
-    daily.refresh_from_db()
-    assert daily.next_run_at.minute == 30
-    paused.refresh_from_db()
-    assert paused.next_run_at is not None
-
-    daily.enabled = False
-    daily.save()
-    paused.delete()
-    scheduler.sync()
-    daily.refresh_from_db()
-    assert daily.next_run_at is None
-    assert {job.id for job in scheduler.scheduler.get_jobs()} == {"housekeeping"}
-
-
-def persist_next_run_time(report, next_run_time):
-    """Leave the job store as a scheduler that stopped before ``next_run_time`` would."""
-    scheduler = ReportScheduler()
-    scheduler.scheduler.start(paused=True)
-    scheduler.sync()
-    scheduler.scheduler.modify_job(job_id_for(report.pk), next_run_time=next_run_time)
-    scheduler.stop()
-
-
-def test_missed_fires_run_once_on_start_when_recent(schedulers, settings):
-    settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
-    every_minute = make_report("every-minute", "* * * * *")
-    # Down for ten minutes: ten fires missed, the newest within the grace period.
-    persist_next_run_time(every_minute, timezone.now() - timedelta(minutes=10))
-    started = timezone.now()
-    schedulers()
-    run = wait_for(lambda: Run.objects.filter(report=every_minute).first(), timeout=10)
-    time.sleep(1.0)
-    # Fires missed before the start: one run. (A slow machine may reach the next minute,
-    # whose fire is a new one, not a catch-up.)
-    assert Run.objects.filter(report=every_minute, scheduled_for__lte=started).count() == 1
-    assert run.trigger == RunTrigger.SCHEDULE
-    newest_missed = timezone.now().replace(second=0, microsecond=0)
-    assert newest_missed - timedelta(minutes=1) <= run.scheduled_for <= newest_missed
-
-
-def test_a_missed_fire_older_than_the_grace_period_is_dropped(schedulers, settings):
-    settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
-    yearly = make_report("yearly", "0 0 1 1 *")
-    persist_next_run_time(yearly, timezone.now() - timedelta(days=1))
-    scheduler = schedulers()
+    run = wait_for(lambda: Run.objects.filter(report=report).first(), timeout=5)
+    assert run.scheduled_for == fire
+    assert {job.id for job in DjangoJob.objects.all()} == {FIRE_JOB, REPAIR_JOB, HOUSEKEEPING_JOB}
     wait_for(
-        lambda: scheduler.scheduler.get_job(job_id_for(yearly.pk)).next_run_time > timezone.now(),
-        timeout=10,
+        lambda: DjangoJobExecution.objects.filter(
+            job_id=FIRE_JOB, status=DjangoJobExecution.SUCCESS
+        ).exists(),
+        timeout=5,
     )
-    time.sleep(0.5)
-    assert Run.objects.count() == 0
-    yearly.refresh_from_db()
-    assert yearly.next_run_at is not None
-
-
-def test_trigger_never_returns_the_previous_fire_again():
-    trigger = CrontabTrigger("*/5 * * * *", "UTC")
-    now = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
-    assert trigger.get_next_fire_time(now, now) == now + timedelta(minutes=5)
-
-
-def test_a_report_with_an_invalid_schedule_is_skipped_not_fatal(schedulers, caplog):
-    good = make_report("good", "0 6 * * *")
-    bad = Report.objects.create(name="bad", slug="bad", sql="SELECT 1", schedule="0 25 * * *")
-    scheduler = schedulers()
-    ids = {job.id for job in scheduler.scheduler.get_jobs()}
-    assert job_id_for(good.pk) in ids and job_id_for(bad.pk) not in ids
-    assert f"report {bad.pk} not scheduled" in caplog.text
     assert scheduler.is_alive()
+    scheduler.stop()
+    assert not scheduler.is_alive()
+    # Not due while no leader runs; the next leader adds them again.
+    assert DjangoJob.objects.get(id=FIRE_JOB).next_run_time is None
+    schedulers()
+    wait_for(lambda: DjangoJob.objects.get(id=FIRE_JOB).next_run_time is not None, timeout=5)
 
 
-def test_a_failing_scheduler_pass_is_retried_not_fatal(monkeypatch):
-    from apscheduler.schedulers.background import BackgroundScheduler
+def test_a_new_leader_keeps_the_housekeeping_time(schedulers):
+    schedulers().stop()
+    due = timezone.now() + timedelta(minutes=30)
+    DjangoJob.objects.filter(id=HOUSEKEEPING_JOB).update(next_run_time=due)
+    schedulers()
+    time.sleep(0.5)
+    assert DjangoJob.objects.get(id=HOUSEKEEPING_JOB).next_run_time == due
 
-    from runs.services.scheduler import PASS_RETRY_SECONDS, _BackgroundScheduler
 
-    def broken(self):
-        raise RuntimeError("database went away")
+def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatch):
+    calls = []
 
-    monkeypatch.setattr(BackgroundScheduler, "_process_jobs", broken)
-    scheduler = _BackgroundScheduler()
-    scheduler.state = 1  # running
-    assert scheduler._process_jobs() == PASS_RETRY_SECONDS
+    def flaky(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return 0
+
+    monkeypatch.setattr(scheduler_module, "fire_due_reports", flaky)
+    scheduler = schedulers()
+    wait_for(lambda: len(calls) >= 2, timeout=5)
+    assert scheduler.is_alive()
+    failed = DjangoJobExecution.objects.get(job_id=FIRE_JOB, status=DjangoJobExecution.ERROR)
+    assert "database went away" in failed.exception
+
+
+def test_stopping_right_after_starting_leaves_no_scheduler_running():
+    scheduler = ReportScheduler()
+    scheduler.start()
+    scheduler.stop()
+    assert not scheduler.is_alive()
+    assert not scheduler.scheduler.running
+
+
+def test_housekeeping_keeps_an_hour_of_the_passes_history_and_a_week_of_the_rest():
+    from runs.services.housekeeping import purge_scheduler_history
+
+    for job_id in (FIRE_JOB, HOUSEKEEPING_JOB):
+        DjangoJob.objects.create(id=job_id, job_state=b"")
+    now = timezone.now()
+    for job_id, age in [
+        (FIRE_JOB, timedelta(hours=2)),
+        (FIRE_JOB, timedelta(minutes=10)),
+        (HOUSEKEEPING_JOB, timedelta(hours=2)),
+        (HOUSEKEEPING_JOB, timedelta(days=8)),
+    ]:
+        DjangoJobExecution.objects.create(
+            job_id=job_id, status=DjangoJobExecution.SUCCESS, run_time=now - age
+        )
+    purge_scheduler_history(brief_history_jobs=(FIRE_JOB,), now=now)
+    kept = sorted(
+        (job_id, round((now - run_time).total_seconds() / 60))
+        for job_id, run_time in DjangoJobExecution.objects.values_list("job_id", "run_time")
+    )
+    assert kept == [(FIRE_JOB, 10), (HOUSEKEEPING_JOB, 120)]

@@ -2,6 +2,7 @@
 
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -173,6 +174,26 @@ def test_report_edits_reach_the_running_worker(start_worker):
     report.save()
     wait_for(lambda: next_run() is None, timeout=10)
     assert worker.running()
+    assert worker.stop() == 0
+
+
+def test_a_due_report_is_queued_within_seconds_with_its_interval(start_worker):
+    worker = start_worker()
+    wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.pid, is_leader=True).exists())
+    report = Report.objects.create(
+        name="Due", slug="due", sql="SELECT 1 AS n", schedule="* * * * *", timezone="UTC"
+    )
+    minute = timedelta(minutes=1)
+    fire = timezone.now().replace(second=0, microsecond=0)
+    Report.objects.filter(pk=report.pk).update(next_run_at=fire)  # this minute's, passed
+    due_since = time.monotonic()
+    run = wait_for(lambda: Run.objects.filter(report=report).first(), timeout=10)
+    assert time.monotonic() - due_since < 3  # a pass every second
+    assert run.scheduled_for in (fire, fire + minute)  # the minute may have turned since
+    assert (run.interval_start, run.interval_end) == (run.scheduled_for - minute, run.scheduled_for)
+    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=10)
+    report.refresh_from_db()
+    assert report.next_run_at == run.scheduled_for + minute
     assert worker.stop() == 0
 
 

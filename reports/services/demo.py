@@ -13,6 +13,7 @@ from django.utils import timezone
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import AlertCondition, Report
 from reports.services.demo_source import demo_source_writer
+from reports.services.schedules import upcoming_fire
 
 CUSTOMER_COUNT = 400
 ORDER_COUNT = 4000
@@ -231,6 +232,7 @@ def seed_demo_reports():
                 "name": name,
                 "schedule": schedule,
                 "timezone": zone,
+                "next_run_at": upcoming_fire(schedule, zone),
                 "description": description,
                 "sql": sql_by_vendor[vendor],
                 **DEMO_NOTIFICATIONS.get(slug, {}),

@@ -13,6 +13,7 @@ from runs.services.queue import ACTIVE_STATUSES
 logger = logging.getLogger(__name__)
 
 JOB_EXECUTION_MAX_AGE_DAYS = 7
+BRIEF_HISTORY = timedelta(hours=1)
 DEPARTED_WORKER_AGE = timedelta(days=1)
 DELETE_BATCH = 500
 
@@ -32,9 +33,12 @@ def purge_expired_runs(now=None):
     return deleted
 
 
-def purge_scheduler_history():
+def purge_scheduler_history(brief_history_jobs=(), now=None):
+    """Scheduler job history older than a week; of ``brief_history_jobs``, than an hour."""
     max_age = JOB_EXECUTION_MAX_AGE_DAYS * 24 * 3600
     DjangoJobExecution.objects.delete_old_job_executions(max_age)
+    cutoff = (now or timezone.now()) - BRIEF_HISTORY
+    DjangoJobExecution.objects.filter(job_id__in=brief_history_jobs, run_time__lt=cutoff).delete()
 
 
 def purge_departed_workers(now=None):
@@ -42,9 +46,9 @@ def purge_departed_workers(now=None):
     WorkerHeartbeat.objects.filter(last_seen_at__lt=now - DEPARTED_WORKER_AGE).delete()
 
 
-def run_housekeeping():
+def run_housekeeping(brief_history_jobs=()):
     deleted = purge_expired_runs()
-    purge_scheduler_history()
+    purge_scheduler_history(brief_history_jobs)
     purge_departed_workers()
     if deleted:
         logger.info("housekeeping deleted %s expired runs", deleted)

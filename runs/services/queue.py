@@ -5,10 +5,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from reports.cron import previous_fire_time
 from reports.datasources import connection_for_source
 from reports.models import Report
+from reports.services.schedules import parsed_schedule
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.transitions import start_queued_runs, transition_run
@@ -82,66 +85,72 @@ def _check_queue_room(report):
         )
 
 
+FIRE_INSERT_BATCH = 500
+
+
 def record_scheduled_fire(report_id, scheduled_for):
-    """Record one schedule fire; the new run, or None (see ``record_scheduled_fires``)."""
-    created = record_scheduled_fires([(report_id, scheduled_for)])
-    return created[0] if created else None
+    """Record one fire of a report's schedule at ``scheduled_for``, outside the leader's
+    fire pass; the new run, or None if the report is not scheduled or the fire was
+    recorded already."""
+    report = Report.objects.filter(pk=report_id, enabled=True).exclude(schedule="").first()
+    if report is None or Run.objects.filter(report=report, scheduled_for=scheduled_for).exists():
+        return None
+    schedule, zone = parsed_schedule(report.schedule, report.timezone)
+    record_scheduled_fires(
+        [(report_id, scheduled_for, previous_fire_time(schedule, zone, scheduled_for))]
+    )
+    return Run.objects.select_related("report").get(report=report, scheduled_for=scheduled_for)
 
 
 def record_scheduled_fires(fires):
-    """Turn schedule fires, ``(report_id, scheduled_for)`` pairs, into runs, in bulk.
+    """Record schedule fires, ``(report_id, fire time, previous fire time)``, as runs.
 
-    ``(report, scheduled_for)`` is unique, so a fire recorded already (by a second
-    scheduler firing the same moment) is left alone. A fire while the report's previous
-    run is still queued or running is recorded as ``skipped`` instead of piling up or
-    overlapping. Disabled and unscheduled reports record nothing. Returns the runs this
-    call created.
+    Each run covers the interval from the previous fire time of its schedule to its
+    own. ``(report, scheduled_for)`` is unique, so a fire recorded already is left
+    alone. A fire while the report's previous run is still queued or running is
+    recorded as ``skipped`` instead of piling up or overlapping.
     """
-    report_ids = {report_id for report_id, _ in fires}
-    schedulable = set(
-        Report.objects.filter(pk__in=report_ids, enabled=True)
-        .exclude(schedule="")
-        .values_list("pk", flat=True)
-    )
-    fires = {(report_id, when) for report_id, when in fires if report_id in schedulable}
     if not fires:
-        return []
-    times = {when for _, when in fires}
+        return
+    report_ids = sorted({report_id for report_id, _, _ in fires})
     busy = {}
+    active = Q(status=RunStatus.QUEUED, report_id__in=report_ids) | Q(
+        status=RunStatus.RUNNING, report_id__in=report_ids
+    )  # one branch per partial index (run_queue_idx, run_running_idx)
     for report_id, run_id, status in (
-        Run.objects.filter(report_id__in=schedulable, status__in=ACTIVE_STATUSES)
-        .order_by("-queued_at")
-        .values_list("report_id", "pk", "status")
+        Run.objects.filter(active).order_by("-queued_at").values_list("report_id", "pk", "status")
     ):
         busy[report_id] = (run_id, status)  # ends with the oldest active run
-    same_fire = Run.objects.filter(report_id__in=schedulable, scheduled_for__in=times)
-    recorded_before = set(same_fire.values_list("report_id", "scheduled_for"))
     now = timezone.now()
     Run.objects.bulk_create(
         [
-            _fire_run(report_id, when, busy.get(report_id), now)
-            for report_id, when in fires - recorded_before
+            _fire_run(report_id, when, previous, busy.get(report_id), now)
+            for report_id, when, previous in fires
         ],
         ignore_conflicts=True,
+        batch_size=FIRE_INSERT_BATCH,
     )
-    return [
-        run
-        for run in same_fire.select_related("report")
-        if (run.report_id, run.scheduled_for) in fires - recorded_before
-    ]
 
 
-def _fire_run(report_id, scheduled_for, previous, now):
+def _fire_run(report_id, scheduled_for, interval_start, previous_run, now):
     """A fire's run, queued, or skipped from the start if the previous one is active.
 
     Born skipped, never queued-then-skipped, so no worker can claim it in between.
     """
-    run = Run(report_id=report_id, trigger=RunTrigger.SCHEDULE, scheduled_for=scheduled_for)
-    if previous is not None:
+    run = Run(
+        report_id=report_id,
+        trigger=RunTrigger.SCHEDULE,
+        scheduled_for=scheduled_for,
+        interval_start=interval_start,
+        interval_end=scheduled_for,
+        queued_at=now,
+    )
+    if previous_run is not None:
         run.status = RunStatus.SKIPPED
         run.finished_at = now
         run.error = (
-            f"Skipped: the previous run ({previous[0]}) was still {previous[1]} at this fire time."
+            f"Skipped: the previous run ({previous_run[0]}) was still {previous_run[1]} "
+            "at this fire time."
         )
     return run
 
@@ -225,6 +234,8 @@ def schedule_retry(run):
         status=RunStatus.QUEUED,
         attempt=run.attempt + 1,
         retry_of_id=run.retry_of_id or run.pk,
+        interval_start=run.interval_start,  # the same data interval, tried again
+        interval_end=run.interval_end,
         not_before=timezone.now() + timedelta(seconds=delay),
     )
     logger.info(

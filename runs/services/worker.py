@@ -172,19 +172,15 @@ class Worker:
                 self._scheduler = None
             if self._scheduler is None:
                 scheduler = ReportScheduler()
-                try:
-                    scheduler.start()
-                except Exception:
-                    scheduler.stop()  # never keep a half-started (paused) scheduler
-                    raise
+                scheduler.start()
                 self._scheduler = scheduler
                 logger.info("worker %s is the scheduler now", self.name)
-            else:
-                self._scheduler.sync()
+                self._beat()  # the heartbeat row says so at once
         elif self._scheduler is not None:
             logger.warning("worker %s lost the scheduler lock; stops scheduling", self.name)
             self._scheduler.stop()
             self._scheduler = None
+            self._beat()
 
     # --- executing runs --------------------------------------------------------------
 
