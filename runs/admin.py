@@ -1,6 +1,7 @@
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -11,17 +12,6 @@ from reports.targets import shown_target
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
 from runs.templatetags.runs_admin import first_line, moment, moment_html, status_badge
-
-
-def human_bytes(size):
-    if size is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return ""
-
 
 # The scheduler's job store is internal: reports show their schedule and next run, runs
 # show every fire. Its admin would offer Add/Change (and running jobs in the web process).
@@ -195,7 +185,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="Size", ordering="output_bytes")
     def size(self, run):
-        return human_bytes(run.output_bytes)
+        return filesizeformat(run.output_bytes) if run.output_bytes is not None else "—"
 
     @admin.display(description="Output")
     def download(self, run):

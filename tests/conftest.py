@@ -108,3 +108,28 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """
     for database in settings.DATABASES.values():
         database["CONN_MAX_AGE"] = 0
+
+
+def execute_run(run):
+    """Start this queued run in this process, as a worker's claim would, and perform it;
+    False if it was no longer queued."""
+    from django.utils import timezone
+
+    from runs.models import RunStatus
+    from runs.services.heartbeats import worker_name
+    from runs.services.queue import statement_to_record
+    from runs.services.runner import perform_run
+    from runs.services.transitions import transition_run
+
+    now = timezone.now()
+    started = transition_run(
+        run,
+        RunStatus.RUNNING,
+        sql=statement_to_record(run.report),
+        worker=worker_name(),
+        started_at=now,
+        heartbeat_at=now,
+    )
+    if started:
+        perform_run(run)
+    return started

@@ -11,8 +11,8 @@ from reports.sql import ReportSQLError, read_only_statement
 from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.queue import enqueue_run
-from runs.services.runner import execute_run, run_report_now
-from tests.conftest import files_under, postgres_only, read_csv, sqlite_only
+from runs.services.runner import run_report_now
+from tests.conftest import execute_run, files_under, postgres_only, read_csv, sqlite_only
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

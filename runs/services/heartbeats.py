@@ -1,9 +1,17 @@
 """The worker heartbeat rows that /healthz and the admin read."""
 
+import os
+import socket
+
 from django.utils import timezone
 
 from reportsvc import __version__
 from runs.models import WorkerHeartbeat
+
+
+def worker_name():
+    """How a process names itself in runs, heartbeats and locks: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def register_worker(name, host, pid):

@@ -11,10 +11,11 @@ second worker; the operating system releases it when the holder dies, even by ki
 import contextlib
 import fcntl
 import logging
-import os
 from pathlib import Path
 
 from django.db import DatabaseError, connections
+
+from runs.services.heartbeats import worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SQLiteWorkerLock:
                 "SQLite supports one worker; use PostgreSQL (DATABASE_URL) to run several."
             ) from None
         file.truncate(0)
-        file.write(f"{os.uname().nodename}:{os.getpid()}\n")
+        file.write(f"{worker_name()}\n")
         file.flush()
         self._file = file
         return True

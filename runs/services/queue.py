@@ -14,7 +14,7 @@ from reports.models import Report
 from reports.services.schedules import parsed_schedule
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.transitions import start_queued_runs, transition_run
+from runs.services.transitions import start_queued_runs
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
-    """Record a queued run of ``report``; a worker (or ``execute_run``) picks it up."""
+    """Record a queued run of ``report``; a worker picks it up."""
     return Run.objects.create(
         report=report,
         trigger=trigger,
@@ -207,19 +207,6 @@ def statement_to_record(report):
         return read_only_statement(report.sql, vendor)
     except (KeyError, ReportSQLError):
         return report.sql
-
-
-def claim_run(run, worker, *, now=None):
-    """Move one queued run to running for ``worker``; False if someone else has it."""
-    now = now or timezone.now()
-    return transition_run(
-        run,
-        RunStatus.RUNNING,
-        sql=statement_to_record(run.report),
-        worker=worker,
-        started_at=now,
-        heartbeat_at=now,
-    )
 
 
 def schedule_retry(run):

@@ -3,7 +3,6 @@
 import contextlib
 import logging
 import os
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -18,19 +17,16 @@ from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.services.exporter import ExportFailed, export_query_to_csv
-from runs.services.queue import claim_run, schedule_retry, start_run_in_this_process
+from runs.services.heartbeats import worker_name
+from runs.services.queue import schedule_retry, start_run_in_this_process
 from runs.services.transitions import transition_run
 
 logger = logging.getLogger(__name__)
 
 
-def worker_identity():
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
     """Run ``report`` in this process, with heartbeats so workers see it is alive."""
-    run = start_run_in_this_process(report, trigger, worker_identity(), requested_by=requested_by)
+    run = start_run_in_this_process(report, trigger, worker_name(), requested_by=requested_by)
     with heartbeat_while_running([run]):
         perform_run(run)
     notify_safely(run)
@@ -76,14 +72,6 @@ def heartbeat_while_running(runs):
     finally:
         done.set()
         thread.join()
-
-
-def execute_run(run):
-    """Claim a queued run for this process and execute it; False if it was not queued."""
-    if not claim_run(run, worker_identity()):
-        return False
-    perform_run(run)
-    return True
 
 
 def fail_run(run, error, *, stop_waiting=None, **fields):

@@ -49,7 +49,7 @@ class Worker:
     def __init__(self, *, concurrency=None):
         self.concurrency = concurrency or settings.WORKER_CONCURRENCY
         self.host = socket.gethostname()
-        self.name = f"{self.host}:{os.getpid()}"
+        self.name = heartbeats.worker_name()
         self._stop = threading.Event()
         self._giving_up = threading.Event()  # past the shutdown grace time
         self._wake = threading.Event()
