@@ -54,6 +54,17 @@ def free_port():
         return probe.getsockname()[1]
 
 
+# The shipped configuration; other gunicorns on this machine may own the default
+# control socket.
+GUNICORN = [
+    str(Path(sys.executable).parent / "gunicorn"),
+    "reportsvc.wsgi",
+    "--config",
+    "gunicorn.conf.py",
+    "--no-control-socket",
+]
+
+
 @pytest.fixture
 def start_gunicorn(outputs_dir, tmp_path):
     """Start gunicorn with the shipped configuration; returns (port, log path)."""
@@ -75,14 +86,7 @@ def start_gunicorn(outputs_dir, tmp_path):
             environment.pop("GUNICORN_THREADS", None)
         with open(log_path, "w") as log:
             server = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "gunicorn"),
-                    "reportsvc.wsgi",
-                    "--config",
-                    "gunicorn.conf.py",
-                    # Other gunicorns on this machine may own the default control socket.
-                    "--no-control-socket",
-                ],
+                GUNICORN,
                 cwd=PROJECT_DIR,
                 env=environment,
                 stdout=log,
@@ -242,13 +246,7 @@ def test_the_web_refuses_to_start_on_an_unsafe_data_source(outputs_dir, tmp_path
         REPORTING_DATABASE_URL=process_environment(outputs_dir)["DATABASE_URL"],
     )
     result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "reportsvc.wsgi",
-            "--config",
-            "gunicorn.conf.py",
-            "--no-control-socket",
-        ],
+        GUNICORN,
         cwd=PROJECT_DIR,
         env=environment,
         capture_output=True,
