@@ -11,15 +11,15 @@ from django.utils.safestring import mark_safe
 
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.permissions import can_run_reports
 from reports.services.schedules import save_report
 from reports.services.sql_check import sql_problem
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
+from reportsvc.web.display import moment, moment_html, status_badge
+from reportsvc.web.permissions import can_run_reports
 from runs.models import Run, RunStatus, RunTrigger
 from runs.selectors import latest_successful_run_id
 from runs.services.queue import QueueFull, request_run
-from runs.templatetags.runs_admin import moment, moment_html, status_badge
 
 RECENT_RUNS = 20
 

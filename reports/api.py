@@ -11,12 +11,17 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from reports.models import Report
-from reports.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
 from reports.serializers import ReportSerializer, WebhookSecretSerializer
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
 from reports.throttling import SharedScopedRateThrottle
-from runs.api import CSV_DOWNLOAD_PARAMETERS, CSV_DOWNLOAD_RESPONSES, ERROR, VALIDATION_ERROR
+from reportsvc.web.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
+from reportsvc.web.schema import (
+    CSV_DOWNLOAD_PARAMETERS,
+    CSV_DOWNLOAD_RESPONSES,
+    ERROR,
+    VALIDATION_ERROR,
+)
 from runs.downloads import csv_download_response
 from runs.models import RunTrigger
 from runs.selectors import latest_successful_run, reports_with_last_run

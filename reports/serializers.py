@@ -5,10 +5,10 @@ from rest_framework import serializers
 
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.permissions import can_change_reports, can_view_sql
 from reports.services.sql_check import sql_problem
 from reports.targets import redacted_emails, redacted_webhooks
-from runs.links import api_links, iso_datetime
+from reportsvc.web.links import api_links, iso_datetime
+from reportsvc.web.permissions import can_change_reports, can_view_sql
 from runs.serializers import RunSummarySerializer, summarize_run
 
 REDACTED_HELP = (

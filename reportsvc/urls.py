@@ -6,7 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from reports.api import ReportViewSet
-from runs.api import DOWNLOAD_VIEW_OPTIONS, RunViewSet
+from reportsvc.web.renderers import DOWNLOAD_VIEW_OPTIONS
+from runs.api import RunViewSet
 from runs.views import healthz
 
 router = DefaultRouter()

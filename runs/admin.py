@@ -7,11 +7,11 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from reports.permissions import can_change_reports
 from reports.targets import shown_target
+from reportsvc.web.display import first_line, moment, moment_html, status_badge
+from reportsvc.web.permissions import can_change_reports
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
-from runs.templatetags.runs_admin import first_line, moment, moment_html, status_badge
 
 # The scheduler's job store is internal: reports show their schedule and next run, runs
 # show every fire. Its admin would offer Add/Change (and running jobs in the web process).

@@ -1,74 +1,21 @@
-import csv
-import io
 from datetime import UTC
 
 from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-    inline_serializer,
-)
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAcceptable, NotFound, ValidationError
-from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 
-from reports.permissions import CanViewReports
+from reportsvc.web.permissions import CanViewReports
+from reportsvc.web.renderers import DOWNLOAD_VIEW_OPTIONS
+from reportsvc.web.schema import CSV_DOWNLOAD_PARAMETERS, CSV_DOWNLOAD_RESPONSES, VALIDATION_ERROR
 from runs.downloads import csv_download_response
 from runs.models import RunStatus, RunTrigger
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
-
-ERROR = inline_serializer("Error", fields={"detail": serializers.CharField()})
-# The component is added by reportsvc.openapi (a map drf-spectacular cannot derive).
-VALIDATION_ERROR = OpenApiResponse(
-    {"$ref": "#/components/schemas/ValidationError"},
-    description="Invalid input: each field (or header) with its messages.",
-)
-
-
-class CSVRenderer(BaseRenderer):
-    """For ``Accept: text/csv``. Files are streamed as they are; only an error (a
-    ``{"detail": …}`` body) is rendered here, as a one-row CSV."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        if not isinstance(data, dict):
-            return data
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(data.keys())
-        writer.writerow(str(value) for value in data.values())
-        return text.getvalue().encode()
-
-
-class DownloadContentNegotiation(DefaultContentNegotiation):
-    """Downloads never answer 406: the file comes as text/csv, or as
-    application/octet-stream to clients that prefer that (see csv_download_response);
-    errors come as CSV to clients that accept CSV but not JSON, else as JSON."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except NotAcceptable:
-            return renderers[0], renderers[0].media_type
-
-
-# View options of the endpoints that stream run outputs.
-DOWNLOAD_VIEW_OPTIONS = {
-    "renderer_classes": [JSONRenderer, CSVRenderer],
-    "content_negotiation_class": DownloadContentNegotiation,
-}
 
 
 class RunCursorPagination(CursorPagination):
@@ -144,62 +91,6 @@ class RunFilter(filters.FilterSet):
     created_before = UTCDateTimeFilter(
         field_name="queued_at", lookup_expr="lt", help_text="Queued before (ISO 8601)."
     )
-
-
-CSV_FILE = OpenApiResponse(
-    OpenApiTypes.BINARY,
-    description="The CSV file (UTF-8, a header row first), streamed. `text/csv; "
-    "charset=utf-8`, or `application/octet-stream` to clients whose Accept header "
-    "prefers that; the bytes are the same.",
-)
-# Binary first: clients that read the first listed type (openapi-python-client) then
-# read bytes; text/* would make them decode the file as text.
-CSV_DOWNLOAD_RESPONSES = {
-    (200, "application/octet-stream"): CSV_FILE,
-    (200, "text/csv"): CSV_FILE,
-    304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
-    404: ERROR,
-    409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
-}
-ETAG = OpenApiParameter(
-    "ETag",
-    str,
-    OpenApiParameter.HEADER,
-    response=[200, 304],
-    required=True,
-    description='The SHA-256 of the file (the run\'s `output_sha256`) in double quotes: `"<hex>"`.',
-)
-CSV_DOWNLOAD_PARAMETERS = [
-    OpenApiParameter(
-        "format",
-        str,
-        OpenApiParameter.QUERY,
-        enum=["json", "csv"],
-        description="Only changes how errors are written: `json` (the default) or "
-        "`csv` (the one-row CSV that clients accepting only text/csv get). The file is "
-        "the same either way.",
-    ),
-    OpenApiParameter(
-        "If-None-Match",
-        str,
-        OpenApiParameter.HEADER,
-        description="ETags of copies you have (or `*`): if one is the file's, the answer "
-        "is 304 with no body.",
-    ),
-    ETAG,
-    OpenApiParameter(
-        "Content-Disposition",
-        str,
-        OpenApiParameter.HEADER,
-        response=[200],
-        required=True,
-        description="`attachment`, with a readable file name: "
-        '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id>.csv"`.',
-    ),
-    OpenApiParameter(
-        "Content-Length", int, OpenApiParameter.HEADER, response=[200], description="Bytes."
-    ),
-]
 
 
 @extend_schema_view(

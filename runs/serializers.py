@@ -2,10 +2,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reports.permissions import can_change_reports, can_view_sql
 from reports.sql import without_statement_text
 from reports.targets import shown_target
-from runs.links import api_links, iso_datetime
+from reportsvc.web.links import api_links, iso_datetime
+from reportsvc.web.permissions import can_change_reports, can_view_sql
 from runs.models import Delivery, Run, RunStatus
 
 # null until the run succeeded with an output

@@ -11,12 +11,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from reports.models import Report
+from reportsvc.web.display import moment
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.selectors import latest_successful_run
 from runs.services.queue import enqueue_run, record_scheduled_fire
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
-from runs.templatetags.runs_admin import moment
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run
 

@@ -1,16 +1,10 @@
 from django import template
-from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
-from django.utils.text import Truncator
 
+from reportsvc.web.display import moment_html, status_badge
 from runs.selectors import worker_status
 
 register = template.Library()
-
-# The one way the admin shows a moment: "2026-11-26 09:26:44 UTC". Django's own
-# rendering of dates (read-only fields, lists) uses the same pattern: reportsvc/formats.
-MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @register.simple_tag
@@ -23,41 +17,7 @@ def run_status_badge(status):
     return status_badge(status)
 
 
-def status_badge(status, label=None):
-    """A coloured pill for a run status (colours in templates/admin/base_site.html)."""
-    if not status:
-        return mark_safe('<span class="rs-badge rs-none">never run</span>')
-    return format_html('<span class="rs-badge rs-{}">{}</span>', status, label or status)
-
-
-def moment(value, zone=None, *, weekday=False):
-    """``value`` as "2026-11-26 09:26:44 UTC" in ``zone`` (default: the current zone).
-
-    The zone's abbreviation comes from the moment itself, so it is right in the hour
-    that repeats when clocks fall back too.
-    """
-    if value is None:
-        return "—"
-    local = value.astimezone(zone or timezone.get_current_timezone())
-    text = f"{local:{MOMENT_FORMAT}} {local.tzname()}"
-    return f"{local:%a} {text}" if weekday else text
-
-
-@register.simple_tag(name="moment")
-def moment_html(value, zone=None):
-    """``moment`` for tables: may wrap between the date and the time, nowhere else."""
-    if value is None:
-        return "—"
-    date, rest = moment(value, zone).split(" ", 1)
-    return format_html(
-        '<span class="rs-when">{}</span> <span class="rs-when">{}</span>', date, rest
-    )
-
-
-def first_line(text, length=100):
-    """The first non-empty line of ``text``, shortened to ``length`` characters."""
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return Truncator(line).chars(length)
+register.simple_tag(moment_html, name="moment")
 
 
 @register.simple_tag

@@ -1,0 +1,59 @@
+"""The two apps' web layers do not import each other.
+
+``runs`` builds on ``reports``' models and services; ``reports``' admin and API show
+runs through ``runs``' models, selectors, services and serializers. What both web
+layers need (permissions, schema pieces, renderers, links, display helpers) lives in
+``reportsvc.web``, which imports neither app.
+"""
+
+import ast
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+WEB_MODULES = {
+    "reports": ("reports.admin", "reports.api", "reports.serializers", "reports.views"),
+    "runs": ("runs.admin", "runs.api", "runs.templatetags", "runs.views"),
+}
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def imports_of(package, forbidden):
+    """``(file, module)`` for each import under ``package`` of a module in ``forbidden``."""
+    found = []
+    for path in sorted((PROJECT / package).rglob("*.py")):
+        for module in imported_modules(path):
+            if any(module == name or module.startswith(f"{name}.") for name in forbidden):
+                found.append((str(path.relative_to(PROJECT)), module))
+    return found
+
+
+def test_runs_does_not_import_the_web_layer_of_reports():
+    assert imports_of("runs", WEB_MODULES["reports"]) == []
+
+
+def test_reports_does_not_import_the_web_layer_of_runs():
+    assert imports_of("reports", WEB_MODULES["runs"]) == []
+
+
+def test_the_shared_web_layer_imports_neither_app():
+    assert imports_of("reportsvc/web", ("reports", "runs")) == []
+
+
+def test_the_check_sees_an_import_across(tmp_path, monkeypatch):
+    package = tmp_path / "runs"
+    package.mkdir()
+    (package / "admin.py").write_text("from reports.admin import ReportAdmin\n")
+    monkeypatch.setattr(f"{__name__}.PROJECT", tmp_path)
+    assert imports_of("runs", WEB_MODULES["reports"]) == [
+        ("runs/admin.py", "reports.admin"),
+        ("runs/admin.py", "reports.admin.ReportAdmin"),
+    ]
