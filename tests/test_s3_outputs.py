@@ -502,3 +502,44 @@ def test_mail_attaches_the_object(s3_outputs, settings):
     [(name, content, media_type)] = message.attachments
     assert (name, media_type) == (f"numbers_run{run.pk}.csv", "text/csv")
     assert sha256(content.encode() if isinstance(content, str) else content) == run.output_sha256
+
+
+# --- Setting up ------------------------------------------------------------------------
+
+
+def test_createoutputbucket_creates_the_bucket_once(s3_outputs, settings):
+    import uuid
+
+    from django.core.management import CommandError
+
+    from reportsvc.object_storage import s3_storages
+
+    bucket = f"reportsvc-new-{uuid.uuid4().hex[:12]}"
+    settings.STORAGES = s3_storages(
+        bucket,
+        endpoint_url=s3_outputs.server.url,
+        access_key=s3.ACCESS_KEY,
+        secret_key=s3.SECRET_KEY,
+        region_name=s3.REGION,
+        addressing_style="path",
+    )
+    for expected in ("created", "already exists"):
+        out = StringIO()
+        call_command("createoutputbucket", stdout=out)
+        assert out.getvalue() == f"bucket {bucket} {expected}\n"
+    s3_outputs.client.head_bucket(Bucket=bucket)
+    s3_outputs.client.delete_bucket(Bucket=bucket)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+    with pytest.raises(CommandError, match="Outputs are on the filesystem: set OUTPUTS_S3_BUCKET"):
+        call_command("createoutputbucket")
+
+
+def test_createoutputbucket_says_when_the_storage_is_unreachable(s3_outputs):
+    from django.core.management import CommandError
+
+    s3_outputs.use(endpoint_url=f"http://127.0.0.1:{s3.free_port()}")
+    with pytest.raises(CommandError, match="Cannot reach the storage: Could not connect"):
+        call_command("createoutputbucket")

@@ -257,6 +257,42 @@ def remove_stray_objects(now=None):
     return aborted, deleted
 
 
+# --- Setting up ------------------------------------------------------------------------
+
+
+class OutputBucketError(Exception):
+    """The output bucket cannot be made ready; ``str()`` says why."""
+
+
+def create_output_bucket():
+    """Create the configured bucket unless it exists: ``(created, bucket name)``."""
+    if not on_object_storage():
+        raise OutputBucketError(
+            "Outputs are on the filesystem: set OUTPUTS_S3_BUCKET (and AWS_S3_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) to keep them in a bucket."
+        )
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client, bucket = _client(), _bucket()
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False, bucket
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+            raise OutputBucketError(f"Cannot use the bucket {bucket}: {error}") from None
+    except BotoCoreError as error:
+        raise OutputBucketError(f"Cannot reach the storage: {error}") from None
+    region = default_storage.region_name
+    location = {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        client.create_bucket(
+            Bucket=bucket, **(location if region not in (None, "us-east-1") else {})
+        )
+    except (BotoCoreError, ClientError) as error:
+        raise OutputBucketError(f"Cannot create the bucket {bucket}: {error}") from None
+    return True, bucket
+
+
 # --- Reading ---------------------------------------------------------------------------
 
 
