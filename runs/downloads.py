@@ -4,7 +4,7 @@ On the filesystem the web sends the file itself; on S3 it answers with a redirec
 short-lived presigned URL, and the storage sends the bytes.
 """
 
-from django.core.exceptions import SuspiciousFileOperation
+from django.core.exceptions import SuspiciousFileOperation, SuspiciousOperation
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseNotModified, HttpResponseRedirect
 from django.utils.http import parse_etags
@@ -65,11 +65,14 @@ def redirect_to_stored_output(run, etag, file_name, content_type):
     One HEAD request first, so a missing object gets the same clear 409 as a missing
     file rather than the storage's XML error after the redirect.
     """
-    if not output_storage.output_exists(run.output.name):
+    try:
+        if not output_storage.output_exists(run.output.name):
+            return missing_output_response(run)
+        url = output_storage.download_url(
+            run.output.name, file_name=file_name, content_type=content_type
+        )
+    except SuspiciousOperation:
         return missing_output_response(run)
-    url = output_storage.download_url(
-        run.output.name, file_name=file_name, content_type=content_type
-    )
     response = HttpResponseRedirect(url)
     response["ETag"] = etag
     # The URL is a credential for a while: for this user only, never kept.

@@ -22,6 +22,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.core import mail
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -543,3 +544,14 @@ def test_createoutputbucket_says_when_the_storage_is_unreachable(s3_outputs):
     s3_outputs.use(endpoint_url=f"http://127.0.0.1:{s3.free_port()}")
     with pytest.raises(CommandError, match="Cannot reach the storage: Could not connect"):
         call_command("createoutputbucket")
+
+
+@pytest.mark.parametrize("name", ["../outside.csv", "numbers/../../outside.csv", "/outside.csv"])
+def test_an_output_name_that_leaves_the_prefix_gets_no_url(s3_outputs, viewer, name):
+    run = run_sql(NUMBERS)
+    s3_outputs.put(f"{s3_outputs.prefix.rsplit('/', 1)[0]}/outside.csv")  # a neighbour's
+    Run.objects.filter(pk=run.pk).update(output=name)
+    response = client_for(viewer).get(f"/api/runs/{run.pk}/download/")
+    assert response.status_code == 409 and "Location" not in response
+    with pytest.raises(SuspiciousFileOperation):
+        output_storage.object_key(name)

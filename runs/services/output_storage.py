@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.utils import timezone
@@ -65,9 +66,16 @@ def output_file_stem(run):
 
 
 def object_key(name):
-    """The bucket key of the stored output ``name`` (the prefix, then the name)."""
+    """The bucket key of the stored output ``name`` (the prefix, then the name).
+
+    SuspiciousFileOperation for a name that would leave the prefix: names come from
+    the runs table, but a key must never reach another part of the bucket.
+    """
+    normalized = posixpath.normpath(name)
+    if normalized.startswith(("/", "../")) or normalized in (".", ".."):
+        raise SuspiciousFileOperation(f"The output name {name!r} leaves the outputs prefix.")
     location = default_storage.location
-    return posixpath.join(location, name) if location else name
+    return posixpath.join(location, normalized) if location else normalized
 
 
 def _client():
