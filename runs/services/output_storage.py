@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import posixpath
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -46,10 +47,14 @@ KEYS_PER_BATCH = 1000
 
 
 def on_object_storage():
-    """Are outputs in an S3-compatible bucket (else on the filesystem)?"""
-    from storages.backends.s3 import S3Storage  # boto3 is imported only when needed
+    """Are outputs in an S3-compatible bucket (else on the filesystem)?
 
-    return isinstance(default_storage, S3Storage)
+    Without importing boto3 on the filesystem: an S3 storage, once set up, has imported
+    its module.
+    """
+    storage_class = default_storage.__class__  # sets the storage up
+    s3_module = sys.modules.get("storages.backends.s3")
+    return s3_module is not None and issubclass(storage_class, s3_module.S3Storage)
 
 
 def storage_kind():
