@@ -8,6 +8,11 @@ byte-for-byte identical, for N (default 2,000,000) and for a small table (100,00
 to show memory does not grow with rows.
 
     python bench/export.py [--rows 2000000] [--small-rows 100000] [--repeat 5]
+    python bench/export.py --s3 [--rows 2000000] [--repeat 5]
+
+``--s3`` measures instead what object storage adds: the upload of the exported file
+into an S3 API server (moto's server mode, started on loopback by the benchmark) with
+the service's own upload code, against the export of the same rows.
 
 DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reportsvc_bench_export) picks a
 scratch database, created if missing. The engine reads it as its default data source
@@ -167,14 +172,21 @@ def main():
     parser.add_argument("--small-rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("TABLE", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--s3", action="store_true", help="time the upload to S3 storage")
+    parser.add_argument("--s3-child", nargs=2, metavar=("FILE", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         export_in_this_process(*args.child)
+        return 0
+    if args.s3_child:
+        upload_in_this_process(*args.s3_child)
         return 0
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
     if not url.startswith(("postgres://", "postgresql://")):
         parser.error("DATABASE_URL must point at PostgreSQL for this benchmark")
     ensure_database(url)
+    if args.s3:
+        return measure_s3_upload(url, args.rows, args.repeat)
     with tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as folder:
         results = [measure(url, n, args.repeat, Path(folder)) for n in (args.small_rows, args.rows)]
     print(
@@ -201,6 +213,127 @@ def main():
     for label, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {label}")
     return 0
+
+
+# --- --s3: what uploading to object storage adds ----------------------------------------
+
+S3_BUCKET = "reportsvc-bench"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
+
+
+def start_s3_server():
+    """moto's S3 API server on a free loopback port: ``(process, url)``."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the moto server did not start") from None
+            time.sleep(0.05)
+
+
+def s3_environment(s3_url):
+    return {
+        **os.environ,
+        **S3_KEYS,
+        "OUTPUTS_S3_BUCKET": S3_BUCKET,
+        "AWS_S3_ENDPOINT_URL": s3_url,
+        "AWS_S3_REGION_NAME": "us-east-1",
+        "AWS_S3_ADDRESSING_STYLE": "path",
+    }
+
+
+def upload_in_this_process(path, name):
+    """Child mode: put the file into the bucket as the runner does, print the timing."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reportsvc.settings")
+    os.environ.setdefault("SECRET_KEY", "benchmark")
+    sys.path.insert(0, str(PROJECT_DIR))
+    import django
+
+    django.setup()
+    from runs.services import output_storage
+
+    output_storage._client()  # the client is made once per worker thread, not per run
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    output_storage.store_finished_file(path, name, content_type="text/csv; charset=utf-8")
+    seconds = time.perf_counter() - started
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    body = output_storage.open_output(name)
+    digest = hashlib.sha256()
+    while block := body.read(1 << 20):
+        digest.update(block)
+    output_storage.remove_output(name)
+    result = {
+        "seconds": seconds,
+        "sha256": digest.hexdigest(),
+        "rss_growth_mib": peak_growth / 1024,
+    }
+    print(json.dumps(result))
+
+
+def measure_s3_upload(url, rows, repeat):
+    """Export ``rows`` rows, then upload the file: the upload must add at most 1.5x the
+    export time. Prints both medians, the ratio and PASS/FAIL."""
+    table = ensure_table(url, rows)
+    process, s3_url = start_s3_server()
+    try:
+        import boto3
+
+        boto3.client(
+            "s3", endpoint_url=s3_url, region_name="us-east-1", **_lower_keys(S3_KEYS)
+        ).create_bucket(Bucket=S3_BUCKET)
+        exports, uploads, growth = [], [], 0.0
+        with tempfile.TemporaryDirectory(prefix="reportsvc-bench-s3-") as folder:
+            output = str(Path(folder) / "export.csv")
+            for attempt in range(repeat):
+                export = time_engine(url, table, output)
+                completed = subprocess.run(
+                    [sys.executable, __file__, "--s3-child", output, f"bench/run{attempt}.csv"],
+                    env=s3_environment(s3_url),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                upload = json.loads(completed.stdout.strip().splitlines()[-1])
+                if upload["sha256"] != export["sha256"]:
+                    raise RuntimeError("the object differs from the exported file")
+                exports.append(export["seconds"])
+                uploads.append(upload["seconds"])
+                growth = max(growth, upload["rss_growth_mib"])
+            size = os.path.getsize(output)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    export_s, upload_s = statistics.median(exports), statistics.median(uploads)
+    ratio = upload_s / export_s
+    print(f"{'rows':>10} {'CSV MiB':>8} {'export s':>9} {'upload s':>9} {'upload/export':>14}")
+    print(
+        f"{rows:>10,} {size / 2**20:>8.1f} {export_s:>9.3f} {upload_s:>9.3f} {ratio:>14.2f}"
+        f"   ({size / 2**20 / upload_s:.0f} MiB/s, {repeat} runs, object = file: yes)"
+    )
+    print(f"uploading grew the process's peak RSS by {growth:.1f} MiB at most")
+    ok = ratio <= 1.5
+    print(f"{'PASS' if ok else 'FAIL'}  upload to S3 adds <= 1.5 x the export time")
+    return 0
+
+
+def _lower_keys(keys):
+    return {name.lower(): value for name, value in keys.items()}
 
 
 if __name__ == "__main__":

@@ -213,7 +213,8 @@ class ReportViewSet(viewsets.ModelViewSet):
         },
     )
     def latest_csv(self, request, slug=None):
-        """Stream the newest successful output of the report. Needs view_report."""
+        """Stream the newest successful output of the report, or on object storage
+        redirect to it. Needs view_report."""
         report = self.get_object()
         run = latest_successful_run(report)
         if run is None:

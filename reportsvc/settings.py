@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from reports.datasources import alias_for_source, reporting_databases
 from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -178,6 +179,41 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # Report outputs. Never served from a public URL: only through authenticated views.
 MEDIA_ROOT = env("OUTPUTS_DIR", default=str(VAR_DIR / "outputs"))
+
+# Or in an S3-compatible bucket, when one is named (README: Outputs on object storage).
+# The AWS_* names are django-storages' and boto3's own.
+OUTPUTS_S3_BUCKET = env("OUTPUTS_S3_BUCKET", default="")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID", default="") or None
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY", default="") or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", default="") or None
+OUTPUTS_S3_PREFIX = env("OUTPUTS_S3_PREFIX", default="outputs").strip("/")
+OUTPUTS_S3_URL_EXPIRE_SECONDS = env.int("OUTPUTS_S3_URL_EXPIRE_SECONDS", default=60)
+# Where browsers and API clients reach the storage, when not at AWS_S3_ENDPOINT_URL (a
+# container network name): download URLs are signed for this address.
+OUTPUTS_S3_PUBLIC_ENDPOINT_URL = (
+    env("OUTPUTS_S3_PUBLIC_ENDPOINT_URL", default="") or AWS_S3_ENDPOINT_URL
+)
+# Housekeeping aborts unfinished uploads and deletes objects no run records, under the
+# prefix, once they are this old.
+OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=86400)
+if OUTPUTS_S3_BUCKET:
+    _problem = check_s3_options(AWS_S3_ADDRESSING_STYLE, OUTPUTS_S3_URL_EXPIRE_SECONDS)
+    if _problem:
+        raise ImproperlyConfigured(_problem)
+    STORAGES = s3_storages(
+        OUTPUTS_S3_BUCKET,
+        prefix=OUTPUTS_S3_PREFIX,
+        endpoint_url=AWS_S3_ENDPOINT_URL,
+        access_key=AWS_ACCESS_KEY_ID,
+        secret_key=AWS_SECRET_ACCESS_KEY,
+        region_name=AWS_S3_REGION_NAME,
+        addressing_style=AWS_S3_ADDRESSING_STYLE,
+        url_expire_seconds=OUTPUTS_S3_URL_EXPIRE_SECONDS,
+    )
+else:
+    STORAGES = filesystem_storages()
 
 LOG_FORMAT = env("LOG_FORMAT", default="plain")  # or "json": one JSON object per line
 LOGGING = {

@@ -118,5 +118,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(responses=CSV_DOWNLOAD_RESPONSES, parameters=CSV_DOWNLOAD_PARAMETERS)
     @action(detail=True, methods=["get"], **DOWNLOAD_VIEW_OPTIONS)
     def download(self, request, pk=None):
-        """Stream the run's CSV (ETag = its SHA-256). Needs view_report."""
+        """Stream the run's CSV (ETag = its SHA-256), or on object storage redirect to it.
+
+        Needs view_report.
+        """
         return csv_download_response(request, self.get_object())

@@ -1,13 +1,18 @@
-"""Serving run outputs: only ever from storage, by the run's recorded file name."""
+"""Serving run outputs: only ever from storage, by the run's recorded file name.
 
-from django.core.exceptions import SuspiciousFileOperation
+On the filesystem the web sends the file itself; on S3 it answers with a redirect to a
+short-lived presigned URL, and the storage sends the bytes.
+"""
+
+from django.core.exceptions import SuspiciousFileOperation, SuspiciousOperation
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponseNotModified
+from django.http import FileResponse, HttpResponseNotModified, HttpResponseRedirect
 from django.utils.http import parse_etags
 from rest_framework import status
 from rest_framework.response import Response
 
 from runs.selectors import download_problem
+from runs.services import output_storage
 
 
 def download_file_name(run):
@@ -24,7 +29,8 @@ def download_content_type(request):
 
 
 def csv_download_response(request, run):
-    """The run's CSV as a streamed attachment; 304 for a matching ETag; 409 if none.
+    """The run's CSV as a streamed attachment (on S3 a redirect to it); 304 for a
+    matching ETag; 409 if none.
 
     For DRF views: errors are DRF responses, rendered as the client accepts.
     """
@@ -40,18 +46,42 @@ def csv_download_response(request, run):
         response = HttpResponseNotModified()
         response["ETag"] = etag
         return response
+    file_name, content_type = download_file_name(run), download_content_type(request)
+    if output_storage.on_object_storage():
+        return redirect_to_stored_output(run, etag, file_name, content_type)
     try:
         file = default_storage.open(run.output.name, "rb")
     except (FileNotFoundError, SuspiciousFileOperation):
-        return Response(
-            {"detail": f"The output file of run {run.pk} is missing from storage."},
-            status=status.HTTP_409_CONFLICT,
-        )
-    response = FileResponse(
-        file,
-        as_attachment=True,
-        filename=download_file_name(run),
-        content_type=download_content_type(request),
-    )
+        return missing_output_response(run)
+    response = FileResponse(file, as_attachment=True, filename=file_name, content_type=content_type)
     response["ETag"] = etag
     return response
+
+
+def redirect_to_stored_output(run, etag, file_name, content_type):
+    """302 to a presigned URL of the run's object, valid for OUTPUTS_S3_URL_EXPIRE_SECONDS,
+    at which the storage serves it as the attachment ``file_name`` of ``content_type``.
+
+    One HEAD request first, so a missing object gets the same clear 409 as a missing
+    file rather than the storage's XML error after the redirect.
+    """
+    try:
+        if not output_storage.output_exists(run.output.name):
+            return missing_output_response(run)
+        url = output_storage.download_url(
+            run.output.name, file_name=file_name, content_type=content_type
+        )
+    except SuspiciousOperation:
+        return missing_output_response(run)
+    response = HttpResponseRedirect(url)
+    response["ETag"] = etag
+    # The URL is a credential for a while: for this user only, never kept.
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def missing_output_response(run):
+    return Response(
+        {"detail": f"The output file of run {run.pk} is missing from storage."},
+        status=status.HTTP_409_CONFLICT,
+    )

@@ -1,11 +1,12 @@
-"""Files follow their runs: a deleted run (by hand, or with its report) takes its CSV."""
+"""Files follow their runs: a deleted run (by hand, or with its report) takes its output
+(a file, or an object on S3)."""
 
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from runs.models import Run
+from runs.services.output_storage import remove_output
 
 
 @receiver(post_delete, sender=Run)
@@ -13,4 +14,4 @@ def delete_output_file(sender, instance, **kwargs):
     name = instance.output.name if instance.output else ""
     if name:
         # Only once the deletion is committed: a rolled-back delete keeps its file.
-        transaction.on_commit(lambda: default_storage.delete(name))
+        transaction.on_commit(lambda: remove_output(name))

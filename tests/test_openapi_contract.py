@@ -228,6 +228,11 @@ def test_downloads_are_described_as_files_and_their_errors_as_csv(schema):
             assert media_type["schema"] == {"type": "string", "format": "binary"}
         assert set(responses["200"]["headers"]) == {"ETag", "Content-Disposition", "Content-Length"}
         assert responses["304"]["headers"]["ETag"]["required"] is True
+        # On object storage: a redirect to a presigned URL, with the ETag checked first.
+        assert "presigned URL" in responses["302"]["description"]
+        assert set(responses["302"]["headers"]) == {"ETag", "Location"}
+        assert responses["302"]["headers"]["Location"]["required"] is True
+        assert "content" not in responses["302"]
         for code in ("401", "403", "404", "409"):
             content = responses[code]["content"]
             assert list(content) == ["application/json", "text/csv"], (path, code)
@@ -372,3 +377,21 @@ def test_a_throttled_trigger_says_when_to_ask_again(history, schema, monkeypatch
     assert throttled.status_code == 429
     assert 1 <= int(throttled["Retry-After"]) <= 60
     assert_matches(schema, "/api/reports/{slug}/run/", "post", throttled)
+
+
+def test_downloads_from_object_storage_are_the_documented_redirect(s3_outputs):
+    report = Report.objects.create(name="Numbers", slug="numbers", sql="SELECT 1 AS n")
+    run = run_report_now(report)
+    viewer = make_user("viewer", "view")
+    schema = fetch_schema(viewer)
+    for path, url in zip(
+        DOWNLOADS, (f"/api/runs/{run.pk}/download/", "/api/reports/numbers/latest.csv"), strict=True
+    ):
+        response = client_for(viewer).get(url)
+        assert response.status_code == 302
+        documented = schema["paths"][path]["get"]["responses"]["302"]
+        required = [name for name, header in documented["headers"].items() if header["required"]]
+        assert [name for name in required if name not in response] == []
+        assert response.content == b"" and "content" not in documented
+        not_modified = client_for(viewer).get(url, HTTP_IF_NONE_MATCH=response["ETag"])
+        assert not_modified.status_code == 304 and "Location" not in not_modified

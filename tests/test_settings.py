@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,76 @@ def test_blocked_webhook_networks_can_be_emptied_and_a_bad_one_is_named():
         "NOTIFY_WEBHOOK_BLOCKED_NETWORKS: 'intranet' is not a network in CIDR notation "
         "(e.g. 127.0.0.0/8, fe80::/10)." in result.stderr
     )
+
+
+S3_ENVIRONMENT = {
+    "SECRET_KEY": "x",
+    "OUTPUTS_S3_BUCKET": "reports",
+    "AWS_S3_ENDPOINT_URL": "http://minio:9000",
+    "AWS_S3_ADDRESSING_STYLE": "path",
+}
+
+
+def test_without_a_bucket_outputs_stay_on_the_filesystem():
+    result = settings_in_a_fresh_process("settings.STORAGES['default']", SECRET_KEY="x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str({"BACKEND": "django.core.files.storage.FileSystemStorage"})
+
+
+def test_a_bucket_puts_outputs_in_private_objects_with_short_lived_urls():
+    result = settings_in_a_fresh_process(
+        "__import__('json').dumps([settings.STORAGES['default'], "
+        "settings.OUTPUTS_S3_PUBLIC_ENDPOINT_URL])",
+        **S3_ENVIRONMENT,
+        OUTPUTS_S3_PREFIX="/reportsvc/outputs/",
+    )
+    assert result.returncode == 0, result.stderr
+    storage, public_endpoint = json.loads(result.stdout)
+    assert storage["BACKEND"] == "storages.backends.s3.S3Storage"
+    options = storage["OPTIONS"]
+    assert options["bucket_name"] == "reports"
+    assert options["location"] == "reportsvc/outputs"
+    assert options["endpoint_url"] == public_endpoint == "http://minio:9000"
+    assert options["addressing_style"] == "path"
+    # No ACL sent (objects stay the bucket owner's alone), every URL presigned, 60 s.
+    assert options["default_acl"] is None
+    assert options["querystring_auth"] is True
+    assert options["querystring_expire"] == 60
+
+
+def test_the_public_endpoint_is_where_clients_reach_the_storage():
+    result = settings_in_a_fresh_process(
+        "settings.OUTPUTS_S3_PUBLIC_ENDPOINT_URL",
+        **S3_ENVIRONMENT,
+        OUTPUTS_S3_PUBLIC_ENDPOINT_URL="https://files.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "https://files.example.com"
+
+
+def test_bad_object_storage_settings_are_refused_with_the_reason():
+    for variable, value, message in [
+        (
+            "AWS_S3_ADDRESSING_STYLE",
+            "paths",
+            "AWS_S3_ADDRESSING_STYLE must be one of auto, path, virtual (path for MinIO), "
+            "not 'paths'.",
+        ),
+        (
+            "OUTPUTS_S3_URL_EXPIRE_SECONDS",
+            "0",
+            "OUTPUTS_S3_URL_EXPIRE_SECONDS must be between 1 and 604800 (7 days, the most a "
+            "presigned URL allows), not 0.",
+        ),
+        (
+            "OUTPUTS_S3_URL_EXPIRE_SECONDS",
+            "604801",
+            "OUTPUTS_S3_URL_EXPIRE_SECONDS must be between 1 and 604800 (7 days, the most a "
+            "presigned URL allows), not 604801.",
+        ),
+    ]:
+        result = settings_in_a_fresh_process(
+            "settings.STORAGES", **{**S3_ENVIRONMENT, variable: value}
+        )
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr

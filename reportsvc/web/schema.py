@@ -23,6 +23,13 @@ CSV_FILE = OpenApiResponse(
 CSV_DOWNLOAD_RESPONSES = {
     (200, "application/octet-stream"): CSV_FILE,
     (200, "text/csv"): CSV_FILE,
+    302: OpenApiResponse(
+        description="The file is in S3-compatible object storage (`OUTPUTS_S3_BUCKET`): "
+        "`Location` is a presigned URL, valid for `OUTPUTS_S3_URL_EXPIRE_SECONDS` (60 s by "
+        "default), where the storage serves the same bytes with the same `Content-Type` "
+        "and `Content-Disposition` as a 200 here. Follow it without the `Authorization` "
+        "header (curl -L, requests and httpx drop it when the host changes)."
+    ),
     304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
     404: ERROR,
     409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
@@ -31,9 +38,17 @@ ETAG = OpenApiParameter(
     "ETag",
     str,
     OpenApiParameter.HEADER,
-    response=[200, 304],
+    response=[200, 302, 304],
     required=True,
     description='The SHA-256 of the file (the run\'s `output_sha256`) in double quotes: `"<hex>"`.',
+)
+PRESIGNED_LOCATION = OpenApiParameter(
+    "Location",
+    str,
+    OpenApiParameter.HEADER,
+    response=[302],
+    required=True,
+    description="The presigned URL of the file in object storage.",
 )
 CSV_DOWNLOAD_PARAMETERS = [
     OpenApiParameter(
@@ -53,6 +68,7 @@ CSV_DOWNLOAD_PARAMETERS = [
         "is 304 with no body.",
     ),
     ETAG,
+    PRESIGNED_LOCATION,
     OpenApiParameter(
         "Content-Disposition",
         str,

@@ -1,4 +1,5 @@
-"""Retention: old runs and their files, old scheduler history, departed workers."""
+"""Retention: old runs and their outputs, old scheduler history, departed workers, and
+on S3 what dead uploads left."""
 
 import logging
 from datetime import timedelta
@@ -8,6 +9,7 @@ from django_apscheduler.models import DjangoJobExecution
 
 from reports.models import Report
 from runs.models import Run, WorkerHeartbeat
+from runs.services.output_storage import remove_stray_objects
 from runs.services.queue import ACTIVE_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -46,10 +48,27 @@ def purge_departed_workers(now=None):
     WorkerHeartbeat.objects.filter(last_seen_at__lt=now - DEPARTED_WORKER_AGE).delete()
 
 
+def clean_up_object_storage(now=None):
+    """Unfinished uploads and unrecorded objects on S3 (a no-op on the filesystem). An
+    unreachable storage is logged and tried again at the next pass."""
+    try:
+        aborted, deleted = remove_stray_objects(now)
+    except Exception:
+        logger.exception("housekeeping could not clean up the output bucket")
+        return
+    if aborted or deleted:
+        logger.info(
+            "housekeeping aborted %s unfinished uploads and deleted %s unrecorded objects",
+            aborted,
+            deleted,
+        )
+
+
 def run_housekeeping(brief_history_jobs=()):
     deleted = purge_expired_runs()
     purge_scheduler_history(brief_history_jobs)
     purge_departed_workers()
+    clean_up_object_storage()
     if deleted:
         logger.info("housekeeping deleted %s expired runs", deleted)
     return deleted

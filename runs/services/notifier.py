@@ -13,7 +13,6 @@ import logging
 import time
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.core.mail import EmailMessage
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.urls import reverse
@@ -24,6 +23,7 @@ from reports.sql import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
 from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
+from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook
 
 logger = logging.getLogger("reportsvc.notify")
@@ -185,7 +185,7 @@ def send_email(run, address, reason):
     )
     try:
         if attach:
-            with default_storage.open(run.output.name, "rb") as file:
+            with open_output(run.output.name) as file:
                 message.attach(f"{run.report.slug}_run{run.pk}.csv", file.read(), "text/csv")
         _hang_up_database()
         message.send()

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from django.core.files.storage import default_storage
+from runs.services.output_storage import open_output
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ def preview_rows(run, limit=PREVIEW_ROWS):
     if not run.output:
         return Preview(problem="This run has no output file.")
     try:
-        with default_storage.open(run.output.name, "rb") as file:
+        # The budget plus one byte: that byte tells whether the file goes on.
+        with open_output(run.output.name, head_bytes=PREVIEW_MAX_BYTES + 1) as file:
             return read_preview(file, limit=limit)
     except FileNotFoundError:
         return Preview(

@@ -6,7 +6,8 @@ from datetime import timedelta
 from django.utils import timezone
 
 from runs.models import Run, RunStatus
-from runs.services.runner import fail_run, remove_partial_files
+from runs.services.output_storage import remove_unfinished_output
+from runs.services.runner import fail_run
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,10 @@ def fail_lost_runs(lost_after_seconds, *, exclude_ids=()):
             f"(last at {last_seen}); the run did not finish."
         )
         if fail_run(run, error):
-            removed = remove_partial_files(run)
+            removed = remove_unfinished_output(run)
             logger.warning("run %s of %s: %s", run.pk, run.report.slug, error)
             if removed:
-                logger.info("removed partial files of run %s: %s", run.pk, removed)
+                logger.info("removed what run %s left unfinished: %s", run.pk, removed)
             lost.append(run)
     return lost
 
@@ -41,4 +42,4 @@ def abandon_runs(runs, reason):
     """Fail runs this worker is giving up on (stopping past its grace time)."""
     for run in runs:
         if fail_run(run, reason):
-            remove_partial_files(run)
+            remove_unfinished_output(run)

@@ -3,19 +3,16 @@
 import contextlib
 import logging
 import os
-import tempfile
 import threading
-from pathlib import Path
 
 from django.conf import settings
-from django.core.files import File
-from django.core.files.storage import default_storage
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
+from runs.services import output_storage
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.heartbeats import worker_name
 from runs.services.queue import schedule_retry, start_run_in_this_process
@@ -153,7 +150,7 @@ def perform_run(run, *, stop_waiting=None):
         statement = read_only_statement(report.sql, connection.vendor)
     except ReportSQLError as error:
         return fail_run(run, str(error), stop_waiting=stop_waiting)
-    file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
+    file_name = f"{output_storage.output_file_stem(run)}.csv"
     try:
         output_name, result = _export_to_storage(
             connection, statement, output_upload_path(run, file_name), run
@@ -181,12 +178,12 @@ def perform_run(run, *, stop_waiting=None):
             output_sha256=result.output_sha256,
         )
     except BaseException:
-        default_storage.delete(output_name)  # unrecorded, it would never be cleaned up
+        output_storage.remove_output(output_name)  # unrecorded, nothing would remove it
         raise
     if not succeeded:
         # Someone gave up on this run meanwhile (worker stop, lost heartbeat): its record
         # says failed, so the file must not outlive it.
-        default_storage.delete(output_name)
+        output_storage.remove_output(output_name)
     else:
         logger.info(
             "run %s of %s succeeded: %s rows, %s bytes",
@@ -198,40 +195,17 @@ def perform_run(run, *, stop_waiting=None):
     return succeeded
 
 
-def partial_file_prefix(run):
-    return f".partial-run{run.pk}-"
-
-
-def remove_partial_files(run):
-    """Delete temp files a run left behind (its process died mid-export)."""
-    try:
-        folder = Path(default_storage.path(run.report.slug))
-    except NotImplementedError:
-        return []
-    removed = []
-    for path in folder.glob(f"{partial_file_prefix(run)}*"):
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
-
-
 def _export_to_storage(connection, statement, name, run):
-    """Export into a temp file next to the destination, then move it into place.
+    """Export into a local temp file, then put the complete file into storage.
 
-    The move is an atomic rename on filesystem storage, so readers only ever see a
-    complete file; any failure removes the temp file.
+    On the filesystem the temp file is next to the destination and moved into place
+    with an atomic rename; on S3 it is uploaded once complete. Readers only ever see a
+    complete output; any failure removes the temp file.
     """
     report = run.report
-    name = default_storage.get_available_name(name)
-    try:
-        destination = Path(default_storage.path(name))
-    except NotImplementedError:  # remote storage: no path to rename into
-        destination = None
-    temp_dir = destination.parent if destination else None
-    if temp_dir:
-        temp_dir.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(
-        prefix=partial_file_prefix(run), suffix=".csv", dir=temp_dir
+    name = output_storage.available_name(name)
+    handle, temp_path = output_storage.new_temp_file(
+        name, prefix=output_storage.partial_file_prefix(run), suffix=".csv"
     )
     try:
         with os.fdopen(handle, "wb", buffering=0) as file:
@@ -242,11 +216,9 @@ def _export_to_storage(connection, statement, name, run):
                 timeout_seconds=report.effective_timeout_seconds,
                 max_rows=report.effective_max_rows,
             )
-        if destination:
-            os.replace(temp_path, destination)
-        else:
-            with open(temp_path, "rb") as file:
-                name = default_storage.save(name, File(file))
+        name = output_storage.store_finished_file(
+            temp_path, name, content_type="text/csv; charset=utf-8"
+        )
     finally:
         if os.path.exists(temp_path):
             os.unlink(temp_path)

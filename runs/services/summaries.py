@@ -1,22 +1,12 @@
 """Plain-data summaries of runs for terminals and machines."""
 
-from django.core.files.storage import default_storage
-
 from runs.models import RunStatus
-
-
-def output_path(run):
-    """Absolute path of the run's output file on filesystem storage, else None."""
-    if not run.output:
-        return None
-    try:
-        return default_storage.path(run.output.name)
-    except NotImplementedError:
-        return None
+from runs.services.output_storage import output_location
 
 
 def run_summary(run):
     duration = run.duration_seconds
+    location = output_location(run.output.name if run.output else "")
     return {
         "run_id": run.pk,
         "report": run.report.slug,
@@ -26,7 +16,10 @@ def run_summary(run):
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": round(duration, 3) if duration is not None else None,
         "row_count": run.row_count,
-        "output_path": output_path(run),
+        "storage": location["storage"],
+        "output_path": location["output_path"],
+        "output_bucket": location["bucket"],
+        "output_key": location["key"],
         "output_bytes": run.output_bytes,
         "output_sha256": run.output_sha256 or None,
         "error": run.error or None,
@@ -41,7 +34,13 @@ def describe_run(run):
         return (
             f"Run {run.pk} of '{run.report.slug}' succeeded in {duration:.2f} s: "
             f"{run.row_count:,} rows, {run.output_bytes:,} bytes.\n"
-            f"Output: {summary['output_path'] or run.output.name}\n"
+            f"Output: {_where(summary) or run.output.name}\n"
             f"SHA-256: {run.output_sha256}"
         )
     return f"Run {run.pk} of '{run.report.slug}' {run.status}: {run.error}"
+
+
+def _where(summary):
+    if summary["output_key"]:
+        return f"s3://{summary['output_bucket']}/{summary['output_key']}"
+    return summary["output_path"]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
-from runs.services import heartbeats
+from runs.services import heartbeats, output_storage
 from runs.services.leadership import leader_lock_for
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
@@ -80,6 +80,9 @@ class Worker:
         if connections["default"].vendor == "sqlite":
             self._leader_lock.try_acquire()  # raises SecondWorkerRefused
         heartbeats.register_worker(self.name, self.host, os.getpid())
+        removed = output_storage.remove_local_partial_files()
+        if removed:
+            logger.info("removed temp files of runs that ended elsewhere: %s", removed)
         logger.info(
             "worker %s started: concurrency %s, %s database",
             self.name,
@@ -257,3 +260,6 @@ class Worker:
         )
         if not alive:  # removed by housekeeping after a long outage
             heartbeats.register_worker(self.name, self.host, os.getpid())
+        removed = output_storage.remove_local_partial_files()
+        if removed:
+            logger.info("removed temp files of runs that ended elsewhere: %s", removed)
