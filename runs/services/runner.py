@@ -5,7 +5,9 @@ import logging
 import os
 import tempfile
 import threading
+from datetime import UTC
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.files import File
@@ -16,7 +18,8 @@ from django.utils import timezone
 from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
-from runs.services.exporter import ExportFailed, export_query_to_csv
+from runs.services.exporter import ExportFailed, export_query
+from runs.services.formats import WriterOptions, report_format
 from runs.services.heartbeats import worker_name
 from runs.services.queue import schedule_retry, start_run_in_this_process
 from runs.services.transitions import transition_run
@@ -153,7 +156,7 @@ def perform_run(run, *, stop_waiting=None):
         statement = read_only_statement(report.sql, connection.vendor)
     except ReportSQLError as error:
         return fail_run(run, str(error), stop_waiting=stop_waiting)
-    file_name = f"{report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}.csv"
+    file_name = output_file_name(run, report_format(report))
     try:
         output_name, result = _export_to_storage(
             connection, statement, output_upload_path(run, file_name), run
@@ -198,6 +201,27 @@ def perform_run(run, *, stop_waiting=None):
     return succeeded
 
 
+def output_file_name(run, output_format):
+    """The stored file's name: report, start time, run, and the format's extension."""
+    return f"{run.report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}{output_format.suffix}"
+
+
+def writer_options(report):
+    """What the format's writer needs to know of the report."""
+    return WriterOptions(
+        escape_formulas=report.escape_formulas,
+        csv_bom=report.csv_bom,
+        timezone=report_zone(report),
+    )
+
+
+def report_zone(report):
+    try:
+        return ZoneInfo(report.timezone)
+    except (ValueError, KeyError):
+        return UTC
+
+
 def partial_file_prefix(run):
     return f".partial-run{run.pk}-"
 
@@ -222,6 +246,7 @@ def _export_to_storage(connection, statement, name, run):
     complete file; any failure removes the temp file.
     """
     report = run.report
+    output_format = report_format(report)
     name = default_storage.get_available_name(name)
     try:
         destination = Path(default_storage.path(name))
@@ -231,16 +256,18 @@ def _export_to_storage(connection, statement, name, run):
     if temp_dir:
         temp_dir.mkdir(parents=True, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(
-        prefix=partial_file_prefix(run), suffix=".csv", dir=temp_dir
+        prefix=partial_file_prefix(run), suffix=output_format.suffix, dir=temp_dir
     )
     try:
         with os.fdopen(handle, "wb", buffering=0) as file:
-            result = export_query_to_csv(
+            result = export_query(
                 connection,
                 statement,
                 file,
                 timeout_seconds=report.effective_timeout_seconds,
                 max_rows=report.effective_max_rows,
+                output_format=output_format,
+                options=writer_options(report),
             )
         if destination:
             os.replace(temp_path, destination)

@@ -1,0 +1,56 @@
+"""The CSV file, gzip-compressed as it is written: the same bytes once decompressed.
+
+Compression runs on blocks of ``COMPRESS_BLOCK_BYTES``, so memory stays one block
+whatever the size of the file. The gzip header carries no name and no time: the same
+rows give the same file. ``COMPRESSION_LEVEL`` was chosen by measurement (see
+bench/export.py and the README's performance section).
+"""
+
+import zlib
+
+from runs.services.formats import OutputFormat
+from runs.services.formats.csv import CSVWriter
+
+COMPRESSION_LEVEL = 1
+COMPRESS_BLOCK_BYTES = 1 << 20
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+
+
+class GzipOutput:
+    """Collects bytes into blocks and passes each block, compressed, to ``sink``."""
+
+    def __init__(self, sink, level=COMPRESSION_LEVEL):
+        self._sink = sink
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+        self._block = bytearray()
+
+    def write(self, data):
+        self._block += data
+        if len(self._block) >= COMPRESS_BLOCK_BYTES:
+            self._sink.write(self._compressor.compress(self._block))
+            self._block.clear()
+
+    def close(self):
+        if self._block:
+            self._sink.write(self._compressor.compress(self._block))
+            self._block.clear()
+        self._sink.write(self._compressor.flush())
+
+
+class GzipCSVWriter(CSVWriter):
+    def open_output(self, sink):
+        return GzipOutput(sink)
+
+    def close(self):
+        self._out.close()
+
+
+FORMAT = OutputFormat(
+    name="csv_gz",
+    label="CSV, gzip-compressed",
+    media_type="application/gzip",
+    extension="csv.gz",
+    writer_class=GzipCSVWriter,
+    csv_options=True,
+    reads_csv_copy=True,
+)
