@@ -21,10 +21,11 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from reports.permissions import CanViewReports
-from runs.downloads import csv_download_response
+from runs.downloads import OCTET_STREAM, output_download_response, output_media_type
 from runs.models import RunStatus, RunTrigger
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
+from runs.services.formats import output_formats
 
 ERROR = inline_serializer("Error", fields={"detail": serializers.CharField()})
 # The component is added by reportsvc.openapi (a map drf-spectacular cannot derive).
@@ -53,22 +54,16 @@ class CSVRenderer(BaseRenderer):
 
 
 class DownloadContentNegotiation(DefaultContentNegotiation):
-    """Downloads never answer 406: the file comes as text/csv, or as
-    application/octet-stream to clients that prefer that (see csv_download_response);
-    errors come as CSV to clients that accept CSV but not JSON, else as JSON."""
+    """Downloads never answer 406: the file comes in its format's media type, or as
+    application/octet-stream to clients that prefer that (see output_download_response);
+    errors come as CSV to clients that accept CSV but not JSON (where the view renders
+    CSV), else as JSON."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except NotAcceptable:
             return renderers[0], renderers[0].media_type
-
-
-# View options of the endpoints that stream run outputs.
-DOWNLOAD_VIEW_OPTIONS = {
-    "renderer_classes": [JSONRenderer, CSVRenderer],
-    "content_negotiation_class": DownloadContentNegotiation,
-}
 
 
 class RunCursorPagination(CursorPagination):
@@ -146,21 +141,49 @@ class RunFilter(filters.FilterSet):
     )
 
 
-CSV_FILE = OpenApiResponse(
-    OpenApiTypes.BINARY,
-    description="The CSV file (UTF-8, a header row first), streamed. `text/csv; "
-    "charset=utf-8`, or `application/octet-stream` to clients whose Accept header "
-    "prefers that; the bytes are the same.",
-)
-# Binary first: clients that read the first listed type (openapi-python-client) then
-# read bytes; text/* would make them decode the file as text.
-CSV_DOWNLOAD_RESPONSES = {
-    (200, "application/octet-stream"): CSV_FILE,
-    (200, "text/csv"): CSV_FILE,
-    304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
-    404: ERROR,
-    409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
-}
+def _file_response(output_formats):
+    kinds = "; ".join(
+        f"{output_format.label}: `{output_media_type(output_format)}`"
+        for output_format in output_formats
+    )
+    return OpenApiResponse(
+        OpenApiTypes.BINARY,
+        description=f"The file, a header row first, streamed ({kinds}); or "
+        f"`{OCTET_STREAM}` to clients whose Accept header prefers that: the bytes are "
+        "the same.",
+    )
+
+
+def download_responses(output_formats):
+    """OpenAPI responses of a download that serves files of ``output_formats``."""
+    file = _file_response(output_formats)
+    # Binary first: clients that read the first listed type (openapi-python-client) then
+    # read bytes; text/* would make them decode the file as text.
+    files = {(200, OCTET_STREAM): file}
+    files.update({(200, output_format.media_type): file for output_format in output_formats})
+    return {
+        **files,
+        304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
+        404: ERROR,
+        409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
+    }
+
+
+def _renders_csv_errors(output_formats):
+    return any(
+        output_format.media_type == CSVRenderer.media_type for output_format in output_formats
+    )
+
+
+def download_view_options(output_formats):
+    """View options of an endpoint that streams files of ``output_formats``: errors in
+    JSON, or as CSV where the files can be CSV (for clients that accept only that)."""
+    renderers = (
+        [JSONRenderer, CSVRenderer] if _renders_csv_errors(output_formats) else [JSONRenderer]
+    )
+    return {"renderer_classes": renderers, "content_negotiation_class": DownloadContentNegotiation}
+
+
 ETAG = OpenApiParameter(
     "ETag",
     str,
@@ -169,37 +192,57 @@ ETAG = OpenApiParameter(
     required=True,
     description='The SHA-256 of the file (the run\'s `output_sha256`) in double quotes: `"<hex>"`.',
 )
-CSV_DOWNLOAD_PARAMETERS = [
-    OpenApiParameter(
-        "format",
-        str,
-        OpenApiParameter.QUERY,
-        enum=["json", "csv"],
-        description="Only changes how errors are written: `json` (the default) or "
-        "`csv` (the one-row CSV that clients accepting only text/csv get). The file is "
-        "the same either way.",
-    ),
-    OpenApiParameter(
-        "If-None-Match",
-        str,
-        OpenApiParameter.HEADER,
-        description="ETags of copies you have (or `*`): if one is the file's, the answer "
-        "is 304 with no body.",
-    ),
-    ETAG,
-    OpenApiParameter(
-        "Content-Disposition",
-        str,
-        OpenApiParameter.HEADER,
-        response=[200],
-        required=True,
-        description="`attachment`, with a readable file name: "
-        '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id>.csv"`.',
-    ),
-    OpenApiParameter(
-        "Content-Length", int, OpenApiParameter.HEADER, response=[200], description="Bytes."
-    ),
-]
+
+
+def download_parameters(output_formats):
+    """OpenAPI parameters of a download that serves files of ``output_formats``."""
+    if _renders_csv_errors(output_formats):
+        error_format = OpenApiParameter(
+            "format",
+            str,
+            OpenApiParameter.QUERY,
+            enum=["json", "csv"],
+            description="Only changes how errors are written: `json` (the default) or "
+            "`csv` (the one-row CSV that clients accepting only text/csv get). The file is "
+            "the same either way.",
+        )
+    else:
+        error_format = OpenApiParameter(
+            "format",
+            str,
+            OpenApiParameter.QUERY,
+            enum=["json"],
+            description="Only changes how errors are written: `json`, the only way here. "
+            "The file is the same either way.",
+        )
+    extensions = " or ".join(f"`{output_format.suffix}`" for output_format in output_formats)
+    return [
+        error_format,
+        OpenApiParameter(
+            "If-None-Match",
+            str,
+            OpenApiParameter.HEADER,
+            description="ETags of copies you have (or `*`): if one is the file's, the answer "
+            "is 304 with no body.",
+        ),
+        ETAG,
+        OpenApiParameter(
+            "Content-Disposition",
+            str,
+            OpenApiParameter.HEADER,
+            response=[200],
+            required=True,
+            description="`attachment`, with a readable file name: "
+            '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id><extension>"`, the '
+            f"extension {extensions}.",
+        ),
+        OpenApiParameter(
+            "Content-Length", int, OpenApiParameter.HEADER, response=[200], description="Bytes."
+        ),
+    ]
+
+
+ALL_FORMATS = list(output_formats().values())
 
 
 @extend_schema_view(
@@ -224,8 +267,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return runs_with_report()
 
-    @extend_schema(responses=CSV_DOWNLOAD_RESPONSES, parameters=CSV_DOWNLOAD_PARAMETERS)
-    @action(detail=True, methods=["get"], **DOWNLOAD_VIEW_OPTIONS)
+    @extend_schema(
+        responses=download_responses(ALL_FORMATS), parameters=download_parameters(ALL_FORMATS)
+    )
+    @action(detail=True, methods=["get"], **download_view_options(ALL_FORMATS))
     def download(self, request, pk=None):
-        """Stream the run's CSV (ETag = its SHA-256). Needs view_report."""
-        return csv_download_response(request, self.get_object())
+        """Stream the run's file, in its report's format (ETag = its SHA-256). Needs
+        view_report."""
+        return output_download_response(request, self.get_object())

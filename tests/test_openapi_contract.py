@@ -25,6 +25,15 @@ pytestmark = executes_reports
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DOWNLOADS = ("/api/runs/{id}/download/", "/api/reports/{slug}/latest.csv")
+GZIP, XLSX = "application/gzip", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# Each download: the media types of its files (after application/octet-stream), and of
+# its errors. Only downloads that can serve CSV write errors as CSV too.
+DOWNLOAD_MEDIA_TYPES = {
+    "/api/runs/{id}/download/": (["text/csv", GZIP, XLSX], ["application/json", "text/csv"]),
+    "/api/reports/{slug}/latest.csv": (["text/csv"], ["application/json", "text/csv"]),
+    "/api/reports/{slug}/latest.csv.gz": ([GZIP], ["application/json"]),
+    "/api/reports/{slug}/latest.xlsx": ([XLSX], ["application/json"]),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -216,27 +225,32 @@ def test_operation_ids_are_plain_identifiers(schema):
     assert all(IDENTIFIER.match(operation_id) for operation_id in ids), ids
     assert len(set(ids)) == len(ids)
     assert "reports_latest_csv_retrieve" in ids
+    assert {"reports_latest_csv_gz_retrieve", "reports_latest_xlsx_retrieve"} <= set(ids)
 
 
-def test_downloads_are_described_as_files_and_their_errors_as_csv(schema):
-    for path in DOWNLOADS:
+def test_downloads_are_described_as_files_of_their_formats_and_their_errors(schema):
+    for path, (file_types, error_types) in DOWNLOAD_MEDIA_TYPES.items():
         operation = schema["paths"][path]["get"]
         responses = operation["responses"]
         # Binary first: generated clients that pick the first type then read bytes.
-        assert list(responses["200"]["content"]) == ["application/octet-stream", "text/csv"]
+        assert list(responses["200"]["content"]) == ["application/octet-stream", *file_types]
         for media_type in responses["200"]["content"].values():
             assert media_type["schema"] == {"type": "string", "format": "binary"}
         assert set(responses["200"]["headers"]) == {"ETag", "Content-Disposition", "Content-Length"}
         assert responses["304"]["headers"]["ETag"]["required"] is True
         for code in ("401", "403", "404", "409"):
             content = responses[code]["content"]
-            assert list(content) == ["application/json", "text/csv"], (path, code)
+            assert list(content) == error_types, (path, code)
             assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
-            assert content["text/csv"]["schema"]["type"] == "string"
-            assert content["text/csv"]["schema"]["example"].startswith("detail\n")
+            if "text/csv" in error_types:
+                assert content["text/csv"]["schema"]["type"] == "string"
+                assert content["text/csv"]["schema"]["example"].startswith("detail\n")
         parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
         assert parameters["If-None-Match"]["in"] == "header"
         assert "Only changes how errors are written" in parameters["format"]["description"]
+        assert sorted(parameters["format"]["schema"]["enum"]) == (
+            ["csv", "json"] if "text/csv" in error_types else ["json"]
+        )
 
 
 def test_headers_are_documented(schema):

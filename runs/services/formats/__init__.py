@@ -16,9 +16,12 @@ offers:
 - for formats with ``reads_csv_copy``, ``copy_writer(text_columns)``: the function
   PostgreSQL's ``COPY … (FORMAT csv, HEADER)`` output is passed to, row by row,
   instead of ``write_header`` and ``write_rows``.
+
+Reading a file back (the admin's preview) goes through ``csv_text`` or ``read_rows``.
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from importlib import import_module
@@ -49,6 +52,10 @@ class OutputFormat:
     max_rows: int | None = None  # data rows one file holds (the header not counted)
     reads_csv_copy: bool = False  # can take PostgreSQL's COPY (FORMAT csv) output
     too_many_rows: str = ""  # why a result past max_rows cannot be written
+    # How to read a file back (the admin's preview): as CSV bytes (a binary file object
+    # over the CSV text), or, for other formats, as rows of Python values.
+    csv_text: Callable | None = None
+    read_rows: Callable | None = None
 
     @property
     def suffix(self):

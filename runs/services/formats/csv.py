@@ -173,4 +173,5 @@ FORMAT = OutputFormat(
     writer_class=CSVWriter,
     csv_options=True,
     reads_csv_copy=True,
+    csv_text=lambda file: file,
 )

@@ -6,6 +6,7 @@ rows give the same file. ``COMPRESSION_LEVEL`` was chosen by measurement (see
 bench/export.py and the README's performance section).
 """
 
+import gzip
 import zlib
 
 from runs.services.formats import OutputFormat
@@ -53,4 +54,5 @@ FORMAT = OutputFormat(
     writer_class=GzipCSVWriter,
     csv_options=True,
     reads_csv_copy=True,
+    csv_text=lambda file: gzip.GzipFile(fileobj=file, mode="rb"),
 )

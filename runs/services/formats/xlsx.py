@@ -146,6 +146,26 @@ class XLSXWriter:
         self._write_text(row, column, str(value))
 
 
+def read_rows(file):
+    """The first sheet's rows, as Python values, read as they are needed (openpyxl's
+    read-only mode streams the sheet); dates shown as dates, time stamps as such."""
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(file, read_only=True, data_only=True)
+    try:
+        for row in workbook.worksheets[0].iter_rows():
+            yield tuple(_cell_value(cell) for cell in row)
+    finally:
+        workbook.close()
+
+
+def _cell_value(cell):
+    value = cell.value
+    if isinstance(value, datetime) and getattr(cell, "number_format", "") == "yyyy-mm-dd":
+        return value.date()
+    return value
+
+
 TOO_MANY_ROWS = (
     f"The result has more than {SHEET_ROWS - 1:,} rows, more than an XLSX sheet holds "
     f"({SHEET_ROWS:,} rows with the header). Choose CSV or CSV.gz for this report, or "
@@ -160,4 +180,5 @@ FORMAT = OutputFormat(
     writer_class=XLSXWriter,
     max_rows=SHEET_ROWS - 1,
     too_many_rows=TOO_MANY_ROWS,
+    read_rows=read_rows,
 )
