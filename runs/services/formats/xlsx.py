@@ -160,7 +160,11 @@ def read_rows(file):
 
 
 def _cell_value(cell):
+    from openpyxl.utils.escape import unescape
+
     value = cell.value
+    if isinstance(value, str):
+        return unescape(value)  # _x000D_ and the like: OOXML's escapes of control characters
     if isinstance(value, datetime) and getattr(cell, "number_format", "") == "yyyy-mm-dd":
         return value.date()
     return value
