@@ -91,8 +91,22 @@ def encode_csv_rows(rows, escape_formulas=False):
 # PostgreSQL's COPY CSV output, one row at a time: fields are quoted ("…", "" for a
 # quote) or hold none of , " CR LF.
 _COPY_FIELD = re.compile(rb'("(?:[^"]|"")*"|[^,"\r\n]*)([,\n])')
-_COPY_MAY_NEED_ESCAPE = re.compile(rb'(?:^|,)"?[=+\-@\t\r]').search
 _FORMULA_START_BYTES = frozenset(FORMULA_STARTS.encode())
+
+
+def _formula_marks():
+    """A bytes.translate table: formula characters become 1, a quote a comma (and 1
+    itself 0), so ",\x01" in a translated row finds every field that may start a
+    formula, quoted or not, in one pass at C speed (a regex took twice as long)."""
+    table = bytearray(range(256))
+    table[1] = 0
+    for character in _FORMULA_START_BYTES:
+        table[character] = 1
+    table[ord('"')] = ord(",")
+    return bytes(table)
+
+
+_FORMULA_MARKS = _formula_marks()
 
 
 class FormulaEscapingCopy:
@@ -112,11 +126,12 @@ class FormulaEscapingCopy:
     def write(self, row):
         if not self._header_done:
             self._header_done = True
-            self._write(self._escaped(row, None))
-        elif _COPY_MAY_NEED_ESCAPE(row):
-            self._write(self._escaped(row, self._text_columns))
+            row = self._escaped(row, None)
         else:
-            self._write(row)
+            marked = row.translate(_FORMULA_MARKS)
+            if b",\x01" in marked or marked[0] == 1:
+                row = self._escaped(row, self._text_columns)
+        self._write(row)
 
     def _escaped(self, row, text_columns):
         parts = []
