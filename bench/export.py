@@ -135,7 +135,7 @@ def export_in_this_process(table, output, output_format, options):
     from runs.services.formats import WriterOptions, get_format
     from runs.services.formats import csv_gz as csv_gz_format
 
-    if options.get("gzip_level"):
+    if "gzip_level" in options:
         csv_gz_format.COMPRESSION_LEVEL = options["gzip_level"]
     connection = connection_for_source(DEFAULT_SOURCE)
     connection.ensure_connection()
