@@ -386,3 +386,35 @@ def test_a_throttled_trigger_says_when_to_ask_again(history, schema, monkeypatch
     assert throttled.status_code == 429
     assert 1 <= int(throttled["Retry-After"]) <= 60
     assert_matches(schema, "/api/reports/{slug}/run/", "post", throttled)
+
+
+def test_downloads_of_every_format_answer_as_documented(schema):
+    viewer = client_for(make_user("format-viewer", "view"))
+    for output_format, extension, media_type in (
+        ("csv", ".csv", "text/csv"),
+        ("csv_gz", ".csv.gz", GZIP),
+        ("xlsx", ".xlsx", XLSX),
+    ):
+        slug = f"as-{output_format.replace('_', '-')}"
+        report = Report.objects.create(
+            name=slug, slug=slug, sql="SELECT 1 AS n", output_format=output_format
+        )
+        run = run_report_now(report)
+        latest_path = f"/api/reports/{{slug}}/latest{extension}"
+        for path, url in (
+            ("/api/runs/{id}/download/", f"/api/runs/{run.pk}/download/"),
+            (latest_path, f"/api/reports/{slug}/latest{extension}"),
+        ):
+            response = viewer.get(url)
+            assert response.status_code == 200
+            assert response["Content-Type"].split(";")[0] == media_type
+            assert media_type in schema["paths"][path]["get"]["responses"]["200"]["content"]
+            documented = schema["paths"][path]["get"]["responses"]["200"]["headers"]
+            assert all(
+                name in response for name, header in documented.items() if header.get("required")
+            )
+        # Another format's latest: 409, a documented Error.
+        other = ".csv" if output_format != "csv" else ".xlsx"
+        conflict = viewer.get(f"/api/reports/{slug}/latest{other}")
+        assert conflict.status_code == 409
+        assert_matches(schema, f"/api/reports/{{slug}}/latest{other}", "get", conflict)

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import tracemalloc
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -318,6 +319,24 @@ def test_xlsx_on_postgres_keeps_other_types_as_their_text():
     assert row[:3] == ("1 day 02:00:00", "{1,2}", '{"a": 1}')
     assert row[3].hour == 13 and row[3].minute == 45
     assert row[4:] == ("NaN", "1850-01-01 00:00:00", "\\x00ff")
+
+
+@postgres_only
+def test_xlsx_on_postgres_holds_one_row_at_a_time(outputs_dir):
+    # 20 rows of 4 MB: the first fails the run (too long for a cell) before the others
+    # are even loaded: rows come one by one, not in chunks.
+    sql = "SELECT n, repeat('x', 4000000) AS big FROM generate_series(1, 20) AS n"
+    report = Report.objects.create(name="big", slug="big", sql=sql, output_format="xlsx")
+    tracemalloc.start()
+    try:
+        run = run_report_now(report)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run.status == RunStatus.FAILED
+    assert "row 1, column “big” has 4,000,000 characters" in run.error
+    assert peak < 3 * 4_000_000 + (4 << 20), peak
+    assert files_under(outputs_dir) == []
 
 
 @postgres_only

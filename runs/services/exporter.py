@@ -3,7 +3,7 @@
 One exporter class per database vendor, chosen by the data source's connection; the
 format's writer (runs.services.formats) turns what it fetches into the file. PostgreSQL
 streams ``COPY … TO STDOUT WITH (FORMAT csv, HEADER)`` straight into CSV files (memory
-stays flat in row count), and typed rows (extended protocol, rows in chunks) into other
+stays flat in row count), and typed rows (extended protocol, one row at a time) into other
 formats; SQLite walks a cursor row by row, handing rows on in blocks of
 ``FETCH_BATCH_BYTES`` of values (memory holds one block and one row, however many rows).
 """
@@ -34,7 +34,6 @@ STALL_MARGIN_SECONDS = 30
 SQLITE_MAX_VALUE_BYTES = 64 << 20
 CLIENT_CHECK_MS = "2000"
 FETCH_BATCH_BYTES = 1 << 20  # SQLite: bytes of values per block, whatever the row count
-ROWS_PER_CHUNK = 500  # PostgreSQL typed rows: rows per result the server sends at once
 # PostgreSQL types whose values are numbers or booleans: formula escaping leaves them be.
 NON_TEXT_TYPES = frozenset(
     {"int2", "int4", "int8", "oid", "numeric", "float4", "float8", "money", "bool"}
@@ -299,16 +298,16 @@ def _typed_loaders():
 
 def _stream_typed_rows(psycopg_connection, query, writer, limit, deadline):
     """Send ``query`` (one statement: extended protocol), pass the column names and
-    then the rows, typed, chunk by chunk, to ``writer``; rows received."""
+    then the rows, typed, one by one, to ``writer``; rows received."""
     import psycopg
     from psycopg.adapt import Transformer
 
     pgconn = psycopg_connection.pgconn
     pgconn.send_query_params(query.encode(), None)
-    if psycopg.capabilities.has_stream_chunked():
-        pgconn.set_chunked_rows_mode(ROWS_PER_CHUNK)
-    else:
-        pgconn.set_single_row_mode()
+    # One row per result, as COPY hands them over: memory holds one row, however large
+    # (chunks of rows would hold a chunk of 60 MB values). A result per row costs a few
+    # microseconds, little beside writing an XLSX row.
+    pgconn.set_single_row_mode()
     while pgconn.flush():
         pass
     transformer = Transformer(_typed_loaders())
