@@ -238,8 +238,8 @@ def latest_output_mismatch(run, output_format, request):
         return None
     url = reverse(f"report-latest-{actual.name}", args=[run.report.slug], request=request)
     return (
-        f"The latest output of report '{run.report.slug}' is a {actual.label} file, not "
-        f"{output_format.label}: fetch it from {url}"
+        f"The latest output of report '{run.report.slug}' is a {actual.suffix} file, not "
+        f"{output_format.suffix}: fetch it from {url}"
     )
 
 

@@ -79,7 +79,6 @@ class DigestingWriter:
         self._buffer += data
         if len(self._buffer) >= self._buffer_bytes:
             self.flush()
-        return len(data)
 
     def flush(self):
         if self._buffer:
