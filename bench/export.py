@@ -48,6 +48,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/reportsvc_bench_export"
 SECTIONS = ("csv", "csv_gz", "xlsx", "sqlite")
+BOM = "\ufeff".encode()
 ZONE = UTC  # the engine shows time stamps in UTC (the default WriterOptions zone)
 
 TABLE_SQL = """
@@ -219,9 +220,11 @@ def time_sqlite_cli(path, output):
     return time.perf_counter() - started
 
 
-def sha256_of(path, opener=open):
+def sha256_of(path, opener=open, skip=0):
     digest = hashlib.sha256()
     with opener(path, "rb") as file:
+        if skip:
+            file.read(skip)
         while block := file.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -263,7 +266,8 @@ def measure_csv(url, table, repeat, folder, output_format="csv", **options):
         lambda: time_psql(url, table, psql_out),
     )
     opener = gzip.open if output_format == "csv_gz" else open
-    engine_csv = sha256_of(engine_out, opener)
+    skip = len(BOM) if options.get("csv_bom") else 0  # the BOM, then psql's bytes
+    engine_csv = sha256_of(engine_out, opener, skip)
     identical = engine_csv == sha256_of(psql_out)
     return summary(engine_runs, psql_seconds, identical=identical)
 
