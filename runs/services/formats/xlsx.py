@@ -32,11 +32,25 @@ def _utf16_length(text):
     return len(text.encode("utf-16-le")) // 2
 
 
+class _ZipTarget:
+    """The file as zipfile wants it when it cannot seek: write() says how much it wrote."""
+
+    def __init__(self, sink):
+        self._sink = sink
+
+    def write(self, data):
+        self._sink.write(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+
 class XLSXWriter:
     def __init__(self, sink, options):
         import xlsxwriter
 
-        self._workbook = xlsxwriter.Workbook(sink, {"constant_memory": True})
+        self._workbook = xlsxwriter.Workbook(_ZipTarget(sink), {"constant_memory": True})
         self._workbook.set_properties({"created": CREATED})
         self._sheet = self._workbook.add_worksheet(SHEET_NAME)
         self._zone = options.timezone
