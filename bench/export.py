@@ -1,13 +1,26 @@
-"""Export benchmark (PostgreSQL): the engine's CSV export against ``psql \\copy``.
+"""Export benchmark: each output format against a reference measured in the same run.
 
-Creates a scratch table of N rows with 8 mixed columns, then, alternating, times
-the engine exporting ``SELECT * FROM <table>`` (in a fresh process, so its peak
-resident memory is its own) and ``psql \\copy`` of the same query to CSV. Prints the
-medians, the ratio engine/psql, the engine's peak RSS and whether both files are
-byte-for-byte identical, for N (default 2,000,000) and for a small table (100,000)
-to show memory does not grow with rows.
+PostgreSQL: a scratch table of N rows with 8 mixed columns. Alternating, it times the
+engine exporting ``SELECT * FROM <table>`` (each export in a fresh process, so its peak
+resident memory is its own) and ``psql \\copy`` of the same query to CSV, and prints the
+medians, the ratio engine/psql, the engine's peak RSS and whether the bytes match:
+
+- csv at the small size (default 100,000) and at N (default 2,000,000): memory flat in
+  row count, byte-for-byte what psql writes;
+- csv_gz at N: the compressed size, and the decompressed bytes against psql's;
+- csv with escape_formulas and with csv_bom at N (figures only);
+- xlsx at ``--xlsx-rows`` (default N / 2): rows/s and peak RSS; the small size's file
+  is opened by LibreOffice (``soffice --headless --convert-to csv``) and its values
+  compared with psql's CSV (skipped with a message when soffice is absent); and the
+  two streaming XLSX writers compared on the same rows (XlsxWriter's constant_memory,
+  openpyxl's write-only).
+
+SQLite: a file of ``--sqlite-rows`` (default N / 2) rows and 8 columns, the engine's CSV
+against ``sqlite3 -csv -header`` of the same query.
 
     python bench/export.py [--rows 2000000] [--small-rows 100000] [--repeat 5]
+                           [--xlsx-rows N] [--sqlite-rows N] [--only csv,csv_gz,xlsx,sqlite]
+                           [--gzip-levels 1,6]
     python bench/export.py --s3 [--rows 2000000] [--repeat 5]
 
 ``--s3`` measures instead what object storage adds: the upload of the exported file
@@ -20,19 +33,28 @@ through the superuser opt-in: the database holds only the benchmark's tables.
 """
 
 import argparse
+import csv
+import gzip
 import hashlib
 import json
 import os
 import resource
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/reportsvc_bench_export"
+SECTIONS = ("csv", "csv_gz", "xlsx", "sqlite")
+BOM = "\ufeff".encode()
+ZONE = UTC  # the engine shows time stamps in UTC (the default WriterOptions zone)
 
 TABLE_SQL = """
 CREATE UNLOGGED TABLE {table} AS
@@ -74,7 +96,39 @@ def ensure_table(url, rows):
     return table
 
 
-def export_in_this_process(table, output):
+def sqlite_rows(rows):
+    """The PostgreSQL table's rows, made in Python for SQLite (same 8 columns)."""
+    start, first_day = datetime(2026, 1, 1), date(2026, 1, 1)
+    for g in range(1, rows + 1):
+        yield (
+            g,
+            hashlib.md5(str(g).encode()).hexdigest(),
+            (g % 100000) * 1.25,
+            (start + timedelta(seconds=17 * g)).isoformat(sep=" ") + "+00",
+            int(g % 3 == 0),
+            g / 7,
+            f'note, with "quotes" #{g}',
+            (first_day + timedelta(days=g % 365)).isoformat(),
+        )
+
+
+def ensure_sqlite_file(folder, rows):
+    path = folder / f"bench_export_{rows}.sqlite3"
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "CREATE TABLE bench (id integer, label text, amount real, created_at text, "
+        "flag integer, ratio real, note text, day text)"
+    )
+    connection.executemany("INSERT INTO bench VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sqlite_rows(rows))
+    connection.commit()
+    connection.close()
+    return path
+
+
+# --- the engine, in a child process ---------------------------------------------------
+
+
+def export_in_this_process(table, output, output_format, options):
     """Child mode: export with the engine, print timings and peak RSS as JSON."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reportsvc.settings")
     os.environ.setdefault("SECRET_KEY", "benchmark")
@@ -83,19 +137,28 @@ def export_in_this_process(table, output):
 
     django.setup()
     from reports.datasources import DEFAULT_SOURCE, connection_for_source
-    from runs.services.exporter import export_query_to_csv
+    from runs.services.exporter import export_query
+    from runs.services.formats import WriterOptions, get_format
+    from runs.services.formats import csv_gz as csv_gz_format
 
+    if "gzip_level" in options:
+        csv_gz_format.COMPRESSION_LEVEL = options["gzip_level"]
     connection = connection_for_source(DEFAULT_SOURCE)
     connection.ensure_connection()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with open(output, "wb", buffering=0) as file:
-        result = export_query_to_csv(
+        result = export_query(
             connection,
             f"SELECT * FROM {table}",
             file,
             timeout_seconds=3600,
             max_rows=10**9,
+            output_format=get_format(output_format),
+            options=WriterOptions(
+                escape_formulas=options.get("escape_formulas", False),
+                csv_bom=options.get("csv_bom", False),
+            ),
         )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -104,6 +167,7 @@ def export_in_this_process(table, output):
             {
                 "seconds": seconds,
                 "rows": result.row_count,
+                "bytes": result.output_bytes,
                 "sha256": result.output_sha256,
                 "rss_before_mib": rss_before / 1024,
                 "peak_rss_mib": peak / 1024,
@@ -112,21 +176,35 @@ def export_in_this_process(table, output):
     )
 
 
-def time_engine(url, table, output):
+def time_engine(source_url, table, output, output_format="csv", **options):
     env = {
         **os.environ,
-        "DATABASE_URL": url,
-        "REPORTING_DATABASE_URL": url,
+        "DATABASE_URL": os.environ.get("BENCH_SERVICE_URL", source_url),
+        "REPORTING_DATABASE_URL": source_url,
         "UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES": "1",
     }
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", table, output],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            table,
+            output,
+            "--child-format",
+            output_format,
+            "--child-options",
+            json.dumps(options),
+        ],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if completed.returncode != 0:
+        raise SystemExit(f"engine export failed:\n{completed.stderr[-3000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# --- references ---------------------------------------------------------------------------
 
 
 def time_psql(url, table, output):
@@ -136,34 +214,215 @@ def time_psql(url, table, output):
     return time.perf_counter() - started
 
 
-def sha256_of(path):
+def time_sqlite_cli(path, output):
+    started = time.perf_counter()
+    with open(output, "wb") as file:
+        subprocess.run(
+            ["sqlite3", "-csv", "-header", str(path), "SELECT * FROM bench"],
+            stdout=file,
+            check=True,
+        )
+    return time.perf_counter() - started
+
+
+def sha256_of(path, opener=open, skip=0):
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with opener(path, "rb") as file:
+        if skip:
+            file.read(skip)
         while block := file.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def measure(url, rows, repeat, folder):
-    table = ensure_table(url, rows)
-    engine_out, psql_out = str(folder / "engine.csv"), str(folder / "psql.csv")
-    engine_runs, psql_seconds = [], []
+def alternate(repeat, engine, reference):
+    """Run engine and reference in turn, ``repeat`` times; their results."""
+    engine_runs, reference_seconds = [], []
     for _ in range(repeat):
-        engine_runs.append(time_engine(url, table, engine_out))
-        psql_seconds.append(time_psql(url, table, psql_out))
-    identical = engine_runs[-1]["sha256"] == sha256_of(psql_out)
+        engine_runs.append(engine())
+        reference_seconds.append(reference())
+    return engine_runs, reference_seconds
+
+
+def summary(engine_runs, reference_seconds, **extra):
     engine_median = statistics.median(run["seconds"] for run in engine_runs)
-    psql_median = statistics.median(psql_seconds)
+    reference_median = statistics.median(reference_seconds)
     return {
-        "rows": rows,
         "engine_s": engine_median,
-        "psql_s": psql_median,
-        "ratio": engine_median / psql_median,
+        "reference_s": reference_median,
+        "ratio": engine_median / reference_median,
         "peak_rss_mib": max(run["peak_rss_mib"] for run in engine_runs),
         "rss_before_mib": max(run["rss_before_mib"] for run in engine_runs),
-        "bytes": os.path.getsize(psql_out),
-        "identical": identical,
+        "bytes": engine_runs[-1]["bytes"],
+        "rows": engine_runs[-1]["rows"],
+        **extra,
     }
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def measure_csv(url, table, repeat, folder, output_format="csv", **options):
+    """An engine format against psql \\copy; identical: the (decompressed) bytes match."""
+    engine_out, psql_out = str(folder / "engine.out"), str(folder / "psql.csv")
+    engine_runs, psql_seconds = alternate(
+        repeat,
+        lambda: time_engine(url, table, engine_out, output_format, **options),
+        lambda: time_psql(url, table, psql_out),
+    )
+    opener = gzip.open if output_format == "csv_gz" else open
+    skip = len(BOM) if options.get("csv_bom") else 0  # the BOM, then psql's bytes
+    engine_csv = sha256_of(engine_out, opener, skip)
+    identical = engine_csv == sha256_of(psql_out)
+    return summary(engine_runs, psql_seconds, identical=identical)
+
+
+def print_table(title, reference, results):
+    print(f"\n== {title}")
+    print(
+        f"{'rows':>10} {'engine s':>9} {reference + ' s':>10} {'ratio':>6} {'peak RSS':>9} "
+        f"{'(startup)':>9} {'file MiB':>9}  identical"
+    )
+    for label, r in results:
+        identical = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
+        print(
+            f"{r['rows']:>10,} {r['engine_s']:>9.3f} {r['reference_s']:>10.3f} "
+            f"{r['ratio']:>6.3f} {r['peak_rss_mib']:>6.1f} MiB {r['rss_before_mib']:>5.1f} MiB "
+            f"{r['bytes'] / 2**20:>9.1f}  {identical}  {label}"
+        )
+
+
+def xlsx_writer_comparison(rows):
+    """XlsxWriter (constant_memory) and openpyxl (write-only) writing the same rows in
+    this process: seconds each."""
+    import openpyxl
+    import xlsxwriter
+
+    def values():
+        start = datetime(2026, 1, 1)
+        for g in range(1, rows + 1):
+            yield (
+                g,
+                hashlib.md5(str(g).encode()).hexdigest(),
+                float(Decimal(g % 100000) * Decimal("1.25")),
+                start + timedelta(seconds=17 * g),
+                g % 3 == 0,
+                g / 7,
+                f'note, with "quotes" #{g}',
+                start + timedelta(days=g % 365),
+            )
+
+    timings = {}
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        book = xlsxwriter.Workbook(f"{folder}/a.xlsx", {"constant_memory": True})
+        sheet = book.add_worksheet()
+        stamp = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        day = book.add_format({"num_format": "yyyy-mm-dd"})
+        for index, row in enumerate(values()):
+            sheet.write_number(index, 0, row[0])
+            sheet.write_string(index, 1, row[1])
+            sheet.write_number(index, 2, row[2])
+            sheet.write_datetime(index, 3, row[3], stamp)
+            sheet.write_boolean(index, 4, row[4])
+            sheet.write_number(index, 5, row[5])
+            sheet.write_string(index, 6, row[6])
+            sheet.write_datetime(index, 7, row[7], day)
+        book.close()
+        timings["XlsxWriter constant_memory"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        book = openpyxl.Workbook(write_only=True)
+        sheet = book.create_sheet()
+        for row in values():
+            sheet.append(row)
+        book.save(f"{folder}/b.xlsx")
+        timings["openpyxl write_only"] = time.perf_counter() - started
+    return timings
+
+
+def libreoffice_check(xlsx_path, psql_csv, folder):
+    """Open the workbook with LibreOffice and compare its values with psql's CSV;
+    (ok, message)."""
+    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    if soffice is None:
+        return None, "soffice not found (apt-get install -y libreoffice-calc-nogui): skipped"
+    out_dir = folder / "soffice"
+    out_dir.mkdir(exist_ok=True)
+    profile = folder / "soffice-profile"
+    subprocess.run(
+        [
+            soffice,
+            f"-env:UserInstallation=file://{profile}",
+            "--headless",
+            "--convert-to",
+            "csv:Text - txt - csv (StarCalc):44,34,76,1",
+            "--outdir",
+            str(out_dir),
+            str(xlsx_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    with open(out_dir / (xlsx_path.stem + ".csv"), newline="", encoding="utf-8") as file:
+        office = list(csv.reader(file))
+    with open(psql_csv, newline="", encoding="utf-8") as file:
+        expected = list(csv.reader(file))
+    if len(office) != len(expected):
+        return False, f"{len(office)} lines from LibreOffice, {len(expected)} from psql"
+    for line, (got, want) in enumerate(zip(office, expected, strict=True)):
+        if not same_values(got, want, header=line == 0):
+            return False, f"line {line + 1} differs: {got} != {want}"
+    return True, f"LibreOffice read {len(office) - 1:,} rows with psql's values"
+
+
+def same_values(office, psql, header):
+    """One line of LibreOffice's CSV (as shown: dates as formatted, booleans as
+    TRUE/FALSE, numbers in full) against psql's: the same values."""
+    if header:
+        return office == psql
+    identifier, label, amount, moment, flag, ratio, note, day = psql
+    zoned = datetime.fromisoformat(moment).astimezone(ZONE).replace(tzinfo=None)
+    return (
+        office[0] == identifier
+        and office[1] == label
+        and Decimal(office[2]) == Decimal(amount)
+        and office[3] == zoned.isoformat(sep=" ")
+        and office[4] == {"t": "TRUE", "f": "FALSE"}[flag]
+        and abs(float(office[5]) - float(ratio)) <= 1e-9 * abs(float(ratio))
+        and office[6] == note
+        and office[7] == day
+    )
+
+
+def measure_xlsx(url, table, small_table, repeat, folder):
+    engine_out, psql_out = str(folder / "engine.xlsx"), str(folder / "psql.csv")
+    engine_runs, psql_seconds = alternate(
+        repeat,
+        lambda: time_engine(url, table, engine_out, "xlsx"),
+        lambda: time_psql(url, table, psql_out),
+    )
+    result = summary(engine_runs, psql_seconds, identical=None)
+    result["rows_per_s"] = result["rows"] / result["engine_s"]
+    small_xlsx, small_csv = folder / "small.xlsx", folder / "small.csv"
+    time_engine(url, small_table, str(small_xlsx), "xlsx")
+    time_psql(url, small_table, str(small_csv))
+    result["office"] = libreoffice_check(small_xlsx, small_csv, folder)
+    return result
+
+
+def measure_sqlite(rows, repeat, folder):
+    path = ensure_sqlite_file(folder, rows)
+    engine_out, cli_out = str(folder / "engine-sqlite.csv"), str(folder / "cli.csv")
+    engine_runs, cli_seconds = alternate(
+        repeat,
+        lambda: time_engine(f"sqlite:///{path}", "bench", engine_out),
+        lambda: time_sqlite_cli(path, cli_out),
+    )
+    with open(engine_out, newline="", encoding="utf-8") as file:
+        lines = sum(1 for _ in csv.reader(file))
+    return summary(engine_runs, cli_seconds, identical=None, lines=lines)
 
 
 def main():
@@ -171,47 +430,152 @@ def main():
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--small-rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--xlsx-rows", type=int, help="default: --rows / 2")
+    parser.add_argument("--sqlite-rows", type=int, help="default: --rows / 2")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run")
+    parser.add_argument(
+        "--gzip-levels", default="", help="also time csv_gz at these levels, e.g. 1,3,6"
+    )
     parser.add_argument("--child", nargs=2, metavar=("TABLE", "OUTPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--s3", action="store_true", help="time the upload to S3 storage")
     parser.add_argument("--s3-child", nargs=2, metavar=("FILE", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-format", default="csv", help=argparse.SUPPRESS)
+    parser.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        export_in_this_process(*args.child)
+        export_in_this_process(*args.child, args.child_format, json.loads(args.child_options))
         return 0
     if args.s3_child:
         upload_in_this_process(*args.s3_child)
         return 0
+    sections = [section for section in args.only.split(",") if section]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
     if not url.startswith(("postgres://", "postgresql://")):
         parser.error("DATABASE_URL must point at PostgreSQL for this benchmark")
+    os.environ["BENCH_SERVICE_URL"] = url
     ensure_database(url)
     if args.s3:
         return measure_s3_upload(url, args.rows, args.repeat)
-    with tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as folder:
-        results = [measure(url, n, args.repeat, Path(folder)) for n in (args.small_rows, args.rows)]
-    print(
-        f"{'rows':>10} {'engine s':>9} {'psql s':>8} {'ratio':>6} {'peak RSS':>9} "
-        f"{'(startup)':>9} {'CSV MiB':>8}  identical"
-    )
-    for r in results:
-        print(
-            f"{r['rows']:>10,} {r['engine_s']:>9.3f} {r['psql_s']:>8.3f} {r['ratio']:>6.3f} "
-            f"{r['peak_rss_mib']:>6.1f} MiB {r['rss_before_mib']:>5.1f} MiB "
-            f"{r['bytes'] / 2**20:>8.1f}  {'yes' if r['identical'] else 'NO'}"
-        )
-    small, large = results
-    checks = [
-        (f"export time <= 1.15 x psql \\copy at {large['rows']:,} rows", large["ratio"] <= 1.15),
-        ("peak RSS <= 100 MiB", large["peak_rss_mib"] <= 100),
-        (
-            f"peak RSS flat in row count (+{large['peak_rss_mib'] - small['peak_rss_mib']:.1f} MiB "
-            f"from {small['rows']:,} to {large['rows']:,} rows)",
-            large["peak_rss_mib"] - small["peak_rss_mib"] <= 10,
-        ),
-        ("byte-for-byte identical to psql \\copy", small["identical"] and large["identical"]),
-    ]
+    xlsx_rows = args.xlsx_rows or args.rows // 2
+    sqlite_rows_count = args.sqlite_rows or args.rows // 2
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as folder_name:
+        folder = Path(folder_name)
+        small_table = ensure_table(url, args.small_rows)
+        large_table = ensure_table(url, args.rows)
+        if "csv" in sections:
+            small = measure_csv(url, small_table, args.repeat, folder)
+            large = measure_csv(url, large_table, args.repeat, folder)
+            escaped = measure_csv(url, large_table, args.repeat, folder, escape_formulas=True)
+            bom = measure_csv(url, large_table, args.repeat, folder, csv_bom=True)
+            print_table(
+                "csv (PostgreSQL COPY) against psql \\copy",
+                "psql",
+                [
+                    ("csv", small),
+                    ("csv", large),
+                    ("csv, escape_formulas", escaped),
+                    ("csv, csv_bom", bom),
+                ],
+            )
+            checks += [
+                (
+                    f"csv time <= 1.15 x psql \\copy at {large['rows']:,} rows "
+                    f"({large['ratio']:.2f})",
+                    large["ratio"] <= 1.15,
+                ),
+                (
+                    f"csv peak RSS <= 100 MiB ({large['peak_rss_mib']:.1f})",
+                    large["peak_rss_mib"] <= 100,
+                ),
+                (
+                    f"csv peak RSS flat in row count "
+                    f"(+{large['peak_rss_mib'] - small['peak_rss_mib']:.1f} MiB "
+                    f"from {small['rows']:,} to {large['rows']:,} rows)",
+                    large["peak_rss_mib"] - small["peak_rss_mib"] <= 10,
+                ),
+                (
+                    "csv byte-for-byte identical to psql \\copy",
+                    small["identical"] and large["identical"],
+                ),
+            ]
+        if "csv_gz" in sections:
+            packed = measure_csv(url, large_table, args.repeat, folder, "csv_gz")
+            rows = [("csv_gz", packed)]
+            for level in filter(None, args.gzip_levels.split(",")):
+                rows.append(
+                    (
+                        f"csv_gz at level {level}",
+                        measure_csv(
+                            url, large_table, args.repeat, folder, "csv_gz", gzip_level=int(level)
+                        ),
+                    )
+                )
+            print_table("csv_gz against psql \\copy (of the CSV)", "psql", rows)
+            for label, result in rows:
+                print(f"   {label}: {result['bytes']:,} bytes compressed")
+            checks += [
+                (
+                    f"csv_gz time <= 1.6 x psql \\copy at {packed['rows']:,} rows "
+                    f"({packed['ratio']:.2f})",
+                    packed["ratio"] <= 1.6,
+                ),
+                (
+                    f"csv_gz peak RSS <= 100 MiB ({packed['peak_rss_mib']:.1f})",
+                    packed["peak_rss_mib"] <= 100,
+                ),
+                ("csv_gz decompressed = psql \\copy's bytes", packed["identical"]),
+            ]
+        if "xlsx" in sections:
+            xlsx_table = ensure_table(url, xlsx_rows)
+            book = measure_xlsx(url, xlsx_table, small_table, max(1, min(args.repeat, 3)), folder)
+            print_table(
+                "xlsx (PostgreSQL, typed rows) against psql \\copy of the CSV",
+                "psql",
+                [("xlsx", book)],
+            )
+            print(f"   {book['rows_per_s']:,.0f} rows/s")
+            writers = xlsx_writer_comparison(min(xlsx_rows, 100_000))
+            fastest = min(writers, key=writers.get)
+            for name, seconds in writers.items():
+                rate = min(xlsx_rows, 100_000) / seconds
+                print(f"   writer {name}: {seconds:.2f} s, {rate:,.0f} rows/s")
+            ok, message = book["office"]
+            print(f"   LibreOffice: {message}")
+            checks += [
+                (
+                    f"xlsx peak RSS <= 150 MiB ({book['peak_rss_mib']:.1f})",
+                    book["peak_rss_mib"] <= 150,
+                ),
+                (
+                    f"the faster XLSX writer is XlsxWriter ({fastest})",
+                    fastest.startswith("XlsxWriter"),
+                ),
+            ]
+            if ok is not None:
+                checks.append(("xlsx opens in LibreOffice with psql's values", ok))
+        if "sqlite" in sections:
+            lite = measure_sqlite(sqlite_rows_count, args.repeat, folder)
+            print_table(
+                "SQLite csv against the sqlite3 CLI (-csv -header)", "sqlite3", [("csv", lite)]
+            )
+            checks += [
+                (
+                    f"SQLite csv time <= 2.5 x sqlite3 CLI at {lite['rows']:,} rows "
+                    f"({lite['ratio']:.2f})",
+                    lite["ratio"] <= 2.5,
+                ),
+                (
+                    f"SQLite csv has every row ({lite['lines'] - 1:,})",
+                    lite["lines"] - 1 == lite["rows"],
+                ),
+            ]
+    print()
     for label, ok in checks:
-        print(f"{'PASS' if ok else 'MISS'}  {label}")
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
     return 0
 
 

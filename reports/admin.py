@@ -18,7 +18,8 @@ from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.web.display import moment, moment_html, status_badge
 from reportsvc.web.permissions import can_run_reports
 from runs.models import Run, RunStatus, RunTrigger
-from runs.selectors import latest_successful_run_id
+from runs.selectors import latest_successful_output, latest_successful_run_id
+from runs.services.formats import format_of_file
 from runs.services.queue import QueueFull, request_run
 
 RECENT_RUNS = 20
@@ -95,6 +96,7 @@ class ReportAdmin(admin.ModelAdmin):
     fieldsets = (
         ("Definition", {"fields": ("name", "slug", "description", "sql", "data_source")}),
         ("Schedule", {"fields": ("schedule", "timezone", "enabled", "next_fire_times")}),
+        ("Output", {"fields": ("output_format", "escape_formulas", "csv_bom")}),
         ("Limits", {"fields": ("timeout_seconds", "max_rows", "max_retries", "retention_days")}),
         (
             "Notifications",
@@ -151,6 +153,7 @@ class ReportAdmin(admin.ModelAdmin):
                 last_run_finished=_newest("finished_at"),
                 last_run_rows=_newest("row_count"),
                 last_success_id=latest_successful_run_id(),
+                last_success_output=latest_successful_output(),
             )
         )
 
@@ -195,7 +198,8 @@ class ReportAdmin(admin.ModelAdmin):
         if not report.last_success_id:
             return "—"
         url = reverse("run-download", args=[report.last_success_id])
-        return format_html('<a href="{}">⬇ CSV</a>', url)
+        kind = format_of_file(report.last_success_output or "").extension.upper()
+        return format_html('<a href="{}">⬇ {}</a>', url, kind)
 
     @admin.display(description="Next five runs")
     def next_fire_times(self, report):

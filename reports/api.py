@@ -7,6 +7,7 @@ from drf_spectacular.utils import (
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -16,13 +17,14 @@ from reports.services import webhook_secrets
 from reports.services.schedules import save_report
 from reports.throttling import SharedScopedRateThrottle
 from reportsvc.web.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
+from reportsvc.web.renderers import download_view_options
 from reportsvc.web.schema import (
-    CSV_DOWNLOAD_PARAMETERS,
-    CSV_DOWNLOAD_RESPONSES,
     ERROR,
     VALIDATION_ERROR,
+    download_parameters,
+    download_responses,
 )
-from runs.downloads import csv_download_response
+from runs.downloads import output_download_response, output_format_of
 from runs.models import RunTrigger
 from runs.selectors import latest_successful_run, reports_with_last_run
 from runs.serializers import RunSerializer
@@ -204,17 +206,17 @@ class ReportViewSet(viewsets.ModelViewSet):
             headers={"Cache-Control": "no-store"},
         )
 
-    @extend_schema(
-        operation_id="reports_latest_csv_retrieve",
-        parameters=CSV_DOWNLOAD_PARAMETERS,
-        responses={
-            **CSV_DOWNLOAD_RESPONSES,
-            404: OpenApiResponse(ERROR, description="No report, or no successful run yet."),
-        },
-    )
-    def latest_csv(self, request, slug=None):
-        """Stream the newest successful output of the report, or on object storage
-        redirect to it. Needs view_report."""
+
+class LatestOutputView(GenericAPIView):
+    """``/api/reports/{slug}/latest.<extension>``: the report's newest successful output,
+    when it is a file of this view's format (``output_format``, set per format)."""
+
+    permission_classes = [ReportModelPermissions]
+    queryset = Report.objects.all()
+    lookup_field = "slug"
+    output_format = None
+
+    def get(self, request, slug=None):
         report = self.get_object()
         run = latest_successful_run(report)
         if run is None:
@@ -222,4 +224,52 @@ class ReportViewSet(viewsets.ModelViewSet):
                 {"detail": f"Report '{report.slug}' has no successful run with an output yet."},
                 status=status.HTTP_404_NOT_FOUND,
             )
-        return csv_download_response(request, run)
+        problem = latest_output_mismatch(run, self.output_format, request)
+        if problem:
+            return Response({"detail": problem}, status=status.HTTP_409_CONFLICT)
+        return output_download_response(request, run)
+
+
+def latest_output_mismatch(run, output_format, request):
+    """Why the run's file cannot be served as ``output_format`` (it is another one), with
+    the URL that serves it; None when it can."""
+    actual = output_format_of(run)
+    if actual == output_format:
+        return None
+    url = reverse(f"report-latest-{actual.name}", args=[run.report.slug], request=request)
+    return (
+        f"The latest output of report '{run.report.slug}' is a {actual.suffix} file, not "
+        f"{output_format.suffix}: fetch it from {url}"
+    )
+
+
+def latest_output_view(output_format):
+    """The view of ``latest.<extension>`` for one format, with its own OpenAPI operation."""
+    name = output_format.name
+
+    @extend_schema(
+        operation_id=f"reports_latest_{name}_retrieve",
+        description=f"Stream the newest successful output of the report, a {output_format.label} "
+        f"file (`{output_format.suffix}`), or on object storage redirect to it. Needs "
+        "view_report. If the newest output is in "
+        "another format (the report's format changed), 409 says which URL serves it.",
+        parameters=download_parameters([output_format]),
+        responses={
+            **download_responses([output_format]),
+            404: OpenApiResponse(ERROR, description="No report, or no successful run yet."),
+            409: OpenApiResponse(
+                ERROR,
+                description="The newest output is in another format (the message names "
+                "its URL), or its file is gone.",
+            ),
+        },
+    )
+    def get(self, request, slug=None):
+        return LatestOutputView.get(self, request, slug)
+
+    view_class = type(
+        f"Latest{name.title().replace('_', '')}View",
+        (LatestOutputView,),
+        {"output_format": output_format, "get": get, **download_view_options([output_format])},
+    )
+    return view_class.as_view()

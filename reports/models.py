@@ -16,6 +16,7 @@ from reports.validators import (
     validate_timezone,
     validate_webhook_list,
 )
+from runs.services.formats import DEFAULT_FORMAT, format_choices, get_format
 
 
 def default_timezone():
@@ -59,6 +60,9 @@ REPORT_SETTINGS_FIELDS = (
     "notify_when",
     "alert_condition",
     "alert_threshold",
+    "output_format",
+    "escape_formulas",
+    "csv_bom",
 )
 
 
@@ -153,6 +157,23 @@ class Report(models.Model):
         validators=[MaxValueValidator(MAX_ROWS_LIMIT)],
         help_text="N for 'row count above/below N'.",
     )
+    output_format = models.CharField(
+        max_length=16,
+        choices=format_choices,
+        default=DEFAULT_FORMAT,
+        help_text="The kind of file each run writes.",
+    )
+    escape_formulas = models.BooleanField(
+        default=False,
+        help_text="CSV only: prefix text values that start with =, +, -, @, a tab or a "
+        "carriage return with ' so spreadsheets show them as text, never run them.",
+    )
+    csv_bom = models.BooleanField(
+        "CSV BOM",
+        default=False,
+        help_text="CSV only: start the file with a UTF-8 byte order mark, so Excel reads "
+        "it as UTF-8.",
+    )
     alert_active = models.BooleanField(
         default=False,
         editable=False,
@@ -200,6 +221,21 @@ class Report(models.Model):
         )
         if needs_threshold and self.alert_threshold is None:
             raise ValidationError({"alert_threshold": "Set N for this alert condition."})
+        self._check_csv_options()
+
+    def _check_csv_options(self):
+        """The CSV options do nothing for other formats: refuse them rather than ignore."""
+        output_format = get_format(self.output_format)
+        if output_format is None or output_format.csv_options:
+            return  # an unknown format is the field's own error
+        errors = {
+            name: f"{label} applies to CSV files only; {output_format.label} files "
+            "are not affected. Clear it, or choose CSV or CSV.gz."
+            for name, label in (("escape_formulas", "Formula escaping"), ("csv_bom", "The BOM"))
+            if getattr(self, name)
+        }
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def effective_timeout_seconds(self):

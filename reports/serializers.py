@@ -7,7 +7,7 @@ from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services.sql_check import sql_problem
 from reports.targets import redacted_emails, redacted_webhooks
-from reportsvc.web.links import api_links, iso_datetime
+from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import can_change_reports, can_view_sql
 from runs.serializers import RunSummarySerializer, summarize_run
 
@@ -21,7 +21,13 @@ class ReportSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     schedule_description = serializers.SerializerMethodField()
     last_run = serializers.SerializerMethodField()
-    latest_csv_url = serializers.SerializerMethodField()
+    latest_csv_url = serializers.SerializerMethodField(
+        help_text="…/latest.csv: the newest output, for reports whose format is CSV "
+        "(409 for others). latest_output_url follows the report's format."
+    )
+    latest_output_url = serializers.SerializerMethodField(
+        help_text="…/latest.<extension> of the report's output format: its newest output."
+    )
 
     class Meta:
         model = Report
@@ -32,6 +38,7 @@ class ReportSerializer(serializers.ModelSerializer):
             "next_run_at",
             "last_run",
             "latest_csv_url",
+            "latest_output_url",
             "created_at",
             "updated_at",
         ]
@@ -78,6 +85,9 @@ class ReportSerializer(serializers.ModelSerializer):
     def get_latest_csv_url(self, report) -> str:
         return api_links(self.context).latest_csv(report.slug)
 
+    def get_latest_output_url(self, report) -> str:
+        return latest_output_link(api_links(self.context), report)
+
     def to_representation(self, report):
         # Written out by hand: the generic field loop made a list of 500 reports take
         # 60 ms (bench/api.py); tests check the keys match Meta.fields.
@@ -98,6 +108,7 @@ class ReportSerializer(serializers.ModelSerializer):
             next_run_at=iso_datetime(report.next_run_at, zone),
             last_run=self.get_last_run(report, zone),
             latest_csv_url=links.latest_csv(report.slug),
+            latest_output_url=latest_output_link(links, report),
             created_at=iso_datetime(report.created_at, zone),
             updated_at=iso_datetime(report.updated_at, zone),
         )

@@ -5,23 +5,30 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from reports.api import ReportViewSet
-from reportsvc.web.renderers import DOWNLOAD_VIEW_OPTIONS
+from reports.api import ReportViewSet, latest_output_view
 from runs.api import RunViewSet
+from runs.services.formats import output_formats
 from runs.views import healthz
 
 router = DefaultRouter()
 router.register("reports", ReportViewSet, basename="report")
 router.register("runs", RunViewSet, basename="run")
 
-# Routed by hand: a router would add a trailing slash to ".csv".
-latest_csv = ReportViewSet.as_view({"get": "latest_csv"}, **DOWNLOAD_VIEW_OPTIONS)
+# Routed by hand, one per format: a router would add a trailing slash to ".csv".
+latest_outputs = [
+    path(
+        f"api/reports/<slug:slug>/latest{output_format.suffix}",
+        latest_output_view(output_format),
+        name=f"report-latest-{output_format.name}",
+    )
+    for output_format in output_formats().values()
+]
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    path("api/reports/<slug:slug>/latest.csv", latest_csv, name="report-latest-csv"),
+    *latest_outputs,
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A browser page: people without a session log in to the admin first.
     path(

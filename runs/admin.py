@@ -10,6 +10,7 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from reports.targets import shown_target
 from reportsvc.web.display import first_line, moment, moment_html, status_badge
 from reportsvc.web.permissions import can_change_reports
+from runs.downloads import output_format_of
 from runs.models import Run, WorkerHeartbeat
 from runs.services.preview import preview_rows
 
@@ -192,7 +193,8 @@ class RunAdmin(admin.ModelAdmin):
         if not run.output:
             return "—"
         url = reverse("run-download", args=[run.pk])
-        return format_html('<a class="button" href="{}">⬇ Download CSV</a>', url)
+        kind = output_format_of(run).extension.upper()
+        return format_html('<a class="button" href="{}">⬇ Download {}</a>', url, kind)
 
     @admin.display(description="Error")
     def error_block(self, run):

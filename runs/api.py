@@ -10,12 +10,13 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 from reportsvc.web.permissions import CanViewReports
-from reportsvc.web.renderers import DOWNLOAD_VIEW_OPTIONS
-from reportsvc.web.schema import CSV_DOWNLOAD_PARAMETERS, CSV_DOWNLOAD_RESPONSES, VALIDATION_ERROR
-from runs.downloads import csv_download_response
+from reportsvc.web.renderers import download_view_options
+from reportsvc.web.schema import VALIDATION_ERROR, download_parameters, download_responses
+from runs.downloads import output_download_response
 from runs.models import RunStatus, RunTrigger
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
+from runs.services.formats import output_formats
 
 
 class RunCursorPagination(CursorPagination):
@@ -93,6 +94,9 @@ class RunFilter(filters.FilterSet):
     )
 
 
+ALL_FORMATS = list(output_formats().values())
+
+
 @extend_schema_view(
     list=extend_schema(
         description="Runs, newest first, cursor-paginated: follow `next` and `previous`. "
@@ -115,11 +119,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return runs_with_report()
 
-    @extend_schema(responses=CSV_DOWNLOAD_RESPONSES, parameters=CSV_DOWNLOAD_PARAMETERS)
-    @action(detail=True, methods=["get"], **DOWNLOAD_VIEW_OPTIONS)
+    @extend_schema(
+        responses=download_responses(ALL_FORMATS), parameters=download_parameters(ALL_FORMATS)
+    )
+    @action(detail=True, methods=["get"], **download_view_options(ALL_FORMATS))
     def download(self, request, pk=None):
-        """Stream the run's CSV (ETag = its SHA-256), or on object storage redirect to it.
-
-        Needs view_report.
-        """
-        return csv_download_response(request, self.get_object())
+        """Stream the run's file, in its report's format (ETag = its SHA-256), or on
+        object storage redirect to it. Needs view_report."""
+        return output_download_response(request, self.get_object())

@@ -1,7 +1,9 @@
 """Serving run outputs: only ever from storage, by the run's recorded file name.
 
-On the filesystem the web sends the file itself; on S3 it answers with a redirect to a
-short-lived presigned URL, and the storage sends the bytes.
+The small functions here say what a download is called and what it is (file name,
+media type) for any way of serving it. On the filesystem the web sends the file
+itself; on S3 it answers with a redirect to a short-lived presigned URL, and the
+storage sends the bytes.
 """
 
 from django.core.exceptions import SuspiciousFileOperation, SuspiciousOperation
@@ -13,23 +15,41 @@ from rest_framework.response import Response
 
 from runs.selectors import download_problem
 from runs.services import output_storage
+from runs.services.formats import format_of_file
+
+OCTET_STREAM = "application/octet-stream"
+
+
+def output_format_of(run):
+    """The format of the run's file: its name's extension says (a report may have
+    changed format since the run)."""
+    return format_of_file(run.output.name)
 
 
 def download_file_name(run):
     started = run.started_at or run.queued_at
-    return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}.csv"
+    extension = output_format_of(run).suffix
+    return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}{extension}"
 
 
-def download_content_type(request):
-    """text/csv, or application/octet-stream for clients whose Accept header prefers it."""
-    preferred = request.get_preferred_type(["text/csv", "application/octet-stream"])
-    if preferred == "application/octet-stream":
+def output_media_type(output_format):
+    """The Content-Type of a file of this format (text says its encoding)."""
+    if output_format.media_type.startswith("text/"):
+        return f"{output_format.media_type}; charset=utf-8"
+    return output_format.media_type
+
+
+def download_content_type(request, output_format):
+    """The format's media type, or application/octet-stream for clients whose Accept
+    header prefers that."""
+    preferred = request.get_preferred_type([output_format.media_type, OCTET_STREAM])
+    if preferred == OCTET_STREAM:
         return preferred
-    return "text/csv; charset=utf-8"
+    return output_media_type(output_format)
 
 
-def csv_download_response(request, run):
-    """The run's CSV as a streamed attachment (on S3 a redirect to it); 304 for a
+def output_download_response(request, run):
+    """The run's file as a streamed attachment (on S3 a redirect to it); 304 for a
     matching ETag; 409 if none.
 
     For DRF views: errors are DRF responses, rendered as the client accepts.
@@ -46,7 +66,8 @@ def csv_download_response(request, run):
         response = HttpResponseNotModified()
         response["ETag"] = etag
         return response
-    file_name, content_type = download_file_name(run), download_content_type(request)
+    file_name = download_file_name(run)
+    content_type = download_content_type(request, output_format_of(run))
     if output_storage.on_object_storage():
         return redirect_to_stored_output(run, etag, file_name, content_type)
     try:

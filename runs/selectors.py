@@ -40,6 +40,12 @@ def latest_successful_run_id():
     return Subquery(runs.values("pk")[:1])
 
 
+def latest_successful_output():
+    """The file name of ``latest_successful_run``'s output as a subquery."""
+    runs = successful_runs_newest_first().filter(report=OuterRef("pk"))
+    return Subquery(runs.values("output")[:1])
+
+
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
 LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
 ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])

@@ -160,6 +160,7 @@ def form_data(**changes):
         "notify_when": "failure",
         "alert_condition": "",
         "alert_threshold": "",
+        "output_format": "csv",
     }
     return {**data, **changes}
 

@@ -1,7 +1,7 @@
 """An export's memory follows the bytes of one block and one row, not the row count.
 
 PostgreSQL's COPY hands over one row at a time; SQLite's cursor is walked row by row
-and written in blocks of FETCH_BATCH_BYTES. The same test runs on whichever database
+and handed on in blocks of FETCH_BATCH_BYTES of values. The same test runs on whichever database
 the suite runs on (the default data source is the service's own database).
 """
 
@@ -11,7 +11,8 @@ import pytest
 
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.exporter import _byte_batches, _csv_field, _csv_line
+from runs.services.exporter import NUMBER_BYTES, _row_blocks
+from runs.services.formats.csv import encode_csv_rows
 from runs.services.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
@@ -74,25 +75,32 @@ class CountingCursor:
 
 def test_sqlite_blocks_follow_a_byte_budget_and_fetch_rows_only_as_needed():
     sizes = [10] * 50 + [5000, 10, 10, 3000] + [10] * 50
-    cursor = CountingCursor([(index, "x" * size) for index, size in enumerate(sizes)])
+    rows = [(index, "x" * size) for index, size in enumerate(sizes)]
+    cursor = CountingCursor(rows)
     budget = 1000
     fetched_per_block = []
     blocks = []
-    for rows, block in _byte_batches(cursor, _csv_field, budget):
+    for block in _row_blocks(cursor, budget):
         fetched_per_block.append(cursor.fetched)
-        blocks.append((rows, block))
-    lines = [_csv_line((index, "x" * size), _csv_field) for index, size in enumerate(sizes)]
-    assert b"".join(block for _, block in blocks) == b"".join(lines)
-    assert sum(rows for rows, _ in blocks) == len(sizes)
-    largest_line = max(map(len, lines))
-    for _, block in blocks[:-1]:
-        assert budget <= len(block) < budget + largest_line
+        blocks.append(list(block))
+    assert [row for block in blocks for row in block] == rows
+
+    def value_bytes(block):
+        return sum(len(text) + 2 * NUMBER_BYTES for _, text in block)
+
+    largest_row = max(sizes) + 2 * NUMBER_BYTES
+    for block in blocks[:-1]:
+        assert budget <= value_bytes(block) < budget + largest_row
     # A block is handed on as soon as it is full: no row is fetched ahead of it.
-    rows_so_far = [sum(rows for rows, _ in blocks[: i + 1]) for i in range(len(blocks))]
+    rows_so_far = [sum(map(len, blocks[: i + 1])) for i in range(len(blocks))]
     assert fetched_per_block == rows_so_far
     # The block the 5,000-character row fills ends with it.
-    assert any(block.endswith(lines[50]) for _, block in blocks)
+    assert any(block[-1] == rows[50] for block in blocks)
+    # The blocks, written, are the rows' CSV.
+    written = b"".join(encode_csv_rows(block) for block in blocks)
+    expected = (f"{index},{'x' * size}\n".encode() for index, size in enumerate(sizes))
+    assert written == b"".join(expected)
 
 
 def test_an_empty_cursor_gives_no_blocks():
-    assert list(_byte_batches(iter([]), _csv_field, 1000)) == []
+    assert list(_row_blocks(iter([]), 1000)) == []

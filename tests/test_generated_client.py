@@ -6,8 +6,10 @@ the generated code is edited. A report runs on the project's own worker function
 called in this process between two polls.
 """
 
+import gzip
 import hashlib
 import importlib
+import io
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import openpyxl
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -208,10 +211,44 @@ def drive_the_read_and_run_workflow(generated, client, report, *, sees_sql):
 
     latest = generated.call("reports_latest_csv_retrieve", client, slug=report.slug)
     assert latest.status_code == 200 and latest.parsed.payload.read() == body
+    # The newest output is CSV: latest.xlsx says where it is, read as the Error object.
+    elsewhere = generated.call("reports_latest_xlsx_retrieve", client, slug=report.slug)
+    assert elsewhere.status_code == 409
+    assert elsewhere.parsed.detail.endswith(f"/api/reports/{report.slug}/latest.csv")
 
     summary = generated.call("reports_retrieve", client, slug=report.slug).parsed.last_run
     assert summary.id == finished.id and summary.download_url == finished.download_url
     return finished
+
+
+def download_each_format(generated, client, report):
+    """The report set to each format through the client, run, and its file downloaded
+    as bytes from the run and from latest.<extension>."""
+    bodies = {}
+    for output_format in ("csv", "csv_gz", "xlsx"):
+        patch = generated.models.PatchedReportRequest(
+            output_format=generated.models.OutputFormatEnum(output_format)
+        )
+        patched = generated.call("reports_partial_update", client, slug=report.slug, body=patch)
+        assert patched.status_code == 200 and patched.parsed.output_format.value == output_format
+        assert patched.parsed.latest_output_url.endswith(
+            f"/latest.{output_format.replace('_', '.')}"
+        )
+        queued = generated.call(
+            "reports_run_create", client, slug=report.slug, idempotency_key=output_format
+        ).parsed
+        finished, _ = poll_until_finished(generated, client, queued.id)
+        download = generated.call("runs_download_retrieve", client, id=finished.id)
+        assert download.status_code == 200
+        body = download.parsed.payload.read()
+        assert hashlib.sha256(body).hexdigest() == finished.output_sha256
+        operation = f"reports_latest_{output_format}_retrieve"
+        latest = generated.call(operation, client, slug=report.slug)
+        assert latest.status_code == 200 and latest.parsed.payload.read() == body
+        bodies[output_format] = body
+    assert gzip.decompress(bodies["csv_gz"]) == bodies["csv"]
+    rows = openpyxl.load_workbook(io.BytesIO(bodies["xlsx"])).active.iter_rows(values_only=True)
+    assert list(rows) == [("n", "word"), (1, 'héllo, "world"'), (2, "two")]
 
 
 def page_through_runs(generated, client, **filters):
@@ -284,6 +321,8 @@ def test_an_admin_works_with_the_generated_client(generated, live_server, number
     client = generated.client(live_server.url, admin)
     drive_the_read_and_run_workflow(generated, client, numbers, sees_sql=True)
     check_paging(generated, client, numbers)
+    formats = Report.objects.create(name="Formats", slug="formats", sql=SQL)
+    download_each_format(generated, client, formats)
     models = generated.models
 
     body = models.ReportRequest(

@@ -25,6 +25,15 @@ pytestmark = executes_reports
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DOWNLOADS = ("/api/runs/{id}/download/", "/api/reports/{slug}/latest.csv")
+GZIP, XLSX = "application/gzip", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# Each download: the media types of its files (after application/octet-stream), and of
+# its errors. Only downloads that can serve CSV write errors as CSV too.
+DOWNLOAD_MEDIA_TYPES = {
+    "/api/runs/{id}/download/": (["text/csv", GZIP, XLSX], ["application/json", "text/csv"]),
+    "/api/reports/{slug}/latest.csv": (["text/csv"], ["application/json", "text/csv"]),
+    "/api/reports/{slug}/latest.csv.gz": ([GZIP], ["application/json"]),
+    "/api/reports/{slug}/latest.xlsx": ([XLSX], ["application/json"]),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -216,14 +225,15 @@ def test_operation_ids_are_plain_identifiers(schema):
     assert all(IDENTIFIER.match(operation_id) for operation_id in ids), ids
     assert len(set(ids)) == len(ids)
     assert "reports_latest_csv_retrieve" in ids
+    assert {"reports_latest_csv_gz_retrieve", "reports_latest_xlsx_retrieve"} <= set(ids)
 
 
-def test_downloads_are_described_as_files_and_their_errors_as_csv(schema):
-    for path in DOWNLOADS:
+def test_downloads_are_described_as_files_of_their_formats_and_their_errors(schema):
+    for path, (file_types, error_types) in DOWNLOAD_MEDIA_TYPES.items():
         operation = schema["paths"][path]["get"]
         responses = operation["responses"]
         # Binary first: generated clients that pick the first type then read bytes.
-        assert list(responses["200"]["content"]) == ["application/octet-stream", "text/csv"]
+        assert list(responses["200"]["content"]) == ["application/octet-stream", *file_types]
         for media_type in responses["200"]["content"].values():
             assert media_type["schema"] == {"type": "string", "format": "binary"}
         assert set(responses["200"]["headers"]) == {"ETag", "Content-Disposition", "Content-Length"}
@@ -235,13 +245,17 @@ def test_downloads_are_described_as_files_and_their_errors_as_csv(schema):
         assert "content" not in responses["302"]
         for code in ("401", "403", "404", "409"):
             content = responses[code]["content"]
-            assert list(content) == ["application/json", "text/csv"], (path, code)
+            assert list(content) == error_types, (path, code)
             assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
-            assert content["text/csv"]["schema"]["type"] == "string"
-            assert content["text/csv"]["schema"]["example"].startswith("detail\n")
+            if "text/csv" in error_types:
+                assert content["text/csv"]["schema"]["type"] == "string"
+                assert content["text/csv"]["schema"]["example"].startswith("detail\n")
         parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
         assert parameters["If-None-Match"]["in"] == "header"
         assert "Only changes how errors are written" in parameters["format"]["description"]
+        assert sorted(parameters["format"]["schema"]["enum"]) == (
+            ["csv", "json"] if "text/csv" in error_types else ["json"]
+        )
 
 
 def test_headers_are_documented(schema):
@@ -395,3 +409,35 @@ def test_downloads_from_object_storage_are_the_documented_redirect(s3_outputs):
         assert response.content == b"" and "content" not in documented
         not_modified = client_for(viewer).get(url, HTTP_IF_NONE_MATCH=response["ETag"])
         assert not_modified.status_code == 304 and "Location" not in not_modified
+
+
+def test_downloads_of_every_format_answer_as_documented(schema):
+    viewer = client_for(make_user("format-viewer", "view"))
+    for output_format, extension, media_type in (
+        ("csv", ".csv", "text/csv"),
+        ("csv_gz", ".csv.gz", GZIP),
+        ("xlsx", ".xlsx", XLSX),
+    ):
+        slug = f"as-{output_format.replace('_', '-')}"
+        report = Report.objects.create(
+            name=slug, slug=slug, sql="SELECT 1 AS n", output_format=output_format
+        )
+        run = run_report_now(report)
+        latest_path = f"/api/reports/{{slug}}/latest{extension}"
+        for path, url in (
+            ("/api/runs/{id}/download/", f"/api/runs/{run.pk}/download/"),
+            (latest_path, f"/api/reports/{slug}/latest{extension}"),
+        ):
+            response = viewer.get(url)
+            assert response.status_code == 200
+            assert response["Content-Type"].split(";")[0] == media_type
+            assert media_type in schema["paths"][path]["get"]["responses"]["200"]["content"]
+            documented = schema["paths"][path]["get"]["responses"]["200"]["headers"]
+            assert all(
+                name in response for name, header in documented.items() if header.get("required")
+            )
+        # Another format's latest: 409, a documented Error.
+        other = ".csv" if output_format != "csv" else ".xlsx"
+        conflict = viewer.get(f"/api/reports/{slug}/latest{other}")
+        assert conflict.status_code == 409
+        assert_matches(schema, f"/api/reports/{{slug}}/latest{other}", "get", conflict)

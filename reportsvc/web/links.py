@@ -7,6 +7,8 @@ Each builder reverses once with a marker and then only formats strings.
 from django.utils import timezone
 from rest_framework.reverse import reverse
 
+from runs.services.formats import DEFAULT_FORMAT, output_formats
+
 _MARKER = "ZZMARKERZZ"
 
 
@@ -21,8 +23,17 @@ class ApiLinks:
     def __init__(self, request):
         self.report = _builder("report-detail", request, slug=0)
         self.latest_csv = _builder("report-latest-csv", request, slug=0)
+        self.latest_output = {
+            name: _builder(f"report-latest-{name}", request, slug=0) for name in output_formats()
+        }
         self.run = _builder("run-detail", request, pk=0)
         self.run_download = _builder("run-download", request, pk=0)
+
+
+def latest_output_link(links, report):
+    """``latest.<extension>`` of the report's format."""
+    builder = links.latest_output.get(report.output_format) or links.latest_output[DEFAULT_FORMAT]
+    return builder(report.slug)
 
 
 def api_links(context):

@@ -27,9 +27,10 @@ class CSVRenderer(BaseRenderer):
 
 
 class DownloadContentNegotiation(DefaultContentNegotiation):
-    """Downloads never answer 406: the file comes as text/csv, or as
-    application/octet-stream to clients that prefer that (see csv_download_response);
-    errors come as CSV to clients that accept CSV but not JSON, else as JSON."""
+    """Downloads never answer 406: the file comes in its format's media type, or as
+    application/octet-stream to clients that prefer that (see output_download_response);
+    errors come as CSV to clients that accept CSV but not JSON (where the view renders
+    CSV), else as JSON."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         try:
@@ -38,8 +39,17 @@ class DownloadContentNegotiation(DefaultContentNegotiation):
             return renderers[0], renderers[0].media_type
 
 
-# View options of the endpoints that stream run outputs.
-DOWNLOAD_VIEW_OPTIONS = {
-    "renderer_classes": [JSONRenderer, CSVRenderer],
-    "content_negotiation_class": DownloadContentNegotiation,
-}
+def renders_csv_errors(output_formats):
+    """Whether a download of files of ``output_formats`` writes errors as CSV too."""
+    return any(
+        output_format.media_type == CSVRenderer.media_type for output_format in output_formats
+    )
+
+
+def download_view_options(output_formats):
+    """View options of an endpoint that streams files of ``output_formats``: errors in
+    JSON, or as CSV where the files can be CSV (for clients that accept only that)."""
+    renderers = (
+        [JSONRenderer, CSVRenderer] if renders_csv_errors(output_formats) else [JSONRenderer]
+    )
+    return {"renderer_classes": renderers, "content_negotiation_class": DownloadContentNegotiation}

@@ -1,16 +1,16 @@
-"""Stream one query's result into a CSV file, read-only and time-limited.
+"""Stream one query's result into a file of the report's format, read-only and time-limited.
 
-One exporter class per database vendor, chosen by the data source's connection:
-PostgreSQL streams ``COPY … TO STDOUT`` straight into the file (memory stays flat in
-row count); SQLite walks a cursor row by row, in blocks of ``FETCH_BATCH_BYTES``
-(memory holds one block and one row, however many rows). Both write the same CSV dialect
-as PostgreSQL's ``FORMAT csv, HEADER``: comma-separated, ``"``-quoted where needed,
-NULL as an empty unquoted field and the empty string as ``""``, UTF-8, ``\\n`` endings.
+One exporter class per database vendor, chosen by the data source's connection; the
+format's writer (runs.services.formats) turns what it fetches into the file. PostgreSQL
+streams ``COPY … TO STDOUT WITH (FORMAT csv, HEADER)`` straight into CSV files (memory
+stays flat in row count), and typed rows (extended protocol, one row at a time) into other
+formats; SQLite walks a cursor row by row, handing rows on in blocks of
+``FETCH_BATCH_BYTES`` of values (memory holds one block and one row, however many rows).
 """
 
 import contextlib
 import hashlib
-import re
+import operator
 import threading
 import time
 from dataclasses import dataclass
@@ -27,12 +27,17 @@ from reports.extended_protocol import (
 )
 from reports.services.source_safety import DataSourceRefused, ensure_source_is_safe
 from reports.sql import ReportSQLError, SQLiteGuard, assert_copy_of_one_query
+from runs.services.formats import DEFAULT_FORMAT, FormatError, WriterOptions, get_format
 
 WRITE_BUFFER_BYTES = 1 << 20
 STALL_MARGIN_SECONDS = 30
 SQLITE_MAX_VALUE_BYTES = 64 << 20
 CLIENT_CHECK_MS = "2000"
-FETCH_BATCH_BYTES = 1 << 20  # SQLite: CSV bytes per write, whatever the row count
+FETCH_BATCH_BYTES = 1 << 20  # SQLite: bytes of values per block, whatever the row count
+# PostgreSQL types whose values are numbers or booleans: formula escaping leaves them be.
+NON_TEXT_TYPES = frozenset(
+    {"int2", "int4", "int8", "oid", "numeric", "float4", "float8", "money", "bool"}
+)
 
 
 class ExportFailed(Exception):
@@ -52,6 +57,12 @@ class ExportResult:
     row_count: int
     output_bytes: int
     output_sha256: str
+
+
+@dataclass(frozen=True)
+class RowLimit:
+    rows: int
+    message: str  # the run's error past it
 
 
 class DigestingWriter:
@@ -91,29 +102,35 @@ def _row_limit_message(max_rows):
     )
 
 
+def row_limit(max_rows, output_format):
+    """The report's row cap, or the format's where that is lower (an XLSX sheet)."""
+    if output_format.max_rows is not None and output_format.max_rows < max_rows:
+        return RowLimit(output_format.max_rows, output_format.too_many_rows)
+    return RowLimit(max_rows, _row_limit_message(max_rows))
+
+
 def _database_message(error):
     """The database's own message, without Python's exception decoration."""
     return str(error).strip() or error.__class__.__name__
 
 
-class PostgresCopyExporter:
-    """``COPY (query) TO STDOUT WITH (FORMAT csv, HEADER)``, drained at libpq level.
+class PostgresExporter:
+    """CSV formats: ``COPY (query) TO STDOUT WITH (FORMAT csv, HEADER)``, drained at
+    libpq level. Others: the query's rows, typed, over the extended protocol.
 
     psycopg's ``Copy`` iterator costs a generator round-trip per row; reading with
     ``PGconn.get_copy_data`` directly halves the client's CPU per row, which is what
     keeps the export as fast as ``psql \\copy`` (see bench/export.py).
     """
 
-    def export(self, connection, statement, writer, timeout_seconds, max_rows):
+    def export(self, connection, statement, writer, output_format, timeout_seconds, limit):
         import psycopg
 
-        # LIMIT max_rows + 1 lets the database stop early and tells us the cap was hit.
+        # LIMIT rows + 1 lets the database stop early and tells us the cap was hit.
         # Newlines keep a trailing "-- comment" in the report from swallowing the ")".
-        copy_sql = (
-            f"COPY (SELECT * FROM (\n{statement}\n) AS report_query LIMIT {max_rows + 1}) "
-            "TO STDOUT WITH (FORMAT csv, HEADER)"
-        )
-        assert_copy_of_one_query(copy_sql)
+        query = f"SELECT * FROM (\n{statement}\n) AS report_query LIMIT {limit.rows + 1}"
+        copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+        assert_copy_of_one_query(copy_sql)  # and so ``query`` is one query too
         # One round trip before the COPY and one after it (see _reset_session): a
         # short report's run is mostly these round trips. Read-only, the statement
         # timeout and (PostgreSQL 14+) a periodic check, so a killed worker's query does
@@ -127,7 +144,15 @@ class PostgresCopyExporter:
                 # Past the statement timeout the server itself should have stopped;
                 # waiting longer means the connection is gone silent.
                 deadline = time.monotonic() + timeout_seconds + STALL_MARGIN_SECONDS
-                row_count = _copy_out(connection.connection, copy_sql, writer.write, deadline)
+                raw = connection.connection
+                if output_format.reads_csv_copy:
+                    text_columns = None
+                    if writer.needs_column_types:
+                        text_columns = _text_columns(raw.pgconn, query, deadline)
+                    write = writer.copy_writer(text_columns)
+                    row_count = _copy_out(raw, copy_sql, write, deadline)
+                else:
+                    row_count = _stream_typed_rows(raw, query, writer, limit, deadline)
         except ConnectionStalled as error:
             raise ExportFailed(str(error)) from error
         except (psycopg.Error, DatabaseError) as error:
@@ -139,8 +164,8 @@ class PostgresCopyExporter:
             raise ExportFailed(_database_message(error)) from error
         finally:
             _reset_session(connection)
-        if row_count > max_rows:
-            raise RowLimitExceeded(_row_limit_message(max_rows))
+        if row_count > limit.rows:
+            raise RowLimitExceeded(limit.message)
         return row_count
 
 
@@ -166,16 +191,46 @@ def _reset_session(connection):
         connection.close()
 
 
-def _copy_out(psycopg_connection, copy_sql, write, deadline):
-    """Send a ``COPY … TO STDOUT`` and pass each row's bytes to ``write``; rows copied."""
+def _raise_result_error(result):
     import psycopg
 
+    raise psycopg.errors.error_from_result(result)
+
+
+def _text_columns(pgconn, query, deadline):
+    """Positions of the query's columns that are not numbers or booleans, from a
+    Describe of the unnamed prepared statement: parsed, not run (extended protocol)."""
+    from psycopg.postgres import types
+
+    pgconn.send_prepare(b"", query.encode())
+    while pgconn.flush():
+        pass
+    error = drain_results(pgconn, deadline)
+    if error is not None:
+        _raise_result_error(error)
+    pgconn.send_describe_prepared(b"")
+    while pgconn.flush():
+        pass
+    description = next_result(pgconn, deadline)
+    error = drain_results(pgconn, deadline)
+    if description.status == pq.ExecStatus.FATAL_ERROR:
+        error = description
+    if error is not None:
+        _raise_result_error(error)
+    non_text = {types.get(name).oid for name in NON_TEXT_TYPES}
+    return [
+        index for index in range(description.nfields) if description.ftype(index) not in non_text
+    ]
+
+
+def _copy_out(psycopg_connection, copy_sql, write, deadline):
+    """Send a ``COPY … TO STDOUT`` and pass each row's bytes to ``write``; rows copied."""
     pgconn = psycopg_connection.pgconn
     send_one_statement(pgconn, copy_sql)
     result = next_result(pgconn, deadline)
     if result.status != pq.ExecStatus.COPY_OUT:
         drain_results(pgconn, deadline)
-        raise psycopg.errors.error_from_result(result)
+        _raise_result_error(result)
     read_row = pgconn.get_copy_data
     try:
         while True:
@@ -205,31 +260,90 @@ def _copy_out(psycopg_connection, copy_sql, write, deadline):
     if final.status != pq.ExecStatus.COMMAND_OK:
         error = final
     if error is not None:
-        raise psycopg.errors.error_from_result(error)
+        _raise_result_error(error)
     return int(final.command_tuples)
 
 
-_NEEDS_QUOTES = re.compile(r'[,"\r\n]').search
+def _typed_loaders():
+    """psycopg's loaders for the types typed formats show as such (numbers, booleans,
+    dates and times); every other type loads as the text PostgreSQL writes for it, as
+    in CSV."""
+    from psycopg.adapt import AdaptersMap
+    from psycopg.postgres import types
+    from psycopg.types import bool as bools
+    from psycopg.types import datetime as datetimes
+    from psycopg.types import numeric, string
+
+    loaders = {
+        "int2": numeric.IntLoader,
+        "int4": numeric.IntLoader,
+        "int8": numeric.IntLoader,
+        "oid": numeric.IntLoader,
+        "numeric": numeric.NumericLoader,
+        "float4": numeric.FloatLoader,
+        "float8": numeric.FloatLoader,
+        "bool": bools.BoolLoader,
+        "date": datetimes.DateLoader,
+        "time": datetimes.TimeLoader,
+        "timestamp": datetimes.TimestampLoader,
+        "timestamptz": datetimes.TimestamptzLoader,
+    }
+    adapters = AdaptersMap()
+    adapters.register_loader(0, string.TextLoader)  # any type without a loader below
+    for type_name, loader in loaders.items():
+        adapters.register_loader(types.get(type_name).oid, loader)
+    return adapters
 
 
-def _csv_field(value):
-    """One value as PostgreSQL's CSV output writes it."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bytes):
-        text = "\\x" + value.hex()
-    else:
-        text = str(value) if not isinstance(value, float) else repr(value)
-    if not text or _NEEDS_QUOTES(text):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def _stream_typed_rows(psycopg_connection, query, writer, limit, deadline):
+    """Send ``query`` (one statement: extended protocol), pass the column names and
+    then the rows, typed, one by one, to ``writer``; rows received."""
+    import psycopg
+    from psycopg.adapt import Transformer
 
-
-def _single_column_csv_field(value):
-    # Like PostgreSQL: a lone \. on a line would read as end-of-data, so quote it.
-    return '"\\."' if value == "\\." else _csv_field(value)
+    pgconn = psycopg_connection.pgconn
+    pgconn.send_query_params(query.encode(), None)
+    # One row per result, as COPY hands them over: memory holds one row, however large
+    # (chunks of rows would hold a chunk of 60 MB values). A result per row costs a few
+    # microseconds, little beside writing an XLSX row.
+    pgconn.set_single_row_mode()
+    while pgconn.flush():
+        pass
+    transformer = Transformer(_typed_loaders())
+    statuses = pq.ExecStatus
+    row_count, header_written = 0, False
+    try:
+        while (result := next_result(pgconn, deadline)) is not None:
+            if result.status == statuses.FATAL_ERROR:
+                drain_results(pgconn, deadline)
+                _raise_result_error(result)
+            if result.status not in (
+                statuses.TUPLES_CHUNK,
+                statuses.SINGLE_TUPLE,
+                statuses.TUPLES_OK,
+            ):
+                raise ExportFailed("The statement returned no result set.")
+            if not header_written:
+                names = [result.fname(index).decode() for index in range(result.nfields)]
+                writer.write_header(names)
+                header_written = True
+            if not result.ntuples:
+                continue
+            transformer.set_pgresult(result)
+            rows = transformer.load_rows(0, result.ntuples, tuple)
+            row_count += len(rows)
+            if row_count > limit.rows:
+                raise RowLimitExceeded(limit.message)
+            writer.write_rows(rows)
+    except ConnectionStalled:
+        raise
+    except BaseException:
+        if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+            psycopg_connection.cancel_safe()
+            with contextlib.suppress(ConnectionStalled, psycopg.Error):
+                drain_results(pgconn, deadline)
+        raise
+    return row_count
 
 
 class SQLiteCursorExporter:
@@ -237,7 +351,7 @@ class SQLiteCursorExporter:
 
     PROGRESS_STEPS = 10_000
 
-    def export(self, connection, statement, writer, timeout_seconds, max_rows):
+    def export(self, connection, statement, writer, output_format, timeout_seconds, limit):
         import sqlite3
 
         connection.ensure_connection()
@@ -261,13 +375,12 @@ class SQLiteCursorExporter:
                 cursor.execute(statement)
                 if cursor.description is None:
                     raise ExportFailed("The statement returned no result set.")
-                field = _single_column_csv_field if len(cursor.description) == 1 else _csv_field
-                writer.write(_csv_line([column[0] for column in cursor.description], field))
-                for rows, block in _byte_batches(cursor, field, FETCH_BATCH_BYTES):
-                    row_count += rows
-                    if row_count > max_rows:
-                        raise RowLimitExceeded(_row_limit_message(max_rows))
-                    writer.write(block)
+                writer.write_header([column[0] for column in cursor.description])
+                for rows in _row_blocks(cursor, FETCH_BATCH_BYTES):
+                    row_count += len(rows)
+                    if row_count > limit.rows:
+                        raise RowLimitExceeded(limit.message)
+                    writer.write_rows(rows)
         except (sqlite3.Error, DatabaseError) as error:
             if time.monotonic() > deadline:
                 raise QueryTimedOut(
@@ -299,41 +412,56 @@ def _authorized(raw_connection, guard):
             raw_connection.set_authorizer(None)
 
 
-def _csv_line(values, field):
-    return (",".join(map(field, values)) + "\n").encode()
+NUMBER_BYTES = 8  # what a value without a length (a number, NULL) counts for
 
 
-def _byte_batches(cursor, field, budget):
-    """The cursor's rows as CSV blocks of ``budget`` bytes or more (the last may be
-    smaller), as ``(rows, block)`` pairs.
+def _row_blocks(cursor, budget):
+    """The cursor's rows in lists holding ``budget`` bytes of values or more (the last
+    may hold less).
 
     Rows are fetched one at a time and a block is handed on as soon as it reaches the
     budget, so memory holds ``budget`` bytes plus one row: 20 rows of 60 MB cost what
-    one does, where ``fetchmany(2000)`` would hold them all at once.
+    one does, where ``fetchmany(2000)`` would hold them all at once. A row's size is
+    its text and blob lengths (``length_hint``: C speed, no per-value Python call).
     """
-    lines, size = [], 0
+    rows, size = [], 0
+    append, length = rows.append, operator.length_hint
+    row_extra = None
     for row in cursor:
-        line = _csv_line(row, field)
-        lines.append(line)
-        size += len(line)
+        if row_extra is None:
+            row_extra = NUMBER_BYTES * len(row)
+        append(row)
+        size += sum(map(length, row)) + row_extra
         if size >= budget:
-            yield len(lines), b"".join(lines)
-            lines, size = [], 0
-    if lines:
-        yield len(lines), b"".join(lines)
+            yield rows
+            rows, size = [], 0
+            append = rows.append
+    if rows:
+        yield rows
 
 
 EXPORTERS = {
-    "postgresql": PostgresCopyExporter,
+    "postgresql": PostgresExporter,
     "sqlite": SQLiteCursorExporter,
 }
 
 
-def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_rows):
-    """Run ``statement`` on ``connection`` (read-only) and write its CSV to ``file``.
+def export_query(
+    connection,
+    statement,
+    file,
+    *,
+    timeout_seconds,
+    max_rows,
+    output_format=None,
+    options=None,
+):
+    """Run ``statement`` on ``connection`` (read-only) and write its result to ``file``
+    in ``output_format`` (a runs.services.formats format; CSV by default).
 
     Raises :class:`ExportFailed` (or a subclass) with a message for the user.
     """
+    output_format = output_format or get_format(DEFAULT_FORMAT)
     exporter_class = EXPORTERS.get(connection.vendor)
     if exporter_class is None:
         raise ExportFailed(
@@ -346,12 +474,26 @@ def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_row
         raise ExportFailed(str(error)) from error
     except DatabaseError as error:
         raise ExportFailed(_database_message(error)) from error
-    writer = DigestingWriter(file)
+    sink = DigestingWriter(file)
     try:
+        writer = output_format.open_writer(sink, options or WriterOptions())
         row_count = exporter_class().export(
-            connection, statement, writer, timeout_seconds, max_rows
+            connection,
+            statement,
+            writer,
+            output_format,
+            timeout_seconds,
+            row_limit(max_rows, output_format),
         )
-    except ReportSQLError as error:
+        writer.close()
+    except (ReportSQLError, FormatError) as error:
         raise ExportFailed(str(error)) from error
-    writer.flush()
-    return ExportResult(row_count, writer.bytes_written, writer.hexdigest())
+    sink.flush()
+    return ExportResult(row_count, sink.bytes_written, sink.hexdigest())
+
+
+def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_rows):
+    """:func:`export_query` in plain CSV."""
+    return export_query(
+        connection, statement, file, timeout_seconds=timeout_seconds, max_rows=max_rows
+    )

@@ -22,6 +22,7 @@ from reports.models import AlertCondition, NotifyWhen, Report
 from reports.sql import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
+from runs.downloads import output_format_of
 from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
 from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook
@@ -161,7 +162,7 @@ def _email_body(run, reason, links, attach_note):
         lines += ["", "Error:", without_statement_text(run.error)]
     lines += ["", f"Run in the admin: {links['admin']}", f"Run in the API:   {links['api']}"]
     if links["download"]:
-        lines.append(f"Download (CSV):   {links['download']}")
+        lines.append(f"Download ({output_format_of(run).label}): {links['download']}")
     if attach_note:
         lines += ["", attach_note]
     return "\n".join(lines) + "\n"
@@ -172,11 +173,12 @@ def send_email(run, address, reason):
     attach, note = False, ""
     if run.output and run.output_bytes is not None:
         limit = settings.NOTIFY_ATTACH_MAX_BYTES
+        label = output_format_of(run).label
         if run.output_bytes <= limit:
-            attach, note = True, "The CSV is attached."
+            attach, note = True, f"The file ({label}) is attached."
         else:
             note = (
-                f"The CSV ({run.output_bytes:,} bytes) is larger than the "
+                f"The file ({label}, {run.output_bytes:,} bytes) is larger than the "
                 f"{limit:,}-byte attachment limit (NOTIFY_ATTACH_MAX_BYTES), so it is not "
                 "attached: download it with the link above."
             )
@@ -186,12 +188,18 @@ def send_email(run, address, reason):
     try:
         if attach:
             with open_output(run.output.name) as file:
-                message.attach(f"{run.report.slug}_run{run.pk}.csv", file.read(), "text/csv")
+                message.attach(*email_attachment(run, file.read()))
         _hang_up_database()
         message.send()
     except Exception as error:  # SMTP, network, a missing file: record, never raise
         return _record(run, DeliveryChannel.EMAIL, address, reason, 1, error=error)
     return _record(run, DeliveryChannel.EMAIL, address, reason, 1)
+
+
+def email_attachment(run, content):
+    """(file name, content, media type) of the run's file attached to an email."""
+    output_format = output_format_of(run)
+    return f"{run.report.slug}_run{run.pk}{output_format.suffix}", content, output_format.media_type
 
 
 def webhook_payload(run, reason):

@@ -1,17 +1,24 @@
-"""The first rows of a run's CSV for its admin page: a bounded read, never an error page.
+"""The first rows of a run's output for its admin page: a bounded read, never an error page.
 
-The preview reads at most ``PREVIEW_MAX_BYTES`` from the start of the file, whatever the
-file holds: a 500 MB value costs what 2 MB do. It parses the CSV dialect the exporters
-write (PostgreSQL's ``FORMAT csv``) itself, because ``csv.reader`` refuses fields over
-128 KiB and cannot tell NULL (an empty unquoted field) from the empty string (``""``).
-Each value keeps its first ``PREVIEW_CELL_CHARS`` characters and counts the rest.
+CSV (and gzip-compressed CSV, decompressed as it is read): the preview reads at most
+``PREVIEW_MAX_BYTES`` of CSV text from the start of the file, whatever the file holds:
+a 500 MB value costs what 2 MB do. It parses the CSV dialect the exporters write
+(PostgreSQL's ``FORMAT csv``) itself, because ``csv.reader`` refuses fields over 128 KiB
+and cannot tell NULL (an empty unquoted field) from the empty string (``""``). Other
+formats (XLSX) are read row by row through their format's ``read_rows``, only as far as
+the preview goes. Each value keeps its first ``PREVIEW_CELL_CHARS`` characters and
+counts the rest.
 """
 
 import codecs
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from django.core.files.storage import default_storage
+
+from runs.services.formats import format_of_file
 from runs.services.output_storage import open_output
 
 logger = logging.getLogger(__name__)
@@ -78,7 +85,8 @@ class _CSVScanner:
     def __init__(self, file, budget):
         self._file = file
         self._left = budget
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # utf-8-sig: a byte order mark (the csv_bom option) is not part of the header.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self.buffer = ""
         self.position = 0
         self.ended = False  # the file has no more bytes
@@ -181,6 +189,52 @@ def read_preview(file, *, limit=PREVIEW_ROWS, budget=PREVIEW_MAX_BYTES):
     return preview
 
 
+def _shown(value):
+    """A typed value as the preview shows it (as the CSV of the same rows would)."""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _cell(value):
+    if value is None:
+        return PreviewCell("", 0, is_null=True)
+    text = _shown(value)
+    return PreviewCell(text[:PREVIEW_CELL_CHARS], len(text))
+
+
+def read_rows_preview(rows, *, limit=PREVIEW_ROWS):
+    """The header and first ``limit`` rows of an iterator of typed rows."""
+    preview = Preview()
+    rows = iter(rows)
+    header = next(rows, None)
+    if header is None:
+        return preview
+    preview.header = [_cell(value) for value in header[:PREVIEW_COLUMNS]]
+    preview.hidden_columns = max(0, len(header) - PREVIEW_COLUMNS)
+    for row in rows:
+        if len(preview.rows) == limit:
+            preview.more_rows = True
+            break
+        preview.rows.append([_cell(value) for value in row[:PREVIEW_COLUMNS]])
+    return preview
+
+
+def read_output_preview(file, output_format, *, limit=PREVIEW_ROWS):
+    """A :class:`Preview` of ``file``, a file of ``output_format``."""
+    if output_format.csv_text is not None:
+        return read_preview(output_format.csv_text(file), limit=limit)
+    rows = output_format.read_rows(file)
+    try:
+        return read_rows_preview(rows, limit=limit)
+    finally:
+        rows.close()
+
+
 def preview_rows(run, limit=PREVIEW_ROWS):
     """A :class:`Preview` of the run's output; ``problem`` says why when there is none.
 
@@ -189,9 +243,15 @@ def preview_rows(run, limit=PREVIEW_ROWS):
     if not run.output:
         return Preview(problem="This run has no output file.")
     try:
-        # The budget plus one byte: that byte tells whether the file goes on.
-        with open_output(run.output.name, head_bytes=PREVIEW_MAX_BYTES + 1) as file:
-            return read_preview(file, limit=limit)
+        output_format = format_of_file(run.output.name)
+        if output_format.csv_text is None:
+            # A workbook is a zip, read from its end: the whole file, seekable.
+            file = default_storage.open(run.output.name, "rb")
+        else:
+            # The budget plus one byte: that byte tells whether the file goes on.
+            file = open_output(run.output.name, head_bytes=PREVIEW_MAX_BYTES + 1)
+        with file:
+            return read_output_preview(file, output_format, limit=limit)
     except FileNotFoundError:
         return Preview(
             problem=f"The output file {run.output.name} is missing from storage "

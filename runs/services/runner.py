@@ -4,6 +4,8 @@ import contextlib
 import logging
 import os
 import threading
+from datetime import UTC
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
@@ -11,9 +13,11 @@ from django.utils import timezone
 
 from reports.datasources import connection_for_source
 from reports.sql import ReportSQLError, read_only_statement
+from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.services import output_storage
-from runs.services.exporter import ExportFailed, export_query_to_csv
+from runs.services.exporter import ExportFailed, export_query
+from runs.services.formats import WriterOptions, report_format
 from runs.services.heartbeats import worker_name
 from runs.services.queue import schedule_retry, start_run_in_this_process
 from runs.services.transitions import transition_run
@@ -150,7 +154,7 @@ def perform_run(run, *, stop_waiting=None):
         statement = read_only_statement(report.sql, connection.vendor)
     except ReportSQLError as error:
         return fail_run(run, str(error), stop_waiting=stop_waiting)
-    file_name = f"{output_storage.output_file_stem(run)}.csv"
+    file_name = f"{output_storage.output_file_stem(run)}{report_format(report).suffix}"
     try:
         output_name, result = _export_to_storage(
             connection, statement, output_upload_path(run, file_name), run
@@ -195,6 +199,22 @@ def perform_run(run, *, stop_waiting=None):
     return succeeded
 
 
+def writer_options(report):
+    """What the format's writer needs to know of the report."""
+    return WriterOptions(
+        escape_formulas=report.escape_formulas,
+        csv_bom=report.csv_bom,
+        timezone=report_zone(report),
+    )
+
+
+def report_zone(report):
+    try:
+        return ZoneInfo(report.timezone)
+    except (ValueError, KeyError):
+        return UTC
+
+
 def _export_to_storage(connection, statement, name, run):
     """Export into a local temp file, then put the complete file into storage.
 
@@ -203,21 +223,24 @@ def _export_to_storage(connection, statement, name, run):
     complete output; any failure removes the temp file.
     """
     report = run.report
+    output_format = report_format(report)
     name = output_storage.available_name(name)
     handle, temp_path = output_storage.new_temp_file(
-        name, prefix=output_storage.partial_file_prefix(run), suffix=".csv"
+        name, prefix=output_storage.partial_file_prefix(run), suffix=output_format.suffix
     )
     try:
         with os.fdopen(handle, "wb", buffering=0) as file:
-            result = export_query_to_csv(
+            result = export_query(
                 connection,
                 statement,
                 file,
                 timeout_seconds=report.effective_timeout_seconds,
                 max_rows=report.effective_max_rows,
+                output_format=output_format,
+                options=writer_options(report),
             )
         name = output_storage.store_finished_file(
-            temp_path, name, content_type="text/csv; charset=utf-8"
+            temp_path, name, content_type=output_media_type(output_format)
         )
     finally:
         if os.path.exists(temp_path):

@@ -1,0 +1,100 @@
+"""The CSV writer's fast paths against its value-by-value definition, and the formula
+escaping of COPY's rows, without a database."""
+
+import random
+
+import pytest
+
+from runs.services.formats.csv import (
+    FormulaEscapingCopy,
+    csv_field,
+    encode_csv_rows,
+)
+
+VALUES = [
+    None,
+    "",
+    "plain",
+    "a,b",
+    'q"uote',
+    "line\nbreak",
+    "cr\ronly",
+    "\\.",
+    " spaced ",
+    "x\x00y",
+    "=1+1",
+    "+1",
+    "-1",
+    "@SUM(A1)",
+    "\tt",
+    "\rr",
+    "café 😀 日本語",
+    0,
+    -1,
+    2**70,
+    1.5,
+    -0.0,
+    float("inf"),
+    b"\x00\xff",
+    b"",
+]
+
+
+def slow_lines(rows, escape_formulas=False):
+    """What the writer must produce: each value by csv_field, PostgreSQL's rules."""
+
+    def field(value):
+        if len(rows[0]) == 1 and value == "\\.":
+            return '"\\."'
+        return csv_field(value, escape_formulas)
+
+    return "".join(",".join(map(field, row)) + "\n" for row in rows).encode()
+
+
+@pytest.mark.parametrize("escape_formulas", [False, True])
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_blocks_of_mixed_values_match_the_value_by_value_rules(escape_formulas, width):
+    chooser = random.Random(width * 2 + escape_formulas)
+    for _ in range(300):
+        kind = chooser.choice(["mixed", "uniform"])
+        if kind == "uniform":
+            columns = [chooser.sample(VALUES, 1) * 5 for _ in range(width)]
+            rows = list(zip(*columns, strict=True))
+        else:
+            rows = [tuple(chooser.choice(VALUES) for _ in range(width)) for _ in range(5)]
+        assert encode_csv_rows(rows, escape_formulas) == slow_lines(rows, escape_formulas), rows
+
+
+def test_columns_of_one_type_take_the_fast_paths_and_stay_exact():
+    rows = [(n, n / 7, f"text {n}", f"needs, quotes {n}", f'and "these" {n}') for n in range(50)]
+    assert encode_csv_rows(rows) == slow_lines(rows)
+    assert encode_csv_rows([("", None), (None, "")]) == b'"",\n,""\n'
+
+
+def escape_copy(rows, text_columns):
+    written = []
+    copy = FormulaEscapingCopy(written.append, text_columns)
+    for row in rows:
+        copy.write(memoryview(row))
+    return written
+
+
+def test_copy_rows_are_escaped_by_field_and_column_type():
+    rows = [
+        b"=name,-num,note\n",
+        b"-1,-2,plain\n",
+        b'=x,-3,"a,=b"\n',
+        b'"=a,b",4,"-c"\n',
+        b'"",,\n',
+        b'@x,5,"multi\nline ""=q"""\n',
+        b'\tt,6,"\rr"\n',
+    ]
+    assert escape_copy(rows, text_columns=[0, 2]) == [
+        b"'=name,'-num,note\n",  # the header: all text
+        b"'-1,-2,plain\n",  # column 0 is text: escaped; column 1 is a number: kept
+        b'\'=x,-3,"a,=b"\n',  # a comma inside quotes starts no field
+        b'"\'=a,b",4,"\'-c"\n',
+        b'"",,\n',  # the empty string and NULL stay as they are
+        b'\'@x,5,"multi\nline ""=q"""\n',
+        b"'\tt,6,\"'\rr\"\n",
+    ]
