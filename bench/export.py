@@ -113,7 +113,14 @@ def sqlite_rows(rows):
 
 
 def ensure_sqlite_file(folder, rows):
+    """The SQLite table, made by a child process: a parent grown by making it would
+    pass its peak memory on to the engine's children (ru_maxrss survives fork + exec)."""
     path = folder / f"bench_export_{rows}.sqlite3"
+    subprocess.run([sys.executable, __file__, "--make-sqlite", str(path), str(rows)], check=True)
+    return path
+
+
+def make_sqlite_file(path, rows):
     connection = sqlite3.connect(path)
     connection.execute(
         "CREATE TABLE bench (id integer, label text, amount real, created_at text, "
@@ -122,7 +129,6 @@ def ensure_sqlite_file(folder, rows):
     connection.executemany("INSERT INTO bench VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sqlite_rows(rows))
     connection.commit()
     connection.close()
-    return path
 
 
 # --- the engine, in a child process ---------------------------------------------------
@@ -441,7 +447,11 @@ def main():
     parser.add_argument("--s3-child", nargs=2, metavar=("FILE", "NAME"), help=argparse.SUPPRESS)
     parser.add_argument("--child-format", default="csv", help=argparse.SUPPRESS)
     parser.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--make-sqlite", nargs=2, metavar=("PATH", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_sqlite:
+        make_sqlite_file(args.make_sqlite[0], int(args.make_sqlite[1]))
+        return 0
     if args.child:
         export_in_this_process(*args.child, args.child_format, json.loads(args.child_options))
         return 0

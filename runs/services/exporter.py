@@ -422,16 +422,17 @@ def _row_blocks(cursor, budget):
     Rows are fetched one at a time and a block is handed on as soon as it reaches the
     budget, so memory holds ``budget`` bytes plus one row: 20 rows of 60 MB cost what
     one does, where ``fetchmany(2000)`` would hold them all at once. A row's size is
-    its text and blob lengths (``length_hint``: C speed, no per-value Python call).
+    its text and blob lengths (``length_hint``: C speed, no per-value Python call) and
+    ``NUMBER_BYTES`` a value.
     """
     rows, size = [], 0
     append, length = rows.append, operator.length_hint
-    row_extra = None
+    per_row = None
     for row in cursor:
-        if row_extra is None:
-            row_extra = NUMBER_BYTES * len(row)
+        if per_row is None:
+            per_row = NUMBER_BYTES * len(row)
         append(row)
-        size += sum(map(length, row)) + row_extra
+        size += sum(map(length, row)) + per_row
         if size >= budget:
             yield rows
             rows, size = [], 0
