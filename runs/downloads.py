@@ -7,12 +7,12 @@ from django.utils.http import parse_etags
 from rest_framework import status
 from rest_framework.response import Response
 
+from runs.naming import download_file_stem
 from runs.selectors import download_problem
 
 
 def download_file_name(run):
-    started = run.started_at or run.queued_at
-    return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}.csv"
+    return f"{download_file_stem(run)}.csv"
 
 
 def download_content_type(request):
