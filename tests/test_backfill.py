@@ -1,6 +1,7 @@
 """Data intervals, backfills and reruns: a run means the same period whenever it runs."""
 
 import hashlib
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -71,7 +72,7 @@ def test_daily_berlin_intervals_around_dst_are_23_and_25_hours_and_contiguous(
 ):
     intervals, total = intervals_in_range(daily, start, end, 366)
     assert total == len(intervals) == 7
-    for (_, previous_end), (next_start, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, previous_end), (next_start, _) in itertools.pairwise(intervals):
         assert previous_end == next_start  # no gap, no overlap
     lengths = {
         interval_end: interval_end - interval_start for interval_start, interval_end in intervals
