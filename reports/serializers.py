@@ -147,9 +147,20 @@ class WebhookSecretSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {},
+        "example": {"region": "EU", "interval_end": "2026-11-26T06:00:00+01:00"},
+    }
+)
+class ParameterValuesField(serializers.JSONField):
+    """Values by parameter name; checked against the report's parameters by the services
+    (errors name ``parameters.<name>``)."""
+
+
 class RunRequestSerializer(serializers.Serializer):
-    parameters = serializers.DictField(
-        child=serializers.JSONField(),
+    parameters = ParameterValuesField(
         required=False,
         help_text="Values by parameter name: declared parameters (missing ones take their "
         "default) and interval_start / interval_end (ISO 8601; default: the latest "
@@ -163,8 +174,7 @@ class BackfillRequestSerializer(serializers.Serializer):
     rerun = serializers.BooleanField(
         default=False, help_text="Also queue fire times that already have a succeeded run."
     )
-    parameters = serializers.DictField(
-        child=serializers.JSONField(),
+    parameters = ParameterValuesField(
         required=False,
         help_text="Values of declared parameters for every run (missing ones take their default).",
     )
