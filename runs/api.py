@@ -207,7 +207,8 @@ CSV_DOWNLOAD_PARAMETERS = [
         response=[200],
         required=True,
         description="`attachment`, with a readable file name: "
-        '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id>.csv"`.',
+        '`attachment; filename="<report>_<YYYY-MM-DD_HHMM>_run<id>.csv"`, or for a run '
+        'whose SQL uses its data interval `filename="<report>_<interval start date>.csv"`.',
     ),
     OpenApiParameter(
         "Content-Length", int, OpenApiParameter.HEADER, response=[200], description="Bytes."
