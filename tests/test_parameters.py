@@ -117,14 +117,14 @@ def test_a_placeholder_in_a_dollar_quoted_string_is_refused(editor):
 
 
 def test_saving_checks_the_sql_with_sample_values_on_the_database(editor):
-    # The sample value's type reaches the database: a date is not a number there.
     body = report_body(
-        sql="SELECT {{ day }} + {{ note }} AS x FROM no_such_table",
+        sql="SELECT {{ day }} AS d, {{ note }} AS n FROM no_such_table",
         parameters=[{"name": "day", "type": "date"}, {"name": "note", "type": "text"}],
     )
     response = editor.post("/api/reports/", body, format="json")
     assert response.status_code == 400
     assert "The database rejects this SQL" in response.json()["sql"][0]
+    assert "no_such_table" in response.json()["sql"][0]
     good = report_body(
         sql="SELECT {{ day }} AS d, {{ interval_end }} AS e, {{ note }} AS n",
         parameters=[{"name": "day", "type": "date"}, {"name": "note", "type": "text"}],
@@ -132,6 +132,20 @@ def test_saving_checks_the_sql_with_sample_values_on_the_database(editor):
     response = editor.post("/api/reports/", good, format="json")
     assert response.status_code == 201, response.json()
     assert [p["name"] for p in response.json()["parameters"]] == ["day", "note"]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite adds a date and a text without complaint")
+def test_the_sample_values_reach_the_database_with_their_types(editor):
+    body = report_body(
+        sql="SELECT {{ day }} - {{ note }} AS x",
+        parameters=[{"name": "day", "type": "date"}, {"name": "note", "type": "text"}],
+    )
+    response = editor.post("/api/reports/", body, format="json")
+    assert response.status_code == 400
+    assert "operator does not exist: date - text" in response.json()["sql"][0]
+    # Typed values are what is checked: a date minus a date is a number of days.
+    body["parameters"][1] = {"name": "note", "type": "date", "default": "2026-01-01"}
+    assert editor.post("/api/reports/", body, format="json").status_code == 201
 
 
 @pytest.mark.parametrize(
