@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -11,16 +12,28 @@ from django.utils.safestring import mark_safe
 
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
+from reports.parameters import (
+    BOOLEAN,
+    CHOICE,
+    INTERVAL_END,
+    INTERVAL_START,
+    TEXT,
+    ParameterError,
+    declared_parameters,
+)
 from reports.services.schedules import save_report
 from reports.services.sql_check import sql_problem
+from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.web.display import moment, moment_html, status_badge
 from reportsvc.web.permissions import can_run_reports
 from runs.models import Run, RunStatus, RunTrigger
 from runs.selectors import latest_successful_output, latest_successful_run_id
+from runs.services.backfill import plan_backfill, queue_backfill
 from runs.services.formats import format_of_file
-from runs.services.queue import QueueFull, request_run
+from runs.services.intervals import default_interval
+from runs.services.queue import QueueFull, request_run, validated_request
 
 RECENT_RUNS = 20
 
@@ -34,16 +47,80 @@ class ReportForm(forms.ModelForm):
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
             "sql": forms.Textarea(attrs={"class": "rs-sql", "rows": 14, "spellcheck": "false"}),
             "description": forms.Textarea(attrs={"rows": 3}),
+            "parameters": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
         }
 
     def clean(self):
         cleaned = super().clean()
         sql, source = cleaned.get("sql"), cleaned.get("data_source")
-        if sql and source and "sql" not in self.errors:
-            problem = sql_problem(source, sql)
+        if sql and source and "sql" not in self.errors and "parameters" not in self.errors:
+            zone = report_zone(Report(timezone=cleaned.get("timezone") or "UTC"))
+            try:
+                declared = declared_parameters(cleaned.get("parameters"), zone)
+            except ParameterError:
+                return cleaned  # the model's clean() says what is wrong, by the field
+            problem = sql_problem(source, sql, declared, zone)
             if problem:
                 self.add_error("sql", problem)
         return cleaned
+
+
+class RunWithParametersForm(forms.Form):
+    """A field per declared parameter (defaults filled in), and the interval's bounds."""
+
+    def __init__(self, report, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        zone = report_zone(report)
+        start, end = default_interval(report, timezone.now())
+        for name, bound in ((INTERVAL_START, start), (INTERVAL_END, end)):
+            self.fields[name] = forms.CharField(
+                label=name.replace("_", " ").capitalize(),
+                initial=bound.astimezone(zone).isoformat(),
+                help_text="ISO 8601; without an offset, in the report's time zone "
+                f"({zone.key}). Filled in: the latest complete interval.",
+            )
+        for parameter in declared_of(report):
+            self.fields[parameter.name] = _parameter_field(parameter)
+
+
+def _parameter_field(parameter):
+    options = {"label": parameter.label, "required": not parameter.has_default}
+    initial = parameter.default_text
+    if parameter.type == CHOICE:
+        return forms.ChoiceField(
+            choices=[(choice, choice) for choice in parameter.choices], initial=initial, **options
+        )
+    if parameter.type == BOOLEAN:
+        return forms.ChoiceField(
+            choices=[("true", "true"), ("false", "false")], initial=initial or "false", **options
+        )
+    widget = forms.Textarea(attrs={"rows": 2}) if parameter.type == TEXT else None
+    help_text = {
+        "date": "YYYY-MM-DD",
+        "timestamp": "ISO 8601",
+        "integer": "a whole number",
+        "decimal": "e.g. 12.50",
+    }.get(parameter.type, "")
+    if initial in (INTERVAL_START, INTERVAL_END):
+        help_text += f" (default: from {initial})"
+        initial = None
+        options["required"] = False
+    field = forms.CharField(
+        initial=initial, widget=widget, strip=False, help_text=help_text, **options
+    )
+    return field
+
+
+class BackfillForm(forms.Form):
+    start = forms.DateTimeField(
+        help_text="The first fire time counted (e.g. 2026-11-16 or 2026-11-16 06:00), in "
+        "the report's time zone."
+    )
+    end = forms.DateTimeField(help_text="Fire times before this are counted.")
+    rerun = forms.BooleanField(
+        required=False, help_text="Also run fire times that already have a succeeded run."
+    )
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
 
 class LastStatusFilter(admin.SimpleListFilter):
@@ -94,7 +171,10 @@ class ReportAdmin(admin.ModelAdmin):
     )
     actions = ["run_now", "rotate_webhook_secrets"]
     fieldsets = (
-        ("Definition", {"fields": ("name", "slug", "description", "sql", "data_source")}),
+        (
+            "Definition",
+            {"fields": ("name", "slug", "description", "sql", "parameters", "data_source")},
+        ),
         ("Schedule", {"fields": ("schedule", "timezone", "enabled", "next_fire_times")}),
         ("Output", {"fields": ("output_format", "escape_formulas", "csv_bom")}),
         ("Limits", {"fields": ("timeout_seconds", "max_rows", "max_retries", "retention_days")}),
@@ -288,8 +368,16 @@ class ReportAdmin(admin.ModelAdmin):
     def get_urls(self):
         run = self.admin_site.admin_view(self.run_view)
         rotate = self.admin_site.admin_view(self.rotate_view)
+        run_with = self.admin_site.admin_view(self.run_with_parameters_view)
+        backfill = self.admin_site.admin_view(self.backfill_view)
         return [
             path("<int:report_id>/run/", run, name="reports_report_run"),
+            path(
+                "<int:report_id>/run-with-parameters/",
+                run_with,
+                name="reports_report_run_with_parameters",
+            ),
+            path("<int:report_id>/backfill/", backfill, name="reports_report_backfill"),
             path(
                 "<int:report_id>/rotate-webhook-secret/",
                 rotate,
@@ -306,12 +394,93 @@ class ReportAdmin(admin.ModelAdmin):
             self._queue_run(request, report)
         return redirect("admin:reports_report_change", report_id)
 
-    def _queue_run(self, request, report):
+    def _page(self, request, report, title, template, **context):
+        return TemplateResponse(
+            request,
+            template,
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "original": report,
+                "title": title,
+                **context,
+            },
+        )
+
+    def run_with_parameters_view(self, request, report_id):
+        report = get_object_or_404(Report, pk=report_id)
+        if not can_run_reports(request.user):
+            messages.error(request, "You are not allowed to run reports.")
+            return redirect("admin:reports_report_change", report_id)
         try:
-            run, _ = request_run(report, RunTrigger.MANUAL, requested_by=request.user)
+            form = RunWithParametersForm(report, request.POST or None)
+        except ParameterError as error:
+            messages.error(request, f"The report's parameters are invalid: {error.message}")
+            return redirect("admin:reports_report_change", report_id)
+        if request.method == "POST" and form.is_valid():
+            given = {name: value for name, value in form.cleaned_data.items() if value != ""}
+            try:
+                parameters, interval = validated_request(report, given)
+            except ParameterError as error:
+                field_name = error.field if error.field in form.fields else None
+                form.add_error(field_name, error.message)
+            else:
+                if self._queue_run(request, report, parameters=parameters, interval=interval):
+                    return redirect("admin:reports_report_change", report_id)
+        return self._page(
+            request,
+            report,
+            f"Run “{report.name}” with parameters",
+            "admin/reports/report/run_with_parameters.html",
+            form=form,
+        )
+
+    def backfill_view(self, request, report_id):
+        report = get_object_or_404(Report, pk=report_id)
+        if not can_run_reports(request.user):
+            messages.error(request, "You are not allowed to run reports.")
+            return redirect("admin:reports_report_change", report_id)
+        zone = report_zone(report)
+        form, plan = BackfillForm(request.POST or None), None
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            start, end = (
+                timezone.make_aware(data[name].replace(tzinfo=None), zone)
+                for name in ("start", "end")
+            )
+            try:
+                if data["confirmed"]:
+                    runs, skipped, _ = queue_backfill(
+                        report, start, end, rerun=data["rerun"], requested_by=request.user
+                    )
+                    messages.success(
+                        request,
+                        f"Backfill of “{report.name}”: queued {len(runs)} run(s), oldest "
+                        f"first; skipped {skipped} already covered.",
+                    )
+                    return redirect("admin:reports_report_change", report_id)
+                plan = plan_backfill(report, start, end, rerun=data["rerun"])
+            except ParameterError as error:
+                form.add_error(error.field if error.field in form.fields else None, error.message)
+            except QueueFull as error:
+                form.add_error(None, str(error))
+        return self._page(
+            request,
+            report,
+            f"Backfill “{report.name}”",
+            "admin/reports/report/backfill.html",
+            form=form,
+            plan=plan,
+            zone=zone.key,
+            schedule=describe_crontab(report.schedule) if report.schedule else "",
+        )
+
+    def _queue_run(self, request, report, **values):
+        try:
+            run, _ = request_run(report, RunTrigger.MANUAL, requested_by=request.user, **values)
         except QueueFull as error:
             messages.error(request, str(error))
-            return
+            return None
         url = reverse("admin:runs_run_change", args=[run.pk])
         messages.success(
             request,
@@ -322,6 +491,7 @@ class ReportAdmin(admin.ModelAdmin):
                 report.name,
             ),
         )
+        return run
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         recent = (

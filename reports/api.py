@@ -1,3 +1,5 @@
+from urllib.parse import urlencode
+
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -6,13 +8,18 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from reports.models import Report
-from reports.serializers import ReportSerializer, WebhookSecretSerializer
+from reports.parameters import ParameterError
+from reports.serializers import (
+    BackfillRequestSerializer,
+    ReportSerializer,
+    RunRequestSerializer,
+    WebhookSecretSerializer,
+)
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
 from reports.throttling import SharedScopedRateThrottle
@@ -26,51 +33,20 @@ from reportsvc.web.schema import (
 )
 from runs.downloads import output_download_response, output_format_of
 from runs.models import RunTrigger
+from runs.run_requests import (
+    BACKFILL_PARAMETERS,
+    RUN_PARAMETERS,
+    ReportQueueFull,
+    idempotency_key,
+    parameter_error,
+    queued_run_response,
+)
 from runs.selectors import latest_successful_run, reports_with_last_run
-from runs.serializers import RunSerializer
-from runs.services.queue import QueueFull, request_run
+from runs.serializers import BackfillSerializer, RunSerializer
+from runs.services.backfill import queue_backfill
+from runs.services.queue import QueueFull, request_run, validated_request
 
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-RUN_PARAMETERS = [
-    OpenApiParameter(
-        "Idempotency-Key",
-        {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
-        OpenApiParameter.HEADER,
-        description="Makes retrying safe. A key already used for this report in the last "
-        "24 hours (by anyone) gets the run it queued back, with `Idempotent-Replayed: "
-        "true`, instead of a new run. At most 255 characters; spaces around it are "
-        "ignored; without a key every request queues a run.",
-    ),
-    OpenApiParameter(
-        "Location",
-        {"type": "string", "format": "uri"},
-        OpenApiParameter.HEADER,
-        response=[202],
-        required=True,
-        description="The run's URL (`/api/runs/{id}/`, absolute): poll it.",
-    ),
-    OpenApiParameter(
-        "Idempotent-Replayed",
-        {"type": "string", "enum": ["true"]},
-        OpenApiParameter.HEADER,
-        response=[202],
-        description="`true` when the Idempotency-Key was used before and the run is the "
-        "one that request queued; absent for a new run.",
-    ),
-    OpenApiParameter(
-        "Retry-After",
-        int,
-        OpenApiParameter.HEADER,
-        response=[429],
-        description="Seconds to wait before asking again.",
-    ),
-]
 READ = "Needs view_report."
-
-
-class ReportQueueFull(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "queue_full"
 
 
 @extend_schema_view(
@@ -123,7 +99,7 @@ class ReportViewSet(viewsets.ModelViewSet):
         return Response(self._represent(*reports_with_last_run(slug=kwargs["slug"]))[0])
 
     @extend_schema(
-        request=None,
+        request=RunRequestSerializer,
         parameters=RUN_PARAMETERS,
         responses={
             202: OpenApiResponse(
@@ -131,7 +107,11 @@ class ReportViewSet(viewsets.ModelViewSet):
                 description="The queued run; with a used Idempotency-Key, the run that "
                 "key queued (whatever its status now).",
             ),
-            400: VALIDATION_ERROR,
+            400: OpenApiResponse(
+                {"$ref": "#/components/schemas/ValidationError"},
+                description="Invalid input: an unknown, missing or ill-typed parameter "
+                "(`parameters.<name>`), or a bad Idempotency-Key.",
+            ),
             409: OpenApiResponse(
                 ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
             ),
@@ -154,18 +134,99 @@ class ReportViewSet(viewsets.ModelViewSet):
         failed or skipped.
         """
         report = self.get_object()
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-            raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+        key = idempotency_key(request)
+        body = RunRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
+            parameters, interval = validated_request(report, body.validated_data.get("parameters"))
             run, created = request_run(
-                report, RunTrigger.API, requested_by=request.user, idempotency_key=key
+                report,
+                RunTrigger.API,
+                requested_by=request.user,
+                idempotency_key=key,
+                parameters=parameters,
+                interval=interval,
             )
+        except ParameterError as error:
+            raise parameter_error(error) from None
         except QueueFull as error:
             raise ReportQueueFull(str(error)) from error
-        location = reverse("run-detail", args=[run.pk], request=request)
+        return queued_run_response(request, run, created, self.get_serializer_context())
+
+    @extend_schema(
+        request=BackfillRequestSerializer,
+        parameters=BACKFILL_PARAMETERS,
+        responses={
+            202: OpenApiResponse(
+                BackfillSerializer,
+                description="The queued runs, oldest interval first (none if every fire "
+                "time in the range is covered already); with a used Idempotency-Key, the "
+                "runs that key queued.",
+            ),
+            400: OpenApiResponse(
+                {"$ref": "#/components/schemas/ValidationError"},
+                description="Invalid input: a bad range (`start`, `end`; more fire times "
+                "than BACKFILL_MAX_RUNS says how many), a bad parameter "
+                "(`parameters.<name>`) or Idempotency-Key.",
+            ),
+            409: OpenApiResponse(
+                ERROR,
+                description="The report has too many backfilled runs waiting already "
+                "(BACKFILL_MAX_RUNS).",
+            ),
+            429: OpenApiResponse(
+                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
+            ),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[CanRunReports],
+        throttle_classes=[SharedScopedRateThrottle],
+        throttle_scope="report-runs",
+    )
+    def backfill(self, request, slug=None):
+        """Queue one run per fire time of the schedule in [start, end), oldest first,
+        each over its own data interval; 202 with the runs, Location lists them.
+
+        Fire times with a succeeded run are skipped unless `rerun` is true; those with
+        a run waiting or running always are, so the same backfill twice queues nothing
+        the second time. A report without a schedule gets one run per calendar day (in
+        its time zone). Needs view_report and run_report.
+        """
+        report = self.get_object()
+        key = idempotency_key(request)
+        body = BackfillRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            runs, skipped, created = queue_backfill(
+                report,
+                data["start"],
+                data["end"],
+                rerun=data["rerun"],
+                given=data.get("parameters"),
+                requested_by=request.user,
+                idempotency_key=key,
+            )
+        except ParameterError as error:
+            raise parameter_error(error) from None
+        except QueueFull as error:
+            raise ReportQueueFull(str(error)) from error
+        batch = runs[0].backfill_id if runs else None
+        query = urlencode(
+            {"report": report.slug, "backfill": batch} if batch else {"report": report.slug}
+        )
+        location = f"{reverse('run-list', request=request)}?{query}"
+        context = self.get_serializer_context()
         response = Response(
-            RunSerializer(run, context=self.get_serializer_context()).data,
+            {
+                "backfill_id": str(batch) if batch else None,
+                "queued": len(runs) if created else 0,
+                "skipped": skipped,
+                "runs": RunSerializer(runs, many=True, context=context).data,
+            },
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": location},
         )

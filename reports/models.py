@@ -47,6 +47,7 @@ REPORT_SETTINGS_FIELDS = (
     "slug",
     "description",
     "sql",
+    "parameters",
     "data_source",
     "schedule",
     "timezone",
@@ -78,6 +79,15 @@ class Report(models.Model):
         "SQL",
         help_text="One read-only statement (SELECT, WITH, VALUES or TABLE). "
         "It runs in a read-only transaction.",
+    )
+    parameters = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Declared parameters, used in the SQL as {{ name }}: a list of objects "
+        'such as {"name": "region", "type": "choice", "label": "Region", "default": "EU", '
+        '"choices": ["EU", "US"]}. Types: date, timestamp, integer, decimal, text, boolean, '
+        "choice. A date or timestamp may default to interval_start or interval_end. "
+        "interval_start and interval_end are built in: the run's data interval.",
     )
     data_source = models.CharField(
         max_length=63,
@@ -212,7 +222,24 @@ class Report(models.Model):
         return self.name
 
     def clean(self):
-        problem = report_sql_problem(self.sql, self.data_source)
+        from reports.parameters import ParameterError, declared_parameters, parameters_json
+        from reports.services.statements import report_zone
+
+        try:
+            declared = declared_parameters(self.parameters, report_zone(self))
+        except ParameterError as error:
+            raise ValidationError({"parameters": f"{error.field}: {error.message}"}) from None
+        self.parameters = parameters_json(declared)
+        if self.schedule.strip():
+            for index, parameter in enumerate(declared):
+                if not parameter.has_default:
+                    raise ValidationError(
+                        {
+                            "parameters": f"parameters[{index}].default: '{parameter.name}' "
+                            "needs a default: scheduled runs have no one to ask for a value."
+                        }
+                    )
+        problem = report_sql_problem(self.sql, self.data_source, declared)
         if problem:
             raise ValidationError({"sql": problem})
         needs_threshold = self.alert_condition in (

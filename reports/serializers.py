@@ -3,9 +3,11 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services.sql_check import sql_problem
+from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import can_change_reports, can_view_sql
@@ -17,8 +19,37 @@ REDACTED_HELP = (
 )
 
 
+class ParameterDeclarationSerializer(serializers.Serializer):
+    """How a declared parameter reads in the schema (validated by reports.parameters)."""
+
+    name = serializers.CharField(help_text="Used in the SQL as {{ name }}.")
+    type = serializers.ChoiceField(choices=params.TYPES)
+    label = serializers.CharField(required=False, help_text="Shown in forms.")
+    default = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="A value of the type as text (numbers and true/false are accepted too), "
+        "or for date and timestamp interval_start or "
+        "interval_end; null: none (a value must be given, and the report cannot be "
+        "scheduled).",
+    )
+    choices = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The allowed values (choice)."
+    )
+
+
+@extend_schema_field(ParameterDeclarationSerializer(many=True))
+class ParameterDeclarationsField(serializers.JSONField):
+    pass
+
+
 class ReportSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    parameters = ParameterDeclarationsField(
+        required=False,
+        help_text="Declared parameters (replaced as a whole on write). interval_start and "
+        "interval_end are built in.",
+    )
     schedule_description = serializers.SerializerMethodField()
     last_run = serializers.SerializerMethodField()
     latest_csv_url = serializers.SerializerMethodField(
@@ -59,7 +90,11 @@ class ReportSerializer(serializers.ModelSerializer):
             report.clean()
         except ModelValidationError as error:
             raise serializers.ValidationError(error.message_dict) from None
-        problem = sql_problem(report.data_source, report.sql)
+        if "parameters" in attrs:
+            attrs["parameters"] = report.parameters  # normalised by clean()
+        problem = sql_problem(
+            report.data_source, report.sql, declared_of(report), report_zone(report)
+        )
         if problem:
             raise serializers.ValidationError({"sql": [problem]})
         return attrs
@@ -120,4 +155,37 @@ class WebhookSecretSerializer(serializers.Serializer):
         read_only=True,
         help_text="The new key of the X-Reportsvc-Signature HMAC-SHA256 header. The API "
         "shows it in this response only; the admin shows it to users with change_report.",
+    )
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {},
+        "example": {"region": "EU", "interval_end": "2026-11-26T06:00:00+01:00"},
+    }
+)
+class ParameterValuesField(serializers.JSONField):
+    """Values by parameter name; checked against the report's parameters by the services
+    (errors name ``parameters.<name>``)."""
+
+
+class RunRequestSerializer(serializers.Serializer):
+    parameters = ParameterValuesField(
+        required=False,
+        help_text="Values by parameter name: declared parameters (missing ones take their "
+        "default) and interval_start / interval_end (ISO 8601; default: the latest "
+        "complete interval of the schedule, or yesterday for reports without one).",
+    )
+
+
+class BackfillRequestSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="ISO 8601: the first fire time counted.")
+    end = serializers.DateTimeField(help_text="ISO 8601: fire times before this are counted.")
+    rerun = serializers.BooleanField(
+        default=False, help_text="Also queue fire times that already have a succeeded run."
+    )
+    parameters = ParameterValuesField(
+        required=False,
+        help_text="Values of declared parameters for every run (missing ones take their default).",
     )

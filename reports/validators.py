@@ -52,19 +52,35 @@ def validate_data_source(value):
         )
 
 
-def report_sql_problem(sql, data_source):
-    """The parser's objection to ``sql`` on ``data_source``'s engine, or None.
+def report_sql_problem(sql, data_source, declared=()):
+    """The parser's objection to ``sql`` on ``data_source``'s engine, or None: its
+    placeholders (malformed, naming no parameter in ``declared`` or the built-ins, or,
+    on PostgreSQL, not where a value goes), then the statement with bind markers in
+    their place.
 
     Needs no connection; the database's own check (reports.services.sql_check) follows
-    in the admin and the API.
+    in the admin and the API, and checks the placeholders' positions on SQLite.
     """
+    from reports import parameters as params
+
+    try:
+        placeholders = params.find_placeholders(sql or "")
+    except params.TemplateError as error:
+        return str(error)
+    problem = params.names_problem(placeholders, declared)
+    if problem:
+        return problem
     try:
         vendor = connection_for_source(data_source).vendor
     except KeyError:
         return None  # the data_source field reports it
     try:
-        read_only_statement(sql, vendor)
-    except ReportSQLError as error:
+        read_only_statement(
+            params.substitute(sql, placeholders, params.markers_for(vendor))[0], vendor
+        )
+        if vendor == "postgresql" and placeholders:
+            params.check_postgres_positions(sql, placeholders)
+    except (ReportSQLError, params.TemplateError) as error:
         return str(error)
     return None
 

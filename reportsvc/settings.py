@@ -157,6 +157,8 @@ REPORT_TIMEOUT_SECONDS = env.int("REPORT_TIMEOUT_SECONDS", default=300)
 REPORT_MAX_ROWS = env.int("REPORT_MAX_ROWS", default=10_000_000)
 # Runs of one report that may wait in the queue; requests past it are refused (0: no cap).
 REPORT_MAX_QUEUED_RUNS = env.int("REPORT_MAX_QUEUED_RUNS", default=10)
+# Runs one backfill may queue, and backfilled runs of one report that may wait at once.
+BACKFILL_MAX_RUNS = env.int("BACKFILL_MAX_RUNS", default=366)
 
 # --- Auth, i18n, files ---------------------------------------------------------------
 

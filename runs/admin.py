@@ -1,18 +1,22 @@
+import json
 from zoneinfo import ZoneInfo
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
+from reports.parameters import ParameterError
 from reports.targets import shown_target
 from reportsvc.web.display import first_line, moment, moment_html, status_badge
-from reportsvc.web.permissions import can_change_reports
+from reportsvc.web.permissions import can_change_reports, can_run_reports
 from runs.downloads import output_format_of
-from runs.models import Run, WorkerHeartbeat
+from runs.models import Run, RunTrigger, WorkerHeartbeat
 from runs.services.preview import preview_rows
+from runs.services.queue import QueueFull, request_rerun
 
 # The scheduler's job store is internal: reports show their schedule and next run, runs
 # show every fire. Its admin would offer Add/Change (and running jobs in the web process).
@@ -45,7 +49,21 @@ class RunAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # counting facets over millions of runs is slow
     list_per_page = 50
     fieldsets = (
-        (None, {"fields": ("report", "badge", "trigger", "attempt", "retry_of", "download")}),
+        (
+            None,
+            {
+                "fields": (
+                    "report",
+                    "badge",
+                    "trigger",
+                    "attempt",
+                    "retry_of",
+                    "rerun_of",
+                    "backfill_id",
+                    "download",
+                )
+            },
+        ),
         (
             "Timing",
             {
@@ -60,7 +78,19 @@ class RunAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Result", {"fields": ("rows", "size", "output_sha256", "error_block", "sql_block")}),
+        (
+            "Result",
+            {
+                "fields": (
+                    "parameters_table",
+                    "rows",
+                    "size",
+                    "output_sha256",
+                    "error_block",
+                    "sql_block",
+                )
+            },
+        ),
         ("Where", {"fields": ("worker", "heartbeat_at_moment", "requested_by")}),
         ("Notifications", {"fields": ("deliveries_table",)}),
     )
@@ -70,7 +100,10 @@ class RunAdmin(admin.ModelAdmin):
         "trigger",
         "attempt",
         "retry_of",
+        "rerun_of",
+        "backfill_id",
         "download",
+        "parameters_table",
         "scheduled_for_moment",
         "interval_start_moment",
         "interval_end_moment",
@@ -204,6 +237,23 @@ class RunAdmin(admin.ModelAdmin):
     def sql_block(self, run):
         return format_html('<pre class="rs-sql">{}</pre>', run.sql) if run.sql else "—"
 
+    @admin.display(description="Parameters")
+    def parameters_table(self, run):
+        if not run.parameters:
+            return "— (the SQL uses none)"
+        return format_html(
+            "<table class='rs-table' id='run-parameters'><tr><th>Name</th><th>Value</th></tr>"
+            "{}</table>",
+            format_html_join(
+                "",
+                "<tr><td><code>{}</code></td><td><pre class='rs-value'>{}</pre></td></tr>",
+                (
+                    (name, json.dumps(value, ensure_ascii=False))
+                    for name, value in run.parameters.items()
+                ),
+            ),
+        )
+
     @admin.display(description="Deliveries")
     def deliveries_table(self, run):
         deliveries = list(run.deliveries.all())
@@ -238,8 +288,37 @@ class RunAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
-        extra_context = {**(extra_context or {}), "preview": preview_rows(run) if run else None}
+        extra_context = {
+            **(extra_context or {}),
+            "preview": preview_rows(run) if run else None,
+            "can_run": can_run_reports(request.user),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        rerun = self.admin_site.admin_view(self.rerun_view)
+        return [path("<int:run_id>/rerun/", rerun, name="runs_run_rerun"), *super().get_urls()]
+
+    def rerun_view(self, request, run_id):
+        original = get_object_or_404(Run.objects.select_related("report"), pk=run_id)
+        if request.method != "POST" or not can_run_reports(request.user):
+            messages.error(request, "You are not allowed to run reports.")
+            return redirect("admin:runs_run_change", run_id)
+        try:
+            run, _ = request_rerun(original, RunTrigger.MANUAL, requested_by=request.user)
+        except ParameterError as error:
+            messages.error(request, f"Cannot rerun: parameter {error.field}: {error.message}")
+            return redirect("admin:runs_run_change", run_id)
+        except QueueFull as error:
+            messages.error(request, str(error))
+            return redirect("admin:runs_run_change", run_id)
+        messages.success(
+            request,
+            format_html(
+                "Queued run {} with the values and interval of run {}.", run.pk, original.pk
+            ),
+        )
+        return redirect("admin:runs_run_change", run.pk)
 
 
 @admin.register(WorkerHeartbeat)

@@ -3,20 +3,30 @@ from datetime import UTC
 from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
-from reportsvc.web.permissions import CanViewReports
+from reports.parameters import ParameterError
+from reports.throttling import SharedScopedRateThrottle
+from reportsvc.web.permissions import CanRunReports, CanViewReports
 from reportsvc.web.renderers import download_view_options
-from reportsvc.web.schema import VALIDATION_ERROR, download_parameters, download_responses
+from reportsvc.web.schema import ERROR, VALIDATION_ERROR, download_parameters, download_responses
 from runs.downloads import output_download_response
 from runs.models import RunStatus, RunTrigger
+from runs.run_requests import (
+    RUN_PARAMETERS,
+    ReportQueueFull,
+    idempotency_key,
+    parameter_error,
+    queued_run_response,
+)
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 from runs.services.formats import output_formats
+from runs.services.queue import QueueFull, request_rerun
 
 
 class RunCursorPagination(CursorPagination):
@@ -92,6 +102,9 @@ class RunFilter(filters.FilterSet):
     created_before = UTCDateTimeFilter(
         field_name="queued_at", lookup_expr="lt", help_text="Queued before (ISO 8601)."
     )
+    backfill = filters.UUIDFilter(
+        field_name="backfill_id", help_text="The runs one backfill queued (its backfill_id)."
+    )
 
 
 ALL_FORMATS = list(output_formats().values())
@@ -113,11 +126,59 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = RunSerializer
     permission_classes = [CanViewReports]
+    throttle_scope = None  # set for the rerun action only
     pagination_class = RunCursorPagination
     filterset_class = RunFilter
 
     def get_queryset(self):
         return runs_with_report()
+
+    @extend_schema(
+        request=None,
+        parameters=RUN_PARAMETERS,
+        responses={
+            202: OpenApiResponse(
+                RunSerializer,
+                description="The new run, with rerun_of naming this one; with a used "
+                "Idempotency-Key, the run that key queued.",
+            ),
+            400: OpenApiResponse(
+                {"$ref": "#/components/schemas/ValidationError"},
+                description="The run's values no longer fit the report's parameters "
+                "(`parameters.<name>`), or a bad Idempotency-Key.",
+            ),
+            409: OpenApiResponse(
+                ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
+            ),
+            429: OpenApiResponse(
+                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
+            ),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[CanRunReports],
+        throttle_classes=[SharedScopedRateThrottle],
+        throttle_scope="report-runs",
+    )
+    def rerun(self, request, pk=None):
+        """Queue a new run of the same report with this run's parameter values and data
+        interval, linked to it (rerun_of); 202 with the run, Location its URL.
+
+        Over unchanged data it gives the same bytes. Needs view_report and run_report.
+        """
+        original = self.get_object()
+        key = idempotency_key(request)
+        try:
+            run, created = request_rerun(
+                original, RunTrigger.API, requested_by=request.user, idempotency_key=key
+            )
+        except ParameterError as error:
+            raise parameter_error(error) from None
+        except QueueFull as error:
+            raise ReportQueueFull(str(error)) from error
+        return queued_run_response(request, run, created, self.get_serializer_context())
 
     @extend_schema(
         responses=download_responses(ALL_FORMATS), parameters=download_parameters(ALL_FORMATS)

@@ -13,6 +13,7 @@ from django.utils.http import parse_etags
 from rest_framework import status
 from rest_framework.response import Response
 
+from runs.naming import download_file_stem
 from runs.selectors import download_problem
 from runs.services import output_storage
 from runs.services.formats import format_of_file
@@ -27,9 +28,7 @@ def output_format_of(run):
 
 
 def download_file_name(run):
-    started = run.started_at or run.queued_at
-    extension = output_format_of(run).suffix
-    return f"{run.report.slug}_{started:%Y-%m-%d_%H%M}_run{run.pk}{extension}"
+    return f"{download_file_stem(run)}{output_format_of(run).suffix}"
 
 
 def output_media_type(output_format):

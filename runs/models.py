@@ -16,6 +16,7 @@ class RunTrigger(models.TextChoices):
     MANUAL = "manual", "Manual (admin)"
     API = "api", "API"
     CLI = "cli", "Command line"
+    BACKFILL = "backfill", "Backfill"
 
 
 FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
@@ -49,6 +50,24 @@ class Run(models.Model):
     )
     interval_end = models.DateTimeField(
         null=True, blank=True, help_text="The fire time this run belongs to: the interval's end."
+    )
+    parameters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Parameter values: those given while queued; once started, every value "
+        "the statement used (the interval's bounds too, when the SQL uses them).",
+    )
+    rerun_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
+        db_index=False,
+        help_text="The run this one repeats, with the same parameters and interval.",
+    )
+    backfill_id = models.UUIDField(
+        null=True, blank=True, help_text="The backfill request that queued this run."
     )
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -120,6 +139,22 @@ class Run(models.Model):
                 fields=["retry_of"],
                 condition=models.Q(retry_of__isnull=False),
                 name="run_retry_of_idx",
+            ),
+            models.Index(
+                fields=["rerun_of"],
+                condition=models.Q(rerun_of__isnull=False),
+                name="run_rerun_of_idx",
+            ),
+            models.Index(
+                fields=["backfill_id"],
+                condition=models.Q(backfill_id__isnull=False),
+                name="run_backfill_idx",
+            ),
+            # Backfills look up the runs of a report by the interval they cover.
+            models.Index(
+                fields=["report", "interval_end"],
+                condition=models.Q(interval_end__isnull=False),
+                name="run_report_interval_idx",
             ),
         ]
         constraints = [

@@ -1,5 +1,6 @@
 """Read-side queries about runs, shared by the API, the admin and health checks."""
 
+import json
 from collections import namedtuple
 from datetime import timedelta
 
@@ -84,7 +85,10 @@ def reports_with_last_run(slug=None):
     reports, last_runs, width = [], {}, len(REPORT_ROW_FIELDS)
     for row in rows:
         run = LastRunRow(*row[width:])
-        reports.append(ReportRow(*row[:width], run.id))
+        report = ReportRow(*row[:width], run.id)
+        if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
+            report = report._replace(parameters=json.loads(report.parameters))
+        reports.append(report)
         if run.id is not None:
             last_runs[run.id] = run
     return reports, last_runs

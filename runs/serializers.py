@@ -78,6 +78,7 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "scheduled_for",
             "interval_start",
             "interval_end",
+            "parameters",
             "queued_at",
             "started_at",
             "finished_at",
@@ -91,6 +92,8 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "heartbeat_at",
             "attempt",
             "retry_of",
+            "rerun_of",
+            "backfill_id",
             "requested_by",
             "download_url",
             "deliveries",
@@ -103,6 +106,12 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
                 "without the lines quoting the statement."
             },
             "output_sha256": {"help_text": "SHA-256 (hex) of the output; empty without one."},
+            "parameters": {
+                "help_text": "Parameter values by name: those given while the run waits; once "
+                "it started, every value its statement used (interval_start and "
+                "interval_end too when the SQL uses them). Dates as YYYY-MM-DD, time "
+                "stamps as ISO 8601 in UTC, decimals as text."
+            },
         }
 
     def to_representation(self, run):
@@ -112,6 +121,19 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             data.pop("sql")
             data["error"] = without_statement_text(run.error)
         return data
+
+
+class BackfillSerializer(serializers.Serializer):
+    backfill_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="Names this backfill's runs (the runs filter `backfill`); null when it "
+        "queued none.",
+    )
+    queued = serializers.IntegerField(help_text="Runs queued by this request (0 for a replay).")
+    skipped = serializers.IntegerField(
+        help_text="Fire times left out: a run over their interval succeeded, waits or runs."
+    )
+    runs = RunSerializer(many=True, help_text="The runs, oldest interval first.")
 
 
 class RunSummarySerializer(RunLinksMixin, serializers.ModelSerializer):

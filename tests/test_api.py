@@ -14,6 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.intervals import default_interval
 from runs.services.queue import enqueue_run, record_scheduled_fire
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
@@ -305,6 +306,10 @@ def test_triggers_are_throttled(report, runner, monkeypatch):
 # --- runs -----------------------------------------------------------------------------
 
 
+def iso_z(moment):
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def make_runs(report, count, start):
     runs = [enqueue_run(report, "api") for _ in range(count)]
     for index, run in enumerate(runs):
@@ -324,7 +329,9 @@ def test_runs_are_listed_newest_first_with_every_field(report, succeeded, viewer
     assert detail["worker"] == succeeded.worker
     assert detail["duration_seconds"] >= 0
     assert {"scheduled_for", "started_at", "finished_at", "error", "attempt"} <= set(detail)
-    assert detail["interval_start"] is None and detail["interval_end"] is None  # not scheduled
+    # Not a fire: the schedule's latest complete interval when the run was queued.
+    start, end = default_interval(report, succeeded.queued_at)
+    assert (detail["interval_start"], detail["interval_end"]) == (iso_z(start), iso_z(end))
 
 
 def test_a_scheduled_run_shows_its_data_interval(report, viewer):

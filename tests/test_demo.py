@@ -91,3 +91,19 @@ def test_later_runs_name_the_existing_superuser(source_sql, scratch_tables, caps
     assert "the superuser 'ops-lead' exists already." in out  # no password file to point at
     assert "manage.py changepassword ops-lead" in out
     assert not (var_dir / "admin-password").exists()
+
+
+def test_the_parameterised_demo_report_covers_its_interval(demo, source_sql):
+    report = Report.objects.get(slug="daily-revenue")
+    run = run_report_now(report)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    day = run.parameters["day"]
+    assert run.output.name == f"daily-revenue/daily-revenue_{day}_run{run.pk}.csv"
+    rows = read_csv(run.output.path)
+    assert rows[0] == ["day", "currency", "orders", "revenue"]
+    assert {row[0] for row in rows[1:]} == {day} and len(rows) > 2
+    # Refunded orders of the same day, with other values: fewer orders.
+    refunds = run_report_now(report, parameters={"status": "refunded"})
+    assert refunds.parameters["status"] == "refunded"
+    counted = sum(int(row[2]) for row in read_csv(refunds.output.path)[1:])
+    assert counted < sum(int(row[2]) for row in rows[1:])

@@ -309,7 +309,7 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             reports = json.load(response)
-        assert len(reports) == 4  # the token is valid where the service looks
+        assert len(reports) == 5  # the token is valid where the service looks
 
         for line in readme_shell_lines():
             if line.startswith("DEBUG=1 .venv/bin/python manage.py runreport"):

@@ -214,7 +214,7 @@ def test_request_bodies_are_json_only(schema):
         for path, method, operation in operations(schema)
         if "requestBody" in operation
     ]
-    assert len(bodies) == 3  # create, update, partial update
+    assert len(bodies) == 5  # create, update, partial update; run and backfill
     assert all(media_types == ["application/json"] for _, _, media_types in bodies), bodies
     for path, method, _ in bodies:
         assert "415" in schema["paths"][path][method]["responses"]

@@ -78,6 +78,30 @@ SCHEMA = {
 
 # slug -> (name, schedule, timezone, description, {vendor: sql})
 DEMO_REPORTS = {
+    "daily-revenue": (
+        "Daily revenue",
+        "0 6 * * *",
+        "Europe/Berlin",
+        "Orders and revenue per currency over the run's data interval (the day before the "
+        "06:00 run, in Berlin time), for one order status and a minimum amount. Run it with "
+        "other values from “Run with parameters…”, or fill past days with “Backfill…”.",
+        {
+            "postgresql": """SELECT {{ day }} AS day, currency,
+       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
+FROM demo_orders
+WHERE ordered_at >= {{ interval_start }} AND ordered_at < {{ interval_end }}
+  AND status = {{ status }} AND amount_cents >= {{ min_amount_cents }}
+GROUP BY currency
+ORDER BY currency""",
+            "sqlite": """SELECT {{ day }} AS day, currency,
+       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
+FROM demo_orders
+WHERE ordered_at >= {{ interval_start }} AND ordered_at < {{ interval_end }}
+  AND status = {{ status }} AND amount_cents >= {{ min_amount_cents }}
+GROUP BY currency
+ORDER BY currency""",
+        },
+    ),
     "daily-revenue-by-currency": (
         "Daily revenue by currency",
         "0 6 * * *",
@@ -212,6 +236,25 @@ def seed_demo_data(now=None):
     return True
 
 
+DEMO_PARAMETERS = {
+    "daily-revenue": [
+        {"name": "day", "type": "date", "label": "Day", "default": "interval_start"},
+        {
+            "name": "status",
+            "type": "choice",
+            "label": "Order status",
+            "choices": ["paid", "refunded"],
+            "default": "paid",
+        },
+        {
+            "name": "min_amount_cents",
+            "type": "integer",
+            "label": "Smallest order (cents)",
+            "default": "0",
+        },
+    ],
+}
+
 # Refunds yesterday alerts ops when there are any (the console prints the mail).
 DEMO_NOTIFICATIONS = {
     "refunds-yesterday": {
@@ -235,6 +278,7 @@ def seed_demo_reports():
                 "next_run_at": upcoming_fire(schedule, zone),
                 "description": description,
                 "sql": sql_by_vendor[vendor],
+                "parameters": DEMO_PARAMETERS.get(slug, []),
                 **DEMO_NOTIFICATIONS.get(slug, {}),
             },
         )

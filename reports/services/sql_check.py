@@ -8,35 +8,47 @@ time-limited, in a transaction that is rolled back.
 
 import sqlite3
 import time
+from datetime import UTC
 
 import psycopg
 from django.db import DatabaseError
 
+from reports import parameters as params
 from reports.datasources import connection_for_source
 from reports.extended_protocol import ConnectionStalled, execute_one_statement
 from reports.services.source_safety import DataSourceRefused, ensure_source_is_safe
+from reports.services.statements import render_for_connection
 from reports.sql import ReportSQLError, SQLiteGuard, read_only_statement
 
 CHECK_TIMEOUT_MS = 5000
 
 
-def sql_problem(data_source, sql):
+def sql_problem(data_source, sql, declared=(), zone=UTC):
     """Why ``sql`` cannot run on ``data_source`` (a message for the user), or None.
 
-    What the parser alone refuses is left to ``Report.clean()``, which says it first.
+    Placeholders are filled with the declared parameters' defaults, or typed sample
+    values (``zone`` reads naive defaults); on SQLite, preparing the statement also
+    shows whether each placeholder stands where a value goes. What the parser alone
+    refuses is left to ``Report.clean()``, which says it first.
     """
     try:
         connection = connection_for_source(data_source)
-        statement = read_only_statement(sql, connection.vendor)
-    except (KeyError, ReportSQLError):
+        marked = params.with_markers(sql, connection.vendor)
+        read_only_statement(marked, connection.vendor)
+        if params.names_problem(params.find_placeholders(sql), declared):
+            return None
+    except (KeyError, ReportSQLError, params.TemplateError):
         return None  # the data_source field and Report.clean() report these
     try:
         ensure_source_is_safe(connection)
+        values = params.sample_values(declared, zone)
+        rendered, _ = render_for_connection(sql, declared, values, connection)
+        statement = read_only_statement(rendered, connection.vendor)
         if connection.vendor == "postgresql":
             _explain_on_postgres(connection, statement)
         elif connection.vendor == "sqlite":
             _explain_on_sqlite(connection, statement)
-    except (ReportSQLError, DataSourceRefused) as error:
+    except (ReportSQLError, DataSourceRefused, params.TemplateError) as error:
         return str(error)
     except (DatabaseError, psycopg.Error, sqlite3.Error, ConnectionStalled) as error:
         return f"The database rejects this SQL: {str(error).strip()}"

@@ -158,6 +158,17 @@ def _email_body(run, reason, links, attach_note):
         else "Duration:  -",
         f"Rows:      {run.row_count:,}" if run.row_count is not None else "Rows:      -",
     ]
+    if run.interval_start and run.interval_end:
+        lines.append(
+            f"Interval:  {run.interval_start:%Y-%m-%d %H:%M:%S %Z} to "
+            f"{run.interval_end:%Y-%m-%d %H:%M:%S %Z}"
+        )
+    if run.parameters:
+        lines += ["", "Parameters:"]
+        lines += [
+            f"  {name} = {json.dumps(value, ensure_ascii=False)}"
+            for name, value in run.parameters.items()
+        ]
     if run.error:
         lines += ["", "Error:", without_statement_text(run.error)]
     lines += ["", f"Run in the admin: {links['admin']}", f"Run in the API:   {links['api']}"]
@@ -217,6 +228,10 @@ def webhook_payload(run, reason):
             "status": run.status,
             "trigger": run.trigger,
             "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
+            "interval_start": run.interval_start.isoformat() if run.interval_start else None,
+            "interval_end": run.interval_end.isoformat() if run.interval_end else None,
+            "parameters": run.parameters or {},
+            "rerun_of": run.rerun_of_id,
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "duration_s": run.duration_seconds,

@@ -11,9 +11,12 @@ from django.utils import timezone
 from reports.cron import previous_fire_time
 from reports.datasources import connection_for_source
 from reports.models import Report
+from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
 from reports.services.schedules import parsed_schedule
+from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
+from runs.services.intervals import default_interval, given_without_bounds, requested_interval
 from runs.services.transitions import start_queued_runs
 
 logger = logging.getLogger(__name__)
@@ -22,14 +25,33 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
-    """Record a queued run of ``report``; a worker picks it up."""
+    """Record a queued run of ``report``; a worker picks it up. It covers the latest
+    complete interval as of now (see runs.services.intervals)."""
+    start, end = default_interval(report, timezone.now())
     return Run.objects.create(
         report=report,
         trigger=trigger,
         status=RunStatus.QUEUED,
         requested_by=requested_by,
         scheduled_for=scheduled_for,
+        interval_start=start,
+        interval_end=end,
     )
+
+
+def validated_request(report, given, now=None):
+    """``(values to store, interval)`` for a run of ``report`` with the ``given``
+    parameter values (JSON or text; ``interval_start``/``interval_end`` among them set
+    the interval). Raises ParameterError naming the parameter that is wrong."""
+    if given is not None and not isinstance(given, dict):
+        raise ParameterError("parameters", 'Give the values as an object: {"name": value}.')
+    given = given or {}
+    interval = requested_interval(report, given, now or timezone.now())
+    declared = declared_of(report)
+    rest = given_without_bounds(given)
+    values = resolve_values(declared, rest, interval, report_zone(report))
+    by_name = all_parameters(declared)
+    return {name: json_value(by_name[name], values[name]) for name in rest}, interval
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -39,8 +61,21 @@ class QueueFull(Exception):
     """The report has as many runs waiting as it may; ``str()`` says so to the user."""
 
 
-def request_run(report, trigger, *, requested_by=None, idempotency_key=""):
+def request_run(
+    report,
+    trigger,
+    *,
+    requested_by=None,
+    idempotency_key="",
+    parameters=None,
+    interval=None,
+    rerun_of=None,
+):
     """Queue a run on request (API, admin); returns ``(run, created)``.
+
+    ``parameters`` (checked by :func:`validated_request`) and ``interval`` (start,
+    end; default: the latest complete one) are the run's values; ``rerun_of`` the run
+    it repeats.
 
     With an idempotency key, a repeat for the same report within 24 hours returns the
     run the first request queued instead of queuing another. A report that already has
@@ -57,16 +92,21 @@ def request_run(report, trigger, *, requested_by=None, idempotency_key=""):
                     return earlier, False
                 Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired
         _check_queue_room(report)
+        start, end = interval or default_interval(report, timezone.now())
+        fields = {
+            "report": report,
+            "trigger": trigger,
+            "requested_by": requested_by,
+            "parameters": parameters or {},
+            "interval_start": start,
+            "interval_end": end,
+            "rerun_of": rerun_of,
+        }
         if not idempotency_key:
-            return enqueue_run(report, trigger, requested_by=requested_by), True
+            return Run.objects.create(**fields), True
         try:
             with transaction.atomic():
-                run = Run.objects.create(
-                    report=report,
-                    trigger=trigger,
-                    requested_by=requested_by,
-                    idempotency_key=idempotency_key,
-                )
+                run = Run.objects.create(**fields, idempotency_key=idempotency_key)
         except IntegrityError:  # a concurrent request with the same key got there first
             return Run.objects.get(report=report, idempotency_key=idempotency_key), False
     return run, True
@@ -76,7 +116,11 @@ def _check_queue_room(report):
     limit = settings.REPORT_MAX_QUEUED_RUNS
     if not limit:
         return
-    waiting = Run.objects.filter(report=report, status=RunStatus.QUEUED)[:limit].count()
+    waiting = (
+        Run.objects.filter(report=report, status=RunStatus.QUEUED)
+        .exclude(trigger=RunTrigger.BACKFILL)[:limit]
+        .count()
+    )  # backfills have a cap of their own (BACKFILL_MAX_RUNS)
     if waiting >= limit:
         raise QueueFull(
             f"Report '{report.slug}' already has {waiting} runs waiting in the queue, the "
@@ -117,8 +161,12 @@ def record_scheduled_fires(fires):
     active = Q(status=RunStatus.QUEUED, report_id__in=report_ids) | Q(
         status=RunStatus.RUNNING, report_id__in=report_ids
     )  # one branch per partial index (run_queue_idx, run_running_idx)
+    # Backfilled runs wait in line without making fires skip: the fire queues behind them.
     for report_id, run_id, status in (
-        Run.objects.filter(active).order_by("-queued_at").values_list("report_id", "pk", "status")
+        Run.objects.filter(active)
+        .exclude(trigger=RunTrigger.BACKFILL)
+        .order_by("-queued_at")
+        .values_list("report_id", "pk", "status")
     ):
         busy[report_id] = (run_id, status)  # ends with the oldest active run
     now = timezone.now()
@@ -155,17 +203,23 @@ def _fire_run(report_id, scheduled_for, interval_start, previous_run, now):
     return run
 
 
-def start_run_in_this_process(report, trigger, worker, *, requested_by=None):
+def start_run_in_this_process(
+    report, trigger, worker, *, requested_by=None, parameters=None, interval=None
+):
     """A run born running, for a process that executes it itself (``runreport``).
 
     Queuing it first would let a polling worker claim it before this process does.
     """
     now = timezone.now()
+    start, end = interval or default_interval(report, now)
     return Run.objects.create(
         report=report,
         trigger=trigger,
         status=RunStatus.RUNNING,
         requested_by=requested_by,
+        parameters=parameters or {},
+        interval_start=start,
+        interval_end=end,
         sql=statement_to_record(report),
         worker=worker,
         started_at=now,
@@ -223,9 +277,32 @@ def schedule_retry(run):
         retry_of_id=run.retry_of_id or run.pk,
         interval_start=run.interval_start,  # the same data interval, tried again
         interval_end=run.interval_end,
+        parameters=run.parameters,
         not_before=timezone.now() + timedelta(seconds=delay),
     )
     logger.info(
         "run %s of %s failed; attempt %s queued in %s s", run.pk, report.slug, retry.attempt, delay
     )
     return retry
+
+
+def request_rerun(run, trigger, *, requested_by=None, idempotency_key=""):
+    """Queue a new run with the values and interval of ``run``, linked to it;
+    ``(new run, created)``. Raises ParameterError when the report's parameters have
+    changed so that the values no longer fit, QueueFull when the queue is full."""
+    report = run.report
+    interval = (run.interval_start, run.interval_end)
+    if None in interval:
+        interval = default_interval(report, run.queued_at)
+    declared = declared_of(report)
+    given = given_without_bounds(run.parameters)
+    resolve_values(declared, given, interval, report_zone(report))
+    return request_run(
+        report,
+        trigger,
+        requested_by=requested_by,
+        idempotency_key=idempotency_key,
+        parameters=given,
+        interval=interval,
+        rerun_of=run,
+    )

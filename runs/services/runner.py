@@ -3,31 +3,46 @@
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from reports.datasources import connection_for_source
-from reports.sql import ReportSQLError, read_only_statement
+from reports.parameters import ParameterError, TemplateError
+from reports.services.statements import statement_for_run
+from reports.sql import ReportSQLError
 from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
+from runs.naming import output_file_stem
 from runs.services import output_storage
 from runs.services.exporter import ExportFailed, export_query
 from runs.services.formats import WriterOptions, report_format
 from runs.services.heartbeats import worker_name
+from runs.services.intervals import default_interval
 from runs.services.queue import schedule_retry, start_run_in_this_process
 from runs.services.transitions import transition_run
 
 logger = logging.getLogger(__name__)
 
 
-def run_report_now(report, *, trigger=RunTrigger.CLI, requested_by=None):
+def run_report_now(
+    report, *, trigger=RunTrigger.CLI, requested_by=None, parameters=None, interval=None
+):
     """Run ``report`` in this process, with heartbeats so workers see it is alive."""
-    run = start_run_in_this_process(report, trigger, worker_name(), requested_by=requested_by)
+    run = start_run_in_this_process(
+        report,
+        trigger,
+        worker_name(),
+        requested_by=requested_by,
+        parameters=parameters,
+        interval=interval,
+    )
     with heartbeat_while_running([run]):
         perform_run(run)
     notify_safely(run)
@@ -150,32 +165,47 @@ def perform_run(run, *, stop_waiting=None):
             f"Unknown data source '{report.data_source}': it is not configured.",
             stop_waiting=stop_waiting,
         )
+    if run.interval_end is None:  # queued before runs carried an interval
+        run.interval_start, run.interval_end = default_interval(report, run.queued_at)
+    interval = {"interval_start": run.interval_start, "interval_end": run.interval_end}
     try:
-        statement = read_only_statement(report.sql, connection.vendor)
-    except ReportSQLError as error:
-        return fail_run(run, str(error), stop_waiting=stop_waiting)
-    file_name = f"{output_storage.output_file_stem(run)}{report_format(report).suffix}"
+        statement, values = statement_for_run(
+            report, connection, run.parameters, (run.interval_start, run.interval_end)
+        )
+    except ParameterError as error:
+        return fail_run(
+            run, f"Parameter {error.field}: {error.message}", stop_waiting=stop_waiting, **interval
+        )
+    except (ReportSQLError, TemplateError) as error:
+        return fail_run(run, str(error), stop_waiting=stop_waiting, **interval)
+    except (DatabaseError, sqlite3.Error, psycopg.Error) as error:
+        return fail_run(
+            run, str(error).strip() or type(error).__name__, stop_waiting=stop_waiting, **interval
+        )
+    recorded = {"sql": statement, "parameters": values, **interval}
+    run.parameters = values  # the output's name reads them
+    file_name = f"{output_file_stem(run)}{report_format(report).suffix}"
     try:
         output_name, result = _export_to_storage(
             connection, statement, output_upload_path(run, file_name), run
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return fail_run(run, str(error), sql=statement, stop_waiting=stop_waiting)
+        return fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
         return fail_run(
             run,
             f"Internal error ({type(error).__name__}): {error}",
-            sql=statement,
             stop_waiting=stop_waiting,
+            **recorded,
         )
     try:
         succeeded = record_outcome(
             run,
             RunStatus.SUCCEEDED,
             stop_waiting=stop_waiting,
-            sql=statement,
+            **recorded,
             output=output_name,
             row_count=result.row_count,
             output_bytes=result.output_bytes,

@@ -3,7 +3,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from reports.models import Report
+from reports.parameters import INTERVAL_END, ParameterError
 from runs.models import RunStatus, RunTrigger
+from runs.services.queue import validated_request
 from runs.services.runner import run_report_now
 from runs.services.summaries import describe_run, run_summary
 
@@ -16,6 +18,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="print one JSON object on the last line"
         )
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a parameter's value (repeat for more); interval_start=ISO works too",
+        )
+        parser.add_argument(
+            "--interval-end",
+            metavar="ISO",
+            help="the end of the data interval (e.g. a fire time, 2026-11-26T06:00:00Z); "
+            "its start is the schedule's fire before it. Default: the latest complete interval",
+        )
 
     def handle(self, *args, slug, **options):
         try:
@@ -23,7 +38,21 @@ class Command(BaseCommand):
         except Report.DoesNotExist:
             known = ", ".join(Report.objects.values_list("slug", flat=True)[:20]) or "none"
             raise CommandError(f"No report with slug '{slug}'. Known reports: {known}.") from None
-        run = run_report_now(report, trigger=RunTrigger.CLI)
+        given = {}
+        for item in options["param"]:
+            name, equals, value = item.partition("=")
+            if not equals or not name.strip():
+                raise CommandError(f"--param {item!r}: write NAME=VALUE, e.g. --param region=EU.")
+            given[name.strip()] = value
+        if options["interval_end"]:
+            given[INTERVAL_END] = options["interval_end"]
+        try:
+            parameters, interval = validated_request(report, given)
+        except ParameterError as error:
+            raise CommandError(f"Parameter {error.field}: {error.message}") from None
+        run = run_report_now(
+            report, trigger=RunTrigger.CLI, parameters=parameters, interval=interval
+        )
         run.refresh_from_db()
         if options["json"]:
             self.stdout.write(json.dumps(run_summary(run)))

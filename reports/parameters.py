@@ -1,0 +1,641 @@
+"""Report parameters: ``{{ name }}`` placeholders in report SQL, and their values.
+
+Every report has two built-in parameters, ``interval_start`` and ``interval_end`` (time
+stamps with zone: the data interval a run covers); a report can declare more, each with
+a type. A value never becomes SQL text by itself: it is quoted by the database's own
+quoting (psycopg's ``Literal`` on PostgreSQL, SQLite's ``quote()``) and given an
+explicit cast, so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL and
+``CAST('2026-11-25' AS TEXT)`` on SQLite.
+
+Where a placeholder stands is decided by the database's parser, not by a lexer here:
+each placeholder is replaced by a bind marker (``$n`` for pglast, ``:pn`` for SQLite's
+prepare) and only markers the parser reads as parameters count. A placeholder inside a
+string literal or a comment would not be a parameter, and is refused.
+"""
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.utils.dateparse import parse_datetime
+
+INTERVAL_START = "interval_start"
+INTERVAL_END = "interval_end"
+BUILT_IN_NAMES = (INTERVAL_START, INTERVAL_END)
+
+DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE = (
+    "date",
+    "timestamp",
+    "integer",
+    "decimal",
+    "text",
+    "boolean",
+    "choice",
+)
+TYPES = (DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE)
+# The interval's bounds may be the default of these types.
+INTERVAL_DEFAULT_TYPES = (DATE, TIMESTAMP)
+
+MAX_PARAMETERS = 50
+NAME_MAX_LENGTH = 63
+LABEL_MAX_LENGTH = 200
+MAX_CHOICES = 200
+MAX_TEXT_LENGTH = 10_000
+MAX_DECIMAL_DIGITS = 100
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+PLACEHOLDER = re.compile(r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+BOOLEAN_WORDS = {
+    "true": True,
+    "t": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "f": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+POSTGRES_CASTS = {
+    DATE: "date",
+    TIMESTAMP: "timestamptz",
+    INTEGER: "bigint",
+    DECIMAL: "numeric",
+    TEXT: "text",
+    BOOLEAN: "boolean",
+    CHOICE: "text",
+}
+SQLITE_CASTS = {
+    DATE: "TEXT",
+    TIMESTAMP: "TEXT",
+    INTEGER: "INTEGER",
+    DECIMAL: "NUMERIC",
+    TEXT: "TEXT",
+    BOOLEAN: "INTEGER",
+    CHOICE: "TEXT",
+}
+
+
+class TemplateError(ValueError):
+    """Report SQL whose placeholders are wrong; the message is meant for the user."""
+
+
+class ParameterError(ValueError):
+    """A parameter value or declaration that is wrong; ``field`` names it."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A declared parameter (or a built-in one)."""
+
+    name: str
+    type: str
+    label: str = ""
+    default: object = None  # a value of the type, INTERVAL_START/END, or None
+    choices: tuple = field(default_factory=tuple)
+
+    @property
+    def has_default(self):
+        return self.default is not None
+
+    @property
+    def default_text(self):
+        """The default as text (stored and shown that way for every type), or None."""
+        if self.default is None or self.default in BUILT_IN_NAMES:
+            return self.default
+        if self.type == BOOLEAN:
+            return "true" if self.default else "false"
+        return str(json_value(self, self.default))
+
+    def as_json(self):
+        data = {"name": self.name, "type": self.type, "label": self.label}
+        data["default"] = self.default_text
+        if self.type == CHOICE:
+            data["choices"] = list(self.choices)
+        return data
+
+
+BUILT_IN_PARAMETERS = {
+    INTERVAL_START: Parameter(INTERVAL_START, TIMESTAMP, "Interval start"),
+    INTERVAL_END: Parameter(INTERVAL_END, TIMESTAMP, "Interval end"),
+}
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    start: int
+    end: int
+    line: int
+
+    def __str__(self):
+        return f"{{{{ {self.name} }}}} (line {self.line})"
+
+
+# --- Declarations ------------------------------------------------------------------
+
+
+def declared_parameters(raw, zone=UTC):
+    """The declared parameters of a report from their JSON form (a list of objects);
+    a naive timestamp default is read in ``zone``.
+
+    Raises :class:`ParameterError` whose field is ``parameters[i].key`` for the first
+    thing wrong, with a message that says how to fix it.
+    """
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise ParameterError("parameters", "Parameters are a list of objects (or empty).")
+    if len(raw) > MAX_PARAMETERS:
+        raise ParameterError("parameters", f"A report has at most {MAX_PARAMETERS} parameters.")
+    parameters, seen = [], set()
+    for index, item in enumerate(raw):
+        where = f"parameters[{index}]"
+        if not isinstance(item, dict):
+            raise ParameterError(where, "Each parameter is an object with name, type and label.")
+        unknown = sorted(set(item) - {"name", "type", "label", "default", "choices"})
+        if unknown:
+            raise ParameterError(
+                f"{where}.{unknown[0]}",
+                f"Unknown key '{unknown[0]}': a parameter has name, type, label, default "
+                "and (for choice) choices.",
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ParameterError(
+                f"{where}.name",
+                "A parameter's name is letters, digits and underscores, starting with a "
+                "letter or underscore (e.g. region), as in {{ region }}.",
+            )
+        if len(name) > NAME_MAX_LENGTH:
+            raise ParameterError(f"{where}.name", f"Use at most {NAME_MAX_LENGTH} characters.")
+        if name in BUILT_IN_NAMES:
+            raise ParameterError(
+                f"{where}.name",
+                f"'{name}' is built in (the run's data interval): use it without declaring it.",
+            )
+        if name in seen:
+            raise ParameterError(f"{where}.name", f"'{name}' is declared twice.")
+        seen.add(name)
+        kind = item.get("type")
+        if kind not in TYPES:
+            raise ParameterError(f"{where}.type", f"Use one of: {', '.join(TYPES)}.")
+        label = item.get("label", "")
+        if not isinstance(label, str) or len(label) > LABEL_MAX_LENGTH:
+            raise ParameterError(
+                f"{where}.label", f"A label is text of at most {LABEL_MAX_LENGTH} characters."
+            )
+        choices = ()
+        if kind == CHOICE:
+            choices = item.get("choices")
+            if (
+                not isinstance(choices, list)
+                or not choices
+                or not all(isinstance(choice, str) for choice in choices)
+            ):
+                raise ParameterError(
+                    f"{where}.choices", "A choice parameter lists its allowed values as text."
+                )
+            if len(choices) > MAX_CHOICES or len(set(choices)) != len(choices):
+                raise ParameterError(
+                    f"{where}.choices",
+                    f"List at most {MAX_CHOICES} different values, each once.",
+                )
+            for choice in choices:
+                _check_text(f"{where}.choices", choice)
+            choices = tuple(choices)
+        elif item.get("choices") not in (None, []):
+            raise ParameterError(f"{where}.choices", "Only choice parameters have choices.")
+        label = label.strip() or name.replace("_", " ").capitalize()
+        parameter = Parameter(name, kind, label, None, choices)
+        default = item.get("default")
+        if default is not None and default != "":
+            if default in BUILT_IN_NAMES:
+                if kind not in INTERVAL_DEFAULT_TYPES:
+                    raise ParameterError(
+                        f"{where}.default",
+                        f"Only date and timestamp parameters can default to '{default}'.",
+                    )
+            else:
+                try:
+                    default = parse_value(parameter, default, zone)
+                except ParameterError as error:
+                    raise ParameterError(f"{where}.default", error.message) from None
+            parameter = Parameter(name, kind, label, default, choices)
+        parameters.append(parameter)
+    return parameters
+
+
+def parameters_json(parameters):
+    """The stored (JSON) form of declared parameters, normalised."""
+    return [parameter.as_json() for parameter in parameters]
+
+
+# --- Values ------------------------------------------------------------------------
+
+
+def _check_text(field_name, value):
+    if "\x00" in value:
+        raise ParameterError(
+            field_name,
+            "Text cannot contain the NUL character (\\0): PostgreSQL text cannot hold it.",
+        )
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ParameterError(
+            field_name, f"Text is at most {MAX_TEXT_LENGTH:,} characters; this is {len(value):,}."
+        )
+
+
+def parse_value(parameter, raw, zone):
+    """``raw`` (JSON value, or text from a form or the command line) as a value of the
+    parameter's type; a naive timestamp is read in ``zone``. Raises ParameterError."""
+    name, kind = parameter.name, parameter.type
+    if raw is None:
+        raise ParameterError(name, "A value is required.")
+    if kind in (TEXT, CHOICE):
+        if not isinstance(raw, str):
+            raise ParameterError(name, "Give text (a JSON string).")
+        _check_text(name, raw)
+        if kind == CHOICE and raw not in parameter.choices:
+            raise ParameterError(
+                name, f"'{raw[:100]}' is not allowed: use one of {', '.join(parameter.choices)}."
+            )
+        return raw
+    if kind == BOOLEAN:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[raw.strip().lower()]
+        raise ParameterError(name, "Give true or false.")
+    if kind == INTEGER:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ParameterError(name, "Give a whole number, e.g. 42.")
+        text = str(raw).strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
+            raise ParameterError(name, f"'{text[:100]}' is not a whole number, e.g. 42.")
+        value = int(text)
+        if not BIGINT_MIN <= value <= BIGINT_MAX:
+            raise ParameterError(name, "The number is outside the 64-bit integer range.")
+        return value
+    if kind == DECIMAL:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ParameterError(name, "Give a decimal number, e.g. 12.50.")
+        text = str(raw).strip()
+        if len(text) > MAX_DECIMAL_DIGITS or not re.fullmatch(
+            r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text
+        ):
+            raise ParameterError(
+                name, f"'{text[:100]}' is not a decimal number such as 12.50 (no exponent)."
+            )
+        try:
+            return Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+            raise ParameterError(name, f"'{text[:100]}' is not a decimal number.") from None
+    if kind == DATE:
+        if isinstance(raw, date) and not isinstance(raw, datetime):
+            return raw
+        if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw.strip()):
+            raise ParameterError(name, "Give a date as YYYY-MM-DD, e.g. 2026-11-25.")
+        try:
+            return date.fromisoformat(raw.strip())
+        except ValueError:
+            raise ParameterError(name, f"'{raw.strip()}' is not a date in the calendar.") from None
+    if kind == TIMESTAMP:
+        return parse_timestamp(name, raw, zone)
+    raise ParameterError(name, f"Unknown type '{kind}'.")  # pragma: no cover
+
+
+def parse_timestamp(name, raw, zone):
+    """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``."""
+    if isinstance(raw, datetime):
+        value = raw
+    else:
+        if not isinstance(raw, str) or len(raw) > 64:
+            raise ParameterError(name, "Give a time stamp in ISO 8601, e.g. 2026-11-25T06:00:00Z.")
+        text = raw.strip()
+        try:
+            value = parse_datetime(text.replace("z", "Z"))
+        except ValueError:
+            value = None
+        if value is None:
+            raise ParameterError(
+                name, f"'{text[:64]}' is not an ISO 8601 time stamp, e.g. 2026-11-25T06:00:00Z."
+            )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    try:
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ParameterError(name, "The time stamp is out of range.") from None
+    if not 1 <= value.year <= 9999 or (value.year == 9999 and value.month == 12):
+        raise ParameterError(name, "The time stamp is out of range.")
+    return value
+
+
+def json_value(parameter, value):
+    """A value as recorded on a run (JSON): ISO text for dates and time stamps, decimals
+    as text (no float rounding)."""
+    if value is None:
+        return None
+    if parameter.type == DATE:
+        return value.isoformat()
+    if parameter.type == TIMESTAMP:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if parameter.type == DECIMAL:
+        return str(value)
+    return value
+
+
+def interval_default(parameter, bound, zone):
+    """A date or timestamp parameter's value when it defaults to an interval bound."""
+    if parameter.type == DATE:
+        return bound.astimezone(zone).date()
+    return bound
+
+
+def resolve_values(declared, given, interval, zone):
+    """Every parameter's value for a run: the given values (raw JSON/text) checked, the
+    defaults filled in, and the built-ins from ``interval`` (start, end).
+
+    Raises :class:`ParameterError` naming the parameter: unknown names, missing values
+    without a default, values of the wrong type.
+    """
+    given = dict(given or {})
+    known = {parameter.name for parameter in declared}
+    for name in given:
+        if name not in known and name not in BUILT_IN_NAMES:
+            listed = ", ".join([*BUILT_IN_NAMES, *sorted(known)])
+            raise ParameterError(
+                str(name)[:100],
+                f"This report has no parameter '{str(name)[:100]}' (it has: {listed}).",
+            )
+    bounds = dict(zip(BUILT_IN_NAMES, interval, strict=True))
+    values = dict(bounds)
+    for parameter in declared:
+        if parameter.name in given:
+            values[parameter.name] = parse_value(parameter, given[parameter.name], zone)
+        elif parameter.default in BUILT_IN_NAMES:
+            values[parameter.name] = interval_default(parameter, bounds[parameter.default], zone)
+        elif parameter.has_default:
+            values[parameter.name] = parameter.default
+        else:
+            raise ParameterError(parameter.name, "A value is required (it has no default).")
+    return values
+
+
+def all_parameters(declared):
+    """Built-ins first, then the declared ones: name -> Parameter."""
+    return {**BUILT_IN_PARAMETERS, **{parameter.name: parameter for parameter in declared}}
+
+
+def values_json(declared, values):
+    """The values a run used, as recorded (JSON), built-ins first."""
+    by_name = all_parameters(declared)
+    return {name: json_value(by_name[name], value) for name, value in values.items()}
+
+
+def sample_values(declared, zone):
+    """Typed values for checking a report's SQL without a run: defaults where declared,
+    else a sample of the type; the interval is the previous calendar day (UTC)."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    interval = (today - timedelta(days=1), today)
+    samples = {
+        DATE: interval[0].date(),
+        TIMESTAMP: interval[0],
+        INTEGER: 0,
+        DECIMAL: Decimal("0"),
+        TEXT: "",
+        BOOLEAN: False,
+    }
+    values = dict(zip(BUILT_IN_NAMES, interval, strict=True))
+    for parameter in declared:
+        if parameter.default in BUILT_IN_NAMES:
+            value = interval_default(parameter, values[parameter.default], zone)
+        elif parameter.has_default:
+            value = parameter.default
+        elif parameter.type == CHOICE:
+            value = parameter.choices[0]
+        else:
+            value = samples[parameter.type]
+        values[parameter.name] = value
+    return values
+
+
+# --- Placeholders in SQL ----------------------------------------------------------
+
+
+def find_placeholders(sql):
+    """The ``{{ name }}`` placeholders of ``sql``, in order.
+
+    Every ``{{`` starts a placeholder: one that is not ``{{ name }}`` raises
+    :class:`TemplateError` (write ``'{' || '{'`` for two braces in text).
+    """
+    found, position = [], 0
+    while (start := sql.find("{{", position)) != -1:
+        line = sql.count("\n", 0, start) + 1
+        match = PLACEHOLDER.match(sql, start)
+        if match is None:
+            snippet = sql[start : start + 40].split("\n")[0]
+            raise TemplateError(
+                f"Line {line}: '{snippet}' is not a placeholder. Write {{{{ name }}}} with a "
+                "parameter's name (letters, digits, underscores) and close it with }}; for "
+                "two braces in text write '{' || '{'."
+            )
+        found.append(Placeholder(match["name"], start, match.end(), line))
+        position = match.end()
+    return found
+
+
+def names_problem(placeholders, declared):
+    """A message for the first placeholder that names no parameter, else None."""
+    known = all_parameters(declared)
+    for placeholder in placeholders:
+        if placeholder.name not in known:
+            listed = ", ".join(known)
+            return (
+                f"Unknown parameter in {placeholder}: declare a parameter named "
+                f"'{placeholder.name}' under Parameters, or use one of: {listed}."
+            )
+    return None
+
+
+def substitute(sql, placeholders, replacement):
+    """``sql`` with each placeholder replaced by ``replacement(index, placeholder)``;
+    also the offset at which each replacement starts."""
+    parts, offsets, position, length = [], [], 0, 0
+    for index, placeholder in enumerate(placeholders):
+        head = sql[position : placeholder.start]
+        parts.append(head)
+        length += len(head)
+        offsets.append(length)
+        text = replacement(index, placeholder)
+        parts.append(text)
+        length += len(text)
+        position = placeholder.end
+    parts.append(sql[position:])
+    return "".join(parts), offsets
+
+
+def postgres_marker(index, placeholder):
+    # The space keeps a digit after the placeholder from joining the number.
+    return f"${index + 1} "
+
+
+def sqlite_marker(index, placeholder):
+    return f":p{index + 1} "
+
+
+def markers_for(vendor):
+    return postgres_marker if vendor == "postgresql" else sqlite_marker
+
+
+def with_markers(sql, vendor):
+    """``sql`` with bind markers for its placeholders: what the parser-level checks
+    (statement count and kind) read. Raises TemplateError for a malformed ``{{``."""
+    return substitute(sql, find_placeholders(sql), markers_for(vendor))[0]
+
+
+def _outside_parameter_message(placeholder):
+    return (
+        f"{placeholder} is inside a string literal or a comment, where it would not be "
+        "replaced by a value. Write it where a value goes, without quotes: "
+        f"WHERE day = {{{{ {placeholder.name} }}}}."
+    )
+
+
+def check_postgres_positions(sql, placeholders):
+    """Raise TemplateError unless PostgreSQL's parser reads every placeholder as a
+    parameter. SQL that does not parse is left to the statement check."""
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+    from pglast.visitors import Visitor
+
+    marked, offsets = substitute(sql, placeholders, postgres_marker)
+    try:
+        statements = parse_sql(marked)
+    except ParseError:
+        return
+    found = set()
+
+    class ParameterReferences(Visitor):
+        def visit_ParamRef(self, ancestors, node):
+            found.add((node.number, node.location))
+
+    ParameterReferences()(statements)
+    for index, placeholder in enumerate(placeholders):
+        if (index + 1, offsets[index]) not in found:
+            raise TemplateError(_outside_parameter_message(placeholder))
+
+
+class _RecordingBindings(dict):
+    """Bindings for sqlite3 that note which names the prepared statement asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = set()
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return None
+
+
+def check_sqlite_positions(raw_connection, sql, placeholders):
+    """Raise TemplateError unless SQLite, preparing the statement, binds every
+    placeholder as a parameter. Prepared under the read-only guard and never stepped
+    past EXPLAIN; errors from preparing it are raised as they are (sqlite3.Error)."""
+    from reports.sql import SQLiteGuard
+
+    marked, _ = substitute(sql, placeholders, sqlite_marker)
+    bindings = _RecordingBindings()
+    guard = SQLiteGuard()
+    raw_connection.execute("PRAGMA query_only = ON")
+    raw_connection.set_authorizer(guard)
+    try:
+        raw_connection.execute(f"EXPLAIN {marked}", bindings).close()
+    except sqlite3.Error as error:
+        refusal = guard.policy_message(error)
+        if refusal:
+            from reports.sql import ReportSQLError
+
+            raise ReportSQLError(refusal) from error
+        raise
+    finally:
+        raw_connection.set_authorizer(None)
+        raw_connection.execute("PRAGMA query_only = OFF")
+    for index, placeholder in enumerate(placeholders):
+        if f"p{index + 1}" not in bindings.asked:
+            raise TemplateError(_outside_parameter_message(placeholder))
+
+
+# --- Rendering ---------------------------------------------------------------------
+
+
+def literal_text(parameter, value, vendor):
+    """The canonical text (or integer, for SQLite) the database quotes for a value."""
+    kind = parameter.type
+    if kind == TIMESTAMP:
+        value = value.astimezone(UTC)
+        if vendor == "postgresql":
+            return value.isoformat()
+        # The form Django and SQLite's datetime() store (UTC): text comparisons work.
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
+    if kind == DATE:
+        return value.isoformat()
+    if kind == BOOLEAN:
+        if vendor == "postgresql":
+            return "true" if value else "false"
+        return 1 if value else 0
+    if kind == INTEGER:
+        return str(value) if vendor == "postgresql" else int(value)
+    return str(value)  # decimal, text, choice
+
+
+def postgres_quoter(psycopg_connection):
+    from psycopg import sql
+
+    def quote(parameter, value):
+        literal = sql.Literal(literal_text(parameter, value, "postgresql"))
+        return (
+            f"({literal.as_string(psycopg_connection).strip()}::{POSTGRES_CASTS[parameter.type]})"
+        )
+
+    return quote
+
+
+def sqlite_quoter(raw_connection):
+    def quote(parameter, value):
+        text = literal_text(parameter, value, "sqlite")
+        (quoted,) = raw_connection.execute("SELECT quote(?)", (text,)).fetchone()
+        return f"CAST({quoted} AS {SQLITE_CASTS[parameter.type]})"
+
+    return quote
+
+
+def render(sql, placeholders, declared, values, quote):
+    """``sql`` with each placeholder replaced by its value as a quoted, cast literal."""
+    by_name = all_parameters(declared)
+
+    def literal(index, placeholder):
+        return quote(by_name[placeholder.name], values[placeholder.name])
+
+    return substitute(sql, placeholders, literal)[0]
+
+
+def used_values(placeholders, declared, values):
+    """The values a run records: the declared parameters and the built-ins the SQL
+    uses (directly or as a default), built-ins first."""
+    used = {placeholder.name for placeholder in placeholders}
+    used |= {parameter.default for parameter in declared if parameter.default in BUILT_IN_NAMES}
+    recorded = {name: values[name] for name in BUILT_IN_NAMES if name in used}
+    recorded.update((parameter.name, values[parameter.name]) for parameter in declared)
+    return recorded

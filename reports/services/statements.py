@@ -1,0 +1,62 @@
+"""The statement a run of a report executes: its SQL with the run's values in it.
+
+The rendered text goes through the same sandbox as SQL without placeholders
+(``read_only_statement``: one statement, read-only; then the exporter's read-only
+transaction, timeout and row cap).
+"""
+
+from zoneinfo import ZoneInfo
+
+from reports import parameters as params
+from reports.sql import read_only_statement
+
+
+def report_zone(report):
+    try:
+        return ZoneInfo(report.timezone)
+    except (ValueError, KeyError):
+        return ZoneInfo("UTC")
+
+
+def declared_of(report):
+    """The report's declared parameters (ParameterError if the stored list is invalid)."""
+    return params.declared_parameters(report.parameters, report_zone(report))
+
+
+def render_for_connection(sql, declared, values, connection):
+    """``sql`` with ``values`` as quoted, cast literals for ``connection``'s database,
+    after the database's parser has confirmed every placeholder stands where a value
+    goes. Raises TemplateError, ReportSQLError or the driver's error."""
+    placeholders = params.find_placeholders(sql)
+    problem = params.names_problem(placeholders, declared)
+    if problem:
+        raise params.TemplateError(problem)
+    if not placeholders:
+        return sql, placeholders
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        params.check_postgres_positions(sql, placeholders)
+        quote = params.postgres_quoter(connection.connection)
+    elif connection.vendor == "sqlite":
+        params.check_sqlite_positions(connection.connection, sql, placeholders)
+        quote = params.sqlite_quoter(connection.connection)
+    else:
+        raise params.TemplateError(
+            f"Placeholders are not supported on {connection.vendor} data sources."
+        )
+    return params.render(sql, placeholders, declared, values, quote), placeholders
+
+
+def statement_for_run(report, connection, given, interval):
+    """``(statement, recorded values)`` for a run of ``report`` with the ``given``
+    parameter values over ``interval`` (start, end).
+
+    Raises ParameterError (a value), TemplateError (the SQL's placeholders) or
+    ReportSQLError (the statement), each with a message for the user.
+    """
+    declared = declared_of(report)
+    values = params.resolve_values(declared, given, interval, report_zone(report))
+    rendered, placeholders = render_for_connection(report.sql, declared, values, connection)
+    statement = read_only_statement(rendered, connection.vendor)
+    recorded = params.used_values(placeholders, declared, values)
+    return statement, params.values_json(declared, recorded)

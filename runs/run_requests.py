@@ -1,0 +1,93 @@
+"""What the API's queuing endpoints share (run, backfill, rerun): the Idempotency-Key,
+errors naming the parameter, and the 202 answer."""
+
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from runs.serializers import RunSerializer
+from runs.services.backfill import BackfillRangeError
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+RUN_PARAMETERS = [
+    OpenApiParameter(
+        "Idempotency-Key",
+        {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+        OpenApiParameter.HEADER,
+        description="Makes retrying safe. A key already used for this report in the last "
+        "24 hours (by anyone) gets the run it queued back, with `Idempotent-Replayed: "
+        "true`, instead of a new run. At most 255 characters; spaces around it are "
+        "ignored; without a key every request queues a run.",
+    ),
+    OpenApiParameter(
+        "Location",
+        {"type": "string", "format": "uri"},
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="The run's URL (`/api/runs/{id}/`, absolute): poll it.",
+    ),
+    OpenApiParameter(
+        "Idempotent-Replayed",
+        {"type": "string", "enum": ["true"]},
+        OpenApiParameter.HEADER,
+        response=[202],
+        description="`true` when the Idempotency-Key was used before and the run is the "
+        "one that request queued; absent for a new run.",
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        int,
+        OpenApiParameter.HEADER,
+        response=[429],
+        description="Seconds to wait before asking again.",
+    ),
+]
+BACKFILL_PARAMETERS = [
+    RUN_PARAMETERS[0],
+    OpenApiParameter(
+        "Location",
+        {"type": "string", "format": "uri"},
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="The runs list filtered to this backfill's runs "
+        "(`/api/runs/?report=…&backfill=…`, absolute).",
+    ),
+    *RUN_PARAMETERS[2:],
+]
+
+
+class ReportQueueFull(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "queue_full"
+
+
+def idempotency_key(request):
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+    return key
+
+
+def parameter_error(error):
+    """A 400 naming the parameter (``parameters.<name>``) or field that is wrong."""
+    name = error.field
+    if not isinstance(error, BackfillRangeError) and name != "parameters":
+        name = f"parameters.{name}"
+    return ValidationError({name: [error.message]})
+
+
+def queued_run_response(request, run, created, context):
+    """202 with the queued run, Location its URL; Idempotent-Replayed for a replay."""
+    location = reverse("run-detail", args=[run.pk], request=request)
+    response = Response(
+        RunSerializer(run, context=context).data,
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Location": location},
+    )
+    if not created:
+        response["Idempotent-Replayed"] = "true"
+    return response
