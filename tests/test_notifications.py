@@ -67,7 +67,8 @@ def test_success_with_always_attaches_the_csv():
     [message] = mail.outbox
     assert message.subject == f"[reportsvc] Refunds: succeeded (run {run.pk}, 1 rows)"
     [(name, content, mimetype)] = message.attachments
-    assert (name, mimetype) == (f"refunds_run{run.pk}.csv", "text/csv")
+    assert name == f"refunds_{run.started_at:%Y-%m-%d_%H%M}_run{run.pk}.csv"
+    assert mimetype == "text/csv"
     assert content == "n\n1\n"
     assert f"https://reports.example.com/api/runs/{run.pk}/download/" in message.body
 

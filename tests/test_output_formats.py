@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from openpyxl.utils.escape import unescape
 
 from reports.models import Report
+from runs.downloads import download_file_name
 from runs.models import RunStatus
 from runs.services import preview as preview_module
 from runs.services.formats import format_of_file, get_format, output_formats
@@ -491,7 +492,7 @@ def test_emails_attach_the_file_in_its_format(settings, output_format):
     [message] = mail.outbox
     [(name, content, media_type)] = message.attachments
     output_format = get_format(output_format)
-    assert name == f"mailed_run{run.pk}{output_format.suffix}"
+    assert name == download_file_name(run) and name.endswith(output_format.suffix)
     assert media_type == output_format.media_type
     expected = output_bytes(run)
     assert (content.encode() if isinstance(content, str) else content) == expected

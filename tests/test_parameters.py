@@ -15,7 +15,7 @@ from django.test import override_settings
 from reports import parameters as params
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.notifier import _email_body, webhook_payload
+from runs.services.notifier import _email_body, email_attachment, webhook_payload
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run, parse_csv_text, read_csv
 
@@ -436,6 +436,8 @@ def test_an_interval_run_is_named_for_its_interval(runner, editor):
     assert run.output.name == f"daily-revenue/daily-revenue_2026-11-25_run{run.pk}.csv"
     download = runner.get(f"/api/runs/{run.pk}/download/")
     assert 'filename="daily-revenue_2026-11-25.csv"' in download["Content-Disposition"]
+    name, _, _ = email_attachment(run, b"")
+    assert name == "daily-revenue_2026-11-25.csv"  # mailed under the same name
 
 
 def test_a_run_whose_sql_ignores_the_interval_keeps_the_time_stamp_name(runner):

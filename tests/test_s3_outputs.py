@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
+from runs.downloads import download_file_name
 from runs.models import Run, RunStatus
 from runs.services import output_storage
 from runs.services.housekeeping import purge_expired_runs, run_housekeeping
@@ -501,8 +502,48 @@ def test_mail_attaches_the_object(s3_outputs, settings):
     send_email(run, "ops@example.com", "finished")
     [message] = mail.outbox
     [(name, content, media_type)] = message.attachments
-    assert (name, media_type) == (f"numbers_run{run.pk}.csv", "text/csv")
+    assert (name, media_type) == (download_file_name(run), "text/csv")
+    assert name == f"numbers_{run.started_at:%Y-%m-%d_%H%M}_run{run.pk}.csv"
     assert sha256(content.encode() if isinstance(content, str) else content) == run.output_sha256
+
+
+@pytest.mark.parametrize(
+    "output_format, suffix, media_type",
+    [
+        ("csv_gz", ".csv.gz", "application/gzip"),
+        ("xlsx", ".xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    ],
+)
+def test_every_format_is_stored_served_previewed_and_mailed_from_the_bucket(
+    s3_outputs, viewer, settings, output_format, suffix, media_type
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    run = run_sql(NUMBERS, output_format=output_format)
+    assert run.status == RunStatus.SUCCEEDED and run.output.name.endswith(suffix)
+    stored = s3_outputs.client.get_object(
+        Bucket=s3_outputs.bucket, Key=output_storage.object_key(run.output.name)
+    )
+    assert stored["ContentType"] == media_type
+    assert sha256(stored["Body"].read()) == run.output_sha256
+    response = client_for(viewer).get(f"/api/reports/numbers/latest{suffix}")
+    assert response.status_code == 302
+    fetched = requests.get(response["Location"], timeout=10)
+    assert fetched.headers["Content-Type"] == media_type
+    assert fetched.headers["Content-Disposition"].endswith(f'{suffix}"')
+    assert sha256(fetched.content) == run.output_sha256
+    # The preview reads a CSV head through gzip, and a workbook whole (a zip reads from its end).
+    preview = preview_rows(run)
+    assert preview.problem == ""
+    assert [cell.text for cell in preview.header] == ["n", "text"]
+    assert [[cell.text for cell in row] for row in preview.rows] == [
+        ["1", "a,b"],
+        ["2", 'say "hi"'],
+    ]
+    send_email(run, "ops@example.com", "finished")
+    [message] = mail.outbox
+    [(name, content, attached_type)] = message.attachments
+    assert name.endswith(suffix) and attached_type == media_type
+    assert sha256(content) == run.output_sha256
 
 
 # --- Setting up ------------------------------------------------------------------------

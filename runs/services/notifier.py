@@ -22,7 +22,7 @@ from reports.models import AlertCondition, NotifyWhen, Report
 from reports.sql import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
-from runs.downloads import output_format_of
+from runs.downloads import download_file_name, output_format_of
 from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
 from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook
@@ -208,9 +208,9 @@ def send_email(run, address, reason):
 
 
 def email_attachment(run, content):
-    """(file name, content, media type) of the run's file attached to an email."""
-    output_format = output_format_of(run)
-    return f"{run.report.slug}_run{run.pk}{output_format.suffix}", content, output_format.media_type
+    """(file name, content, media type) of the run's file attached to an email: named as
+    its download is, so a run over an interval arrives as ``daily-revenue_2026-11-25.csv``."""
+    return download_file_name(run), content, output_format_of(run).media_type
 
 
 def webhook_payload(run, reason):
