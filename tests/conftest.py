@@ -110,6 +110,26 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         database["CONN_MAX_AGE"] = 0
 
 
+def record_scheduled_fire(report_id, scheduled_for):
+    """Record one fire of a report's schedule at ``scheduled_for`` as the leader's fire
+    pass would (its interval from the previous fire time); the new run, or None if the
+    report is not scheduled or the fire was recorded already."""
+    from reports.cron import previous_fire_time
+    from reports.models import Report
+    from reports.services.schedules import parsed_schedule
+    from runs.models import Run
+    from runs.services.queue import record_scheduled_fires
+
+    report = Report.objects.filter(pk=report_id, enabled=True).exclude(schedule="").first()
+    if report is None or Run.objects.filter(report=report, scheduled_for=scheduled_for).exists():
+        return None
+    schedule, zone = parsed_schedule(report.schedule, report.timezone)
+    record_scheduled_fires(
+        [(report_id, scheduled_for, previous_fire_time(schedule, zone, scheduled_for))]
+    )
+    return Run.objects.select_related("report").get(report=report, scheduled_for=scheduled_for)
+
+
 def execute_run(run):
     """Start this queued run in this process, as a worker's claim would, and perform it;
     False if it was no longer queued."""

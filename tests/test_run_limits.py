@@ -22,12 +22,12 @@ from runs.models import Run, RunStatus, RunTrigger
 from runs.services.queue import (
     QueueFull,
     enqueue_run,
-    record_scheduled_fire,
     request_run,
     schedule_retry,
 )
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
+from tests.conftest import record_scheduled_fire
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

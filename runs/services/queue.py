@@ -8,11 +8,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reports.cron import previous_fire_time
 from reports.datasources import connection_for_source
 from reports.models import Report
 from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
-from reports.services.schedules import parsed_schedule
 from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
@@ -130,20 +128,6 @@ def _check_queue_room(report):
 
 
 FIRE_INSERT_BATCH = 500
-
-
-def record_scheduled_fire(report_id, scheduled_for):
-    """Record one fire of a report's schedule at ``scheduled_for``, outside the leader's
-    fire pass; the new run, or None if the report is not scheduled or the fire was
-    recorded already."""
-    report = Report.objects.filter(pk=report_id, enabled=True).exclude(schedule="").first()
-    if report is None or Run.objects.filter(report=report, scheduled_for=scheduled_for).exists():
-        return None
-    schedule, zone = parsed_schedule(report.schedule, report.timezone)
-    record_scheduled_fires(
-        [(report_id, scheduled_for, previous_fire_time(schedule, zone, scheduled_for))]
-    )
-    return Run.objects.select_related("report").get(report=report, scheduled_for=scheduled_for)
 
 
 def record_scheduled_fires(fires):
