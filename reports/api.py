@@ -22,8 +22,7 @@ from reports.serializers import (
 )
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
-from reports.throttling import SharedScopedRateThrottle
-from reportsvc.web.permissions import CanChangeReports, CanRunReports, ReportModelPermissions
+from reportsvc.web.permissions import CanChangeReports, ReportModelPermissions
 from reportsvc.web.renderers import download_view_options
 from reportsvc.web.schema import (
     ERROR,
@@ -35,7 +34,10 @@ from runs.downloads import output_download_response, output_format_of
 from runs.models import RunTrigger
 from runs.run_requests import (
     BACKFILL_PARAMETERS,
+    QUEUE_FULL,
+    QUEUING_ACTION_OPTIONS,
     RUN_PARAMETERS,
+    THROTTLED,
     ReportQueueFull,
     idempotency_key,
     parameter_error,
@@ -112,21 +114,11 @@ class ReportViewSet(viewsets.ModelViewSet):
                 description="Invalid input: an unknown, missing or ill-typed parameter "
                 "(`parameters.<name>`), or a bad Idempotency-Key.",
             ),
-            409: OpenApiResponse(
-                ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
-            ),
-            429: OpenApiResponse(
-                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
-            ),
+            409: QUEUE_FULL,
+            429: THROTTLED,
         },
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        permission_classes=[CanRunReports],
-        throttle_classes=[SharedScopedRateThrottle],
-        throttle_scope="report-runs",
-    )
+    @action(**QUEUING_ACTION_OPTIONS)
     def run(self, request, slug=None):
         """Queue a run of the report for the worker; 202 with the run, Location its URL.
 
@@ -174,18 +166,10 @@ class ReportViewSet(viewsets.ModelViewSet):
                 description="The report has too many backfilled runs waiting already "
                 "(BACKFILL_MAX_RUNS).",
             ),
-            429: OpenApiResponse(
-                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
-            ),
+            429: THROTTLED,
         },
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        permission_classes=[CanRunReports],
-        throttle_classes=[SharedScopedRateThrottle],
-        throttle_scope="report-runs",
-    )
+    @action(**QUEUING_ACTION_OPTIONS)
     def backfill(self, request, slug=None):
         """Queue one run per fire time of the schedule in [start, end), oldest first,
         each over its own data interval; 202 with the runs, Location lists them.

@@ -10,14 +10,16 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 from reports.parameters import ParameterError
-from reports.throttling import SharedScopedRateThrottle
-from reportsvc.web.permissions import CanRunReports, CanViewReports
+from reportsvc.web.permissions import CanViewReports
 from reportsvc.web.renderers import download_view_options
-from reportsvc.web.schema import ERROR, VALIDATION_ERROR, download_parameters, download_responses
+from reportsvc.web.schema import VALIDATION_ERROR, download_parameters, download_responses
 from runs.downloads import output_download_response
 from runs.models import RunStatus, RunTrigger
 from runs.run_requests import (
+    QUEUE_FULL,
+    QUEUING_ACTION_OPTIONS,
     RUN_PARAMETERS,
+    THROTTLED,
     ReportQueueFull,
     idempotency_key,
     parameter_error,
@@ -147,21 +149,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
                 description="The run's values no longer fit the report's parameters "
                 "(`parameters.<name>`), or a bad Idempotency-Key.",
             ),
-            409: OpenApiResponse(
-                ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
-            ),
-            429: OpenApiResponse(
-                ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
-            ),
+            409: QUEUE_FULL,
+            429: THROTTLED,
         },
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        permission_classes=[CanRunReports],
-        throttle_classes=[SharedScopedRateThrottle],
-        throttle_scope="report-runs",
-    )
+    @action(**QUEUING_ACTION_OPTIONS)
     def rerun(self, request, pk=None):
         """Queue a new run of the same report with this run's parameter values and data
         interval, linked to it (rerun_of); 202 with the run, Location its URL.

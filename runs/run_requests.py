@@ -1,14 +1,33 @@
 """What the API's queuing endpoints share (run, backfill, rerun): the Idempotency-Key,
 errors naming the parameter, and the 202 answer."""
 
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from reports.throttling import SharedScopedRateThrottle
+from reportsvc.web.permissions import CanRunReports
+from reportsvc.web.schema import ERROR
 from runs.serializers import RunSerializer
 from runs.services.backfill import BackfillRangeError
+
+# Every endpoint that queues runs: a POST on one object, needing run_report, counted by
+# the run-trigger throttle all web processes share.
+QUEUING_ACTION_OPTIONS = {
+    "detail": True,
+    "methods": ["post"],
+    "permission_classes": [CanRunReports],
+    "throttle_classes": [SharedScopedRateThrottle],
+    "throttle_scope": "report-runs",
+}
+THROTTLED = OpenApiResponse(
+    ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
+)
+QUEUE_FULL = OpenApiResponse(
+    ERROR, description="The report has REPORT_MAX_QUEUED_RUNS runs waiting already."
+)
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 RUN_PARAMETERS = [
