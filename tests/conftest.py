@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test.testcases import QuietWSGIRequestHandler
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.services.demo_source import demo_source_writer
@@ -13,6 +14,11 @@ from reports.services.demo_source import demo_source_writer
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only (runs in CI)")
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only")
+
+# The live server writes a response's headers and its body in two sends: with Nagle's
+# algorithm on, a keep-alive client (schemathesis, the generated client, the browser)
+# waits for its own delayed ACK, about 40 ms, before every body.
+QuietWSGIRequestHandler.disable_nagle_algorithm = True
 
 # Tests that execute reports: committed data (the report connection is a second
 # connection) and access to the reporting aliases.
