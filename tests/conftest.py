@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from django.test.testcases import QuietWSGIRequestHandler
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
@@ -23,6 +24,14 @@ QuietWSGIRequestHandler.disable_nagle_algorithm = True
 # Tests that execute reports: committed data (the report connection is a second
 # connection) and access to the reporting aliases.
 executes_reports = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Most tests make users: the production hasher spends about half a second of CPU on
+    each password. Processes the tests start keep the production hashers."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
