@@ -120,9 +120,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     by one would keep PostgreSQL from dropping the test database at the end. Worker
     processes started by tests keep the default (persistent) setting. Under
     pytest-xdist each test process gets databases of its own (the suffix fixture).
+
+    SQLite test databases are thrown away after the run: the test process does not wait
+    for the disk after each commit. A transactional test's teardown (flush, then the
+    permissions written again) commits a dozen times.
     """
     for database in settings.DATABASES.values():
         database["CONN_MAX_AGE"] = 0
+        if database["ENGINE"].endswith("sqlite3"):
+            options = database.setdefault("OPTIONS", {})
+            options["init_command"] = f"{options.get('init_command', '')}PRAGMA synchronous=OFF;"
 
 
 def execute_run(run):
