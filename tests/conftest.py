@@ -24,6 +24,9 @@ QuietWSGIRequestHandler.disable_nagle_algorithm = True
 # Tests that execute reports: committed data (the report connection is a second
 # connection) and access to the reporting aliases.
 executes_reports = pytest.mark.django_db(transaction=True, databases="__all__")
+# Tests whose data another thread or process must see, or that rely on on_commit hooks:
+# real commits, and every table emptied after the test.
+needs_commits = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 @pytest.fixture(autouse=True, scope="session")

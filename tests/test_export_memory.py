@@ -15,7 +15,7 @@ from runs.services.exporter import _byte_batches, _csv_field, _csv_line
 from runs.services.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 VALUE_CHARS = 4_000_000
 
