@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
+from django.test.testcases import QuietWSGIRequestHandler
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.services.demo_source import demo_source_writer
@@ -14,9 +16,25 @@ ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only (runs in CI)")
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only")
 
+# The live server writes a response's headers and its body in two sends: with Nagle's
+# algorithm on, a keep-alive client (schemathesis, the generated client, the browser)
+# waits for its own delayed ACK, about 40 ms, before every body.
+QuietWSGIRequestHandler.disable_nagle_algorithm = True
+
 # Tests that execute reports: committed data (the report connection is a second
 # connection) and access to the reporting aliases.
 executes_reports = pytest.mark.django_db(transaction=True, databases="__all__")
+# Tests whose data another thread or process must see, or that rely on on_commit hooks:
+# real commits, and every table emptied after the test.
+needs_commits = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Most tests make users: the production hasher spends about half a second of CPU on
+    each password. Processes the tests start keep the production hashers."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -105,9 +123,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     by one would keep PostgreSQL from dropping the test database at the end. Worker
     processes started by tests keep the default (persistent) setting. Under
     pytest-xdist each test process gets databases of its own (the suffix fixture).
+
+    SQLite test databases are thrown away after the run: the test process does not wait
+    for the disk after each commit. A transactional test's teardown (flush, then the
+    permissions written again) commits a dozen times.
     """
     for database in settings.DATABASES.values():
         database["CONN_MAX_AGE"] = 0
+        if database["ENGINE"].endswith("sqlite3"):
+            options = database.setdefault("OPTIONS", {})
+            options["init_command"] = f"{options.get('init_command', '')}PRAGMA synchronous=OFF;"
 
 
 def record_scheduled_fire(report_id, scheduled_for):

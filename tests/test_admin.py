@@ -20,7 +20,7 @@ from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run, record_scheduled_fire
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 TRICKY_SQL = (
     "SELECT 'say \"hi\", then leave' AS quote, 'line one' || char(10) || 'line two' AS lines"

@@ -21,7 +21,7 @@ from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import parse_csv_text, record_scheduled_fire
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 NUMBERS_SQL = "SELECT 1 AS n UNION ALL SELECT 2 ORDER BY n"
 

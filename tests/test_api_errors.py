@@ -9,7 +9,7 @@ from reports.models import Report
 from runs.models import Run
 from tests.api_helpers import client_for, make_user
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 LIMIT = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 

@@ -16,7 +16,7 @@ from runs.services.formats.csv import encode_csv_rows
 from runs.services.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 VALUE_CHARS = 4_000_000
 

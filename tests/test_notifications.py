@@ -12,9 +12,10 @@ from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, RunStatus
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
+from tests.conftest import executes_reports
 from tests.receivers import Receiver
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +96,7 @@ def test_when_to_notify(when, sql, mails):
     assert len(mail.outbox) == mails
 
 
+@executes_reports
 def test_an_alert_fires_when_its_condition_starts_to_hold(source_sql, scratch_tables):
     scratch_tables.append("refunds")
     source_sql("CREATE TABLE refunds (id integer)")

@@ -19,9 +19,9 @@ from runs.models import Delivery, Run
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import executes_reports, parse_csv_text
+from tests.conftest import parse_csv_text
 
-pytestmark = executes_reports
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DOWNLOADS = ("/api/runs/{id}/download/", "/api/reports/{slug}/latest.csv")

@@ -15,9 +15,9 @@ from runs.services.queue import claim_runs, enqueue_run
 from runs.services.recovery import fail_lost_runs
 from runs.services.runner import perform_run, run_report_now
 from runs.services.transitions import transition_run
-from tests.conftest import ON_POSTGRES, execute_run, record_scheduled_fire, wait_for
+from tests.conftest import ON_POSTGRES, execute_run, needs_commits, record_scheduled_fire, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 FIRE = timezone.now().replace(second=0, microsecond=0)
 SLOW_SQL = (
@@ -158,6 +158,7 @@ def test_runs_the_caller_executes_itself_are_never_called_lost(report):
     assert Run.objects.get(pk=own.pk).status == RunStatus.RUNNING
 
 
+@needs_commits
 def test_retention_deletes_old_finished_runs_and_their_files(settings, report):
     settings.RUN_RETENTION_DAYS = 30
     short = make_report("short", retention_days=7)
@@ -190,6 +191,7 @@ def test_only_allowed_status_changes_happen(report):
     assert run.status == RunStatus.FAILED
 
 
+@needs_commits
 def test_deleting_a_report_deletes_its_run_files(report):
     run = run_report_now(report)
     path = Path(run.output.path)
@@ -205,6 +207,7 @@ def test_a_fire_skipped_is_never_claimable(report):
     assert claim_runs(5, "test:1") == [previous]
 
 
+@needs_commits
 def test_runreport_keeps_its_run_alive_while_it_works(settings):
     import threading
 
@@ -243,6 +246,7 @@ def test_a_claim_costs_one_statement_per_run_and_one_for_their_reports(
         assert claim_runs(2, "test:1") == []
 
 
+@needs_commits
 def test_a_worker_slot_runs_queued_runs_back_to_back_without_the_main_loop():
     from runs.services.worker import Worker
 

@@ -12,9 +12,16 @@ from runs.models import RunStatus
 from runs.services.exporter import ExportFailed, export_query_to_csv
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
-from tests.conftest import execute_run, files_under, postgres_only, read_csv, sqlite_only
+from tests.conftest import (
+    execute_run,
+    executes_reports,
+    files_under,
+    postgres_only,
+    read_csv,
+    sqlite_only,
+)
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 @pytest.fixture
@@ -43,6 +50,7 @@ def table_exists(source_sql, name):
         return name in connection.introspection.table_names(cursor)
 
 
+@executes_reports
 @pytest.mark.parametrize(
     ("sql", "message"),
     [
@@ -77,6 +85,7 @@ def test_write_statements_fail_and_change_nothing(guarded, source_sql, outputs_d
     assert files_under(outputs_dir) == []
 
 
+@executes_reports
 @postgres_only
 def test_postgres_read_only_transaction_stops_writes_the_checks_cannot_see(guarded, source_sql):
     # A SELECT that calls a function which deletes: only the database can tell.
@@ -225,6 +234,7 @@ INJECTION = (
 )
 
 
+@executes_reports
 def test_quotes_that_look_escaped_cannot_smuggle_a_second_statement(guarded, source_sql):
     # PostgreSQL ends the string at name'\' (no E prefix), so everything after the
     # first ; would be a new statement: it must count as one, and never run.

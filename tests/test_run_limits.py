@@ -27,10 +27,10 @@ from runs.services.queue import (
 )
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import record_scheduled_fire
+from tests.conftest import needs_commits, record_scheduled_fire
 from tests.workers import PROJECT_DIR, process_environment
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 @pytest.fixture(autouse=True)
@@ -205,6 +205,7 @@ def web_processes(tmp_path, outputs_dir):
         log.close()
 
 
+@needs_commits
 def test_three_web_processes_share_one_throttle_and_one_queue_cap(report, web_processes):
     """40 triggers at once, spread over 3 processes of 4 threads: the user's 25/minute
     lets exactly 25 through, and the report's cap of 5 queues exactly 5 of those."""

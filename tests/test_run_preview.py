@@ -17,7 +17,7 @@ from runs.services.preview import (
 from runs.services.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 def page_of(client, run):

@@ -9,10 +9,10 @@ from django.core.management import CommandError, call_command
 
 from reports.models import Report
 from runs.models import Run, RunStatus
-from tests.conftest import read_csv
+from tests.conftest import needs_commits, read_csv
 from tests.workers import process_environment
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -69,6 +69,7 @@ def test_unknown_slug_names_the_known_ones(numbers_report):
     assert Run.objects.count() == 0
 
 
+@needs_commits
 def test_exit_status_as_a_process(numbers_report, tmp_path):
     Report.objects.create(name="Broken", slug="broken", sql="SELECT * FROM missing_table")
     environment = process_environment(tmp_path / "outputs")

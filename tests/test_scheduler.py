@@ -25,9 +25,9 @@ from runs.services.scheduler import (
     REPAIR_JOB,
     ReportScheduler,
 )
-from tests.conftest import postgres_only, wait_for
+from tests.conftest import needs_commits, postgres_only, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 NOW = datetime(2026, 11, 26, 12, 0, 20, tzinfo=UTC)  # a Thursday
 MINUTE = timedelta(minutes=1)
@@ -189,6 +189,7 @@ def test_a_pass_with_a_spent_time_budget_leaves_the_rest_to_the_next(monkeypatch
     assert fire_due_reports(now=NOW, time_budget=60) == 25
 
 
+@needs_commits
 @postgres_only
 def test_reports_another_pass_holds_are_skipped_not_waited_for():
     due = [make_report(f"r{i}", "* * * * *") for i in range(3)]
@@ -262,6 +263,7 @@ def schedulers():
         scheduler.stop()
 
 
+@needs_commits
 def test_the_leader_keeps_its_jobs_in_the_job_store_and_fires_due_reports(schedulers):
     report = make_report("every-minute", "* * * * *")
     fire = timezone.now().replace(second=0, microsecond=0)
@@ -285,6 +287,7 @@ def test_the_leader_keeps_its_jobs_in_the_job_store_and_fires_due_reports(schedu
     wait_for(lambda: DjangoJob.objects.get(id=FIRE_JOB).next_run_time is not None, timeout=5)
 
 
+@needs_commits
 def test_a_new_leader_keeps_the_housekeeping_time(schedulers):
     schedulers().stop()
     due = timezone.now() + timedelta(minutes=30)
@@ -294,6 +297,7 @@ def test_a_new_leader_keeps_the_housekeeping_time(schedulers):
     assert DjangoJob.objects.get(id=HOUSEKEEPING_JOB).next_run_time == due
 
 
+@needs_commits
 def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatch):
     calls = []
 
@@ -311,6 +315,7 @@ def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatc
     assert "database went away" in failed.exception
 
 
+@needs_commits
 def test_stopping_right_after_starting_leaves_no_scheduler_running():
     scheduler = ReportScheduler()
     scheduler.start()

@@ -15,7 +15,7 @@ from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.receivers import Receiver
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRETPATH"
 TOKEN_URL = "https://chat.internal.example:8443/hooks?token=tok-123"

@@ -15,10 +15,10 @@ from runs.services import webhooks
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import wait_for
+from tests.conftest import needs_commits, wait_for
 from tests.receivers import HTTP_OK, TLS_RECORD_HEADER, Receiver, TcpReceiver
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 FAILING_SQL = "SELECT * FROM missing_table"
 
@@ -321,6 +321,7 @@ def finished_run(report):
     return run
 
 
+@needs_commits
 def test_two_slow_receivers_do_not_hold_up_another_report_s_alert(
     settings, servers, loopback_allowed
 ):
@@ -348,6 +349,7 @@ def test_two_slow_receivers_do_not_hold_up_another_report_s_alert(
     assert sorted(run.pk for run in unsent) == sorted(run.pk for run in slow_runs)
 
 
+@needs_commits
 def test_a_report_s_notifications_go_out_in_order_on_its_lane(servers, loopback_allowed):
     server = servers(Receiver, delay=0.2)
     report = hooked_report(server.url, notify_when="always")
@@ -360,6 +362,7 @@ def test_a_report_s_notifications_go_out_in_order_on_its_lane(servers, loopback_
     assert [d.status for d in Delivery.objects.all()] == ["sent"] * 3
 
 
+@needs_commits
 def test_closing_the_lanes_gives_up_on_a_slow_receiver_at_the_timeout(
     settings, servers, loopback_allowed
 ):
