@@ -28,14 +28,14 @@ REPORTS, RUNS_PER_REPORT = 500, 2000
 FILL_RUNS = """
 INSERT INTO runs_run (report_id, status, trigger, scheduled_for, queued_at, started_at,
                       finished_at, sql, row_count, output, output_bytes, output_sha256,
-                      error, worker, attempt, idempotency_key)
+                      error, worker, attempt, idempotency_key, parameters)
 SELECT r.id,
        CASE WHEN g %% 50 = 0 THEN 'failed' ELSE 'succeeded' END,
        CASE WHEN g %% 10 = 0 THEN 'api' ELSE 'schedule' END,
        t.fire, t.fire, t.fire + interval '1 second', t.fire + interval '3 seconds',
        'SELECT * FROM orders', 1000 + g, 'bench/run.csv', 52000, md5(g::text) || md5(r.id::text),
        CASE WHEN g %% 50 = 0 THEN 'relation "orders" does not exist' ELSE '' END,
-       'bench:1', 1, ''
+       'bench:1', 1, '', '{}'::jsonb
 FROM reports_report r
 CROSS JOIN generate_series(1, %s) AS g
 CROSS JOIN LATERAL (SELECT now() - g * interval '15 minutes' - r.id * interval '1 second'
