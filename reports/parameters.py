@@ -14,7 +14,6 @@ string literal or a comment would not be a parameter, and is refused.
 """
 
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -553,25 +552,12 @@ def check_sqlite_positions(raw_connection, sql, placeholders):
     """Raise TemplateError unless SQLite, preparing the statement, binds every
     placeholder as a parameter. Prepared under the read-only guard and never stepped
     past EXPLAIN; errors from preparing it are raised as they are (sqlite3.Error)."""
-    from reports.sql import SQLiteGuard
+    from reports.sql import sqlite_read_only
 
     marked, _ = substitute(sql, placeholders, sqlite_marker)
     bindings = _RecordingBindings()
-    guard = SQLiteGuard()
-    raw_connection.execute("PRAGMA query_only = ON")
-    raw_connection.set_authorizer(guard)
-    try:
+    with sqlite_read_only(raw_connection):
         raw_connection.execute(f"EXPLAIN {marked}", bindings).close()
-    except sqlite3.Error as error:
-        refusal = guard.policy_message(error)
-        if refusal:
-            from reports.sql import ReportSQLError
-
-            raise ReportSQLError(refusal) from error
-        raise
-    finally:
-        raw_connection.set_authorizer(None)
-        raw_connection.execute("PRAGMA query_only = OFF")
     for index, placeholder in enumerate(placeholders):
         if f"p{index + 1}" not in bindings.asked:
             raise TemplateError(_outside_parameter_message(placeholder))

@@ -11,6 +11,7 @@ sends report text to a database also executes at most one statement by construct
 read-only transaction, on a data source that cannot see the service's own tables.
 """
 
+import contextlib
 import sqlite3
 
 from pglast import ast, parse_sql
@@ -241,3 +242,23 @@ class SQLiteGuard:
     def message(self, error):
         """The user's message for a driver error raised while the guard was on."""
         return self.policy_message(error) or str(error).strip()
+
+
+@contextlib.contextmanager
+def sqlite_read_only(raw_connection):
+    """Prepare or explain report text on SQLite only under the guard, query_only on: a
+    refusal by the guard comes out as ReportSQLError with its message, other driver
+    errors as they are."""
+    guard = SQLiteGuard()
+    raw_connection.execute("PRAGMA query_only = ON")
+    raw_connection.set_authorizer(guard)
+    try:
+        yield
+    except sqlite3.Error as error:
+        refusal = guard.policy_message(error)
+        if refusal:
+            raise ReportSQLError(refusal) from error
+        raise
+    finally:
+        raw_connection.set_authorizer(None)
+        raw_connection.execute("PRAGMA query_only = OFF")

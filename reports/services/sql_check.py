@@ -18,7 +18,7 @@ from reports.datasources import connection_for_source
 from reports.extended_protocol import ConnectionStalled, execute_one_statement
 from reports.services.source_safety import DataSourceRefused, ensure_source_is_safe
 from reports.services.statements import render_for_connection
-from reports.sql import ReportSQLError, SQLiteGuard, read_only_statement
+from reports.sql import ReportSQLError, read_only_statement, sqlite_read_only
 
 CHECK_TIMEOUT_MS = 5000
 
@@ -73,17 +73,5 @@ def _explain_on_postgres(connection, statement):
 
 def _explain_on_sqlite(connection, statement):
     connection.ensure_connection()
-    raw = connection.connection
-    guard = SQLiteGuard()
-    raw.execute("PRAGMA query_only = ON")
-    raw.set_authorizer(guard)
-    try:
-        raw.execute(f"EXPLAIN QUERY PLAN {statement}")
-    except sqlite3.Error as error:
-        refusal = guard.policy_message(error)
-        if refusal:
-            raise ReportSQLError(refusal) from error
-        raise
-    finally:
-        raw.set_authorizer(None)
-        raw.execute("PRAGMA query_only = OFF")
+    with sqlite_read_only(connection.connection):
+        connection.connection.execute(f"EXPLAIN QUERY PLAN {statement}")
