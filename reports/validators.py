@@ -1,5 +1,6 @@
 """Field validators of Report: each turns a bad value into a message for the user."""
 
+import functools
 import zoneinfo
 from datetime import UTC
 
@@ -34,8 +35,13 @@ def validate_crontab(value):
         )
 
 
+# The zone names on this system: listing them walks the tz database on disk (several
+# milliseconds), so it is done once per process.
+known_time_zones = functools.cache(zoneinfo.available_timezones)
+
+
 def validate_timezone(value):
-    if value not in zoneinfo.available_timezones():
+    if value not in known_time_zones():
         raise ValidationError(
             f"Unknown time zone '{value}': use an IANA name such as 'Europe/Berlin' or 'UTC'.",
             code="invalid_timezone",
