@@ -27,6 +27,7 @@ REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS") == "1"
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.long_running,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists() and not REQUIRED,
         reason=f"{CHROMIUM} is not installed (apt-get install chromium)",

@@ -17,7 +17,11 @@ from runs.services.runner import run_report_now
 from tests.conftest import postgres_only, wait_for
 from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
 
-pytestmark = [postgres_only, pytest.mark.django_db(transaction=True, databases="__all__")]
+pytestmark = [
+    postgres_only,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.long_running,
+]
 
 SLEEPING_SQL = "SELECT 1 AS done FROM pg_sleep(30)"
 TERMINATED = "terminating connection due to administrator command"

@@ -147,6 +147,7 @@ def test_a_webhook_is_retried_after_a_server_error(receiver):
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.SENT, 2)
 
 
+@pytest.mark.long_running
 def test_a_webhook_that_times_out_is_given_up_and_recorded(receiver):
     server = receiver(delay=1.5)
     started = time.monotonic()

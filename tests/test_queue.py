@@ -207,6 +207,7 @@ def test_a_fire_skipped_is_never_claimable(report):
     assert claim_runs(5, "test:1") == [previous]
 
 
+@pytest.mark.long_running
 @needs_commits
 def test_runreport_keeps_its_run_alive_while_it_works(settings):
     import threading

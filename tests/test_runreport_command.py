@@ -69,6 +69,7 @@ def test_unknown_slug_names_the_known_ones(numbers_report):
     assert Run.objects.count() == 0
 
 
+@pytest.mark.long_running
 @needs_commits
 def test_exit_status_as_a_process(numbers_report, tmp_path):
     Report.objects.create(name="Broken", slug="broken", sql="SELECT * FROM missing_table")

@@ -447,6 +447,7 @@ def test_the_admin_download_links_redirect_to_the_storage(s3_outputs, admin_clie
     assert sha256(requests.get(response["Location"], timeout=10).content) == run.output_sha256
 
 
+@pytest.mark.long_running
 def test_a_presigned_url_expires_after_its_lifetime(s3_outputs, viewer):
     s3_outputs.use(url_expire_seconds=1)
     run = run_sql(NUMBERS)

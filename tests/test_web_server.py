@@ -21,7 +21,10 @@ from runs.services.runner import run_report_now
 from tests.api_helpers import make_user
 from tests.workers import PROJECT_DIR, process_environment
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.long_running,
+]
 
 TIMEOUT = 2  # GUNICORN_TIMEOUT, seconds
 # About 4.5 MiB: several times what the socket buffers between the server and a

@@ -16,7 +16,10 @@ from tests.conftest import files_under, postgres_only, sqlite_only, wait_for
 from tests.receivers import HTTP_OK, TcpReceiver
 from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.long_running,
+]
 
 SLOW_SQL = {
     # Both run for about 2 s per 1 s given, and return one row.
