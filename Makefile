@@ -30,6 +30,9 @@ run: $(BIN)/.installed
 ## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL),
 ## in parallel test processes, each with databases of its own
 test: export SECRET_KEY ?= insecure-test-key
+# Each test process, and each server or worker a test starts, would otherwise compile the
+# project and rewrite the tests' asserts anew where the environment turns caches off.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: $(BIN)/.installed
 	$(BIN)/pytest -n auto --dist loadgroup --durations=5
 

@@ -2,6 +2,7 @@ import contextlib
 import copy
 import csv
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,12 @@ executes_reports = pytest.mark.django_db(transaction=True, databases="__all__")
 # Tests whose data another thread or process must see, or that rely on on_commit hooks:
 # real commits, and every table emptied after the test.
 needs_commits = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: two test processes per core. Many tests spend their time waiting on
+    servers, worker processes and timeouts; one process per core leaves cores idle."""
+    return min(2 * len(os.sched_getaffinity(0)), 8)
 
 
 def pytest_collection_modifyitems(items):
