@@ -5,7 +5,7 @@ build the same setting to switch a test to object storage.
 """
 
 FILESYSTEM_BACKEND = "django.core.files.storage.FileSystemStorage"
-S3_BACKEND = "storages.backends.s3.S3Storage"
+S3_BACKEND = "reportsvc.s3_storage.OutputS3Storage"
 STATICFILES = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 ADDRESSING_STYLES = ("auto", "path", "virtual")

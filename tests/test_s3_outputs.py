@@ -597,3 +597,20 @@ def test_an_output_name_that_leaves_the_prefix_gets_no_url(s3_outputs, viewer, n
     assert response.status_code == 409 and "Location" not in response
     with pytest.raises(SuspiciousFileOperation):
         output_storage.object_key(name)
+
+
+def test_sessions_share_the_parsed_service_description_and_keep_their_own_credentials():
+    from reportsvc.s3_storage import new_session
+
+    first = new_session(aws_access_key_id="first", aws_secret_access_key="one")
+    second = new_session(aws_access_key_id="second", aws_secret_access_key="two")
+    loader = first._session.get_component("data_loader")
+    assert second._session.get_component("data_loader") is loader
+    assert first.get_credentials().access_key == "first"
+    assert second.get_credentials().access_key == "second"
+    # Each boto3 session adds its own data folder to its loader's paths: not to the
+    # shared one's, once per session.
+    paths = loader.search_paths
+    new_session()
+    assert loader.search_paths == paths
+    assert len(set(paths)) == len(paths)

@@ -117,7 +117,7 @@ def test_a_bucket_puts_outputs_in_private_objects_with_short_lived_urls():
     )
     assert result.returncode == 0, result.stderr
     storage, public_endpoint = json.loads(result.stdout)
-    assert storage["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert storage["BACKEND"] == "reportsvc.s3_storage.OutputS3Storage"
     options = storage["OPTIONS"]
     assert options["bucket_name"] == "reports"
     assert options["location"] == "reportsvc/outputs"

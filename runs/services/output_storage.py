@@ -383,9 +383,9 @@ def _presigning_client():
 
 @functools.lru_cache(maxsize=4)
 def _client_for_endpoint(endpoint_url, access_key, secret_key, token, region, config):
-    import boto3
+    from reportsvc.s3_storage import new_session
 
-    session = boto3.session.Session(
+    session = new_session(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=token
     )
     return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
