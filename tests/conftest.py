@@ -1,6 +1,7 @@
 import contextlib
 import copy
 import csv
+import gc
 import io
 import os
 from pathlib import Path
@@ -34,6 +35,13 @@ def pytest_xdist_auto_num_workers(config):
     """`-n auto`: two test processes per core. Many tests spend their time waiting on
     servers, worker processes and timeouts; one process per core leaves cores idle."""
     return min(2 * len(os.sched_getaffinity(0)), 8)
+
+
+def pytest_collection_finish(session):
+    """What is loaded by now (Django, the project, the tests) lives as long as the test
+    process: frozen, the garbage collector stops walking it on every full collection,
+    about a tenth of the suite's CPU."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):
