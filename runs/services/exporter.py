@@ -33,7 +33,9 @@ WRITE_BUFFER_BYTES = 1 << 20
 STALL_MARGIN_SECONDS = 30
 SQLITE_MAX_VALUE_BYTES = 64 << 20
 CLIENT_CHECK_MS = "2000"
-FETCH_BATCH_BYTES = 1 << 20  # SQLite: bytes of values per block, whatever the row count
+# SQLite: bytes of values per block, whatever the row count. Small enough that a block's
+# rows and their CSV stay in the CPU cache and die young (1 MiB blocks took a fifth longer).
+FETCH_BATCH_BYTES = 64 << 10
 # PostgreSQL types whose values are numbers or booleans: formula escaping leaves them be.
 NON_TEXT_TYPES = frozenset(
     {"int2", "int4", "int8", "oid", "numeric", "float4", "float8", "money", "bool"}
