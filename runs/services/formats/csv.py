@@ -68,12 +68,13 @@ def _text_column(values, escape_formulas):
         return "%s", [text_field(value, True) for value in values]
     if not _needs_quotes_somewhere(joined) and "" not in values:
         return "%s", values
-    plain_separators = joined.count(_SEPARATOR) == len(values) - 1
-    if plain_separators and _every_value_needs_quotes(values):
+    if _every_value_needs_quotes(values):
         # The format adds the quotes around each value; only the ones inside double.
-        if '"' in joined:
-            return '"%s"', joined.replace('"', '""').split(_SEPARATOR)
-        return '"%s"', values
+        if '"' not in joined:
+            return '"%s"', values
+        fields = joined.replace('"', '""').split(_SEPARATOR)
+        if len(fields) == len(values):  # no value holds the separator
+            return '"%s"', fields
     return "%s", [text_field(value) for value in values]
 
 
