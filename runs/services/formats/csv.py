@@ -54,7 +54,7 @@ def _needs_quotes_somewhere(text):
 
 
 def _every_value_needs_quotes(values):
-    # Membership tests in a comprehension: a tenth of a regex search per value.
+    # Substring tests in a comprehension: about a seventh of a regex search per value.
     bare = [v for v in values if "," not in v and '"' not in v and "\n" not in v and "\r" not in v]
     return not bare
 
