@@ -1,10 +1,13 @@
-"""The CSV writer's fast paths against its value-by-value definition, and the formula
-escaping of COPY's rows, without a database."""
+"""The CSV writer's fast paths against its value-by-value definition, the formula
+escaping of COPY's rows and the buffering of what reaches the file, without a database."""
 
+import hashlib
+import io
 import random
 
 import pytest
 
+from runs.services.exporter import DIRECT_WRITE_BYTES, DigestingWriter
 from runs.services.formats.csv import (
     FormulaEscapingCopy,
     csv_field,
@@ -98,3 +101,17 @@ def test_copy_rows_are_escaped_by_field_and_column_type():
         b'\'@x,5,"multi\nline ""=q"""\n',
         b"'\tt,6,\"'\rr\"\n",
     ]
+
+
+def test_small_and_large_writes_reach_the_file_in_order_and_hashed():
+    file = io.BytesIO()
+    writer = DigestingWriter(file, buffer_bytes=100)
+    pieces = [b"a" * 10, b"b" * DIRECT_WRITE_BYTES, b"c" * 5, b"d" * 150, b"e" * 40]
+    pieces += [b"f" * (DIRECT_WRITE_BYTES + 1), b"g"]
+    for piece in pieces:
+        writer.write(piece)
+    writer.flush()
+    expected = b"".join(pieces)
+    assert file.getvalue() == expected
+    assert writer.bytes_written == len(expected)
+    assert writer.hexdigest() == hashlib.sha256(expected).hexdigest()

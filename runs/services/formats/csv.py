@@ -12,6 +12,7 @@ names count as text. ``csv_bom`` starts the file with a UTF-8 byte order mark.
 """
 
 import re
+from itertools import chain
 
 from runs.services.formats import OutputFormat
 
@@ -52,45 +53,82 @@ def _needs_quotes_somewhere(text):
     return "," in text or '"' in text or "\n" in text or "\r" in text
 
 
+def _every_value_needs_quotes(values):
+    # Substring tests in a comprehension: about a seventh of a regex search per value.
+    bare = [v for v in values if "," not in v and '"' not in v and "\n" not in v and "\r" not in v]
+    return not bare
+
+
 def _text_column(values, escape_formulas):
-    """A column of str values as fields, with one look at the whole column for the
-    usual cases (no value needs quotes; every value does). TypeError if one is not str."""
+    """How a column of str values goes into the block's format: ``(spec, fields)``,
+    with one look at the whole column for the usual cases (no value needs quotes;
+    every value does). TypeError if one is not str."""
     joined = _SEPARATOR.join(values)
     if escape_formulas and _FORMULA_START(joined):
-        return [text_field(value, True) for value in values]
+        return "%s", [text_field(value, True) for value in values]
     if not _needs_quotes_somewhere(joined) and "" not in values:
-        return values
-    plain_separators = joined.count(_SEPARATOR) == len(values) - 1
-    if plain_separators and all(map(_NEEDS_QUOTES, values)):
-        quoted = '"' + joined.replace('"', '""').replace(_SEPARATOR, '"\x00"') + '"'
-        return quoted.split(_SEPARATOR)
-    return [text_field(value) for value in values]
+        return "%s", values
+    if _every_value_needs_quotes(values):
+        # The format adds the quotes around each value; only the ones inside double.
+        if '"' not in joined:
+            return '"%s"', values
+        fields = joined.replace('"', '""').split(_SEPARATOR)
+        if len(fields) == len(values):  # no value holds the separator
+            return '"%s"', fields
+    return "%s", [text_field(value) for value in values]
 
 
-def _column_fields(values, escape_formulas):
-    """A column of values as CSV fields. Columns usually hold one type: that type's
-    formatting is tried on the whole column at C speed, value by value only if it fails."""
+def _column_format(values, escape_formulas):
+    """How a column goes into the block's format: ``(spec, fields)``, the column's
+    %-conversion and what it converts. Columns usually hold one type: that type's
+    check runs on the whole column at C speed, value by value only if it fails.
+
+    ``%s`` of a number is its ``str``, for an int or a float its ``repr``, as
+    :func:`csv_field` writes it: numbers go into the format as they are.
+    """
     kind = type(values[0])
-    try:
-        if kind is int:
-            return list(map(int.__repr__, values))
-        if kind is float:
-            return list(map(float.__repr__, values))
-        if kind is str:
+    if kind is str:
+        try:
             return _text_column(values, escape_formulas)
-    except TypeError:  # a value of another type (or NULL) in the column
-        pass
-    return [csv_field(value, escape_formulas) for value in values]
+        except TypeError:  # a value of another type (or NULL) in the column
+            return "%s", [csv_field(value, escape_formulas) for value in values]
+    try:
+        # sum() refuses anything but numbers (NULL, text, bytes, dates) at C speed;
+        # OverflowError: an int too large to add to a float.
+        total = sum(values)
+    except (TypeError, OverflowError):
+        return "%s", [csv_field(value, escape_formulas) for value in values]
+    if kind is int and type(total) is int:
+        # %d writes what int.__repr__ does (a bool among ints as 1 or 0, as before),
+        # without making a str first.
+        return "%d", values
+    return "%s", values
 
 
 def encode_csv_rows(rows, escape_formulas=False):
-    """A non-empty block of rows (tuples) as CSV lines, UTF-8."""
-    if len(rows[0]) == 1:
+    """A non-empty block of rows (tuples of one width) as CSV lines, UTF-8.
+
+    The block is one %-format of all its values, a line's specs repeated per row: a
+    value costs no Python-level operation of its own, and numbers become text inside
+    the format. The values are one flat list, each column a slice of it (no iterator
+    per row, as ``zip(*rows)`` would make: objects the garbage collector tracks).
+    """
+    width = len(rows[0])
+    if width == 1:
         lines = [_single_column_field(row[0], escape_formulas) for row in rows]
-    else:
-        columns = [_column_fields(values, escape_formulas) for values in zip(*rows, strict=True)]
-        lines = map(",".join, zip(*columns, strict=True))
-    return ("\n".join(lines) + "\n").encode()
+        return ("\n".join(lines) + "\n").encode()
+    values = list(chain.from_iterable(rows))
+    if len(values) != width * len(rows):
+        raise ValueError("The rows of a block differ in width.")
+    specs = []
+    for index in range(width):
+        column = values[index::width]
+        spec, fields = _column_format(column, escape_formulas)
+        if fields is not column:
+            values[index::width] = fields
+        specs.append(spec)
+    line = ",".join(specs) + "\n"
+    return ((line * len(rows)) % tuple(values)).encode()
 
 
 # PostgreSQL's COPY CSV output, one row at a time: fields are quoted ("…", "" for a
