@@ -99,7 +99,11 @@ def source_sql():
 
 @contextlib.contextmanager
 def default_source_as(**changes):
-    """Point the default data source at another role or database for a while."""
+    """Point the default data source at another role or database for a while.
+
+    Only in tests with real commits (needs_commits): a rolled-back test holds every
+    alias, the data sources' too, in its transaction, and a connection closed inside
+    it stays closed until the test ends."""
     connection = connection_for_source(DEFAULT_SOURCE)
     connection.close()
     saved = copy.deepcopy(connection.settings_dict)
