@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
@@ -142,7 +143,14 @@ def test_a_run_given_up_while_it_exports_leaves_no_object(s3_outputs):
     report = Report.objects.create(name="Slow", slug="slow", sql=SECOND_LONG_QUERIES[vendor()])
     run = enqueue_run(report, "api")
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("ok", execute_run(run)))
+
+    def run_in_thread():
+        try:
+            outcome["ok"] = execute_run(run)
+        finally:
+            connections.close_all()  # the thread's own sessions end with it
+
+    thread = threading.Thread(target=run_in_thread)
     thread.start()
     # As a worker stopping past its grace time (or recovery) does meanwhile:
     wait = time.monotonic() + 10
