@@ -60,6 +60,34 @@ def fast_password_hashing():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def content_types_and_permissions_kept_between_transactional_tests():
+    """After each transactional test Django empties every table, then sends post_migrate
+    so that the content types and permissions are written again: four fifths of the
+    teardown's time. They come from the migrations and no test changes them, so they
+    stay, and no post_migrate follows the flush (its other receivers, the demo source
+    and the cache table, look after nothing a flush removes)."""
+    from django.core.management.commands import flush
+
+    kept = {"django_content_type", "auth_permission"}
+
+    def sql_flush(style, connection, reset_sequences=True, allow_cascade=False):
+        tables = connection.introspection.django_table_names(
+            only_existing=True, include_views=False
+        )
+        return connection.ops.sql_flush(
+            style,
+            [table for table in tables if table not in kept],
+            reset_sequences=reset_sequences,
+            allow_cascade=allow_cascade,
+        )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flush, "sql_flush", sql_flush)
+        patch.setattr(flush, "emit_post_migrate_signal", lambda *args, **kwargs: None)
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def rows_deleted_between_transactional_tests():
     """After each transactional test Django empties every table. On PostgreSQL it does
     so with one TRUNCATE, which makes new files for every table and index: 150 ms for
@@ -114,7 +142,11 @@ def source_sql():
 
 @contextlib.contextmanager
 def default_source_as(**changes):
-    """Point the default data source at another role or database for a while."""
+    """Point the default data source at another role or database for a while.
+
+    Only in tests with real commits (needs_commits): a rolled-back test holds every
+    alias, the data sources' too, in its transaction, and a connection closed inside
+    it stays closed until the test ends."""
     connection = connection_for_source(DEFAULT_SOURCE)
     connection.close()
     saved = copy.deepcopy(connection.settings_dict)

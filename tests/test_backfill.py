@@ -18,7 +18,7 @@ from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import execute_run, record_scheduled_fire
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DAILY_SQL = (

@@ -25,9 +25,12 @@ from runs.services.formats import format_of_file, get_format, output_formats
 from runs.services.formats import xlsx as xlsx_format
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import ON_POSTGRES, files_under, postgres_only
+from tests.conftest import ON_POSTGRES, executes_reports, files_under, postgres_only
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+# Most reports here select constants. Tests that make tables in the data source are
+# marked executes_reports: the report connection reads them, and on PostgreSQL the
+# writer's SET LOCAL search_path would outlast its savepoint in a rolled-back test.
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FORMULAS = [
@@ -105,6 +108,7 @@ def workbook(run):
 # --- CSV and CSV.gz -----------------------------------------------------------------
 
 
+@executes_reports
 def test_csv_gz_is_the_csv_compressed(format_cases):
     plain = run_report("plain")
     packed = run_report("packed", output_format="csv_gz")
@@ -121,6 +125,7 @@ def test_csv_gz_is_the_csv_compressed(format_cases):
     assert output_bytes(again) == content
 
 
+@executes_reports
 def test_csv_round_trip_keeps_null_empty_unicode_and_long_text(format_cases):
     run = run_report("values")
     assert run.status == RunStatus.SUCCEEDED, run.error
@@ -136,12 +141,14 @@ def test_csv_round_trip_keeps_null_empty_unicode_and_long_text(format_cases):
     )
 
 
+@executes_reports
 def test_formulas_pass_as_they_are_without_escaping(format_cases):
     run = run_report("raw")
     rows = csv_rows(output_bytes(run))
     assert [row[1] for row in rows[6:]] == FORMULAS
 
 
+@executes_reports
 @pytest.mark.parametrize("output_format", ["csv", "csv_gz"])
 def test_escape_formulas_prefixes_text_that_a_spreadsheet_would_run(format_cases, output_format):
     run = run_report("escaped", output_format=output_format, escape_formulas=True)
@@ -168,6 +175,7 @@ def test_escape_formulas_prefixes_text_that_a_spreadsheet_would_run(format_cases
     assert b'\n12,"\'\rleading carriage return"' in content  # still quoted, as PostgreSQL does
 
 
+@executes_reports
 def test_escape_formulas_also_covers_column_names(format_cases):
     run = run_report(
         "names",
@@ -178,6 +186,7 @@ def test_escape_formulas_also_covers_column_names(format_cases):
     assert output_bytes(run) == b"'=cmd,'-x\n1,plain\n"
 
 
+@executes_reports
 @pytest.mark.parametrize("output_format", ["csv", "csv_gz"])
 def test_bom_starts_the_file_and_nothing_else_changes(format_cases, output_format):
     with_bom = run_report("bom", output_format=output_format, csv_bom=True)
@@ -190,6 +199,7 @@ def test_bom_starts_the_file_and_nothing_else_changes(format_cases, output_forma
     assert content.decode("utf-8-sig").startswith("id,label")
 
 
+@executes_reports
 @postgres_only
 def test_escaping_on_postgres_goes_by_column_type(format_cases):
     sql = (
@@ -204,6 +214,7 @@ def test_escaping_on_postgres_goes_by_column_type(format_cases):
 # --- XLSX -----------------------------------------------------------------------------
 
 
+@executes_reports
 def test_xlsx_has_a_bold_frozen_header_and_typed_cells(format_cases):
     run = run_report("book", output_format="xlsx")
     assert run.status == RunStatus.SUCCEEDED, run.error
@@ -301,6 +312,7 @@ def test_xlsx_of_zero_rows_is_the_header_alone():
     assert list(workbook(run).active.iter_rows(values_only=True)) == [("a", "b")]
 
 
+@executes_reports
 def test_xlsx_is_the_same_file_for_the_same_rows(format_cases):
     first = run_report("same-1", output_format="xlsx")
     second = run_report("same-2", output_format="xlsx")
@@ -340,6 +352,7 @@ def test_xlsx_on_postgres_holds_one_row_at_a_time(outputs_dir):
     assert files_under(outputs_dir) == []
 
 
+@executes_reports
 @postgres_only
 def test_xlsx_on_postgres_runs_one_statement_only(source_sql, scratch_tables):
     scratch_tables.append("kept")

@@ -17,9 +17,9 @@ from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.services.notifier import _email_body, email_attachment, webhook_payload
 from tests.api_helpers import client_for, make_user
-from tests.conftest import ON_POSTGRES, execute_run, parse_csv_text, read_csv
+from tests.conftest import ON_POSTGRES, execute_run, executes_reports, parse_csv_text, read_csv
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 DECLARED = [
     {"name": "day", "type": "date", "label": "Day", "default": "interval_start"},
@@ -301,6 +301,7 @@ HOSTILE_TEXTS = [
 ]
 
 
+@executes_reports
 @pytest.mark.parametrize("text", HOSTILE_TEXTS)
 def test_hostile_text_changes_nothing_and_comes_out_exactly(
     runner, source_sql, scratch_tables, text
@@ -359,6 +360,7 @@ def test_running_needs_the_run_permission(source_sql):
     assert not Run.objects.exists()
 
 
+@executes_reports
 def test_both_backends_give_the_same_values(runner, source_sql, scratch_tables):
     # The same expected CSV on PostgreSQL (COPY) and on SQLite (cursor): this test runs
     # on both.

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
@@ -40,10 +41,10 @@ from runs.services.runner import fail_run, run_report_now
 from runs.services.transitions import transition_run
 from tests import s3
 from tests.api_helpers import client_for, make_user
-from tests.conftest import execute_run, executes_reports, files_under, parse_csv_text
+from tests.conftest import execute_run, files_under, needs_commits, parse_csv_text
 from tests.workers import PROJECT_DIR, process_environment
 
-pytestmark = executes_reports
+pytestmark = pytest.mark.django_db(databases="__all__")
 
 NUMBERS = "SELECT 1 AS n, 'a,b' AS text UNION ALL SELECT 2, 'say \"hi\"' ORDER BY n"
 SLOW_QUERIES = {
@@ -137,11 +138,19 @@ def test_a_failed_run_leaves_no_object_and_no_upload(s3_outputs, failure):
     assert leftover_temp_files(run) == []
 
 
+@needs_commits
 def test_a_run_given_up_while_it_exports_leaves_no_object(s3_outputs):
     report = Report.objects.create(name="Slow", slug="slow", sql=SECOND_LONG_QUERIES[vendor()])
     run = enqueue_run(report, "api")
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("ok", execute_run(run)))
+
+    def run_in_thread():
+        try:
+            outcome["ok"] = execute_run(run)
+        finally:
+            connections.close_all()  # the thread's own sessions end with it
+
+    thread = threading.Thread(target=run_in_thread)
     thread.start()
     # As a worker stopping past its grace time (or recovery) does meanwhile:
     wait = time.monotonic() + 10
@@ -167,6 +176,7 @@ def test_an_unreachable_storage_fails_the_run_with_a_clear_message(s3_outputs):
     assert leftover_temp_files(run) == []
 
 
+@needs_commits
 def test_runreport_json_gives_the_bucket_and_key_from_the_environment(s3_outputs, outputs_dir):
     Report.objects.create(name="Numbers", slug="numbers", sql=NUMBERS)
     environment = process_environment(
@@ -332,6 +342,7 @@ def test_a_starting_worker_removes_local_temp_files_of_runs_that_ended(s3_output
     assert files[running].exists() and not files[failed].exists()
 
 
+@needs_commits
 def test_retention_deletes_the_objects_of_expired_runs(s3_outputs):
     old = run_sql(NUMBERS)
     recent = run_report_now(old.report)
@@ -342,6 +353,7 @@ def test_retention_deletes_the_objects_of_expired_runs(s3_outputs):
     assert s3_outputs.keys() == [output_storage.object_key(recent.output.name)]
 
 
+@needs_commits
 def test_deleting_a_report_deletes_its_objects(s3_outputs):
     run = run_sql(NUMBERS)
     run_report_now(run.report)
@@ -389,6 +401,7 @@ def test_clients_that_prefer_octet_stream_get_it_from_the_storage(s3_outputs, vi
     assert sha256(fetched.content) == run.output_sha256
 
 
+@needs_commits
 def test_a_client_following_redirects_gets_the_same_bytes(s3_outputs, viewer, live_server):
     run = run_sql(NUMBERS)
     client_for(viewer)  # creates the token

@@ -16,10 +16,10 @@ from reports.services.source_safety import assess_source
 from runs.models import Run, RunStatus
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import default_source_as, postgres_only, sqlite_only
+from tests.conftest import default_source_as, needs_commits, postgres_only, sqlite_only
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.django_db(databases="__all__"),
     # Cluster-wide roles and the sandbox database: one test process at a time.
     pytest.mark.xdist_group("postgres-cluster"),
 ]
@@ -41,6 +41,7 @@ def test_a_report_on_the_service_s_token_table_fails_with_the_isolation_message(
     assert not run.output
 
 
+@needs_commits
 @sqlite_only
 def test_a_sqlite_source_on_the_service_s_own_file_is_refused():
     service_file = connections["default"].settings_dict["NAME"]
@@ -61,6 +62,7 @@ def _test_database():
     return connections["default"].settings_dict["NAME"]
 
 
+@needs_commits
 @postgres_only
 def test_a_superuser_source_is_refused_by_check_runs_and_the_admin(client, settings):
     with default_source_as(USER="postgres", PASSWORD="", OPTIONS={}):
@@ -86,6 +88,7 @@ def test_a_superuser_source_is_refused_by_check_runs_and_the_admin(client, setti
         assert "which has superuser" in response.json()["sql"][0]
 
 
+@needs_commits
 @postgres_only
 def test_the_opt_in_allows_a_superuser_on_a_database_of_its_own_with_a_warning(settings):
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres") as admin:
@@ -130,6 +133,8 @@ def scratch_role():
             cursor.execute(f"DROP ROLE {name}")
 
 
+# Roles are made on the service connection; the data source logs in as them.
+@needs_commits
 @postgres_only
 @pytest.mark.parametrize(
     ("grants", "message"),
@@ -174,6 +179,7 @@ def readme_recipe():
     return match.group(1)
 
 
+@needs_commits
 @postgres_only
 def test_the_readme_recipe_makes_a_role_that_reads_only_the_reporting_data():
     recipe = readme_recipe()
