@@ -20,9 +20,12 @@ from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 
+# One test process runs the three: they share Hypothesis's Unicode tables (built once),
+# and three st processes at once would slow the first minute for every other test.
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
     pytest.mark.long_running,
+    pytest.mark.xdist_group("schemathesis"),
 ]
 
 CHECKS = ",".join(
