@@ -20,13 +20,15 @@ from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 
-# One test process runs the three: they share Hypothesis's Unicode tables (built once),
-# and three st processes at once would slow the first minute for every other test.
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
     pytest.mark.long_running,
-    pytest.mark.xdist_group("schemathesis"),
 ]
+
+# The two shorter runs share one test process and Hypothesis's Unicode tables (built
+# once per process); the superuser's, the longest test of the suite, runs beside them.
+# Three st processes at once slowed the first minute for every other test.
+shorter_runs = pytest.mark.xdist_group("schemathesis")
 
 CHECKS = ",".join(
     [
@@ -154,6 +156,7 @@ def test_as_a_superuser_every_response_matches_the_schema(
     assert_every_operation_passed(result, report, schema)
 
 
+@shorter_runs
 def test_as_a_user_who_may_view_and_run_every_response_matches_the_schema(
     live_server, tmp_path, schemathesis_home, api_data
 ):
@@ -175,6 +178,7 @@ def test_as_a_user_who_may_view_and_run_every_response_matches_the_schema(
     assert_every_operation_passed(result, report, schema)
 
 
+@shorter_runs
 def test_without_a_token_every_response_matches_the_schema(
     live_server, tmp_path, schemathesis_home, api_data
 ):
