@@ -60,56 +60,41 @@ def fast_password_hashing():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def content_types_and_permissions_kept_between_transactional_tests():
+def cheap_flush_between_transactional_tests():
     """After each transactional test Django empties every table, then sends post_migrate
-    so that the content types and permissions are written again: four fifths of the
-    teardown's time. They come from the migrations and no test changes them, so they
-    stay, and no post_migrate follows the flush (its other receivers, the demo source
-    and the cache table, look after nothing a flush removes)."""
+    so that the content types and permissions are written again. Here:
+
+    - the content types and permissions stay, and no post_migrate follows: they come
+      from the migrations and no test changes them (four fifths of a teardown's time;
+      the signal's other receivers, the demo source and the cache table, look after
+      nothing a flush removes);
+    - on PostgreSQL the rows are deleted, as Django does on SQLite, instead of one
+      TRUNCATE, which makes new files for every table and index: 150 ms for tables
+      holding a few rows against 5 ms. Django's foreign keys are deferred, so the order
+      of the deletes does not matter.
+    """
     from django.core.management.commands import flush
 
     kept = {"django_content_type", "auth_permission"}
 
     def sql_flush(style, connection, reset_sequences=True, allow_cascade=False):
-        tables = connection.introspection.django_table_names(
-            only_existing=True, include_views=False
-        )
+        tables = [
+            table
+            for table in connection.introspection.django_table_names(
+                only_existing=True, include_views=False
+            )
+            if table not in kept
+        ]
+        if connection.vendor == "postgresql" and not (reset_sequences or allow_cascade):
+            deletes = [f"DELETE FROM {connection.ops.quote_name(table)}" for table in tables]
+            return ["SET CONSTRAINTS ALL DEFERRED", *deletes] if deletes else []
         return connection.ops.sql_flush(
-            style,
-            [table for table in tables if table not in kept],
-            reset_sequences=reset_sequences,
-            allow_cascade=allow_cascade,
+            style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
         )
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(flush, "sql_flush", sql_flush)
         patch.setattr(flush, "emit_post_migrate_signal", lambda *args, **kwargs: None)
-        yield
-
-
-@pytest.fixture(autouse=True, scope="session")
-def rows_deleted_between_transactional_tests():
-    """After each transactional test Django empties every table. On PostgreSQL it does
-    so with one TRUNCATE, which makes new files for every table and index: 150 ms for
-    tables holding a few rows, where DELETE (what it does on SQLite) takes 5 ms. Django's
-    foreign keys are deferred, so the order of the deletes does not matter."""
-    if not ON_POSTGRES:
-        yield
-        return
-    from django.db.backends.postgresql.operations import DatabaseOperations
-
-    truncate = DatabaseOperations.sql_flush
-
-    def delete_rows(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        if reset_sequences or allow_cascade or not tables:
-            return truncate(
-                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
-            )
-        deletes = [f"DELETE FROM {self.quote_name(table)}" for table in tables]
-        return ["SET CONSTRAINTS ALL DEFERRED", *deletes]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(DatabaseOperations, "sql_flush", delete_rows)
         yield
 
 
