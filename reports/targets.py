@@ -3,7 +3,9 @@
 A webhook URL often carries its secret (a Slack path, ``?token=``, ``user:password@``),
 so everywhere it is shown to someone who may not change the report, recorded on a
 delivery or logged, it is redacted to its scheme and host. Email addresses are shown
-as their domain.
+as their domain. A delivery's error (an SMTP server's refusal quotes the address, a
+receiver's answer may name a URL) is shown to them with the same redaction applied to
+every URL and address in its text.
 
 Webhook targets must not reach the worker's own machine or its cloud metadata service:
 addresses in ``NOTIFY_WEBHOOK_BLOCKED_NETWORKS`` are refused when a report is saved
@@ -13,6 +15,7 @@ host name is resolved (runs/services/webhooks.py).
 
 import functools
 import ipaddress
+import re
 import urllib.parse
 
 from django.conf import settings
@@ -124,12 +127,59 @@ def redact_email(address):
     return f"{ELIDED}@{domain}" if at and local else ELIDED
 
 
+# A URL: a scheme, "://", then anything up to white space, a quote or an angle bracket.
+# Each pattern starts only where a word starts (the look-behinds): tried at every
+# character of a long word instead, it would cost time quadratic in the word's length.
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# What ends a URL in prose without being part of it: "(see https://x/y)."
+_URL_TRAILER = ").,;:!?]}"
+# The local part of an address: a quoted string ("john smith", or \"john smith\" inside
+# JSON), or a run of characters that are not white space, brackets or separators:
+# quotes and backslashes are taken along (o'brien@…, a repr's \xc3\xa9). Taking a
+# character too many before the address costs nothing; one too few would show part
+# of it. No part can run past the end of the next (JSON: next escaped) quote, so each
+# is tried in time linear in the text.
+_ADDRESS = re.compile(
+    r"(?:"
+    r'(?<!\\)"(?:[^"\\]|\\.)*"'  # "john smith"
+    r'|\\"(?:[^"\\]|\\[^"])*\\"'  # \"john smith\"
+    r"|(?<![^\s<>()\[\]{},;:@])[^\s<>()\[\]{},;:@]+"  # anything else up to a separator
+    r")@"
+)
+# What an unquoted local part keeps: the quote of a repr ({'x@…}, b'x@…, "x@…).
+_QUOTE_BEFORE_ADDRESS = re.compile(r"[bBrRuU]{0,2}['\"]")
+
+
+def redact_text(text):
+    """``text`` with every URL shown as ``redact_url`` shows it and every email address
+    as ``redact_email`` does (``…@domain``): for messages that may quote targets, such
+    as ``SMTPRecipientsRefused: {'name@corp.example': …}``."""
+
+    def url(match):
+        found = match.group(0)
+        kept = found.rstrip(_URL_TRAILER)
+        return redact_url(kept) + found[len(kept) :]
+
+    def address(match):
+        local = match.group(0)
+        quote = None if local.endswith('"@') else _QUOTE_BEFORE_ADDRESS.match(local)
+        return (quote.group(0) if quote else "") + ELIDED + "@"
+
+    return _ADDRESS.sub(address, _URL.sub(url, text or ""))
+
+
 def shown_target(delivery, show_addresses):
     """A delivery's target as shown: webhooks always as scheme and host, email
     addresses in full only if ``show_addresses`` (the viewer may change reports)."""
     if delivery.channel == "webhook":
         return redact_url(delivery.target)
     return delivery.target if show_addresses else redact_email(delivery.target)
+
+
+def shown_delivery_error(delivery, show_addresses):
+    """A delivery's error as shown: in full only if ``show_addresses``; otherwise its
+    URLs and addresses redacted like targets."""
+    return delivery.last_error if show_addresses else redact_text(delivery.last_error)
 
 
 def webhook_lines(value):

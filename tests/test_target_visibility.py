@@ -2,6 +2,7 @@
 
 import hmac
 import importlib
+import time
 from hashlib import sha256
 
 import pytest
@@ -10,6 +11,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 
 from reports.models import Report
+from reports.targets import redact_text
 from runs.models import Delivery
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
@@ -242,6 +244,61 @@ def test_run_pages_show_email_addresses_only_to_those_who_may_change_reports(cli
     staff_login(client, "view_report", "view_run", "change_report")
     page = client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
     assert "alice@example.com" in page
+
+
+# --- delivery errors: the addresses and URLs in them are redacted like targets ----------
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            "SMTPRecipientsRefused: {'private.name@corp.example': (550, b'5.1.1 "
+            "<private.name@corp.example>: Recipient address rejected')}",
+            "SMTPRecipientsRefused: {'…@corp.example': (550, b'5.1.1 <…@corp.example>: "
+            "Recipient address rejected')}",
+        ),
+        # other encodings and positions of an address
+        ("SMTPSenderRefused: (553, b'bad', \"o'brien@corp.example\")", None),
+        ("b'pr\\xc3\\xadv\\xc3\\xa9@corp.example'", "b'…@corp.example'"),
+        ('{\'"john smith"@corp.example\': (550, b"no")}', "{'…@corp.example': (550, b\"no\")}"),
+        ("mailto:private.name@corp.example", "mailto:…@corp.example"),
+        ("to=<Private.Name+tag@corp.example>,", "to=<…@corp.example>,"),
+        ("ünïcødé@bücher.example", "…@bücher.example"),
+        # URLs lose user, password, path, query and fragment; the host stays
+        (
+            "HTTP 502 see https://status.example/incident/42?key=k-123).",
+            "HTTP 502 see https://status.example/…).",
+        ),
+        ("<HTTPS://user:pa55@Hooks.Example:8443/T0/B0#x>", "<https://Hooks.Example:8443/…>"),
+        ("'http://[::1]:9/a?b'", "'http://[::1]:9/…'"),
+        ("https://status.example", "https://status.example"),
+        ("connection refused", "connection refused"),
+        ('{"o\'brien@corp.example": 1}', '{"…@corp.example": 1}'),
+        ('JSON: {"to": "\\"john smith\\"@corp.example"}', 'JSON: {"to": "…@corp.example"}'),
+        ("", ""),
+    ],
+)
+def test_delivery_errors_are_redacted_like_targets(error, shown):
+    redacted = redact_text(error)
+    if shown is not None:
+        assert redacted == shown
+    for secret in ("private", "Private", "brien", "john", "smith", "k-123", "42", "pa55", "user"):
+        assert secret not in redacted.replace("…", ""), secret
+    assert redact_text(redacted) == redacted  # shown once, shown the same
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["a" * 30_000, "x@" * 15_000, '\\"a' * 10_000, '"' + '\\"' * 15_000, "http:/" * 5_000],
+    ids=["one-word", "at-signs", "escaped-quotes", "one-open-quote", "schemes"],
+)
+def test_redacting_a_long_error_takes_time_linear_in_its_length(hostile):
+    """No pattern is tried from every character of a long word: a quadratic one took
+    15 s for 20,000 characters; these take milliseconds."""
+    started = time.perf_counter()
+    redact_text(hostile)
+    assert time.perf_counter() - started < 1
 
 
 # --- deliveries recorded before redaction covered user, password and query -------------
