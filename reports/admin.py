@@ -25,9 +25,16 @@ from reports.services.schedules import save_report
 from reports.services.sql_check import sql_problem
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
+from reports.sql import without_statement_text
 from reports.targets import redacted_emails, redacted_webhooks
-from reportsvc.web.display import moment, moment_html, status_badge
-from reportsvc.web.permissions import can_run_reports
+from reportsvc.web.display import (
+    SQL_HIDDEN,
+    hidden_note,
+    moment,
+    moment_html,
+    status_badge,
+)
+from reportsvc.web.permissions import can_run_reports, visibility_of
 from runs.models import Run, RunStatus, RunTrigger
 from runs.selectors import latest_successful_output, latest_successful_run_id
 from runs.services.backfill import plan_backfill, queue_backfill
@@ -39,6 +46,11 @@ RECENT_RUNS = 20
 
 
 class ReportForm(forms.ModelForm):
+    # Set by ReportAdmin.get_form for users without view_report_sql, as in the API: they
+    # may replace the SQL but not read it. The field starts empty; left empty, the
+    # stored SQL stays and is checked against the other changes.
+    sql_hidden = False
+
     class Meta:
         model = Report
         fields = list(REPORT_SETTINGS_FIELDS)  # the webhook secret is rotated, not typed
@@ -49,6 +61,31 @@ class ReportForm(forms.ModelForm):
             "description": forms.Textarea(attrs={"rows": 3}),
             "parameters": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.sql_hidden and "sql" in self.fields:
+            self.initial["sql"] = ""  # never the stored SQL
+            field = self.fields["sql"]
+            field.required, field.label = False, "Replace the SQL"
+            field.help_text = (
+                f"{SQL_HIDDEN} Type a statement to replace it; leave this empty to keep it."
+            )
+
+    def clean_sql(self):
+        sql = self.cleaned_data["sql"]
+        if self.sql_hidden and not sql.strip():
+            return self.instance.sql
+        return sql
+
+    def full_clean(self):
+        super().full_clean()
+        kept = self.sql_hidden and not self.data.get(self.add_prefix("sql"), "").strip()
+        if kept and "sql" in self._errors:
+            # What is wrong with SQL the user may not see, without the lines quoting it.
+            self._errors["sql"] = self.error_class(
+                [without_statement_text(message) for message in self._errors["sql"]]
+            )
 
     def clean(self):
         cleaned = super().clean()
@@ -161,6 +198,7 @@ class ReportAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "sql")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = (
+        "sql_hidden",
         "next_fire_times",
         "next_run_at",
         "created_at",
@@ -203,21 +241,41 @@ class ReportAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None or self.has_change_permission(request, obj):
-            return fieldsets
+            return fieldsets  # the form hides the SQL itself (get_form)
+        redacted = dict(self.REDACTED_FIELDS)
+        if not visibility_of(request).sql:
+            redacted["sql"] = "sql_hidden"
         return [
             (
                 name,
                 {
                     **options,
                     "fields": [
-                        self.REDACTED_FIELDS.get(field, field)
+                        redacted.get(field, field)
                         for field in options["fields"]
-                        if self.REDACTED_FIELDS.get(field, field)
+                        if redacted.get(field, field)
                     ],
                 },
             )
             for name, options in fieldsets
         ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is not None and not visibility_of(request).sql:
+            form = type(form.__name__, (form,), {"sql_hidden": True})
+        return form
+
+    def get_search_fields(self, request):
+        # A search in the SQL would tell, one guess at a time, what it says.
+        if visibility_of(request).sql:
+            return self.search_fields
+        return tuple(field for field in self.search_fields if field != "sql")
+
+    def get_list_display(self, request):
+        if visibility_of(request).outputs:
+            return self.list_display
+        return tuple(name for name in self.list_display if name != "download")
 
     def save_model(self, request, obj, form, change):
         save_report(obj)  # a changed schedule moves next_run_at at once
@@ -299,6 +357,10 @@ class ReportAdmin(admin.ModelAdmin):
                 ((moment(fire, zone, weekday=True),) for fire in fires),
             ),
         )
+
+    @admin.display(description="SQL")
+    def sql_hidden(self, report):
+        return hidden_note(SQL_HIDDEN)
 
     @admin.display(description="Notify emails")
     def notify_emails_redacted(self, report):
@@ -499,6 +561,9 @@ class ReportAdmin(admin.ModelAdmin):
             if str(object_id).isdigit()
             else []
         )
+        visibility = visibility_of(request)
+        for run in recent:
+            run.shown_error = visibility.error(run.error)
         extra_context = {
             **(extra_context or {}),
             "recent_runs": recent,

@@ -10,8 +10,8 @@ from reports.services.sql_check import sql_problem
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
-from reportsvc.web.permissions import can_change_reports, can_view_sql
-from runs.serializers import RunSummarySerializer, summarize_run
+from reportsvc.web.permissions import visibility_of
+from runs.serializers import RunSummarySerializer, context_visibility, summarize_run
 
 REDACTED_HELP = (
     "In full only for users with change_report; others see {} (user, password, path "
@@ -89,15 +89,26 @@ class ReportSerializer(serializers.ModelSerializer):
         try:
             report.clean()
         except ModelValidationError as error:
-            raise serializers.ValidationError(error.message_dict) from None
+            errors = error.message_dict
+            if "sql" in errors:
+                errors["sql"] = [self._shown_problem(message, attrs) for message in errors["sql"]]
+            raise serializers.ValidationError(errors) from None
         if "parameters" in attrs:
             attrs["parameters"] = report.parameters  # normalised by clean()
         problem = sql_problem(
             report.data_source, report.sql, declared_of(report), report_zone(report)
         )
         if problem:
-            raise serializers.ValidationError({"sql": [problem]})
+            raise serializers.ValidationError({"sql": [self._shown_problem(problem, attrs)]})
         return attrs
+
+    def _shown_problem(self, problem, attrs):
+        """The database's objection to the SQL. A user who may not see the SQL and did
+        not send it (a changed data source, say) gets it without the statement's lines."""
+        request = self.context.get("request")
+        if "sql" in attrs or request is None:
+            return problem
+        return visibility_of(request).error(problem)
 
     def _current_settings(self):
         if self.instance is None:
@@ -127,15 +138,12 @@ class ReportSerializer(serializers.ModelSerializer):
         # Written out by hand: the generic field loop made a list of 500 reports take
         # 60 ms (bench/api.py); tests check the keys match Meta.fields.
         links, zone = api_links(self.context), timezone.get_current_timezone()
-        request = self.context.get("request")
-        show_sql = request is not None and can_view_sql(request.user)
+        visibility = context_visibility(self.context)
         data = {"url": links.report(report.slug)}
         for name in REPORT_SETTINGS_FIELDS:
-            if name != "sql" or show_sql:
+            if name != "sql" or visibility.sql:
                 data[name] = getattr(report, name)
-        if "show_targets" not in self.context:  # once per request, not per report
-            self.context["show_targets"] = request is not None and can_change_reports(request.user)
-        if not self.context["show_targets"]:
+        if not visibility.targets:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)
         data.update(

@@ -55,7 +55,7 @@ UNSUPPORTED_MEDIA_TYPE = "The body is not `application/json` (the only type acce
 # The objects responses are made of. Each sends every property, except those named
 # here, which it leaves out for users without a permission (see the serializers'
 # to_representation): those are optional, so clients do not fail for such users.
-SQL_ONLY_FOR = "staff and holders of view_report_sql"
+SQL_ONLY_FOR = "holders of view_report_sql"
 RESPONSE_OBJECTS = {
     "Report": {"sql": SQL_ONLY_FOR},
     "Run": {"sql": SQL_ONLY_FOR},

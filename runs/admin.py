@@ -10,9 +10,16 @@ from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.parameters import ParameterError
-from reports.targets import shown_target
-from reportsvc.web.display import first_line, moment, moment_html, status_badge
-from reportsvc.web.permissions import can_change_reports, can_run_reports
+from reportsvc.web.display import (
+    ROWS_HIDDEN,
+    SQL_HIDDEN,
+    first_line,
+    hidden_note,
+    moment,
+    moment_html,
+    status_badge,
+)
+from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
 from runs.models import Run, RunTrigger, WorkerHeartbeat
 from runs.services.preview import preview_rows
@@ -125,6 +132,24 @@ class RunAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("report")
 
+    def get_search_fields(self, request):
+        # Searching the error text would tell, one guess at a time, the statement it
+        # quotes: only for those who may see the SQL.
+        if visibility_of(request).sql:
+            return self.search_fields
+        return tuple(field for field in self.search_fields if field != "error")
+
+    def get_list_display(self, request):
+        visibility = visibility_of(request)
+
+        @admin.display(description="Error")
+        def error_summary(run):
+            return self.error_summary(run, visibility)
+
+        return tuple(
+            error_summary if name == "error_summary" else name for name in self.list_display
+        )
+
     def has_add_permission(self, request):
         return False
 
@@ -153,13 +178,15 @@ class RunAdmin(admin.ModelAdmin):
         return moment_html(run.started_at)
 
     @admin.display(description="Error")
-    def error_summary(self, run):
-        if not run.error:
+    def error_summary(self, run, visibility=NOBODY):
+        """The first line of the error (each request's own visibility: get_list_display)."""
+        error = visibility.error(run.error)
+        if not error:
             return ""
         return format_html(
             '<span class="rs-error-line" title="{}">{}</span>',
-            first_line(run.error, 500),
-            first_line(run.error),
+            first_line(error, 500),
+            first_line(error),
         )
 
     @admin.display(description="Scheduled for")
@@ -225,17 +252,24 @@ class RunAdmin(admin.ModelAdmin):
     def download(self, run):
         if not run.output:
             return "—"
+        if not _visibility(run).outputs:
+            return hidden_note(ROWS_HIDDEN)
         url = reverse("run-download", args=[run.pk])
         kind = output_format_of(run).extension.upper()
         return format_html('<a class="button" href="{}">⬇ Download {}</a>', url, kind)
 
     @admin.display(description="Error")
     def error_block(self, run):
-        return format_html('<pre class="rs-error">{}</pre>', run.error) if run.error else "—"
+        error = _visibility(run).error(run.error)
+        return format_html('<pre class="rs-error">{}</pre>', error) if error else "—"
 
     @admin.display(description="SQL executed")
     def sql_block(self, run):
-        return format_html('<pre class="rs-sql">{}</pre>', run.sql) if run.sql else "—"
+        if not run.sql:
+            return "—"
+        if not _visibility(run).sql:
+            return hidden_note(SQL_HIDDEN)
+        return format_html('<pre class="rs-sql">{}</pre>', run.sql)
 
     @admin.display(description="Parameters")
     def parameters_table(self, run):
@@ -259,6 +293,7 @@ class RunAdmin(admin.ModelAdmin):
         deliveries = list(run.deliveries.all())
         if not deliveries:
             return "None sent."
+        visibility = _visibility(run)
         return format_html(
             "<table class='rs-table'><tr><th>Channel</th><th>Target</th><th>Why</th>"
             "<th>Status</th><th>Attempts</th><th>Error</th></tr>{}</table>",
@@ -268,11 +303,11 @@ class RunAdmin(admin.ModelAdmin):
                 (
                     (
                         d.channel,
-                        shown_target(d, getattr(run, "targets_visible", False)),
+                        visibility.target(d),
                         d.reason,
                         status_badge(d.status),
                         d.attempts,
-                        d.last_error,
+                        visibility.delivery_error(d),
                     )
                     for d in deliveries
                 ),
@@ -282,15 +317,16 @@ class RunAdmin(admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
         run = super().get_object(request, object_id, from_field)
         if run is not None:
-            # Email addresses in full only for those who may change reports.
-            run.targets_visible = can_change_reports(request.user)
+            run.visibility = visibility_of(request)  # what the page's fields may show
         return run
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
+        show_rows = run is not None and run.visibility.outputs
         extra_context = {
             **(extra_context or {}),
-            "preview": preview_rows(run) if run else None,
+            "preview": preview_rows(run) if show_rows else None,
+            "rows_hidden": "" if show_rows else ROWS_HIDDEN,
             "can_run": can_run_reports(request.user),
         }
         return super().change_view(request, object_id, form_url, extra_context)
@@ -319,6 +355,11 @@ class RunAdmin(admin.ModelAdmin):
             ),
         )
         return redirect("admin:runs_run_change", run.pk)
+
+
+def _visibility(run):
+    """What the page's user may see, as get_object recorded it; nothing special else."""
+    return getattr(run, "visibility", NOBODY)
 
 
 @admin.register(WorkerHeartbeat)

@@ -2,14 +2,18 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reports.sql import without_statement_text
-from reports.targets import shown_target
 from reportsvc.web.links import api_links, iso_datetime
-from reportsvc.web.permissions import can_change_reports, can_view_sql
+from reportsvc.web.permissions import NOBODY, visibility_of
 from runs.models import Delivery, Run, RunStatus
 
 # null until the run succeeded with an output
 DOWNLOAD_URL_FIELD = serializers.URLField(allow_null=True)
+
+
+def context_visibility(context):
+    """What the serializer's request user may see (nothing special without a request)."""
+    request = context.get("request")
+    return visibility_of(request) if request is not None else NOBODY
 
 
 def run_download_url(run, context):
@@ -39,14 +43,19 @@ class DeliverySerializer(serializers.ModelSerializer):
             "target": {
                 "help_text": "Webhooks as scheme://host/… always; email addresses in full "
                 "only for users with change_report (others see …@domain)."
-            }
+            },
+            "last_error": {
+                "help_text": "Why the last attempt failed. In full only for users with "
+                "change_report; others see its URLs as scheme://host/… and its email "
+                "addresses as …@domain."
+            },
         }
 
     def to_representation(self, delivery):
         data = super().to_representation(delivery)
-        request = self.context.get("request")
-        show_addresses = request is not None and can_change_reports(request.user)
-        data["target"] = shown_target(delivery, show_addresses)
+        visibility = context_visibility(self.context)
+        data["target"] = visibility.target(delivery)
+        data["last_error"] = visibility.delivery_error(delivery)
         return data
 
 
@@ -116,10 +125,10 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
 
     def to_representation(self, run):
         data = super().to_representation(run)
-        request = self.context.get("request")
-        if request is None or not can_view_sql(request.user):
+        visibility = context_visibility(self.context)
+        if not visibility.sql:
             data.pop("sql")
-            data["error"] = without_statement_text(run.error)
+            data["error"] = visibility.error(run.error)
         return data
 
 

@@ -1,6 +1,8 @@
-"""Webhook receivers for tests: real servers on 127.0.0.1, well-behaved and hostile."""
+"""Webhook receivers and a mail server for tests: real servers on 127.0.0.1,
+well-behaved and hostile."""
 
 import socket
+import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,7 +12,9 @@ class Receiver:
     """A local HTTP server: answers with the given status codes in turn, records
     requests; ``headers`` are added to every answer (e.g. a redirect's Location)."""
 
-    def __init__(self, statuses=(200,), delay=0.0, headers=None, path="/hooks/T000/secret-path"):
+    def __init__(
+        self, statuses=(200,), delay=0.0, headers=None, path="/hooks/T000/secret-path", reason=None
+    ):
         self.statuses, self.delay, self.requests = list(statuses), delay, []
         self.answered = threading.Event()
         receiver = self
@@ -23,7 +27,7 @@ class Receiver:
                 status = (
                     receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 )
-                self.send_response(status)
+                self.send_response(status, reason)  # None: the usual phrase
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -38,6 +42,49 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.port}{path}"
         # shutdown() waits for serve_forever to notice, up to one poll interval (0.5 s
         # by default) after every test.
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RefusingMailServer:
+    """An SMTP server on 127.0.0.1 that has no mailbox for anyone: it refuses every
+    recipient as Postfix does (``550 5.1.1 <name@domain>: Recipient address
+    rejected``), so smtplib raises SMTPRecipientsRefused naming the addresses."""
+
+    def __init__(self):
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.reply("220 mail.corp.example ESMTP")
+                for line in self.rfile:
+                    command = line.decode("ascii", "replace").strip()
+                    verb = command[:4].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.reply("250 mail.corp.example")
+                    elif verb == "RCPT":
+                        address = command.partition(":")[2].strip().strip("<>")
+                        self.reply(
+                            f"550 5.1.1 <{address}>: Recipient address rejected: "
+                            "User unknown in local recipient table"
+                        )
+                    elif verb == "QUIT":
+                        self.reply("221 2.0.0 Bye")
+                        return
+                    elif verb == "DATA":
+                        self.reply("554 5.5.1 Error: no valid recipients")
+                    else:  # MAIL, RSET, NOOP
+                        self.reply("250 2.0.0 Ok")
+
+            def reply(self, text):
+                self.wfile.write(text.encode() + b"\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         ).start()

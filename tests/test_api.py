@@ -114,11 +114,13 @@ def test_session_login_works_too(report):
     assert client.get("/api/reports/").status_code == 200
 
 
-def test_sql_is_shown_to_staff_and_sql_viewers_only(report, succeeded, viewer, staff):
+def test_sql_is_shown_to_sql_viewers_only_not_for_being_staff(report, succeeded, viewer, staff):
     assert "sql" not in viewer.get("/api/reports/numbers/").json()
     assert "sql" not in viewer.get(f"/api/runs/{succeeded.pk}/").json()
-    assert staff.get("/api/reports/numbers/").json()["sql"] == NUMBERS_SQL
+    assert "sql" not in staff.get("/api/reports/numbers/").json()
+    assert "sql" not in staff.get(f"/api/runs/{succeeded.pk}/").json()
     sql_viewer = client_for(make_user("analyst", "sql"))
+    assert sql_viewer.get("/api/reports/numbers/").json()["sql"] == NUMBERS_SQL
     assert sql_viewer.get(f"/api/runs/{succeeded.pk}/").json()["sql"] == NUMBERS_SQL
 
 
@@ -585,8 +587,10 @@ def test_report_and_summary_keys_match_the_documented_fields(report, succeeded, 
     from reports.serializers import ReportSerializer
     from runs.serializers import RunSummarySerializer
 
-    full = staff.get("/api/reports/numbers/").json()
+    sql_viewer = client_for(make_user("analyst", "sql"))
+    full = sql_viewer.get("/api/reports/numbers/").json()
     assert list(full) == ReportSerializer.Meta.fields  # same names, same order
     assert set(viewer.get("/api/reports/numbers/").json()) == set(full) - {"sql"}
+    assert set(staff.get("/api/reports/numbers/").json()) == set(full) - {"sql"}
     assert list(full["last_run"]) == RunSummarySerializer.Meta.fields
-    assert staff.get("/api/reports/").json() == [full]
+    assert sql_viewer.get("/api/reports/").json() == [full]

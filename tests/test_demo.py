@@ -49,6 +49,22 @@ def test_demo_creates_realistic_data_reports_and_an_admin(demo, source_sql):
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
 
 
+def test_the_demo_admin_sees_everything(demo, client):
+    """The demo's admin is a superuser: the SQL, rows, full targets and every control."""
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.has_perm("reports.view_report_sql")
+    report = Report.objects.get(slug="daily-revenue-by-currency")
+    run = run_report_now(report)
+    client.force_login(admin)
+    page = client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert '<pre class="rs-sql">' in page and 'id="preview-table"' in page
+    assert f'href="/api/runs/{run.pk}/download/"' in page and 'id="rerun"' in page
+    assert "Hidden:" not in page
+    page = client.get(f"/admin/reports/report/{report.pk}/change/").content.decode()
+    assert '<textarea name="sql"' in page and "Replace the SQL" not in page
+    assert 'id="run-now"' in page and 'id="rotate-webhook-secret"' in page
+
+
 def test_every_demo_report_runs(demo):
     for report in Report.objects.all():
         run = run_report_now(report)

@@ -44,3 +44,12 @@ def first_line(text, length=100):
     """The first non-empty line of ``text``, shortened to ``length`` characters."""
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return Truncator(line).chars(length)
+
+
+# What stands where a user may not see something (reportsvc.web.permissions.Visibility).
+ROWS_HIDDEN = "Hidden: output rows and downloads need the view_report permission."
+SQL_HIDDEN = "Hidden: the SQL needs the view_report_sql permission."
+
+
+def hidden_note(text):
+    return format_html('<span class="rs-muted rs-hidden">{}</span>', text)
