@@ -67,8 +67,9 @@ RESPONSE_OBJECTS = {
 SECURITY_DESCRIPTIONS = {
     "tokenAuth": (
         "Send `Authorization: Token <key>`: the word `Token`, one space, then the key "
-        "(not `Bearer`). Keys are made in the admin under Tokens, or with "
-        "`manage.py drf_create_token USERNAME`."
+        "(not `Bearer`). Keys are made in the admin under API tokens, or with "
+        "`manage.py createapitoken USERNAME`, and shown once: the service keeps only a "
+        "digest."
     ),
     "cookieAuth": (
         "The admin's session cookie, for the browser (Swagger UI). Unsafe methods also "

@@ -1,0 +1,1 @@
+"""API tokens, kept as the digests of their keys."""
