@@ -1,10 +1,16 @@
+from axes.models import AccessFailureLog, AccessLog
 from django.conf import settings
 from django.contrib import admin
 from django.template.response import TemplateResponse
 
-from access.models import ApiToken
+from access.models import ApiToken, TokenFailureWindow
 from access.services.tokens import issue_key
 from reportsvc.web.display import moment
+
+# django-axes keeps neither log here (AXES_DISABLE_ACCESS_LOG, no failure log): its
+# access attempts, the locks, are what the admin shows.
+admin.site.unregister(AccessLog)
+admin.site.unregister(AccessFailureLog)
 
 
 @admin.register(ApiToken)
@@ -51,3 +57,25 @@ class ApiTokenAdmin(admin.ModelAdmin):
             "api_url": f"{settings.PUBLIC_BASE_URL}/api/reports/",
         }
         return TemplateResponse(request, "admin/access/apitoken/key_once.html", context)
+
+
+@admin.register(TokenFailureWindow)
+class TokenFailureWindowAdmin(admin.ModelAdmin):
+    """Addresses that sent invalid tokens; deleting one lifts its pause now."""
+
+    list_display = ("address", "failures", "window_started", "paused")
+    ordering = ("-started_at",)
+
+    @admin.display(description="window started", ordering="started_at")
+    def window_started(self, window):
+        return moment(window.started_at)
+
+    @admin.display(boolean=True, description="tokens refused")
+    def paused(self, window):
+        return window.failures >= settings.TOKEN_FAILURE_LIMIT
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -24,3 +24,20 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name or 'token'} of {self.user} (#{self.pk})"
+
+
+class TokenFailureWindow(models.Model):
+    """Invalid tokens from one client address (an IPv6 client's /64) in the window that
+    began with the first of them; TOKEN_FAILURE_LIMIT of them pause that address's
+    tokens until the window, TOKEN_COOLOFF_SECONDS long, ends."""
+
+    address = models.CharField(max_length=45, unique=True)
+    failures = models.PositiveIntegerField()
+    started_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "address sending invalid tokens"
+        verbose_name_plural = "addresses sending invalid tokens"
+
+    def __str__(self):
+        return self.address

@@ -5,6 +5,7 @@ outputs under ``var/outputs/``. Every variable is listed in README.md and .env.e
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_apscheduler",
+    "axes",
     "access",
     "reports",
     "runs",
@@ -75,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "reportsvc.middleware.APIRequestLogMiddleware",
     "reportsvc.middleware.APIRequestBodyLimitMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the "login paused" page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "reportsvc.urls"
@@ -162,6 +166,12 @@ BACKFILL_MAX_RUNS = env.int("BACKFILL_MAX_RUNS", default=366)
 
 # --- Auth, i18n, files ---------------------------------------------------------------
 
+# django-axes first: it refuses a login while its username and address are locked out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -233,7 +243,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # APScheduler logs every job start at INFO; the worker logs what matters itself.
-    "loggers": {"apscheduler": {"level": "WARNING"}},
+    # django-axes logs its version at every start; its lockouts are warnings.
+    "loggers": {"apscheduler": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }
 
 # --- Worker (manage.py runapscheduler) -------------------------------------------------
@@ -292,6 +303,45 @@ SPECTACULAR_SETTINGS = {
         "RunTriggerEnum": "runs.models.RunTrigger",
     },
 }
+
+# --- Sign-in protection (README: Security) ---------------------------------------------
+
+# Where the client's address comes from. Unset: the connecting address (REMOTE_ADDR).
+# Behind a proxy, the header it sets (e.g. X-Forwarded-For), read from the right: the
+# address CLIENT_ADDRESS_PROXY_COUNT entries from the end is the one the outermost of
+# your proxies saw. Never set it without a proxy that writes it: clients could pick
+# their own address.
+CLIENT_ADDRESS_HEADER = env("CLIENT_ADDRESS_HEADER", default="")
+CLIENT_ADDRESS_PROXY_COUNT = env.int("CLIENT_ADDRESS_PROXY_COUNT", default=1)
+# Admin logins: this many failures for one username from one address lock that pair
+# (no other user, no other address) for the cool-off (django-axes).
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_COOLOFF_SECONDS = env.int("LOGIN_COOLOFF_SECONDS", default=900)
+# API tokens: this many invalid tokens from one address within the cool-off refuse every
+# token from that address until the cool-off has passed (429 with Retry-After).
+TOKEN_FAILURE_LIMIT = env.int("TOKEN_FAILURE_LIMIT", default=20)
+TOKEN_COOLOFF_SECONDS = env.int("TOKEN_COOLOFF_SECONDS", default=900)
+for _name in (
+    "CLIENT_ADDRESS_PROXY_COUNT",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_COOLOFF_SECONDS",
+    "TOKEN_FAILURE_LIMIT",
+    "TOKEN_COOLOFF_SECONDS",
+):
+    if vars()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, not {vars()[_name]}.")
+
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF_SECONDS)
+# The pair, so that nobody can lock a user out from everywhere, nor an office's address
+# out for every user, by failing on purpose.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A try during the lock does not prolong it: the page says when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "access.client_address.lockout_address"
+AXES_LOCKOUT_CALLABLE = "access.views.login_paused"
+AXES_DISABLE_ACCESS_LOG = True  # failures are what a lockout needs; no row per login
 
 # --- Notifications -------------------------------------------------------------------
 

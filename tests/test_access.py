@@ -1,4 +1,5 @@
-"""API tokens kept as digests and shown once."""
+"""API tokens kept as digests and shown once, and the pauses on guessing (admin logins
+and tokens) that an attacker cannot turn against others."""
 
 import hashlib
 import io
@@ -8,17 +9,22 @@ import re
 import subprocess
 import sys
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
+from django.utils import timezone
 
-from access.models import ApiToken
+from access.models import ApiToken, TokenFailureWindow
 from access.services.tokens import create_token, digest_of
 from reports.models import Report
 from tests.api_helpers import client_for, make_user, token_key
+from tests.test_settings import settings_in_a_fresh_process
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
@@ -75,7 +81,7 @@ def test_anything_but_the_key_itself_is_refused(report, wrong, message):
     assert response["WWW-Authenticate"] == "Token"
 
 
-def test_a_token_of_an_inactive_user_is_refused(report):
+def test_a_token_of_an_inactive_user_is_refused_without_counting_as_a_guess(report):
     user = make_user("leaver", "view")
     key = token_key(user)
     user.is_active = False
@@ -83,6 +89,7 @@ def test_a_token_of_an_inactive_user_is_refused(report):
     response = api_get(key)
     assert response.status_code == 401
     assert response.json() == {"detail": "User inactive or deleted."}
+    assert not TokenFailureWindow.objects.exists()
 
 
 def test_createapitoken_prints_the_key_alone_and_only_once(report):
@@ -173,6 +180,22 @@ def test_staff_without_superuser_make_and_see_only_their_own_tokens(client, repo
     client.post(f"/admin/access/apitoken/{other.pk}/delete/", {"post": "yes"})
     assert ApiToken.objects.filter(pk=other.pk).exists()
     assert api_get(key).status_code == 200
+
+
+def test_the_schema_tells_clients_where_keys_come_from_and_about_paused_addresses(report):
+    schema = client_for(make_user("viewer", "view")).get("/api/schema/?format=json").json()
+    description = schema["components"]["securitySchemes"]["tokenAuth"]["description"]
+    assert "`manage.py createapitoken USERNAME`" in description and "shown once" in description
+    for path, path_item in schema["paths"].items():
+        for method, operation in path_item.items():
+            paused = operation["responses"]["429"]
+            assert "invalid tokens came from the client's address" in paused["description"], (
+                path,
+                method,
+            )
+            assert "Retry-After" in paused["headers"]
+    run = schema["paths"]["/api/reports/{slug}/run/"]["post"]["responses"]["429"]
+    assert run["description"].startswith("Too many triggers from this user")
 
 
 # --- the upgrade: plain keys of the release before become digests -----------------------
@@ -311,3 +334,205 @@ def test_a_plain_token_of_the_release_before_works_after_migrating_and_only_its_
         assert result["old"] == []  # the old app's permissions went with it
         contents = database_contents(url, tmp_path)
         assert key not in contents and digest_of(key) in contents
+
+
+# --- a pause on an address that sends invalid tokens --------------------------------------
+
+
+@pytest.fixture
+def token_limits(settings):
+    settings.TOKEN_FAILURE_LIMIT = 5
+    settings.TOKEN_COOLOFF_SECONDS = 600
+    return settings
+
+
+def test_invalid_tokens_pause_their_address_only_and_the_pause_ends(report, token_limits):
+    valid = token_key(make_user("viewer", "view"))
+    attacker, colleague = "198.51.100.9", "203.0.113.50"
+    for attempt in range(5):
+        assert api_get(f"{attempt:040x}", attacker).status_code == 401
+    paused = api_get("f" * 40, attacker)
+    assert paused.status_code == 429
+    assert paused.json()["detail"].startswith(
+        "Too many invalid tokens came from your address, so every token from it is refused "
+        "for now. Expected available in"
+    )
+    assert 590 <= int(paused["Retry-After"]) <= 600
+    # Even the right key: a paused address cannot tell a right guess from a wrong one.
+    assert api_get(valid, attacker).status_code == 429
+    # Everyone else: valid tokens work, invalid ones are counted for their own address.
+    assert api_get(valid, colleague).status_code == 200
+    assert api_get("0" * 40, colleague).status_code == 401
+    # Nothing is written while the address is paused: the flood costs reads only.
+    window = TokenFailureWindow.objects.get(address=attacker)
+    for _ in range(20):
+        api_get("0" * 40, attacker)
+    assert TokenFailureWindow.objects.get(address=attacker).failures == window.failures == 5
+    # The window ends 600 s after the first invalid token.
+    TokenFailureWindow.objects.filter(address=attacker).update(
+        started_at=timezone.now() - timedelta(seconds=601)
+    )
+    assert api_get(valid, attacker).status_code == 200
+    assert api_get("0" * 40, attacker).status_code == 401
+    assert TokenFailureWindow.objects.get(address=attacker).failures == 1
+
+
+def test_invalid_tokens_below_the_limit_in_a_window_never_pause(report, token_limits):
+    valid = token_key(make_user("viewer", "view"))
+    for window in range(3):
+        TokenFailureWindow.objects.update(started_at=timezone.now() - timedelta(seconds=601))
+        for _ in range(4):
+            assert api_get("0" * 40).status_code == 401, window
+        assert api_get(valid).status_code == 200
+
+
+def test_an_admin_lifts_a_pause_by_deleting_the_address(report, token_limits, superuser_client):
+    valid = token_key(make_user("viewer", "view"))
+    for _ in range(6):
+        api_get("0" * 40, "198.51.100.9")
+    assert api_get(valid, "198.51.100.9").status_code == 429
+    window = TokenFailureWindow.objects.get()
+    listing = superuser_client.get("/admin/access/tokenfailurewindow/").content.decode()
+    assert "198.51.100.9" in listing
+    superuser_client.post(f"/admin/access/tokenfailurewindow/{window.pk}/delete/", {"post": "yes"})
+    assert api_get(valid, "198.51.100.9").status_code == 200
+
+
+def test_an_ipv6_client_counts_by_its_slash_64(report, token_limits):
+    valid = token_key(make_user("viewer", "view"))
+    for host in range(1, 6):  # five addresses of one /64
+        assert api_get("0" * 40, f"2001:db8:1:2::{host:x}").status_code == 401
+    assert api_get(valid, "2001:db8:1:2:ffff::1").status_code == 429
+    assert api_get(valid, "2001:db8:1:3::1").status_code == 200  # the next /64
+    assert list(TokenFailureWindow.objects.values_list("address", flat=True)) == ["2001:db8:1:2::"]
+
+
+def test_without_a_proxy_setting_forwarded_headers_change_nothing(report, token_limits):
+    valid = token_key(make_user("viewer", "view"))
+    for number in range(5):  # a new made-up address each time, from one real address
+        api_get("0" * 40, "198.51.100.9", HTTP_X_FORWARDED_FOR=f"10.0.0.{number}")
+    assert api_get(valid, "198.51.100.9", HTTP_X_FORWARDED_FOR="10.9.9.9").status_code == 429
+
+
+def test_behind_a_proxy_the_address_comes_from_its_header_read_from_the_right(report, token_limits):
+    token_limits.CLIENT_ADDRESS_HEADER = "X-Forwarded-For"
+    valid = token_key(make_user("viewer", "view"))
+    proxy = "10.0.0.2"
+    for number in range(5):  # the client makes up the left part; the proxy adds its view
+        api_get("0" * 40, proxy, HTTP_X_FORWARDED_FOR=f"1.1.1.{number}, 198.51.100.9")
+    assert api_get(valid, proxy, HTTP_X_FORWARDED_FOR="198.51.100.9").status_code == 429
+    assert (
+        api_get(valid, proxy, HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.50").status_code == 200
+    )
+    assert api_get(valid, proxy, HTTP_X_FORWARDED_FOR="203.0.113.50").status_code == 200
+    # Two proxies: the second from the right is the address the outer one saw.
+    token_limits.CLIENT_ADDRESS_PROXY_COUNT = 2
+    paused = api_get(valid, proxy, HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.9, 10.0.0.1")
+    assert paused.status_code == 429
+    assert api_get(valid, proxy, HTTP_X_FORWARDED_FOR="198.51.100.9, 10.0.0.1").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("header", "remote", "expected"),
+    [
+        (None, "198.51.100.9", "198.51.100.9"),
+        ("198.51.100.9", "10.0.0.2", "198.51.100.9"),
+        ("198.51.100.9:4711", "10.0.0.2", "198.51.100.9"),
+        ("[2001:db8::1]:4711", "10.0.0.2", "2001:db8::"),
+        ("::ffff:198.51.100.9", "10.0.0.2", "198.51.100.9"),
+        ("not-an-address", "10.0.0.2", "10.0.0.2"),
+        ("", "10.0.0.2", "10.0.0.2"),
+        ("unknown, 198.51.100.9", "10.0.0.2", "198.51.100.9"),
+    ],
+)
+def test_the_lockout_address_of_a_request(rf, settings, header, remote, expected):
+    from access.client_address import lockout_address
+
+    settings.CLIENT_ADDRESS_HEADER = "X-Forwarded-For"
+    headers = {} if header is None else {"HTTP_X_FORWARDED_FOR": header}
+    assert lockout_address(rf.get("/", REMOTE_ADDR=remote, **headers)) == expected
+
+
+# --- admin logins: locked per username and address, for a while -----------------------
+
+
+def log_in(username, password, address):
+    client = Client()
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": username, "password": password},
+        REMOTE_ADDR=address,
+    )
+    return response
+
+
+@pytest.fixture
+def people():
+    for name in ("ops", "colleague"):
+        user = make_user(name, staff=True)
+        user.set_password("the-right-password-1")
+        user.save()
+
+
+def test_forty_wrong_passwords_lock_that_user_from_that_address_until_the_cool_off(
+    people, settings
+):
+    attacker = "198.51.100.9"
+    answers = [log_in("ops", f"guess-{n}", attacker).status_code for n in range(40)]
+    assert answers[: settings.LOGIN_FAILURE_LIMIT - 1] == [200] * 9  # the form again
+    assert set(answers[settings.LOGIN_FAILURE_LIMIT - 1 :]) == {429}
+    refused = log_in("ops", "the-right-password-1", attacker)
+    assert refused.status_code == 429
+    page = refused.content.decode()
+    assert "10 failed logins for “ops” came from your" in page
+    assert "paused for 15 minutes" in page
+    assert "_auth_user_id" not in refused.client.session
+    # The lock is the pair: the user elsewhere, and others from there, log in.
+    assert log_in("ops", "the-right-password-1", "203.0.113.50").status_code == 302
+    assert log_in("colleague", "the-right-password-1", attacker).status_code == 302
+    # The passwords tried are not kept.
+    assert "guess-" not in "".join(AccessAttempt.objects.values_list("post_data", flat=True))
+    # Tries during the lock do not prolong it; after the cool-off the right one works.
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(seconds=901))
+    assert log_in("ops", "the-right-password-1", attacker).status_code == 302
+
+
+def test_an_administrator_lifts_a_login_lock_with_axes_reset(people):
+    for n in range(10):
+        log_in("ops", f"guess-{n}", "198.51.100.9")
+    assert log_in("ops", "the-right-password-1", "198.51.100.9").status_code == 429
+    call_command("axes_reset_username", "ops", stdout=io.StringIO())
+    assert log_in("ops", "the-right-password-1", "198.51.100.9").status_code == 302
+
+
+def test_logins_behind_a_proxy_are_locked_by_the_address_the_proxy_saw(people, settings):
+    settings.CLIENT_ADDRESS_HEADER = "X-Real-IP"
+
+    def through_proxy(password, client_address):
+        return Client().post(
+            "/admin/login/?next=/admin/",
+            {"username": "ops", "password": password},
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_REAL_IP=client_address,
+        )
+
+    for n in range(10):
+        through_proxy(f"guess-{n}", "198.51.100.9")
+    assert through_proxy("the-right-password-1", "198.51.100.9").status_code == 429
+    assert through_proxy("the-right-password-1", "203.0.113.50").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TOKEN_FAILURE_LIMIT",
+        "TOKEN_COOLOFF_SECONDS",
+        "LOGIN_FAILURE_LIMIT",
+        "LOGIN_COOLOFF_SECONDS",
+        "CLIENT_ADDRESS_PROXY_COUNT",
+    ],
+)
+def test_a_limit_below_one_is_refused_by_name(name):
+    result = settings_in_a_fresh_process(f"settings.{name}", DEBUG="1", **{name: "0"})
+    assert result.returncode != 0
+    assert f"{name} must be 1 or more, not 0." in result.stderr
