@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from reports.datasources import alias_for_source, reporting_databases
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_apscheduler",
     "axes",
+    "csp",
     "access",
     "reports",
     "runs",
@@ -68,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -188,6 +191,7 @@ FORMAT_MODULE_PATH = ["reportsvc.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Report outputs. Never served from a public URL: only through authenticated views.
 MEDIA_ROOT = env("OUTPUTS_DIR", default=str(VAR_DIR / "outputs"))
@@ -290,6 +294,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SERVE_AUTHENTICATION": None,  # DEFAULT_AUTHENTICATION_CLASSES
     "SWAGGER_UI_DIST": "SIDECAR",
+    # Never the online validator: it would send the schema's address to a third party.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
@@ -304,7 +310,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- Sign-in protection (README: Security) ---------------------------------------------
+# --- Sign-in protection and Content-Security-Policy (README: Security) ------------------
 
 # Where the client's address comes from. Unset: the connecting address (REMOTE_ADDR).
 # Behind a proxy, the header it sets (e.g. X-Forwarded-For), read from the right: the
@@ -342,6 +348,33 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_CLIENT_IP_CALLABLE = "access.client_address.lockout_address"
 AXES_LOCKOUT_CALLABLE = "access.views.login_paused"
 AXES_DISABLE_ACCESS_LOG = True  # failures are what a lockout needs; no row per login
+
+# Every response, the admin, the API docs and the API: scripts only from the service's own
+# files, styles from its files or <style> elements that carry the response's nonce.
+# Style attributes (style-src-attr) stay allowed: they cannot run script.
+_CSP_DIRECTIVES = {
+    "default-src": [SELF],
+    "script-src": [SELF],
+    "style-src": [SELF, NONCE],
+    "style-src-attr": [UNSAFE_INLINE],
+    "img-src": [SELF, "data:"],
+    "font-src": [SELF],
+    "connect-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [NONE],
+    "form-action": [SELF],
+    "frame-ancestors": [NONE],
+}
+# Where browsers send violation reports (empty: nowhere). Not settings of their own:
+# django-csp refuses its old CSP_* settings.
+_csp_report_uri = env("CSP_REPORT_URI", default="")
+if _csp_report_uri:
+    _CSP_DIRECTIVES["report-uri"] = [_csp_report_uri]
+# 1: browsers only report what the policy would block (to try a change out).
+if env.bool("CSP_REPORT_ONLY", default=False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _CSP_DIRECTIVES}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _CSP_DIRECTIVES}
 
 # --- Notifications -------------------------------------------------------------------
 

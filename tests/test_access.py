@@ -1,6 +1,7 @@
-"""API tokens kept as digests and shown once, and the pauses on guessing (admin logins
-and tokens) that an attacker cannot turn against others."""
+"""API tokens kept as digests and shown once, the pauses on guessing (admin logins and
+tokens) that an attacker cannot turn against others, and the Content-Security-Policy."""
 
+import base64
 import hashlib
 import io
 import json
@@ -536,3 +537,64 @@ def test_a_limit_below_one_is_refused_by_name(name):
     result = settings_in_a_fresh_process(f"settings.{name}", DEBUG="1", **{name: "0"})
     assert result.returncode != 0
     assert f"{name} must be 1 or more, not 0." in result.stderr
+
+
+# --- Content-Security-Policy ------------------------------------------------------------
+
+
+def policy(response):
+    directives = response["Content-Security-Policy"].split("; ")
+    return dict(directive.partition(" ")[::2] for directive in directives)
+
+
+def test_admin_pages_send_a_policy_without_inline_script_and_nonced_styles(superuser_client):
+    response = superuser_client.get("/admin/")
+    directives = policy(response)
+    assert directives["script-src"] == "'self'"
+    assert directives["object-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
+    nonce = re.search(r"'nonce-([^']+)'", directives["style-src"]).group(1)
+    page = response.content.decode()
+    assert f'<style nonce="{nonce}">' in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)  # no inline script
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handler
+    assert len(base64.b64decode(nonce)) == 16
+    assert policy(superuser_client.get("/admin/"))["style-src"] != directives["style-src"]
+
+
+def test_the_report_form_confirms_through_a_script_file_not_an_inline_handler(
+    superuser_client, report
+):
+    page = superuser_client.get(f"/admin/reports/report/{report.pk}/change/").content.decode()
+    assert 'data-confirm="Replace the webhook secret?' in page
+    assert not re.search(r"\son[a-z]+=", page)
+    assert "/static/reportsvc/confirm.js" in page
+
+
+def test_the_api_docs_load_their_script_from_a_file(superuser_client):
+    response = superuser_client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "'unsafe-inline'" not in policy(response)["script-src"]
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)
+    script_url = re.search(r'<script src="(/api/docs/\?[^"]*script=[^"]*)"', page).group(1)
+    script = superuser_client.get(script_url.replace("&amp;", "&"))
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle(" in script.content.decode()
+
+
+def test_the_login_paused_page_works_under_the_policy(people):
+    for n in range(10):
+        response = log_in("ops", f"guess-{n}", "198.51.100.9")
+    nonce = re.search(r"'nonce-([^']+)'", policy(response)["style-src"]).group(1)
+    assert f'<style nonce="{nonce}">' in response.content.decode()
+
+
+def test_the_policy_can_report_and_report_only():
+    result = settings_in_a_fresh_process(
+        "settings.CONTENT_SECURITY_POLICY_REPORT_ONLY['DIRECTIVES']['report-uri'], "
+        "getattr(settings, 'CONTENT_SECURITY_POLICY', None)",
+        DEBUG="1",
+        CSP_REPORT_URI="https://csp.example.com/report",
+        CSP_REPORT_ONLY="1",
+    )
+    assert result.stdout.strip() == "['https://csp.example.com/report'] None", result.stderr
