@@ -52,6 +52,17 @@ COMMON_ERRORS = {
 
 UNSUPPORTED_MEDIA_TYPE = "The body is not `application/json` (the only type accepted)."
 
+# Any operation, for a request with a token: the client's address sent too many invalid
+# ones (TOKEN_FAILURE_LIMIT), so its tokens are refused until the window ends.
+TOKENS_PAUSED = (
+    "Too many invalid tokens came from the client's address: its tokens are refused "
+    "until `Retry-After` seconds have passed."
+)
+RETRY_AFTER = {
+    "description": "Seconds to wait before asking again.",
+    "schema": {"type": "integer"},
+}
+
 # The objects responses are made of. Each sends every property, except those named
 # here, which it leaves out for users without a permission (see the serializers'
 # to_representation): those are optional, so clients do not fail for such users.
@@ -67,8 +78,9 @@ RESPONSE_OBJECTS = {
 SECURITY_DESCRIPTIONS = {
     "tokenAuth": (
         "Send `Authorization: Token <key>`: the word `Token`, one space, then the key "
-        "(not `Bearer`). Keys are made in the admin under Tokens, or with "
-        "`manage.py drf_create_token USERNAME`."
+        "(not `Bearer`). Keys are made in the admin under API tokens, or with "
+        "`manage.py createapitoken USERNAME`, and shown once: the service keeps only a "
+        "digest."
     ),
     "cookieAuth": (
         "The admin's session cookie, for the browser (Swagger UI). Unsafe methods also "
@@ -106,9 +118,19 @@ def _describe_csv_errors(responses):
             content["text/csv"] = {"schema": schema}
 
 
+def _add_tokens_paused(responses, media_types):
+    """429 for a paused address, beside an operation's own 429 (the run throttle)."""
+    throttled = responses.setdefault(
+        "429", {"description": TOKENS_PAUSED, "content": _error_content(media_types)}
+    )
+    if throttled["description"] != TOKENS_PAUSED:
+        throttled["description"] += f" Or: {TOKENS_PAUSED[0].lower()}{TOKENS_PAUSED[1:]}"
+    throttled.setdefault("headers", {}).setdefault("Retry-After", copy.deepcopy(RETRY_AFTER))
+
+
 def add_error_responses(result, generator, request, public):
-    """Add 401/403 to every operation, 404 to paths with parameters, 413 to writes, 415
-    to operations with a body, and describe error bodies as what they are."""
+    """Add 401/403/429 to every operation, 404 to paths with parameters, 413 to writes,
+    415 to operations with a body, and describe error bodies as what they are."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     # Copies: the document is made anew for each request, the constants stay as they are.
     schemas["Error"] = copy.deepcopy(ERROR_SCHEMA)
@@ -127,6 +149,7 @@ def add_error_responses(result, generator, request, public):
                 )
             headers = responses["401"].setdefault("headers", {})
             headers["WWW-Authenticate"] = copy.deepcopy(WWW_AUTHENTICATE)
+            _add_tokens_paused(responses, media_types)
             if "{" in path:
                 responses.setdefault(
                     "404", {"description": "Not found.", "content": _error_content(media_types)}

@@ -5,9 +5,11 @@ outputs under ``var/outputs/``. Every variable is listed in README.md and .env.e
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from reports.datasources import alias_for_source, reporting_databases
@@ -55,17 +57,20 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_apscheduler",
+    "axes",
+    "csp",
+    "access",
     "reports",
     "runs",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,6 +80,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "reportsvc.middleware.APIRequestLogMiddleware",
     "reportsvc.middleware.APIRequestBodyLimitMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the "login paused" page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "reportsvc.urls"
@@ -162,6 +169,12 @@ BACKFILL_MAX_RUNS = env.int("BACKFILL_MAX_RUNS", default=366)
 
 # --- Auth, i18n, files ---------------------------------------------------------------
 
+# django-axes first: it refuses a login while its username and address are locked out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -178,6 +191,7 @@ FORMAT_MODULE_PATH = ["reportsvc.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Report outputs. Never served from a public URL: only through authenticated views.
 MEDIA_ROOT = env("OUTPUTS_DIR", default=str(VAR_DIR / "outputs"))
@@ -233,7 +247,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # APScheduler logs every job start at INFO; the worker logs what matters itself.
-    "loggers": {"apscheduler": {"level": "WARNING"}},
+    # django-axes logs its version at every start; its lockouts are warnings.
+    "loggers": {"apscheduler": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }
 
 # --- Worker (manage.py runapscheduler) -------------------------------------------------
@@ -257,7 +272,7 @@ HEALTH_WORKER_MAX_AGE_SECONDS = env.int("HEALTH_WORKER_MAX_AGE_SECONDS", default
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes anonymous requests 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "access.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -279,6 +294,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SERVE_AUTHENTICATION": None,  # DEFAULT_AUTHENTICATION_CLASSES
     "SWAGGER_UI_DIST": "SIDECAR",
+    # Never the online validator: it would send the schema's address to a third party.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
@@ -292,6 +309,72 @@ SPECTACULAR_SETTINGS = {
         "RunTriggerEnum": "runs.models.RunTrigger",
     },
 }
+
+# --- Sign-in protection and Content-Security-Policy (README: Security) ------------------
+
+# Where the client's address comes from. Unset: the connecting address (REMOTE_ADDR).
+# Behind a proxy, the header it sets (e.g. X-Forwarded-For), read from the right: the
+# address CLIENT_ADDRESS_PROXY_COUNT entries from the end is the one the outermost of
+# your proxies saw. Never set it without a proxy that writes it: clients could pick
+# their own address.
+CLIENT_ADDRESS_HEADER = env("CLIENT_ADDRESS_HEADER", default="")
+CLIENT_ADDRESS_PROXY_COUNT = env.int("CLIENT_ADDRESS_PROXY_COUNT", default=1)
+# Admin logins: this many failures for one username from one address lock that pair
+# (no other user, no other address) for the cool-off (django-axes).
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_COOLOFF_SECONDS = env.int("LOGIN_COOLOFF_SECONDS", default=900)
+# API tokens: this many invalid tokens from one address within the cool-off refuse every
+# token from that address until the cool-off has passed (429 with Retry-After).
+TOKEN_FAILURE_LIMIT = env.int("TOKEN_FAILURE_LIMIT", default=20)
+TOKEN_COOLOFF_SECONDS = env.int("TOKEN_COOLOFF_SECONDS", default=900)
+for _name in (
+    "CLIENT_ADDRESS_PROXY_COUNT",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_COOLOFF_SECONDS",
+    "TOKEN_FAILURE_LIMIT",
+    "TOKEN_COOLOFF_SECONDS",
+):
+    if vars()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, not {vars()[_name]}.")
+
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF_SECONDS)
+# The pair, so that nobody can lock a user out from everywhere, nor an office's address
+# out for every user, by failing on purpose.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A try during the lock does not prolong it: the page says when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "access.client_address.lockout_address"
+AXES_LOCKOUT_CALLABLE = "access.views.login_paused"
+AXES_DISABLE_ACCESS_LOG = True  # failures are what a lockout needs; no row per login
+
+# Every response, the admin, the API docs and the API: scripts only from the service's own
+# files, styles from its files or <style> elements that carry the response's nonce.
+# Style attributes (style-src-attr) stay allowed: they cannot run script.
+_CSP_DIRECTIVES = {
+    "default-src": [SELF],
+    "script-src": [SELF],
+    "style-src": [SELF, NONCE],
+    "style-src-attr": [UNSAFE_INLINE],
+    "img-src": [SELF, "data:"],
+    "font-src": [SELF],
+    "connect-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [NONE],
+    "form-action": [SELF],
+    "frame-ancestors": [NONE],
+}
+# Where browsers send violation reports (empty: nowhere). Not settings of their own:
+# django-csp refuses its old CSP_* settings.
+_csp_report_uri = env("CSP_REPORT_URI", default="")
+if _csp_report_uri:
+    _CSP_DIRECTIVES["report-uri"] = [_csp_report_uri]
+# 1: browsers only report what the policy would block (to try a change out).
+if env.bool("CSP_REPORT_ONLY", default=False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _CSP_DIRECTIVES}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _CSP_DIRECTIVES}
 
 # --- Notifications -------------------------------------------------------------------
 

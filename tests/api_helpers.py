@@ -1,7 +1,8 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from access.services.tokens import create_token
 
 PERMISSIONS = {
     "view": ["view_report"],
@@ -22,10 +23,14 @@ def make_user(username, role=None, *, staff=False):
     return user
 
 
+def token_key(user):
+    """The key of a new API token of ``user`` (the service keeps only its digest)."""
+    return create_token(user, "tests")[1]
+
+
 def client_for(user=None):
     """An API client authenticated with a real token (or anonymous)."""
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_key(user)}")
     return client

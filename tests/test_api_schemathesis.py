@@ -18,7 +18,7 @@ from django.db import connections
 from reports.models import Report
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
-from tests.api_helpers import client_for, make_user
+from tests.api_helpers import client_for, make_user, token_key
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -136,8 +136,7 @@ def api_data():
     superuser = make_user("root", staff=True)
     superuser.is_superuser = True
     superuser.save()
-    client_for(superuser)  # creates the token
-    return superuser.auth_token.key
+    return token_key(superuser)
 
 
 def test_as_a_superuser_every_response_matches_the_schema(
@@ -164,14 +163,14 @@ def test_as_a_user_who_may_view_and_run_every_response_matches_the_schema(
     # phase's boundary values reach the same validation as the superuser's run, so this
     # run fuzzes every operation and leaves that phase to the superuser.
     runner = make_user("runner", "run")
-    client_for(runner)
-    schema = fetch_schema(runner.auth_token.key, tmp_path / "openapi.json")
+    key = token_key(runner)
+    schema = fetch_schema(key, tmp_path / "openapi.json")
     result, report = schemathesis(
         live_server,
         tmp_path,
         schemathesis_home,
         tmp_path / "openapi.json",
-        f"Authorization: Token {runner.auth_token.key}",
+        f"Authorization: Token {key}",
         max_examples=10,
         phases="examples,fuzzing",
     )

@@ -205,3 +205,104 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
         page.screenshot(path=OUTPUT_DIR / "run-page-failed.png", full_page=True)
         browser.close()
     monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
+
+
+# Reports every Content-Security-Policy violation of the page, from before its first script.
+RECORD_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(
+    `${event.violatedDirective} blocked ${event.blockedURI || "inline"} ` +
+    `(${event.sourceFile}:${event.lineNumber}) ${event.sample}`
+  );
+});
+"""
+
+
+def test_pages_work_under_the_content_security_policy_at_800_and_1400_px(live_server, monkeypatch):
+    """The admin index, a report, a run with its preview and the API docs: no violation
+    of the policy, and the scripts they need (confirm dialogs, Swagger UI) run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from runs.services.runner import run_report_now
+
+    call_command("seed_demo", "--no-admin", stdout=io.StringIO())
+    user = make_user("ops", staff=True)
+    user.is_superuser = True
+    user.set_password("a-long-password-1")
+    user.save()
+    report = Report.objects.get(slug="daily-revenue-by-currency")
+    run = run_report_now(report)
+    assert run.status == RunStatus.SUCCEEDED and run.row_count > 0
+    secret = report.webhook_secret
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        for width in (800, 1400):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.set_default_timeout(20_000)
+            page.add_init_script(RECORD_CSP_VIOLATIONS)
+            console = []
+            page.on("console", lambda message, seen=console: seen.append(message.text))
+            dialogs = []
+
+            def dismiss(dialog, seen=dialogs):
+                seen.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", dismiss)
+            page.goto(f"{live_server.url}/admin/login/")
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", "a-long-password-1")
+            page.click("input[type=submit]")
+            expect(page.locator("#worker-status")).to_be_visible()
+
+            def check(name, path, ready, page=page, width=width, console=console):
+                response = page.goto(f"{live_server.url}{path}")
+                assert "script-src 'self'" in response.headers["content-security-policy"]
+                expect(page.locator(ready).first).to_be_visible()
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=OUTPUT_DIR / f"csp-{name}-{width}.png", full_page=True)
+                violations = page.evaluate("window.cspViolations")
+                refused = [text for text in console if "Content Security Policy" in text]
+                assert violations == [] and refused == [], (name, width, violations, refused)
+
+            check("index", "/admin/", "#worker-status")
+            check("report", f"/admin/reports/report/{report.pk}/change/", "#recent-runs")
+            # The confirm question comes from a script file; dismissed, nothing is sent.
+            page.click("#rotate-webhook-secret")
+            assert dialogs == [
+                "Replace the webhook secret? Receivers that check signatures need the new one."
+            ]
+            check("run", f"/admin/runs/run/{run.pk}/change/", "#preview-table")
+            assert page.locator("#preview-table tbody tr").count() == min(50, run.row_count)
+            check("api-docs", "/api/docs/", ".opblock")
+            # Swagger UI calls the API from the page (session and CSRF header included).
+            operation = page.locator(".opblock-get", has_text="/api/reports/").first
+            operation.locator(".opblock-summary").click()
+            operation.get_by_role("button", name="Try it out").click()
+            operation.get_by_role("button", name="Execute").click()
+            expect(
+                operation.locator(".live-responses-table tbody .response-col_status").first
+            ).to_have_text("200")
+            violations = page.evaluate("window.cspViolations")
+            assert violations == [], violations
+            # The check sees a violation when there is one: an inline script is refused.
+            page.evaluate(
+                "() => { const script = document.createElement('script');"
+                " script.textContent = 'window.injected = true'; document.body.append(script); }"
+            )
+            page.wait_for_timeout(100)
+            assert page.evaluate("window.injected") is None
+            assert page.evaluate("window.cspViolations")[0].startswith(
+                "script-src-elem blocked inline"
+            )
+            page.close()
+        browser.close()
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
+    report.refresh_from_db()
+    assert report.webhook_secret == secret

@@ -6,6 +6,7 @@ into "another terminal" without that variable, talks to the running service with
 token they made, and stops it with Ctrl-C.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -150,7 +151,7 @@ def test_a_python_without_django_points_at_the_virtualenv():
 @postgres_only
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_a_token_made_in_another_terminal_works_on_the_postgresql_make_run_serves(tmp_path):
-    """DATABASE_URL=postgres://… make run, then the README's drf_create_token without it."""
+    """DATABASE_URL=postgres://… make run, then the README's createapitoken without it."""
     from django.db import connection
     from rest_framework.test import APIClient
 
@@ -161,7 +162,7 @@ def test_a_token_made_in_another_terminal_works_on_the_postgresql_make_run_serve
     url = database_url_of_test_run()
     remember_databases({"REPORTSVC_VAR_DIR": str(tmp_path), "DATABASE_URL": url})
     result = manage(
-        "drf_create_token",
+        "createapitoken",
         "admin",
         environment=clean_environment(
             REPORTSVC_VAR_DIR=str(tmp_path), SECRET_KEY=os.environ.get("SECRET_KEY", "x")
@@ -170,7 +171,7 @@ def test_a_token_made_in_another_terminal_works_on_the_postgresql_make_run_serve
     assert result.returncode == 0, result.stderr
     assert f"Using the database `make run` serves ({tmp_path / 'make-run.env'})" in result.stderr
     assert connection.settings_dict["NAME"] in result.stderr
-    token = result.stdout.split()[2]
+    token = result.stdout.strip()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/reports/").status_code == 200
@@ -328,8 +329,8 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         assert changed.returncode == 0, changed.stderr
         assert "Password changed successfully for user 'admin'" in changed.stdout
         with sqlite3.connect(served) as database:
-            (tokens,) = database.execute("SELECT count(*) FROM authtoken_token").fetchone()
-        assert tokens == 1
+            kept = database.execute("SELECT digest FROM authtoken_token").fetchall()
+        assert kept == [(hashlib.sha256(token.encode()).hexdigest(),)]  # never the key itself
         assert not (var / "reportsvc.sqlite3").exists()  # nothing went to the default
     finally:
         status = service.ctrl_c() if service.process.poll() is None else service.process.poll()

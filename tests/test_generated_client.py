@@ -23,13 +23,12 @@ import openpyxl
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.services.queue import claim_runs
 from runs.services.runner import perform_run, run_report_now
-from tests.api_helpers import make_user
+from tests.api_helpers import make_user, token_key
 from tests.conftest import executes_reports
 
 # One test process for both tests: the client is generated once.
@@ -68,7 +67,7 @@ def generated(live_server, django_db_setup, django_db_blocker, tmp_path_factory)
     with django_db_blocker.unblock():
         reader = get_user_model().objects.create_user("schema-reader")
         try:
-            schema = fetch_schema(live_server.url, Token.objects.create(user=reader).key)
+            schema = fetch_schema(live_server.url, token_key(reader))
         finally:
             reader.delete()
     (folder / "openapi.json").write_bytes(schema)
@@ -116,9 +115,11 @@ class Generated:
                 self.operations[name] = importlib.import_module(f"{PACKAGE}.api.{tag}.{name}")
 
     def client(self, base_url, user):
-        token, _ = Token.objects.get_or_create(user=user)
         return self.package.AuthenticatedClient(
-            base_url=base_url, token=token.key, prefix="Token", raise_on_unexpected_status=True
+            base_url=base_url,
+            token=token_key(user),
+            prefix="Token",
+            raise_on_unexpected_status=True,
         )
 
     def call(self, operation, client, **arguments):
@@ -373,12 +374,12 @@ def test_the_generated_client_follows_the_redirect_to_object_storage(
     generated, live_server, numbers, s3_outputs
 ):
     run = run_report_now(numbers)
-    token, _ = Token.objects.get_or_create(user=make_user("viewer", "view"))
+    key = token_key(make_user("viewer", "view"))
 
     def client(**options):
         return generated.package.AuthenticatedClient(
             base_url=live_server.url,
-            token=token.key,
+            token=key,
             prefix="Token",
             raise_on_unexpected_status=True,
             **options,

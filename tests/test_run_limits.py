@@ -15,7 +15,6 @@ from django.core.cache import cache, caches
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
@@ -26,7 +25,7 @@ from runs.services.queue import (
     schedule_retry,
 )
 from runs.services.transitions import transition_run
-from tests.api_helpers import client_for, make_user
+from tests.api_helpers import client_for, make_user, token_key
 from tests.conftest import needs_commits, record_scheduled_fire
 from tests.workers import PROJECT_DIR, process_environment
 
@@ -209,8 +208,7 @@ def web_processes(tmp_path, outputs_dir):
 def test_three_web_processes_share_one_throttle_and_one_queue_cap(report, web_processes):
     """40 triggers at once, spread over 3 processes of 4 threads: the user's 25/minute
     lets exactly 25 through, and the report's cap of 5 queues exactly 5 of those."""
-    token = Token.objects.create(user=make_user("runner", "run"))
-    headers = {"Authorization": f"Token {token.key}"}
+    headers = {"Authorization": f"Token {token_key(make_user('runner', 'run'))}"}
 
     def trigger(_):
         response = requests.post(

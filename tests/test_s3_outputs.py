@@ -40,7 +40,7 @@ from runs.services.recovery import fail_lost_runs
 from runs.services.runner import fail_run, run_report_now
 from runs.services.transitions import transition_run
 from tests import s3
-from tests.api_helpers import client_for, make_user
+from tests.api_helpers import client_for, make_user, token_key
 from tests.conftest import execute_run, files_under, needs_commits, parse_csv_text
 from tests.workers import PROJECT_DIR, process_environment
 
@@ -404,8 +404,7 @@ def test_clients_that_prefer_octet_stream_get_it_from_the_storage(s3_outputs, vi
 @needs_commits
 def test_a_client_following_redirects_gets_the_same_bytes(s3_outputs, viewer, live_server):
     run = run_sql(NUMBERS)
-    client_for(viewer)  # creates the token
-    headers = {"Authorization": f"Token {viewer.auth_token.key}"}
+    headers = {"Authorization": f"Token {token_key(viewer)}"}
     for path in (f"/api/runs/{run.pk}/download/", "/api/reports/numbers/latest.csv"):
         # requests drops the Authorization header when a redirect leaves the host, as
         # curl -L does: S3 refuses a second credential next to the signature.

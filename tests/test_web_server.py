@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from reports.models import Report
 from runs.services.runner import run_report_now
-from tests.api_helpers import make_user
+from tests.api_helpers import make_user, token_key
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = [
@@ -48,7 +47,7 @@ def big_run():
 
 @pytest.fixture
 def token():
-    return Token.objects.create(user=make_user("viewer", "view")).key
+    return token_key(make_user("viewer", "view"))
 
 
 def free_port():
