@@ -1,3 +1,4 @@
+import math
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -26,6 +27,7 @@ from reports.services.sql_check import sql_problem
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
+from reports.throttling import run_trigger_wait
 from reportsvc.web.display import moment, moment_html, status_badge
 from reportsvc.web.permissions import can_run_reports
 from runs.models import Run, RunStatus, RunTrigger
@@ -441,8 +443,17 @@ class ReportAdmin(admin.ModelAdmin):
             messages.error(request, "You are not allowed to run reports.")
             return redirect("admin:reports_report_change", report_id)
         zone = report_zone(report)
-        form, plan = BackfillForm(request.POST or None), None
-        if request.method == "POST" and form.is_valid():
+        form, plan, status = BackfillForm(request.POST or None), None, 200
+        wait = run_trigger_wait(request) if request.method == "POST" else None
+        if wait is not None:
+            # Planning a range costs CPU: the API's run-trigger throttle counts it too.
+            form.add_error(
+                None,
+                f"Too many run requests from you: try again in {math.ceil(wait)} s "
+                "(API_RUN_THROTTLE_RATE, shared with the API).",
+            )
+            status = 429
+        elif request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             start, end = (
                 timezone.make_aware(data[name].replace(tzinfo=None), zone)
@@ -464,7 +475,7 @@ class ReportAdmin(admin.ModelAdmin):
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             except QueueFull as error:
                 form.add_error(None, str(error))
-        return self._page(
+        page = self._page(
             request,
             report,
             f"Backfill “{report.name}”",
@@ -474,6 +485,8 @@ class ReportAdmin(admin.ModelAdmin):
             zone=zone.key,
             schedule=describe_crontab(report.schedule) if report.schedule else "",
         )
+        page.status_code = status
+        return page
 
     def _queue_run(self, request, report, **values):
         try:

@@ -7,7 +7,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from reports.throttling import SharedScopedRateThrottle
+from reports.throttling import RUN_TRIGGER_SCOPE, SharedScopedRateThrottle
 from reportsvc.web.permissions import CanRunReports
 from reportsvc.web.schema import ERROR
 from runs.serializers import RunSerializer
@@ -20,7 +20,7 @@ QUEUING_ACTION_OPTIONS = {
     "methods": ["post"],
     "permission_classes": [CanRunReports],
     "throttle_classes": [SharedScopedRateThrottle],
-    "throttle_scope": "report-runs",
+    "throttle_scope": RUN_TRIGGER_SCOPE,
 }
 THROTTLED = OpenApiResponse(
     ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
