@@ -1,4 +1,3 @@
-import json
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
@@ -9,9 +8,11 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
+from reports.moments import in_zone
 from reports.parameters import ParameterError
 from reports.targets import shown_target
-from reportsvc.web.display import first_line, moment, moment_html, status_badge
+from reportsvc.text import escaped
+from reportsvc.web.display import first_line, moment, moment_html, shown_json, status_badge
 from reportsvc.web.permissions import can_change_reports, can_run_reports
 from runs.downloads import output_format_of
 from runs.models import Run, RunTrigger, WorkerHeartbeat
@@ -201,8 +202,8 @@ class RunAdmin(admin.ModelAdmin):
             zone = ZoneInfo(run.report.timezone)
         except (ValueError, KeyError):
             return shown
-        here = timezone.get_current_timezone()
-        if value.astimezone(zone).utcoffset() == value.astimezone(here).utcoffset():
+        local, here = in_zone(value, zone), in_zone(value, timezone.get_current_timezone())
+        if local is None or here is None or local.utcoffset() == here.utcoffset():
             return shown
         return format_html(
             '{} <span class="rs-muted">({} in {})</span>', shown, moment(value, zone), zone.key
@@ -241,16 +242,15 @@ class RunAdmin(admin.ModelAdmin):
     def parameters_table(self, run):
         if not run.parameters:
             return "— (the SQL uses none)"
+        if not isinstance(run.parameters, dict):  # stored past the services (a shell)
+            return format_html("<pre class='rs-value'>{}</pre>", shown_json(run.parameters))
         return format_html(
             "<table class='rs-table' id='run-parameters'><tr><th>Name</th><th>Value</th></tr>"
             "{}</table>",
             format_html_join(
                 "",
                 "<tr><td><code>{}</code></td><td><pre class='rs-value'>{}</pre></td></tr>",
-                (
-                    (name, json.dumps(value, ensure_ascii=False))
-                    for name, value in run.parameters.items()
-                ),
+                ((escaped(name), shown_json(value)) for name, value in run.parameters.items()),
             ),
         )
 
