@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from reports.throttling import RUN_TRIGGER_SCOPE, SharedScopedRateThrottle
+from reportsvc.text import storage_problem
 from reportsvc.web.permissions import CanRunReports
 from reportsvc.web.schema import ERROR
 from runs.serializers import RunSerializer
@@ -88,6 +89,8 @@ def idempotency_key(request):
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
         raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+    if problem := storage_problem(key):
+        raise ValidationError({"Idempotency-Key": [problem]})
     return key
 
 

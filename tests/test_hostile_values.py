@@ -411,6 +411,14 @@ def test_declarations_with_such_text_are_refused_in_the_api_and_the_admin(
     assert not Report.objects.exists()
 
 
+@pytest.mark.parametrize("key", ["k\x00", "k\ud800"])
+def test_an_idempotency_key_no_database_stores_is_refused(runner, key):
+    report = text_report(declared=[{"name": "note", "type": "text", "default": "x"}])
+    response = runner.post(f"/api/reports/{report.slug}/run/", HTTP_IDEMPOTENCY_KEY=key)
+    assert "Text " in first_error(response, "Idempotency-Key")
+    assert not Run.objects.exists()
+
+
 def test_runreport_refuses_undecodable_arguments():
     # A terminal's bytes that are not UTF-8 reach Python as lone surrogates.
     text_report()

@@ -14,6 +14,7 @@ workers that really stopped.
 """
 
 import logging
+import threading
 import traceback
 
 from reportsvc.text import shown
@@ -44,8 +45,9 @@ def execute_claimed_run(run, *, stop_waiting=None, notify=None):
     pass it to ``notify``. Never raises an ``Exception``; returns whether it succeeded.
 
     ``stop_waiting``: see ``perform_run`` (how long recording waits for a database that
-    went away).
+    went away; without one, until it is back).
     """
+    stop_waiting = stop_waiting or threading.Event()
     try:
         perform_run(run, stop_waiting=stop_waiting)
     except Exception as error:
