@@ -293,10 +293,15 @@ def parse_value(parameter, raw, zone):
     if kind == DECIMAL:
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
             raise ParameterError(name, "Give a decimal number, e.g. 12.50.")
-        text = str(raw).strip()
-        if len(text) > MAX_DECIMAL_DIGITS or not re.fullmatch(
-            r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text
-        ):
+        # A JSON number reads as a float: 0.0000001 is then 1e-07, written out here.
+        text = plain_decimal(Decimal(repr(raw))) if isinstance(raw, float) else str(raw).strip()
+        if len(text) > MAX_DECIMAL_DIGITS:
+            raise ParameterError(
+                name,
+                f"A decimal is at most {MAX_DECIMAL_DIGITS} characters written out; this is "
+                f"{len(text):,}.",
+            )
+        if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text):
             raise ParameterError(
                 name, f"'{shown(text)}' is not a decimal number such as 12.50 (no exponent)."
             )

@@ -514,3 +514,24 @@ def test_the_extremes_that_pass_validation_reach_the_database(runner):
     assert row[:5] == [str(-(2**63)), str(2**63 - 1), "0001-01-01", "9999-12-31", long_text]
     assert row[5] == given["big"] if ON_POSTGRES else float(row[5]) == 1e50
     assert row[6] == ("0001-01-01 00:00:00+00" if ON_POSTGRES else "0001-01-01 00:00:00")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (1e-07, "0.0000001"),  # a JSON number 0.0000001 reads as this float
+        ("0.0000001", "0.0000001"),
+        (1e20, "100000000000000000000"),
+        (-0.5, "-0.5"),
+        ("1E-7", "'1E-7' is not a decimal number such as 12.50 (no exponent)."),
+        (float("inf"), "'Infinity' is not a decimal number"),
+        (1e-300, "A decimal is at most 100 characters written out; this is 302."),
+    ],
+)
+def test_decimals_are_taken_and_recorded_in_plain_notation(given, expected):
+    rate = params.Parameter("rate", params.DECIMAL)
+    try:
+        recorded = params.json_value(rate, params.parse_value(rate, given, UTC))
+    except params.ParameterError as error:
+        recorded = error.message
+    assert recorded.startswith(expected)
