@@ -145,3 +145,15 @@ def test_a_lone_surrogate_queued_on_sqlite_fails_its_run_with_the_reason():
         "Parameter note: Text must be valid Unicode: character 2 is a lone surrogate "
         "(\\ud800), which no database can store."
     )
+
+
+def test_a_run_queued_with_half_an_interval_covers_the_default_one():
+    report = Report.objects.create(name="Half", slug="half", sql="SELECT {{ interval_end }} AS e")
+    run = enqueue_run(report, "manual")
+    end = run.interval_end
+    Run.objects.filter(pk=run.pk).update(interval_start=None)
+    run.refresh_from_db()
+    execute_run(run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.interval_end == end and run.interval_start is not None

@@ -173,7 +173,7 @@ def perform_run(run, *, stop_waiting=None):
             f"Unknown data source '{report.data_source}': it is not configured.",
             stop_waiting=stop_waiting,
         )
-    if run.interval_end is None:  # queued before runs carried an interval
+    if run.interval_start is None or run.interval_end is None:  # queued before runs had one
         run.interval_start, run.interval_end = default_interval(report, run.queued_at)
     interval = {"interval_start": run.interval_start, "interval_end": run.interval_end}
     try:
