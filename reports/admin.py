@@ -1,3 +1,4 @@
+import math
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -27,6 +28,7 @@ from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.sql import without_statement_text
 from reports.targets import redacted_emails, redacted_webhooks
+from reports.throttling import run_trigger_wait
 from reportsvc.web.display import (
     SQL_HIDDEN,
     hidden_note,
@@ -200,9 +202,9 @@ class ReportAdmin(admin.ModelAdmin):
     readonly_fields = (
         "sql_hidden",
         "next_fire_times",
-        "next_run_at",
-        "created_at",
-        "updated_at",
+        "next_run_at_moment",
+        "created_at_moment",
+        "updated_at_moment",
         "webhook_signing_secret",
         "notify_emails_redacted",
         "notify_webhooks_redacted",
@@ -229,7 +231,7 @@ class ReportAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("History", {"fields": ("next_run_at", "created_at", "updated_at")}),
+        ("History", {"fields": ("next_run_at_moment", "created_at_moment", "updated_at_moment")}),
     )
     # What someone who may not change the report sees instead of its targets and secret.
     REDACTED_FIELDS = {
@@ -338,6 +340,20 @@ class ReportAdmin(admin.ModelAdmin):
         url = reverse("run-download", args=[report.last_success_id])
         kind = format_of_file(report.last_success_output or "").extension.upper()
         return format_html('<a href="{}">⬇ {}</a>', url, kind)
+
+    # Moments as the rest of the admin shows them (reportsvc.web.display), also where
+    # the admin's zone does not reach them (Django's own display would fail there).
+    @admin.display(description="Next run at")
+    def next_run_at_moment(self, report):
+        return moment(report.next_run_at)
+
+    @admin.display(description="Created at")
+    def created_at_moment(self, report):
+        return moment(report.created_at)
+
+    @admin.display(description="Updated at")
+    def updated_at_moment(self, report):
+        return moment(report.updated_at)
 
     @admin.display(description="Next five runs")
     def next_fire_times(self, report):
@@ -503,8 +519,17 @@ class ReportAdmin(admin.ModelAdmin):
             messages.error(request, "You are not allowed to run reports.")
             return redirect("admin:reports_report_change", report_id)
         zone = report_zone(report)
-        form, plan = BackfillForm(request.POST or None), None
-        if request.method == "POST" and form.is_valid():
+        form, plan, status = BackfillForm(request.POST or None), None, 200
+        wait = run_trigger_wait(request) if request.method == "POST" else None
+        if wait is not None:
+            # Planning a range costs CPU: the API's run-trigger throttle counts it too.
+            form.add_error(
+                None,
+                f"Too many run requests from you: try again in {math.ceil(wait)} s "
+                "(API_RUN_THROTTLE_RATE, shared with the API).",
+            )
+            status = 429
+        elif request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             start, end = (
                 timezone.make_aware(data[name].replace(tzinfo=None), zone)
@@ -526,7 +551,7 @@ class ReportAdmin(admin.ModelAdmin):
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             except QueueFull as error:
                 form.add_error(None, str(error))
-        return self._page(
+        page = self._page(
             request,
             report,
             f"Backfill “{report.name}”",
@@ -536,6 +561,8 @@ class ReportAdmin(admin.ModelAdmin):
             zone=zone.key,
             schedule=describe_crontab(report.schedule) if report.schedule else "",
         )
+        page.status_code = status
+        return page
 
     def _queue_run(self, request, report, **values):
         try:

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -22,5 +23,7 @@ class ReportsConfig(AppConfig):
 
     def ready(self):
         from reports import checks  # noqa: F401  (registers the data-source checks)
+        from reportsvc.text import read_sqlite_text_leniently
 
         post_migrate.connect(_provision_demo_source, sender=self)
+        connection_created.connect(read_sqlite_text_leniently)

@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 from cronsim import CronSim, CronSimError
 
+from reports.moments import zone_bounds
+
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
@@ -130,13 +132,17 @@ def parse_crontab(expression):
 def fires_after(schedule, zone, after):
     """The fire times strictly after the aware datetime ``after``, in order, in UTC.
 
-    Ends after 50 years without a fire (a schedule such as ``0 0 30 2 *`` never fires).
+    Ends after 50 years without a fire (a schedule such as ``0 0 30 2 *`` never fires),
+    and where the calendar ends: no fire is after year 9999, in UTC or in ``zone``.
     """
-    after = after.astimezone(UTC)
-    if schedule.is_fixed_time:
-        yield from _fixed_time_fires(schedule.expression, zone, after)
-    else:
-        yield from _wildcard_fires(schedule.expression, zone, after)
+    try:
+        after = max(after.astimezone(UTC), zone_bounds(zone)[0])
+        if schedule.is_fixed_time:
+            yield from _fixed_time_fires(schedule.expression, zone, after)
+        else:
+            yield from _wildcard_fires(schedule.expression, zone, after)
+    except OverflowError:
+        return
 
 
 def _fixed_time_fires(expression, zone, after):
@@ -218,14 +224,16 @@ def previous_fire_time(schedule, zone, before):
     Searched forwards, in windows that double from two minutes back, so only the forward
     evaluation (the one cron and the scheduler use) decides what a fire is.
     """
+    earliest = zone_bounds(zone)[0]
     window = timedelta(minutes=2)
     while window < timedelta(days=366 * 50):
+        start = before - window if before - earliest > window else earliest
         previous = None
-        for fire in fires_after(schedule, zone, before - window):
+        for fire in fires_after(schedule, zone, start):
             if fire >= before:
                 break
             previous = fire
-        if previous is not None:
+        if previous is not None or start == earliest:
             return previous
         window *= 2
     return None

@@ -20,6 +20,9 @@ from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
 
+from reports.moments import out_of_range_message, representable
+from reportsvc.text import shown, storage_problem
+
 INTERVAL_START = "interval_start"
 INTERVAL_END = "interval_end"
 BUILT_IN_NAMES = (INTERVAL_START, INTERVAL_END)
@@ -165,9 +168,9 @@ def declared_parameters(raw, zone=UTC):
         unknown = sorted(set(item) - {"name", "type", "label", "default", "choices"})
         if unknown:
             raise ParameterError(
-                f"{where}.{unknown[0]}",
-                f"Unknown key '{unknown[0]}': a parameter has name, type, label, default "
-                "and (for choice) choices.",
+                f"{where}.{shown(unknown[0])}",
+                f"Unknown key '{shown(unknown[0])}': a parameter has name, type, label, "
+                "default and (for choice) choices.",
             )
         name = item.get("name")
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -194,6 +197,8 @@ def declared_parameters(raw, zone=UTC):
             raise ParameterError(
                 f"{where}.label", f"A label is text of at most {LABEL_MAX_LENGTH} characters."
             )
+        if problem := storage_problem(label):
+            raise ParameterError(f"{where}.label", problem)
         choices = ()
         if kind == CHOICE:
             choices = item.get("choices")
@@ -244,11 +249,9 @@ def parameters_json(parameters):
 
 
 def _check_text(field_name, value):
-    if "\x00" in value:
-        raise ParameterError(
-            field_name,
-            "Text cannot contain the NUL character (\\0): PostgreSQL text cannot hold it.",
-        )
+    """Text both databases store as given: valid Unicode, no NUL, not too long."""
+    if problem := storage_problem(value):
+        raise ParameterError(field_name, problem)
     if len(value) > MAX_TEXT_LENGTH:
         raise ParameterError(
             field_name, f"Text is at most {MAX_TEXT_LENGTH:,} characters; this is {len(value):,}."
@@ -267,7 +270,8 @@ def parse_value(parameter, raw, zone):
         _check_text(name, raw)
         if kind == CHOICE and raw not in parameter.choices:
             raise ParameterError(
-                name, f"'{raw[:100]}' is not allowed: use one of {', '.join(parameter.choices)}."
+                name,
+                f"'{shown(raw)}' is not allowed: use one of {shown(', '.join(parameter.choices))}.",
             )
         return raw
     if kind == BOOLEAN:
@@ -281,7 +285,7 @@ def parse_value(parameter, raw, zone):
             raise ParameterError(name, "Give a whole number, e.g. 42.")
         text = str(raw).strip()
         if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
-            raise ParameterError(name, f"'{text[:100]}' is not a whole number, e.g. 42.")
+            raise ParameterError(name, f"'{shown(text)}' is not a whole number, e.g. 42.")
         value = int(text)
         if not BIGINT_MIN <= value <= BIGINT_MAX:
             raise ParameterError(name, "The number is outside the 64-bit integer range.")
@@ -289,17 +293,22 @@ def parse_value(parameter, raw, zone):
     if kind == DECIMAL:
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
             raise ParameterError(name, "Give a decimal number, e.g. 12.50.")
-        text = str(raw).strip()
-        if len(text) > MAX_DECIMAL_DIGITS or not re.fullmatch(
-            r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text
-        ):
+        # A JSON number reads as a float: 0.0000001 is then 1e-07, written out here.
+        text = plain_decimal(Decimal(repr(raw))) if isinstance(raw, float) else str(raw).strip()
+        if len(text) > MAX_DECIMAL_DIGITS:
             raise ParameterError(
-                name, f"'{text[:100]}' is not a decimal number such as 12.50 (no exponent)."
+                name,
+                f"A decimal is at most {MAX_DECIMAL_DIGITS} characters written out; this is "
+                f"{len(text):,}.",
+            )
+        if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text):
+            raise ParameterError(
+                name, f"'{shown(text)}' is not a decimal number such as 12.50 (no exponent)."
             )
         try:
             return Decimal(text)
         except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-            raise ParameterError(name, f"'{text[:100]}' is not a decimal number.") from None
+            raise ParameterError(name, f"'{shown(text)}' is not a decimal number.") from None
     if kind == DATE:
         if isinstance(raw, date) and not isinstance(raw, datetime):
             return raw
@@ -308,16 +317,22 @@ def parse_value(parameter, raw, zone):
         try:
             return date.fromisoformat(raw.strip())
         except ValueError:
-            raise ParameterError(name, f"'{raw.strip()}' is not a date in the calendar.") from None
+            raise ParameterError(
+                name, f"'{shown(raw.strip())}' is not a date in the calendar."
+            ) from None
     if kind == TIMESTAMP:
         return parse_timestamp(name, raw, zone)
     raise ParameterError(name, f"Unknown type '{kind}'.")  # pragma: no cover
 
 
 def parse_timestamp(name, raw, zone):
-    """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``."""
+    """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``.
+
+    The moment must exist in ``zone`` as well as in UTC (see reports.moments), so that
+    everything that shows or computes it in the report's zone can.
+    """
     if isinstance(raw, datetime):
-        value = raw
+        value, text = raw, raw.isoformat()
     else:
         if not isinstance(raw, str) or len(raw) > 64:
             raise ParameterError(name, "Give a time stamp in ISO 8601, e.g. 2026-11-25T06:00:00Z.")
@@ -328,16 +343,17 @@ def parse_timestamp(name, raw, zone):
             value = None
         if value is None:
             raise ParameterError(
-                name, f"'{text[:64]}' is not an ISO 8601 time stamp, e.g. 2026-11-25T06:00:00Z."
+                name,
+                f"'{shown(text, 64)}' is not an ISO 8601 time stamp, e.g. 2026-11-25T06:00:00Z.",
             )
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     try:
         value = value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ParameterError(name, "The time stamp is out of range.") from None
-    if not 1 <= value.year <= 9999 or (value.year == 9999 and value.month == 12):
-        raise ParameterError(name, "The time stamp is out of range.")
+        value = None
+    if value is None or not representable(value, zone):
+        raise ParameterError(name, out_of_range_message(shown(text, 64), zone))
     return value
 
 
@@ -351,8 +367,13 @@ def json_value(parameter, value):
     if parameter.type == TIMESTAMP:
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if parameter.type == DECIMAL:
-        return str(value)
+        return plain_decimal(value)
     return value
+
+
+def plain_decimal(value):
+    """A decimal in plain notation, never an exponent: ``0.0000001``, not ``1E-7``."""
+    return format(value, "f")
 
 
 def interval_default(parameter, bound, zone):
@@ -375,8 +396,7 @@ def resolve_values(declared, given, interval, zone):
         if name not in known and name not in BUILT_IN_NAMES:
             listed = ", ".join([*BUILT_IN_NAMES, *sorted(known)])
             raise ParameterError(
-                str(name)[:100],
-                f"This report has no parameter '{str(name)[:100]}' (it has: {listed}).",
+                shown(name), f"This report has no parameter '{shown(name)}' (it has: {listed})."
             )
     bounds = dict(zip(BUILT_IN_NAMES, interval, strict=True))
     values = dict(bounds)
@@ -574,7 +594,8 @@ def literal_text(parameter, value, vendor):
         if vendor == "postgresql":
             return value.isoformat()
         # The form Django and SQLite's datetime() store (UTC): text comparisons work.
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
+        # isoformat() pads the year to four digits (strftime writes year 1 as "1").
+        return value.replace(tzinfo=None).isoformat(sep=" ")
     if kind == DATE:
         return value.isoformat()
     if kind == BOOLEAN:
@@ -583,7 +604,9 @@ def literal_text(parameter, value, vendor):
         return 1 if value else 0
     if kind == INTEGER:
         return str(value) if vendor == "postgresql" else int(value)
-    return str(value)  # decimal, text, choice
+    if kind == DECIMAL:
+        return plain_decimal(value)
+    return str(value)  # text, choice
 
 
 def postgres_quoter(psycopg_connection):

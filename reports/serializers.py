@@ -1,3 +1,5 @@
+from datetime import UTC
+
 from django.core.exceptions import ValidationError as ModelValidationError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -6,9 +8,11 @@ from rest_framework import serializers
 from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
+from reports.moments import span_text
 from reports.services.sql_check import sql_problem
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
+from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of
 from runs.serializers import RunSummarySerializer, context_visibility, summarize_run
@@ -187,9 +191,24 @@ class RunRequestSerializer(serializers.Serializer):
     )
 
 
+class RangeBoundField(serializers.DateTimeField):
+    """DRF's DateTimeField, refusing a moment past either end of the calendar with the
+    value and the range (the report's zone is checked by the backfill's plan)."""
+
+    def to_internal_value(self, value):
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError as error:
+            if "overflow" not in error.get_codes():
+                raise
+            raise serializers.ValidationError(
+                f"'{shown(value, 64)}' is out of range: time stamps run from {span_text(UTC)}."
+            ) from None
+
+
 class BackfillRequestSerializer(serializers.Serializer):
-    start = serializers.DateTimeField(help_text="ISO 8601: the first fire time counted.")
-    end = serializers.DateTimeField(help_text="ISO 8601: fire times before this are counted.")
+    start = RangeBoundField(help_text="ISO 8601: the first fire time counted.")
+    end = RangeBoundField(help_text="ISO 8601: fire times before this are counted.")
     rerun = serializers.BooleanField(
         default=False, help_text="Also queue fire times that already have a succeeded run."
     )

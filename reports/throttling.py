@@ -22,3 +22,17 @@ class SharedScopedRateThrottle(ScopedRateThrottle):
                 users = get_user_model().objects.select_for_update()
                 list(users.filter(pk=request.user.pk).values_list("pk"))
             return super().allow_request(request, view)
+
+
+RUN_TRIGGER_SCOPE = "report-runs"
+
+
+def run_trigger_wait(request):
+    """For web forms that queue runs outside the API (the admin's backfill): count this
+    request against the user's API run-trigger throttle (API_RUN_THROTTLE_RATE) and
+    return the seconds to wait if it is over, else None."""
+    throttle = SharedScopedRateThrottle()
+    view = type("RunTriggerView", (), {"throttle_scope": RUN_TRIGGER_SCOPE})()
+    if throttle.allow_request(request, view):
+        return None
+    return throttle.wait() or 1

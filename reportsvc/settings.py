@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "reportsvc.web.escaping.EscapeUnencodableTextMiddleware",
     "reportsvc.middleware.APIRequestLogMiddleware",
     "reportsvc.middleware.APIRequestBodyLimitMiddleware",
     # Last, as django-axes asks: it turns a refused login into the "login paused" page.
@@ -278,7 +279,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["reportsvc.web.renderers.EscapingJSONRenderer"],
     # Request bodies are JSON only: form encodings cannot say null, and a schema that
     # offers them leads generated clients to send "None" for it.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],

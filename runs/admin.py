@@ -1,4 +1,3 @@
-import json
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
@@ -9,7 +8,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
+from reports.moments import in_zone
 from reports.parameters import ParameterError
+from reportsvc.text import escaped
 from reportsvc.web.display import (
     ROWS_HIDDEN,
     SQL_HIDDEN,
@@ -17,6 +18,7 @@ from reportsvc.web.display import (
     hidden_note,
     moment,
     moment_html,
+    shown_json,
     status_badge,
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
@@ -228,8 +230,8 @@ class RunAdmin(admin.ModelAdmin):
             zone = ZoneInfo(run.report.timezone)
         except (ValueError, KeyError):
             return shown
-        here = timezone.get_current_timezone()
-        if value.astimezone(zone).utcoffset() == value.astimezone(here).utcoffset():
+        local, here = in_zone(value, zone), in_zone(value, timezone.get_current_timezone())
+        if local is None or here is None or local.utcoffset() == here.utcoffset():
             return shown
         return format_html(
             '{} <span class="rs-muted">({} in {})</span>', shown, moment(value, zone), zone.key
@@ -275,16 +277,15 @@ class RunAdmin(admin.ModelAdmin):
     def parameters_table(self, run):
         if not run.parameters:
             return "— (the SQL uses none)"
+        if not isinstance(run.parameters, dict):  # stored past the services (a shell)
+            return format_html("<pre class='rs-value'>{}</pre>", shown_json(run.parameters))
         return format_html(
             "<table class='rs-table' id='run-parameters'><tr><th>Name</th><th>Value</th></tr>"
             "{}</table>",
             format_html_join(
                 "",
                 "<tr><td><code>{}</code></td><td><pre class='rs-value'>{}</pre></td></tr>",
-                (
-                    (name, json.dumps(value, ensure_ascii=False))
-                    for name, value in run.parameters.items()
-                ),
+                ((escaped(name), shown_json(value)) for name, value in run.parameters.items()),
             ),
         )
 

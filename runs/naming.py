@@ -1,9 +1,10 @@
 """Names of run outputs: a run whose SQL uses its data interval is named for it, so a
 folder of outputs reads like a series (``daily-revenue_2026-11-25.csv``)."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
+from reports.moments import in_zone
 from reports.parameters import BUILT_IN_NAMES
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
@@ -21,10 +22,13 @@ def interval_label(run):
         zone = ZoneInfo(run.report.timezone)
     except (ValueError, KeyError):
         zone = ZoneInfo("UTC")
-    start = run.interval_start.astimezone(zone)
+    # A run stored before bounds were checked may start where the zone's calendar does
+    # not reach (year 1 in New York): its name then reads the start in UTC.
+    start = in_zone(run.interval_start, zone) or in_zone(run.interval_start, UTC)
+    day = start.date().isoformat()  # strftime writes year 1 as "1"
     if run.interval_end - run.interval_start >= DAY_LIKE:
-        return f"{start:%Y-%m-%d}"
-    return f"{start:%Y-%m-%dT%H%M}"
+        return day
+    return f"{day}T{start:%H%M}"
 
 
 def output_file_stem(run):

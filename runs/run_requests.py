@@ -7,7 +7,8 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from reports.throttling import SharedScopedRateThrottle
+from reports.throttling import RUN_TRIGGER_SCOPE, SharedScopedRateThrottle
+from reportsvc.text import storage_problem
 from reportsvc.web.permissions import CanRunReports
 from reportsvc.web.schema import ERROR
 from runs.serializers import RunSerializer
@@ -20,7 +21,7 @@ QUEUING_ACTION_OPTIONS = {
     "methods": ["post"],
     "permission_classes": [CanRunReports],
     "throttle_classes": [SharedScopedRateThrottle],
-    "throttle_scope": "report-runs",
+    "throttle_scope": RUN_TRIGGER_SCOPE,
 }
 THROTTLED = OpenApiResponse(
     ERROR, description="Too many triggers from this user (API_RUN_THROTTLE_RATE)."
@@ -88,6 +89,8 @@ def idempotency_key(request):
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
         raise ValidationError({"Idempotency-Key": ["Use at most 255 characters."]})
+    if problem := storage_problem(key):
+        raise ValidationError({"Idempotency-Key": [problem]})
     return key
 
 

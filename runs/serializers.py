@@ -1,8 +1,9 @@
+from django.db import models
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reportsvc.web.links import api_links, iso_datetime
+from reportsvc.web.links import MomentField, api_links, iso_datetime
 from reportsvc.web.permissions import NOBODY, visibility_of
 from runs.models import Delivery, Run, RunStatus
 
@@ -34,7 +35,17 @@ class RunLinksMixin(serializers.Serializer):
         return run_download_url(run, self.context)
 
 
+# A moment the current zone cannot hold (a run stored before bounds were checked) is
+# written in UTC instead of failing the list.
+MOMENT_FIELD_MAPPING = {
+    **serializers.ModelSerializer.serializer_field_mapping,
+    models.DateTimeField: MomentField,
+}
+
+
 class DeliverySerializer(serializers.ModelSerializer):
+    serializer_field_mapping = MOMENT_FIELD_MAPPING
+
     class Meta:
         model = Delivery
         fields = ["channel", "target", "reason", "status", "attempts", "last_error", "sent_at"]
@@ -60,6 +71,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 
 class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
+    serializer_field_mapping = MOMENT_FIELD_MAPPING
     report = serializers.SlugRelatedField(
         slug_field="slug", read_only=True, help_text="The report's slug."
     )

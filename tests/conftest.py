@@ -240,9 +240,9 @@ def execute_run(run):
     from django.utils import timezone
 
     from runs.models import RunStatus
+    from runs.services.guard import execute_claimed_run
     from runs.services.heartbeats import worker_name
     from runs.services.queue import statement_to_record
-    from runs.services.runner import perform_run
     from runs.services.transitions import transition_run
 
     now = timezone.now()
@@ -255,7 +255,7 @@ def execute_run(run):
         heartbeat_at=now,
     )
     if started:
-        perform_run(run)
+        execute_claimed_run(run)
     return started
 
 

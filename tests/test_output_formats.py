@@ -575,3 +575,18 @@ def finished_gz_run(outputs_dir):
         return run
 
     return with_output
+
+
+@postgres_only
+def test_xlsx_writes_a_moment_the_report_s_zone_cannot_hold_as_its_text():
+    # Year 1 at midnight UTC is still year 0 in New York (and 10000 in Kiritimati).
+    sql = (
+        "SELECT timestamptz '0001-01-01 00:00:00+00' AS first, "
+        "timestamptz '9999-12-31 23:00:00+00' AS last, timestamptz '2026-11-25 12:00+00' AS now"
+    )
+    for zone, shown in (("America/New_York", 0), ("Pacific/Kiritimati", 1)):
+        run = run_report(f"edge-{shown}", sql=sql, output_format="xlsx", timezone=zone)
+        assert run.status == RunStatus.SUCCEEDED, run.error
+        [row] = workbook(run).active.iter_rows(min_row=2, values_only=True)
+        assert row[shown] == ("0001-01-01 00:00:00+00:00", "9999-12-31 23:00:00+00:00")[shown]
+        assert row[2].year == 2026

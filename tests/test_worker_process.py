@@ -2,7 +2,7 @@
 
 import signal
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -12,7 +12,8 @@ from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.services.leadership import SecondWorkerRefused, leader_lock_for
 from runs.services.queue import enqueue_run
-from tests.conftest import files_under, postgres_only, sqlite_only, wait_for
+from tests.conftest import ON_POSTGRES, files_under, postgres_only, sqlite_only, wait_for
+from tests.faults import REFUSAL, refused_success
 from tests.receivers import HTTP_OK, TcpReceiver
 from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
 
@@ -304,4 +305,53 @@ def test_the_worker_survives_losing_its_database_connections(start_worker, sourc
     wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=20)
     wait_for(lambda: WorkerHeartbeat.objects.get(pid=worker.pid).is_leader, timeout=15)
     assert worker.running()
+    assert worker.stop() == 0
+
+
+def test_a_run_whose_recording_breaks_ends_failed_and_the_next_one_runs(start_worker):
+    refused = Report.objects.create(name="Refused", slug="refused", sql="SELECT 1 AS n")
+    fine = Report.objects.create(name="Fine", slug="fine", sql="SELECT 2 AS n")
+    with refused_success(refused):
+        worker = start_worker(WORKER_CONCURRENCY=1)  # one slot: the next run waits its turn
+        wait_for_heartbeat(worker)
+        broken = enqueue_run(refused, "manual")
+        queued_after = enqueue_run(fine, "manual")
+        queued = time.monotonic()
+        wait_for(lambda: status_of(broken) == RunStatus.FAILED, timeout=10)
+        assert time.monotonic() - queued < 5  # not the minute "Worker lost" takes
+        wait_for(lambda: status_of(queued_after) == RunStatus.SUCCEEDED, timeout=10)
+    assert broken.error.startswith("The run failed inside reportsvc while recording its outcome")
+    assert REFUSAL in broken.error and broken.worker in broken.error
+    assert worker.running()
+    assert f"run {broken.pk} broke while recording its outcome" in worker.log()
+    assert worker.stop() == 0
+
+
+def test_runs_queued_before_values_were_checked_do_not_wedge_the_worker(start_worker):
+    report = Report.objects.create(
+        name="Old",
+        slug="old",
+        sql="SELECT {{ day }} AS day, {{ note }} AS note",
+        timezone="America/New_York",
+        parameters=[
+            {"name": "day", "type": "date", "default": "interval_start"},
+            {"name": "note", "type": "text", "default": "x"},
+        ],
+    )
+    year_1 = enqueue_run(report, "manual")
+    Run.objects.filter(pk=year_1.pk).update(
+        interval_start=datetime(1, 1, 1, tzinfo=UTC), interval_end=datetime(1, 1, 2, tzinfo=UTC)
+    )
+    poisoned = [year_1]
+    if not ON_POSTGRES:  # SQLite stores a JSON escape of a lone surrogate as given
+        surrogate = enqueue_run(report, "manual")
+        Run.objects.filter(pk=surrogate.pk).update(parameters={"note": "a\ud800b"})
+        poisoned.append(surrogate)
+    good = enqueue_run(report, "manual")
+    worker = start_worker(WORKER_CONCURRENCY=1)
+    wait_for(lambda: status_of(good) == RunStatus.SUCCEEDED, timeout=15)
+    for run in poisoned:
+        assert status_of(run) == RunStatus.FAILED
+        assert run.error.startswith("Parameter ")
+    assert "out of range" in year_1.error
     assert worker.stop() == 0

@@ -8,6 +8,7 @@ transaction, timeout and row cap).
 from zoneinfo import ZoneInfo
 
 from reports import parameters as params
+from reports.moments import out_of_range_message, representable, utc_text
 from reports.sql import read_only_statement
 
 
@@ -54,8 +55,15 @@ def statement_for_run(report, connection, given, interval):
     Raises ParameterError (a value), TemplateError (the SQL's placeholders) or
     ReportSQLError (the statement), each with a message for the user.
     """
+    zone = report_zone(report)
+    # Checked again here: a run may have been queued before values were checked.
+    for name, bound in zip(params.BUILT_IN_NAMES, interval, strict=True):
+        if not representable(bound, zone):
+            raise params.ParameterError(name, out_of_range_message(utc_text(bound), zone))
+    if not isinstance(given or {}, dict):
+        raise params.ParameterError("parameters", "The run's values are not an object.")
     declared = declared_of(report)
-    values = params.resolve_values(declared, given, interval, report_zone(report))
+    values = params.resolve_values(declared, given, interval, zone)
     rendered, placeholders = render_for_connection(report.sql, declared, values, connection)
     statement = read_only_statement(rendered, connection.vendor)
     recorded = params.used_values(placeholders, declared, values)

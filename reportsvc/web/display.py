@@ -1,9 +1,16 @@
 """How the admin shows run statuses, moments and messages: one way, everywhere."""
 
+import json
+from datetime import UTC
+
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
+
+from reports.moments import in_zone
+from reportsvc.text import escaped
 
 # The one way the admin shows a moment: "2026-11-26 09:26:44 UTC". Django's own
 # rendering of dates (read-only fields, lists) uses the same pattern: reportsvc/formats.
@@ -25,8 +32,10 @@ def moment(value, zone=None, *, weekday=False):
     """
     if value is None:
         return "—"
-    local = value.astimezone(zone or timezone.get_current_timezone())
-    text = f"{local:{MOMENT_FORMAT}} {local.tzname()}"
+    # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
+    local = in_zone(value, zone or timezone.get_current_timezone()) or in_zone(value, UTC)
+    # MOMENT_FORMAT, with the year in four digits (strftime writes year 1 as "1").
+    text = f"{local.date().isoformat()} {local:%H:%M:%S} {local.tzname()}"
     return f"{local:%a} {text}" if weekday else text
 
 
@@ -53,3 +62,9 @@ SQL_HIDDEN = "Hidden: the SQL needs the view_report_sql permission."
 
 def hidden_note(text):
     return format_html('<span class="rs-muted rs-hidden">{}</span>', text)
+
+
+def shown_json(value):
+    """A stored JSON value as text for a page; what no page can encode (a lone surrogate
+    stored before values were checked) is written as its escape."""
+    return escaped(json.dumps(value, ensure_ascii=False, cls=DjangoJSONEncoder))

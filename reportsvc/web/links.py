@@ -4,9 +4,13 @@
 Each builder reverses once with a marker and then only formats strings.
 """
 
+from datetime import UTC
+
 from django.utils import timezone
+from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from reports.moments import in_zone
 from runs.services.formats import DEFAULT_FORMAT, output_formats
 
 _MARKER = "ZZMARKERZZ"
@@ -47,5 +51,19 @@ def iso_datetime(value, zone=None):
     """A datetime as DRF's DateTimeField writes it (current time zone, "Z" for UTC)."""
     if value is None:
         return None
-    text = value.astimezone(zone or timezone.get_current_timezone()).isoformat()
+    if value.tzinfo is None:  # SQLite's rows read by a plain cursor: stored in UTC
+        value = value.replace(tzinfo=UTC)
+    # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
+    local = in_zone(value, zone or timezone.get_current_timezone()) or in_zone(value, UTC)
+    text = local.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class MomentField(serializers.DateTimeField):
+    """DRF's DateTimeField for output, written by ``iso_datetime``: a moment the current
+    zone cannot hold is written in UTC rather than failing the response."""
+
+    def to_representation(self, value):
+        if not value or isinstance(value, str):
+            return super().to_representation(value)
+        return iso_datetime(value)

@@ -7,6 +7,20 @@ from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
+from reportsvc.text import escaped_data
+
+
+class EscapingJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer, for every API response. Data that UTF-8 cannot encode (a
+    lone surrogate in a row stored before values were checked) is rendered with such
+    characters written as escaped text (``\\ud800``) instead of failing the response."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        try:
+            return super().render(data, accepted_media_type, renderer_context)
+        except UnicodeEncodeError:
+            return super().render(escaped_data(data), accepted_media_type, renderer_context)
+
 
 class CSVRenderer(BaseRenderer):
     """For ``Accept: text/csv``. Files are streamed as they are; only an error (a
@@ -50,6 +64,8 @@ def download_view_options(output_formats):
     """View options of an endpoint that streams files of ``output_formats``: errors in
     JSON, or as CSV where the files can be CSV (for clients that accept only that)."""
     renderers = (
-        [JSONRenderer, CSVRenderer] if renders_csv_errors(output_formats) else [JSONRenderer]
+        [EscapingJSONRenderer, CSVRenderer]
+        if renders_csv_errors(output_formats)
+        else [EscapingJSONRenderer]
     )
     return {"renderer_classes": renderers, "content_negotiation_class": DownloadContentNegotiation}

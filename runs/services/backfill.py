@@ -14,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from reports.models import Report
+from reports.moments import out_of_range_message, representable
 from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
 from reports.services.statements import declared_of, report_zone
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.intervals import given_without_bounds, intervals_in_range
+from runs.services.intervals import COUNT_LIMIT_FACTOR, given_without_bounds, intervals_in_range
 from runs.services.queue import IDEMPOTENCY_WINDOW, QueueFull
 
 
@@ -38,6 +39,12 @@ class BackfillPlan:
         return len(self.to_queue) + self.skipped
 
 
+def _iso(moment):
+    """A moment for a message, with the offset it came with ("Z" for UTC)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def _checked_parameters(report, given, interval):
     if given is not None and not isinstance(given, dict):
         raise ParameterError("parameters", 'Give the values as an object: {"name": value}.')
@@ -51,18 +58,25 @@ def _checked_parameters(report, given, interval):
 def plan_backfill(report, start, end, *, rerun=False, given=None):
     """The runs a backfill of ``report`` over ``[start, end)`` would queue.
 
-    Raises ParameterError naming ``start``, ``end`` or a parameter.
+    Raises ParameterError naming ``start``, ``end`` or a parameter. Costs at most
+    ``BACKFILL_MAX_RUNS * COUNT_LIMIT_FACTOR`` fire times, whatever the range.
     """
+    zone = report_zone(report)
+    for name, bound in (("start", start), ("end", end)):
+        if not representable(bound, zone):
+            raise BackfillRangeError(name, out_of_range_message(_iso(bound), zone))
     if not start < end:
         raise BackfillRangeError("end", "The range must end after it starts (end > start).")
     limit = settings.BACKFILL_MAX_RUNS
     intervals, total = intervals_in_range(report, start, end, limit)
     if total > limit:
-        counted = f"more than {limit * 100:,}" if total > limit * 100 else f"{total:,}"
+        most = limit * COUNT_LIMIT_FACTOR
+        counted = f"more than {most:,}" if total > most else f"{total:,}"
         raise BackfillRangeError(
             "end",
             f"The range holds {counted} fire times; a backfill queues at most {limit:,} "
-            "runs (BACKFILL_MAX_RUNS). Split it into shorter ranges.",
+            f"runs (BACKFILL_MAX_RUNS). Split it into shorter ranges: the first {limit:,} "
+            f"end with the fire time {_iso(intervals[-1][1])}.",
         )
     if not intervals:
         return BackfillPlan(parameters=_checked_parameters(report, given, (start, end)))

@@ -6,12 +6,17 @@
   the request: from the fire before the latest fire up to that fire.
 - A report without a schedule gets the previous calendar day in its time zone.
 Given bounds win; a bound given alone gets its partner from the schedule (or the day).
+
+Every bound exists in the report's zone (reports.moments): an interval whose partner
+would fall off either end of the calendar is refused, and a range near year 1 or 9999
+simply holds fewer fire times.
 """
 
 from datetime import datetime, time, timedelta
 
 from reports import parameters as params
 from reports.cron import next_fire_time, previous_fire_time
+from reports.moments import range_text, representable, zone_bounds
 from reports.services.schedules import InvalidSchedule, parsed_schedule
 from reports.services.statements import report_zone
 
@@ -87,14 +92,25 @@ def requested_interval(report, given, now):
         if given.get(name) not in (None, "")
     }
     start, end = bounds.get(params.INTERVAL_START), bounds.get(params.INTERVAL_END)
-    if start is None and end is None:
-        interval = default_interval(report, now)
-    elif start is None:
-        interval = interval_ending_at(report, end)
-    elif end is None:
-        interval = interval_starting_at(report, start)
-    else:
-        interval = (start, end)
+    try:
+        if start is None and end is None:
+            interval = default_interval(report, now)
+        elif start is None:
+            interval = interval_ending_at(report, end)
+        elif end is None:
+            interval = interval_starting_at(report, start)
+        else:
+            interval = (start, end)
+    except OverflowError:  # the partner would be before year 1 or after year 9999
+        interval = None
+    if interval is None or not all(representable(bound, zone) for bound in interval):
+        given_bound = params.INTERVAL_END if start is None else params.INTERVAL_START
+        partner = params.INTERVAL_START if start is None else params.INTERVAL_END
+        raise params.ParameterError(
+            given_bound,
+            f"The interval's {partner} would fall outside the calendar: {range_text(zone)}. "
+            f"Give {partner} too, or a {given_bound} further from the calendar's end.",
+        )
     if not interval[0] < interval[1]:
         raise params.ParameterError(
             params.INTERVAL_END,
@@ -110,35 +126,60 @@ def given_without_bounds(given):
     }
 
 
+# Counting stops this far past the limit: a fire time costs tens of microseconds, and
+# a range of centuries holds millions of them.
+COUNT_LIMIT_FACTOR = 10
+
+
 def intervals_in_range(report, start, end, limit):
     """The intervals of the fire times in ``[start, end)``, oldest first: one per fire of
     the schedule, or one per calendar day (local midnight) for a report without one.
 
     Returns ``(intervals, total)``; stops listing after ``limit`` intervals and stops
-    counting after ``count_limit`` (then ``total`` is a lower bound)."""
-    schedule = _schedule_of(report)
+    counting after ``limit * COUNT_LIMIT_FACTOR`` (then ``total`` is a lower bound), so
+    a range of any length costs at most that many fire times."""
     intervals, total = [], 0
-    count_limit = limit * 100
-    if schedule is not None:
-        fire = next_fire_time(*schedule, start - MICROSECOND)
-        previous = previous_fire_time(*schedule, fire) if fire is not None else None
-        while fire is not None and fire < end and total <= count_limit:
-            total += 1
-            if len(intervals) < limit and previous is not None:
-                intervals.append((previous, fire))
-            elif previous is None:
-                total -= 1  # the very first fire of a schedule has no interval
-            previous, fire = fire, next_fire_time(*schedule, fire)
-        return intervals, total
-    zone = report_zone(report)
-    day = start.astimezone(zone).date()
-    if _local_midnight(day, zone) < start:
-        day += timedelta(days=1)
-    while _local_midnight(day, zone) < end and total <= count_limit:
+    for interval in _fire_intervals(report, start, end):
         total += 1
-        if len(intervals) < limit:
-            intervals.append(
-                (_local_midnight(day - timedelta(days=1), zone), _local_midnight(day, zone))
-            )
-        day += timedelta(days=1)
+        if total <= limit:
+            intervals.append(interval)
+        if total > limit * COUNT_LIMIT_FACTOR:
+            break
     return intervals, total
+
+
+def _fire_intervals(report, start, end):
+    """Each fire time in ``[start, end)`` with its interval, oldest first. The calendar's
+    ends (year 1, year 9999 in the report's zone) end the series; an interval that would
+    start before year 1 is left out."""
+    schedule = _schedule_of(report)
+    zone = report_zone(report)
+    try:
+        if schedule is not None:
+            after = start - MICROSECOND if start > zone_bounds(zone)[0] else start
+            fire = next_fire_time(*schedule, after)
+            previous = previous_fire_time(*schedule, fire) if fire is not None else None
+            while fire is not None and fire < end:
+                if previous is not None:  # the very first fire of a schedule has no interval
+                    yield previous, fire
+                previous, fire = fire, next_fire_time(*schedule, fire)
+            return
+        day = start.astimezone(zone).date()
+        if _local_midnight(day, zone) < start:
+            day += timedelta(days=1)
+        while _local_midnight(day, zone) < end:
+            interval = _day_before(day, zone)
+            if interval is not None:
+                yield interval
+            day += timedelta(days=1)
+    except OverflowError:
+        return
+
+
+def _day_before(day, zone):
+    """The calendar day before ``day``, midnight to midnight; None before year 1."""
+    try:
+        interval = (_local_midnight(day - timedelta(days=1), zone), _local_midnight(day, zone))
+    except OverflowError:
+        return None
+    return interval if all(representable(bound, zone) for bound in interval) else None

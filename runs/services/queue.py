@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from reports.datasources import connection_for_source
 from reports.models import Report
-from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
+from reports.moments import out_of_range_message, representable, utc_text
+from reports.parameters import (
+    BUILT_IN_NAMES,
+    ParameterError,
+    all_parameters,
+    json_value,
+    resolve_values,
+)
 from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
@@ -278,9 +285,16 @@ def request_rerun(run, trigger, *, requested_by=None, idempotency_key=""):
     interval = (run.interval_start, run.interval_end)
     if None in interval:
         interval = default_interval(report, run.queued_at)
+    zone = report_zone(report)
+    # Runs recorded before values were checked may hold what a run cannot use.
+    for name, bound in zip(BUILT_IN_NAMES, interval, strict=True):
+        if not representable(bound, zone):
+            raise ParameterError(name, out_of_range_message(utc_text(bound), zone))
+    if not isinstance(run.parameters, dict):
+        raise ParameterError("parameters", "The run's recorded values are not an object.")
     declared = declared_of(report)
     given = given_without_bounds(run.parameters)
-    resolve_values(declared, given, interval, report_zone(report))
+    resolve_values(declared, given, interval, zone)
     return request_run(
         report,
         trigger,

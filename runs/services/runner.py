@@ -17,6 +17,7 @@ from reports.datasources import connection_for_source
 from reports.parameters import ParameterError, TemplateError
 from reports.services.statements import statement_for_run
 from reports.sql import ReportSQLError
+from reportsvc.text import escaped
 from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.naming import output_file_stem
@@ -34,7 +35,10 @@ logger = logging.getLogger(__name__)
 def run_report_now(
     report, *, trigger=RunTrigger.CLI, requested_by=None, parameters=None, interval=None
 ):
-    """Run ``report`` in this process, with heartbeats so workers see it is alive."""
+    """Run ``report`` in this process, with heartbeats so workers see it is alive; the
+    run ends whatever breaks (runs.services.guard)."""
+    from runs.services.guard import execute_claimed_run  # the guard builds on this module
+
     run = start_run_in_this_process(
         report,
         trigger,
@@ -44,7 +48,7 @@ def run_report_now(
         interval=interval,
     )
     with heartbeat_while_running([run]):
-        perform_run(run)
+        execute_claimed_run(run)
     notify_safely(run)
     return run
 
@@ -93,8 +97,10 @@ def heartbeat_while_running(runs):
 def fail_run(run, error, *, stop_waiting=None, **fields):
     """Record a failure of a queued or running run and queue its retry, if any.
 
-    ``stop_waiting``: see :func:`record_outcome`.
+    ``stop_waiting``: see :func:`record_outcome`. The message is stored with escapes for
+    what no database stores (it may quote a value).
     """
+    error = escaped(error)
     failed = record_outcome(run, RunStatus.FAILED, stop_waiting=stop_waiting, error=error, **fields)
     if failed:
         schedule_retry(run)
@@ -150,6 +156,8 @@ def record_outcome(run, status, *, stop_waiting=None, **fields):
 def perform_run(run, *, stop_waiting=None):
     """Execute a run this process has claimed (status running) and record the outcome.
 
+    Fails the run for the reasons it expects; executors call it through
+    ``runs.services.guard``, which ends the run whatever else raises here.
     A failed run keeps no output file, not even a partial one. The run records the
     statement it executed (the report's SQL as it was when the run started). If the
     database connection is lost, recording the outcome waits for the database to be
@@ -165,7 +173,7 @@ def perform_run(run, *, stop_waiting=None):
             f"Unknown data source '{report.data_source}': it is not configured.",
             stop_waiting=stop_waiting,
         )
-    if run.interval_end is None:  # queued before runs carried an interval
+    if run.interval_start is None or run.interval_end is None:  # queued before runs had one
         run.interval_start, run.interval_end = default_interval(report, run.queued_at)
     interval = {"interval_start": run.interval_start, "interval_end": run.interval_end}
     try:
@@ -183,7 +191,7 @@ def perform_run(run, *, stop_waiting=None):
             run, str(error).strip() or type(error).__name__, stop_waiting=stop_waiting, **interval
         )
     recorded = {"sql": statement, "parameters": values, **interval}
-    run.parameters = values  # the output's name reads them
+    run.sql, run.parameters = statement, values  # the output's name and the guard read them
     file_name = f"{output_file_stem(run)}{report_format(report).suffix}"
     try:
         output_name, result = _export_to_storage(
@@ -192,14 +200,6 @@ def perform_run(run, *, stop_waiting=None):
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
         return fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
-    except Exception as error:
-        logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
-        return fail_run(
-            run,
-            f"Internal error ({type(error).__name__}): {error}",
-            stop_waiting=stop_waiting,
-            **recorded,
-        )
     try:
         succeeded = record_outcome(
             run,

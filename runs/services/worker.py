@@ -15,11 +15,12 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats, output_storage
+from runs.services.guard import execute_claimed_run
 from runs.services.leadership import leader_lock_for
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
-from runs.services.runner import perform_run, touch_runs
+from runs.services.runner import touch_runs
 from runs.services.scheduler import ReportScheduler
 
 logger = logging.getLogger("runs.worker")
@@ -236,10 +237,7 @@ class Worker:
 
     def _execute(self, run):
         try:
-            perform_run(run, stop_waiting=self._giving_up)
-            self._notifier.submit(run)
-        except Exception:
-            logger.exception("run %s could not be recorded", run.pk)
+            execute_claimed_run(run, stop_waiting=self._giving_up, notify=self._notifier.submit)
         finally:
             with self._active_lock:
                 self._active.pop(run.pk, None)

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from reports.models import Report
 from reports.parameters import INTERVAL_END, ParameterError
+from reportsvc.text import shown, storage_problem
 from runs.models import RunStatus, RunTrigger
 from runs.services.queue import validated_request
 from runs.services.runner import run_report_now
@@ -33,16 +34,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, slug, **options):
-        try:
-            report = Report.objects.get(slug=slug)
-        except Report.DoesNotExist:
+        # Arguments are text as the terminal's bytes decode: undecodable bytes become
+        # lone surrogates, which no database can compare with.
+        report = None if storage_problem(slug) else Report.objects.filter(slug=slug).first()
+        if report is None:
             known = ", ".join(Report.objects.values_list("slug", flat=True)[:20]) or "none"
-            raise CommandError(f"No report with slug '{slug}'. Known reports: {known}.") from None
+            raise CommandError(f"No report with slug '{shown(slug)}'. Known reports: {known}.")
         given = {}
         for item in options["param"]:
             name, equals, value = item.partition("=")
             if not equals or not name.strip():
-                raise CommandError(f"--param {item!r}: write NAME=VALUE, e.g. --param region=EU.")
+                raise CommandError(
+                    f"--param '{shown(item)}': write NAME=VALUE, e.g. --param region=EU."
+                )
             given[name.strip()] = value
         if options["interval_end"]:
             given[INTERVAL_END] = options["interval_end"]

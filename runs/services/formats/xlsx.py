@@ -138,7 +138,11 @@ class XLSXWriter:
 
     def _write_datetime(self, row, column, value):
         if value.tzinfo is not None:
-            value = value.astimezone(self._zone).replace(tzinfo=None)
+            try:
+                value = value.astimezone(self._zone).replace(tzinfo=None)
+            except OverflowError:  # before year 1 or after 9999 in the report's zone
+                self._write_text(row, column, value.isoformat(sep=" "))
+                return
         if value.year < FIRST_EXCEL_YEAR:
             self._write_text(row, column, value.isoformat(sep=" "))
         else:
