@@ -269,6 +269,11 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)
 WORKER_LOST_AFTER_SECONDS = env.float("WORKER_LOST_AFTER_SECONDS", default=60)
 WORKER_SHUTDOWN_GRACE_SECONDS = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=30)
 SCHEDULE_SYNC_SECONDS = env.float("SCHEDULE_SYNC_SECONDS", default=10)
+# A frozen, cut-off or slow scheduling worker loses leadership this long after its last
+# renewal (README: Several workers); at least 3 s, renewed every third of it.
+SCHEDULE_LEADER_LEASE_SECONDS = env.float("SCHEDULE_LEADER_LEASE_SECONDS", default=15)
+if SCHEDULE_LEADER_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured("SCHEDULE_LEADER_LEASE_SECONDS must be at least 3.")
 SCHEDULE_MISFIRE_GRACE_SECONDS = env.int("SCHEDULE_MISFIRE_GRACE_SECONDS", default=300)
 RETRY_BACKOFF_SECONDS = env.int("RETRY_BACKOFF_SECONDS", default=60)
 RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", default=90)

@@ -184,3 +184,11 @@ def test_service_database_connections_notice_a_vanished_peer_unless_the_url_says
         "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
         "-c tcp_user_timeout=10000 -c work_mem=8MB"
     )
+
+
+def test_a_lease_too_short_to_renew_is_refused():
+    result = settings_in_a_fresh_process(
+        "settings.SCHEDULE_LEADER_LEASE_SECONDS", SECRET_KEY="x", SCHEDULE_LEADER_LEASE_SECONDS="2"
+    )
+    assert result.returncode != 0
+    assert "SCHEDULE_LEADER_LEASE_SECONDS must be at least 3." in result.stderr

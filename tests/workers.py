@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from django.db import connection, connections
+from django.db.models.functions import Now
 
 from reports.datasources import DEFAULT_SOURCE, alias_for_source
+from runs.models import SchedulerLease
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -20,8 +22,15 @@ FAST_WORKER_SETTINGS = {
     "WORKER_HEARTBEAT_SECONDS": "0.5",
     "WORKER_LOST_AFTER_SECONDS": "3",
     "SCHEDULE_SYNC_SECONDS": "1",
+    "SCHEDULE_LEADER_LEASE_SECONDS": "4",
     "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
 }
+
+
+def leader_pid():
+    """The pid of the worker that holds the scheduler lease now, or None."""
+    lease = SchedulerLease.objects.filter(expires_at__gt=Now()).first()
+    return int(lease.holder.rsplit(":", 1)[1]) if lease else None
 
 
 def database_url_of_test_run():

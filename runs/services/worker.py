@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats, output_storage
-from runs.services.leadership import leader_lock_for
+from runs.services.leadership import LeaseKeeper, refuse_a_second_sqlite_worker
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
@@ -61,11 +61,12 @@ class Worker:
         self._active = {}  # run id -> run, for every run this worker is executing
         self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
-        self._leader_lock = leader_lock_for()
+        self._sqlite_lock = None
+        self._lease = LeaseKeeper(self.name)
         self._scheduler = None
+        self._scheduler_epoch = None  # of the lease the scheduler was started under
         self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
         self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
-        self._leadership = Periodic(settings.SCHEDULE_SYNC_SECONDS)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -77,9 +78,9 @@ class Worker:
 
     def run(self):
         """Work until asked to stop; return the number of runs abandoned at the end."""
-        if connections["default"].vendor == "sqlite":
-            self._leader_lock.try_acquire()  # raises SecondWorkerRefused
+        self._sqlite_lock = refuse_a_second_sqlite_worker()
         heartbeats.register_worker(self.name, self.host, os.getpid())
+        self._lease.start()
         removed = output_storage.remove_local_partial_files()
         if removed:
             logger.info("removed temp files of runs that ended elsewhere: %s", removed)
@@ -125,8 +126,7 @@ class Worker:
             own = [run.pk for run in self._running_runs()]  # alive: this worker runs them
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS, exclude_ids=own):
                 self._notifier.submit(run)
-        if self._leadership.due(now):
-            self._lead()
+        self._lead()
         return self._dispatch()
 
     def _shutdown(self):
@@ -136,7 +136,7 @@ class Worker:
             self._scheduler.stop()
             self._scheduler = None
         # First: another worker takes over scheduling while this one finishes.
-        self._leader_lock.release()
+        self._lease.stop()
         while self._running_runs() and time.monotonic() < deadline:
             self._touch_active_runs()
             time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
@@ -162,28 +162,32 @@ class Worker:
             heartbeats.unregister_worker(self.name)
         except DatabaseError:
             logger.warning("could not remove the heartbeat row of %s", self.name)
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
         logger.info("worker %s stopped", self.name)
         return len(left)
 
     # --- leadership and scheduling ---------------------------------------------------
 
     def _lead(self):
-        if self._leader_lock.try_acquire():
-            if self._scheduler is not None and not self._scheduler.is_alive():
+        """Run the scheduler exactly while this worker holds the lease (its LeaseKeeper
+        takes and renews it); no database work unless that changes."""
+        lease = self._lease.current()
+        if self._scheduler is not None:
+            same_lease = lease is not None and lease.epoch == self._scheduler_epoch
+            if same_lease and self._scheduler.is_alive():
+                return
+            if lease is None:
+                logger.warning("worker %s no longer holds the scheduler lease", self.name)
+            elif same_lease:
                 logger.error("the scheduler thread of %s died; restarting it", self.name)
-                self._scheduler.stop()
-                self._scheduler = None
-            if self._scheduler is None:
-                scheduler = ReportScheduler()
-                scheduler.start()
-                self._scheduler = scheduler
-                logger.info("worker %s is the scheduler now", self.name)
-                self._beat()  # the heartbeat row says so at once
-        elif self._scheduler is not None:
-            logger.warning("worker %s lost the scheduler lock; stops scheduling", self.name)
             self._scheduler.stop()
             self._scheduler = None
-            self._beat()
+        if lease is not None:
+            scheduler = ReportScheduler()
+            scheduler.start()
+            self._scheduler, self._scheduler_epoch = scheduler, lease.epoch
+            logger.info("worker %s is the scheduler now (lease epoch %s)", self.name, lease.epoch)
 
     # --- executing runs --------------------------------------------------------------
 
@@ -253,11 +257,7 @@ class Worker:
 
     def _beat(self):
         self._touch_active_runs()
-        alive = heartbeats.beat(
-            self.name,
-            is_leader=self._scheduler is not None,
-            running_runs=len(self._running_runs()),
-        )
+        alive = heartbeats.beat(self.name, running_runs=len(self._running_runs()))
         if not alive:  # removed by housekeeping after a long outage
             heartbeats.register_worker(self.name, self.host, os.getpid())
         removed = output_storage.remove_local_partial_files()
