@@ -2,6 +2,8 @@
 
 One main loop does the bookkeeping; a thread pool of WORKER_CONCURRENCY executes runs.
 Every step survives a lost database connection: it logs, backs off and tries again.
+The loop runs in a thread of its own: the process's main thread only waits for a stop
+and makes sure it happens in time, whatever the database does (``Worker.run``).
 """
 
 import logging
@@ -25,6 +27,13 @@ from runs.services.scheduler import ReportScheduler
 logger = logging.getLogger("runs.worker")
 
 MAX_BACKOFF_SECONDS = 10
+# A stop waits WORKER_SHUTDOWN_GRACE_SECONDS for runs and notifications, then this long
+# at most for the database (failing the runs left, removing the heartbeat row).
+STOP_MARGIN_SECONDS = 5
+
+
+class StopTimedOut(Exception):
+    """The worker did not finish stopping in time: the database did not answer."""
 
 
 class Periodic:
@@ -65,6 +74,7 @@ class Worker:
         self._lease = LeaseKeeper(self.name)
         self._scheduler = None
         self._scheduler_epoch = None  # of the lease the scheduler was started under
+        self._stop_requested_at = None
         self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
         self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
 
@@ -72,12 +82,47 @@ class Worker:
 
     def request_stop(self, reason="stop requested"):
         if not self._stop.is_set():
+            self._stop_requested_at = time.monotonic()
             logger.info("worker %s stopping: %s", self.name, reason)
         self._stop.set()
         self._wake.set()
 
     def run(self):
-        """Work until asked to stop; return the number of runs abandoned at the end."""
+        """Work until asked to stop; return the number of runs abandoned at the end.
+
+        The work happens in a thread of its own. This thread waits for the stop (signal
+        handlers run here, even while the work waits on a stalled database), then for
+        the work to wind down: WORKER_SHUTDOWN_GRACE_SECONDS plus STOP_MARGIN_SECONDS
+        at most, else StopTimedOut. Errors at start (SecondWorkerRefused, an
+        unreachable database) are raised here.
+        """
+        outcome = {}
+        work = threading.Thread(target=self._work, args=(outcome,), name="worker")
+        work.start()
+        while work.is_alive() and not self._stop.wait(0.5):
+            pass
+        allowed = settings.WORKER_SHUTDOWN_GRACE_SECONDS + STOP_MARGIN_SECONDS
+        deadline = (self._stop_requested_at or time.monotonic()) + allowed
+        work.join(max(0.0, deadline - time.monotonic()))
+        if work.is_alive():
+            raise StopTimedOut(
+                f"Worker {self.name} did not stop within {allowed:g} s: the database does "
+                "not answer. Its runs are failed as lost by the next worker; its "
+                "scheduler lease expires on its own."
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["abandoned"]
+
+    def _work(self, outcome):
+        try:
+            outcome["abandoned"] = self._work_until_stopped()
+        except BaseException as error:  # handed to run(), in the main thread
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    def _work_until_stopped(self):
         self._sqlite_lock = refuse_a_second_sqlite_worker()
         heartbeats.register_worker(self.name, self.host, os.getpid())
         self._lease.start()
