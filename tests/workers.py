@@ -33,16 +33,18 @@ def leader_pid():
     return int(lease.holder.rsplit(":", 1)[1]) if lease else None
 
 
-def database_url_of_test_run():
-    """A DATABASE_URL for the database the test run created."""
+def database_url_of_test_run(port=None, application_name=WORKER_APPLICATION_NAME):
+    """A DATABASE_URL for the database the test run created (PostgreSQL: at ``port``
+    instead of the server's, e.g. a tests.faults.FaultProxy's)."""
     settings_dict = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings_dict['NAME']}"
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = "127.0.0.1" if port else settings_dict["HOST"]
     return (
-        f"postgres://{settings_dict['USER']}{password}@{settings_dict['HOST']}:"
-        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
-        f"?application_name={WORKER_APPLICATION_NAME}"
+        f"postgres://{settings_dict['USER']}{password}@{host}:"
+        f"{port or settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+        f"?application_name={application_name}"
     )
 
 
