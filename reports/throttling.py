@@ -2,12 +2,65 @@
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
+
+# Requests are counted per tenth of the throttle's period.
+BUCKETS = 10
 
 
-class SharedScopedRateThrottle(ScopedRateThrottle):
-    """DRF's scoped per-user throttle, counted in the shared cache (CACHES), one check
-    at a time per user.
+class CountedRateThrottle(SimpleRateThrottle):
+    """DRF's rate throttle with a history of fixed size in the cache.
+
+    DRF's history is one timestamp per request in the period, written back whole at
+    every allowed request: the bytes written grow with the square of the rate, and in
+    the database cache each write leaves the previous row version behind (past 2 kB in
+    TOAST, which only VACUUM reclaims). Here the history is a count per tenth of the
+    period: at most BUCKETS + 1 pairs of numbers, whatever the rate. A request counts
+    until its tenth has left the period, so none is ever allowed early. Within a tenth
+    the cache row's expiry (an indexed column) stays the same, so PostgreSQL updates
+    the row in place and reclaims the old versions itself (HOT).
+    """
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        now = self.timer()
+        width = self.duration / BUCKETS
+        current = int(now // width)
+        oldest = current - BUCKETS  # a request of this tenth still falls in the period
+        counts = {
+            bucket: count
+            for bucket, count in self.cache.get(self.key, [])
+            if oldest <= bucket <= current
+        }
+        self.retry_after = None
+        if sum(counts.values()) >= self.num_requests:
+            self.retry_after = self._until_allowed(counts, now, width)
+            return False
+        counts[current] = counts.get(current, 0) + 1
+        expires = (current + BUCKETS + 1) * width  # when this tenth leaves the period
+        self.cache.set(self.key, sorted(counts.items()), expires - now)
+        return True
+
+    def _until_allowed(self, counts, now, width):
+        """Seconds until enough of the oldest tenths have left the period."""
+        remaining = sum(counts.values())
+        for bucket in sorted(counts):
+            remaining -= counts[bucket]
+            if remaining < self.num_requests:
+                return max(0.0, (bucket + BUCKETS + 1) * width - now)
+        return 0.0
+
+    def wait(self):
+        return self.retry_after
+
+
+class SharedScopedRateThrottle(ScopedRateThrottle, CountedRateThrottle):
+    """DRF's scoped per-user throttle, counted in the shared cache (CACHES) by
+    CountedRateThrottle, one check at a time per user.
 
     DRF reads a user's request history from the cache, appends to it and writes it
     back; two processes doing that at the same moment would both read the same history
