@@ -104,6 +104,7 @@ def test_service_database_sessions_notice_a_vanished_peer_on_both_ends():
 
 @needs_commits
 @postgres_only
+@pytest.mark.long_running
 def test_a_leader_s_transaction_left_idle_ends_and_frees_the_due_reports(settings, lease):
     """A fire pass frozen mid-transaction: the server ends it within a quarter of the
     lease, so the next leader is not left skipping the reports it had locked."""
