@@ -265,7 +265,7 @@ def schedulers(keeper):
     started = []
 
     def start():
-        scheduler = ReportScheduler()
+        scheduler = ReportScheduler(keeper)
         scheduler.start()
         started.append(scheduler)
         return scheduler
@@ -351,7 +351,7 @@ def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatc
 
 @needs_commits
 def test_stopping_right_after_starting_leaves_no_scheduler_running(keeper):
-    scheduler = ReportScheduler()
+    scheduler = ReportScheduler(keeper)
     scheduler.start()
     scheduler.stop()
     assert not scheduler.is_alive()

@@ -157,12 +157,11 @@ def _limit_session(connection, seconds, *, this_transaction=False):
 
 # --- a worker's hold on the lease ---------------------------------------------------------
 
-_keeper = None  # this process's LeaseKeeper, if it runs one
 
-
-def current_lease():
-    """The lease this process holds now, or None."""
-    keeper = _keeper
+def lease_of_this_thread():
+    """The lease the current thread schedules under, if it is held now: the scheduler's
+    thread carries its worker's LeaseKeeper (``lease_keeper``); other threads, none."""
+    keeper = getattr(threading.current_thread(), "lease_keeper", None)
     return keeper.current() if keeper is not None else None
 
 
@@ -180,8 +179,6 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
     def start(self):
-        global _keeper
-        _keeper = self
         self._thread.start()
 
     def current(self):
@@ -193,13 +190,10 @@ class LeaseKeeper:
     def stop(self, timeout=2.0):
         """Stop renewing and release the lease if held. Waits ``timeout`` at most: a
         stalled database leaves the lease to expire on its own."""
-        global _keeper
         self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.warning("could not release the scheduler lease; it expires on its own")
-        if _keeper is self:
-            _keeper = None
 
     def _run(self):
         bound_sessions_of_this_thread(transaction_limit(self.seconds))

@@ -12,9 +12,10 @@ Only public APScheduler and django-apscheduler API is used: a BlockingScheduler 
 a thread this module starts (so it knows whether the thread is alive), and the jobs are
 plain functions that keep nothing between calls.
 
-The passes write the schedule only under this process's scheduler lease
-(runs.services.leadership), fenced in their own transactions: a scheduler left running
-by a worker that lost the lease records nothing. The scheduler thread's sessions end
+The passes write the schedule only under the scheduler lease of the worker that started
+the scheduler (runs.services.leadership; its thread carries the worker's LeaseKeeper),
+fenced in their own transactions: a scheduler left running by a worker that lost the
+lease records nothing. The scheduler thread's sessions end
 any statement or idle transaction within a quarter of the lease, so a frozen leader's
 locks on job rows never hold up the next one.
 """
@@ -39,8 +40,8 @@ from runs.services.housekeeping import run_housekeeping
 from runs.services.leadership import (
     LeaseLost,
     bound_sessions_of_this_thread,
-    current_lease,
     fence,
+    lease_of_this_thread,
     transaction_limit,
 )
 
@@ -61,7 +62,7 @@ FIRE_PASS_BUDGET_SECONDS = 2
 
 @close_old_connections
 def fire_due_reports_job():
-    if (lease := current_lease()) is None:
+    if (lease := lease_of_this_thread()) is None:
         return  # the worker stops this scheduler at its next step
     try:
         fired = fire_due_reports(lease, time_budget=FIRE_PASS_BUDGET_SECONDS)
@@ -74,7 +75,7 @@ def fire_due_reports_job():
 
 @close_old_connections
 def repair_next_runs_job():
-    if (lease := current_lease()) is None:
+    if (lease := lease_of_this_thread()) is None:
         return
     try:
         repaired = repair_next_runs(lease)
@@ -92,7 +93,7 @@ def housekeeping_job():
 
 
 class ReportScheduler:
-    def __init__(self):
+    def __init__(self, lease_keeper):
         self.scheduler = BlockingScheduler(
             jobstores={"default": DjangoJobStore()},
             # The passes run in the scheduler's own thread, one after the other, right
@@ -105,6 +106,8 @@ class ReportScheduler:
         self.started = threading.Event()
         self.scheduler.add_listener(lambda event: self.started.set(), EVENT_SCHEDULER_STARTED)
         self.thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        # The passes run in this thread and schedule under this keeper's lease.
+        self.thread.lease_keeper = lease_keeper
 
     def start(self):
         """Add the jobs (they wait in the scheduler until it runs), then run it."""
@@ -146,7 +149,7 @@ class ReportScheduler:
             connections.close_all()  # this thread's, which the passes used too
 
     def _remove_retired_jobs(self):
-        if (lease := current_lease()) is None:
+        if (lease := lease_of_this_thread()) is None:
             raise LeaseLost("this worker does not hold the scheduler lease")
         with transaction.atomic():
             fence(lease)

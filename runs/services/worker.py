@@ -229,7 +229,7 @@ class Worker:
             self._scheduler.stop()
             self._scheduler = None
         if lease is not None:
-            scheduler = ReportScheduler()
+            scheduler = ReportScheduler(self._lease)
             scheduler.start()
             self._scheduler, self._scheduler_epoch = scheduler, lease.epoch
             logger.info("worker %s is the scheduler now (lease epoch %s)", self.name, lease.epoch)
