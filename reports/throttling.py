@@ -14,11 +14,12 @@ class CountedRateThrottle(SimpleRateThrottle):
     DRF's history is one timestamp per request in the period, written back whole at
     every allowed request: the bytes written grow with the square of the rate, and in
     the database cache each write leaves the previous row version behind (past 2 kB in
-    TOAST, which only VACUUM reclaims). Here the history is a count per tenth of the
-    period: at most BUCKETS + 1 pairs of numbers, whatever the rate. A request counts
-    until its tenth has left the period, so none is ever allowed early. Within a tenth
-    the cache row's expiry (an indexed column) stays the same, so PostgreSQL updates
-    the row in place and reclaims the old versions itself (HOT).
+    TOAST, which only VACUUM reclaims). Here the history is, per tenth of the period,
+    the number of requests and the time of the last one: at most BUCKETS + 1 entries,
+    whatever the rate. A tenth's requests count until a period after its last one, so
+    none is allowed early, and Retry-After is never more than the period. Within a
+    tenth the cache row's expiry (an indexed column) stays the same, so PostgreSQL
+    updates the row in place and reclaims the old versions itself (HOT).
     """
 
     def allow_request(self, request, view):
@@ -29,29 +30,31 @@ class CountedRateThrottle(SimpleRateThrottle):
             return True
         now = self.timer()
         width = self.duration / BUCKETS
-        current = int(now // width)
-        oldest = current - BUCKETS  # a request of this tenth still falls in the period
         counts = {
-            bucket: count
-            for bucket, count in self.cache.get(self.key, [])
-            if oldest <= bucket <= current
+            bucket: (count, last)
+            for bucket, count, last in self.cache.get(self.key, [])
+            if last > now - self.duration
         }
         self.retry_after = None
-        if sum(counts.values()) >= self.num_requests:
-            self.retry_after = self._until_allowed(counts, now, width)
+        if sum(count for count, _ in counts.values()) >= self.num_requests:
+            self.retry_after = self._until_allowed(counts, now)
             return False
-        counts[current] = counts.get(current, 0) + 1
-        expires = (current + BUCKETS + 1) * width  # when this tenth leaves the period
-        self.cache.set(self.key, sorted(counts.items()), expires - now)
+        current = int(now // width)
+        counts[current] = (counts.get(current, (0, now))[0] + 1, now)
+        history = [(bucket, count, last) for bucket, (count, last) in sorted(counts.items())]
+        # Until this tenth's last request leaves the period, at the latest; the same for
+        # every request of the tenth.
+        expires = (current + 1) * width + self.duration
+        self.cache.set(self.key, history, expires - now)
         return True
 
-    def _until_allowed(self, counts, now, width):
+    def _until_allowed(self, counts, now):
         """Seconds until enough of the oldest tenths have left the period."""
-        remaining = sum(counts.values())
-        for bucket in sorted(counts):
-            remaining -= counts[bucket]
+        remaining = sum(count for count, _ in counts.values())
+        for _, (count, last) in sorted(counts.items()):
+            remaining -= count
             if remaining < self.num_requests:
-                return max(0.0, (bucket + BUCKETS + 1) * width - now)
+                return max(0.0, last + self.duration - now)
         return 0.0
 
     def wait(self):
