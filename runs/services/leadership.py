@@ -240,7 +240,8 @@ class LeaseKeeper:
             self._valid_until = sent + self.seconds if lease is not None else 0.0
 
     def _release(self):
-        lease, self._lease = self._lease, None
+        lease = self._lease
+        self._set(None, 0.0)
         if lease is None:
             return
         try:
