@@ -22,8 +22,9 @@ ENV REPORTSVC_VAR_DIR=/data \
     OUTPUTS_DIR=/data/outputs
 
 EXPOSE 8000
-# The web's health: /healthz?scope=web (database reachable). compose gives the worker
-# its own check (manage.py workerhealth: this worker's heartbeat is fresh).
+# The web's health: /healthz?scope=web (database reachable; workers down or not
+# scheduling never restart the web). compose gives the worker its own check (manage.py
+# workerhealth: this worker's heartbeat is fresh).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz?scope=web', timeout=4)"]
 CMD ["gunicorn", "reportsvc.wsgi", "--config", "gunicorn.conf.py"]

@@ -79,12 +79,14 @@ def start_workers(count, log_dir):
                 stderr=subprocess.STDOUT,
             )
         )
-    from runs.models import WorkerHeartbeat
+    from django.db.models.functions import Now
+
+    from runs.models import SchedulerLease, WorkerHeartbeat
 
     progress(f"started {count} worker(s)")
     pids = {worker.pid for worker in workers}
     wait_until(lambda: set(WorkerHeartbeat.objects.values_list("pid", flat=True)) >= pids, 60)
-    wait_until(lambda: WorkerHeartbeat.objects.filter(is_leader=True).exists(), 60)
+    wait_until(lambda: SchedulerLease.objects.filter(expires_at__gt=Now()).exists(), 60)
     progress("workers ready")
     return workers
 

@@ -114,10 +114,35 @@ DATABASE_URL = env("DATABASE_URL", default=DEFAULT_DATABASE_URL)
 DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
 
+# A peer that vanished (a host gone, a cut network) ends a service-database connection
+# within seconds, on both ends: libpq's keepalives and user timeout on the client, the
+# same settings of the session on the server (tcp_keepalives_*, tcp_user_timeout).
+# Without them a dead peer's session, and its locks, lived for the kernel's two hours.
+# DATABASE_URL's query parameters (e.g. ?keepalives_idle=30) override the client's.
+SERVICE_DATABASE_TCP = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms: data sent and not acknowledged for this long
+}
+SERVICE_DATABASE_SERVER_TCP = (
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=10000"
+)
+
+
 def _service_database(url):
     config = environ.Env.db_url_config(url)
     config.setdefault("OPTIONS", {})
     config["CONN_HEALTH_CHECKS"] = True
+    if config["ENGINE"].endswith("postgresql"):
+        for option, value in SERVICE_DATABASE_TCP.items():
+            config["OPTIONS"].setdefault(option, value)
+        # Ours first: a URL's own ?options=-c … come later and win.
+        given = config["OPTIONS"].get("options", "")
+        config["OPTIONS"]["options"] = f"{SERVICE_DATABASE_SERVER_TCP} {given}".strip()
     if config["ENGINE"].endswith("sqlite3"):
         # WAL lets report queries read while the service writes run bookkeeping;
         # IMMEDIATE avoids "database is locked" when two writers upgrade at once.
@@ -260,6 +285,11 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)
 WORKER_LOST_AFTER_SECONDS = env.float("WORKER_LOST_AFTER_SECONDS", default=60)
 WORKER_SHUTDOWN_GRACE_SECONDS = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=30)
 SCHEDULE_SYNC_SECONDS = env.float("SCHEDULE_SYNC_SECONDS", default=10)
+# A frozen, cut-off or slow scheduling worker loses leadership this long after its last
+# renewal (README: Several workers); at least 3 s, renewed every third of it.
+SCHEDULE_LEADER_LEASE_SECONDS = env.float("SCHEDULE_LEADER_LEASE_SECONDS", default=15)
+if SCHEDULE_LEADER_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured("SCHEDULE_LEADER_LEASE_SECONDS must be at least 3.")
 SCHEDULE_MISFIRE_GRACE_SECONDS = env.int("SCHEDULE_MISFIRE_GRACE_SECONDS", default=300)
 RETRY_BACKOFF_SECONDS = env.int("RETRY_BACKOFF_SECONDS", default=60)
 RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", default=90)

@@ -1,6 +1,8 @@
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Now
 from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
@@ -23,7 +25,7 @@ from reportsvc.web.display import (
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
-from runs.models import Run, RunTrigger, WorkerHeartbeat
+from runs.models import Run, RunTrigger, SchedulerLease, WorkerHeartbeat
 from runs.services.preview import preview_rows
 from runs.services.queue import QueueFull, request_rerun
 
@@ -365,7 +367,16 @@ def _visibility(run):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_leader", "running_runs", "last_seen", "started", "version")
+    list_display = ("name", "schedules", "running_runs", "last_seen", "started", "version")
+
+    def get_queryset(self, request):
+        # Who schedules is the lease's to say: a heartbeat row outlives its worker.
+        live_lease = SchedulerLease.objects.filter(holder=OuterRef("name"), expires_at__gt=Now())
+        return super().get_queryset(request).annotate(holds_lease=Exists(live_lease))
+
+    @admin.display(description="Schedules", boolean=True, ordering="holds_lease")
+    def schedules(self, beat):
+        return beat.holds_lease
 
     @admin.display(description="Last seen", ordering="last_seen_at")
     def last_seen(self, beat):

@@ -189,7 +189,6 @@ class WorkerHeartbeat(models.Model):
     version = models.CharField(max_length=50)
     started_at = models.DateTimeField()
     last_seen_at = models.DateTimeField(db_index=True)
-    is_leader = models.BooleanField(default=False, help_text="Schedules reports (one at a time).")
     running_runs = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -197,6 +196,25 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class SchedulerLease(models.Model):
+    """Who schedules: one row (runs.services.leadership). A worker holds it until
+    ``expires_at``, renewing it while it leads; once it has expired, another takes it
+    and ``epoch`` goes up. Times are the database's clock, never a worker's."""
+
+    holder = models.CharField(max_length=255, blank=True, help_text="host:pid")
+    epoch = models.PositiveBigIntegerField(
+        default=0, help_text="Counts the holders: a former holder's epoch is refused."
+    )
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    fire_pass_at = models.DateTimeField(
+        null=True, blank=True, help_text="The holder's last fire pass."
+    )
+
+    def __str__(self):
+        return f"{self.holder or 'nobody'} (epoch {self.epoch})"
 
 
 class DeliveryChannel(models.TextChoices):

@@ -7,10 +7,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from reports.models import REPORT_SETTINGS_FIELDS
-from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 
 
 def runs_with_report():
@@ -111,11 +112,65 @@ def worker_health(now=None):
     max_age = timedelta(seconds=settings.HEALTH_WORKER_MAX_AGE_SECONDS)
     newest = WorkerHeartbeat.objects.order_by("-last_seen_at").first()
     age = (now - newest.last_seen_at).total_seconds() if newest else None
-    return {
+    health = {
         "workers_alive": WorkerHeartbeat.objects.filter(last_seen_at__gte=now - max_age).count(),
         "newest_heartbeat_age_seconds": round(age, 1) if age is not None else None,
         "ok": age is not None and age <= max_age.total_seconds(),
     }
+    if not health["ok"]:
+        health["problem"] = (
+            f"No worker has sent a heartbeat in the last {max_age.total_seconds():g} s: "
+            "queued runs wait."
+        )
+    return health
+
+
+def scheduler_health():
+    """What /healthz and the admin say about scheduling: who holds the scheduler lease,
+    and whether fire passes happen. Judged by the database's clock, as the lease is.
+
+    Not ok when no worker has held the lease for longer than the lease's length, or
+    when the holder has made no fire pass for that long.
+    """
+    limit = settings.SCHEDULE_LEADER_LEASE_SECONDS
+    lease = SchedulerLease.objects.annotate(db_now=Now()).order_by("pk").first()
+    if lease is None or lease.expires_at is None:
+        return {
+            "ok": False,
+            "leader": None,
+            "problem": "No worker has held the scheduler lease yet: no report is scheduled.",
+        }
+    now = lease.db_now
+    if lease.expires_at <= now:
+        leaderless = (now - lease.expires_at).total_seconds()
+        health = {
+            "ok": leaderless <= limit,
+            "leader": None,
+            "last_leader": lease.holder,
+            "seconds_without_leader": round(leaderless, 1),
+        }
+        if not health["ok"]:
+            health["problem"] = (
+                f"No worker has held the scheduler lease for {int(leaderless)} s (the last "
+                f"holder, {lease.holder}, let it lapse at "
+                f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC): no report is scheduled."
+            )
+        return health
+    last_pass = max(moment for moment in (lease.fire_pass_at, lease.acquired_at) if moment)
+    silent = (now - last_pass).total_seconds()
+    health = {
+        "ok": silent <= limit,
+        "leader": lease.holder,
+        "lease_epoch": lease.epoch,
+        "lease_expires_in_seconds": round((lease.expires_at - now).total_seconds(), 1),
+        "seconds_since_fire_pass": round(silent, 1),
+    }
+    if not health["ok"]:
+        health["problem"] = (
+            f"The scheduling worker {lease.holder} holds the lease but has made no fire "
+            f"pass for {int(silent)} s: no report is scheduled."
+        )
+    return health
 
 
 def worker_is_alive(name, now=None):
@@ -128,12 +183,13 @@ def worker_is_alive(name, now=None):
 
 
 def worker_status(now=None):
-    """What the admin index shows: workers, queue length, recent failures."""
+    """What the admin index shows: workers, who schedules, queue length, recent failures."""
     now = now or timezone.now()
+    scheduler = scheduler_health()
     workers = [
         {
             "name": beat.name,
-            "is_leader": beat.is_leader,
+            "is_leader": beat.name == scheduler["leader"],
             "running_runs": beat.running_runs,
             "version": beat.version,
             "started_at": beat.started_at,
@@ -145,6 +201,7 @@ def worker_status(now=None):
     ]
     return {
         "workers": workers,
+        "scheduler": scheduler,
         "queued": Run.objects.filter(status=RunStatus.QUEUED).count(),
         "running": Run.objects.filter(status=RunStatus.RUNNING).count(),
         "failed_24h": Run.objects.filter(

@@ -214,6 +214,14 @@ def django_db_setup(django_db_setup):
     connections.close_all()
 
 
+@pytest.fixture
+def lease():
+    """The scheduler lease, held by the test for a minute (fire and repair passes need it)."""
+    from runs.services.leadership import acquire_lease
+
+    return acquire_lease("test:1", 60)
+
+
 def record_scheduled_fire(report_id, scheduled_for):
     """Record one fire of a report's schedule at ``scheduled_for`` as the leader's fire
     pass would (its interval from the previous fire time); the new run, or None if the

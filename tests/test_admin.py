@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from reports.models import Report
 from reportsvc.web.display import moment
-from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 from runs.selectors import latest_successful_run
+from runs.services.leadership import acquire_lease
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
@@ -271,20 +272,34 @@ def test_runs_are_never_editable_and_only_superusers_delete(client, reports):
 
 def test_admin_index_shows_worker_status(admin_client, reports):
     enqueue_run(reports[0], "manual")
-    WorkerHeartbeat.objects.create(
-        name="box:42",
-        host="box",
-        pid=42,
-        version="1",
-        started_at=timezone.now(),
-        last_seen_at=timezone.now(),
-        is_leader=True,
-    )
+    for name in ("box:42", "box:7"):
+        WorkerHeartbeat.objects.create(
+            name=name,
+            host="box",
+            pid=int(name.split(":")[1]),
+            version="1",
+            started_at=timezone.now(),
+            last_seen_at=timezone.now(),
+        )
+    # box:7 led until it stopped renewing; box:42 holds the lease now.
+    acquire_lease("box:7", 60)
+    SchedulerLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    acquire_lease("box:42", 60)
     html = admin_client.get("/admin/").content.decode()
     assert 'id="worker-status"' in html
     assert '<th scope="row">Queued runs</th><td>1</td>' in html
-    assert "box:42" in html and "scheduler" in html
+    assert 'box:42 <span class="rs-badge rs-running">scheduler</span>' in html
+    assert "box:7 <span" not in html
+    assert re.search(r'id="scheduler-status"><th scope="row">Scheduler</th>\s*<td>box:42<', html)
     assert '?status__exact=failed">1</a>' in html  # the broken report failed today
+    beats = admin_client.get("/admin/runs/workerheartbeat/").content.decode()
+    assert beats.count('alt="True"') == 1  # the Schedules column: box:42 only
+
+    # No holder for longer than the lease: the panel says so, and why.
+    SchedulerLease.objects.update(expires_at=timezone.now() - timedelta(seconds=40))
+    html = admin_client.get("/admin/").content.decode()
+    assert '<span class="rs-badge rs-failed">not scheduling</span> No worker has held' in html
+    assert "scheduler</span>" not in html
 
 
 def test_admin_index_keeps_recent_actions_in_the_sidebar_and_hides_scheduler_internals(

@@ -15,6 +15,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.services.intervals import default_interval
+from runs.services.leadership import acquire_lease
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
@@ -566,6 +567,7 @@ def test_healthz_needs_a_live_worker_and_tells_no_secrets(client):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["database"] == "ok"
+    acquire_lease("w:1", 60)  # a scheduling worker (tests/test_leadership.py)
     WorkerHeartbeat.objects.create(
         name="w:1",
         host="w",

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
+from runs.services.leadership import acquire_lease
 from tests.api_helpers import make_user
 from tests.workers import WorkerProcess, process_environment
 
@@ -174,13 +175,14 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
             version="1",
             started_at=timezone.now(),
             last_seen_at=timezone.now(),
-            is_leader=True,
         )
+        acquire_lease("a1b2c3d4e5f6:12345", 60)  # the scheduler: its badge on the same line
         connections.close_all()  # the ORM here runs in Playwright's event-loop context
         page.reload()
-        row = page.locator("#worker-status tr", has_text="a1b2c3d4e5f6:12345").bounding_box()
+        row = page.locator("#worker-status tr:has(th:has-text('a1b2c3d4e5f6:12345'))")
+        scheduler = page.locator("#scheduler-status").bounding_box()
         page.screenshot(path=OUTPUT_DIR / "index.png", full_page=True)
-        assert row["height"] < 50, row
+        assert row.bounding_box()["height"] < 50 and scheduler["height"] < 50, scheduler
         workers = page.locator("#worker-status").bounding_box()
         assert recent["x"] >= workers["x"] + workers["width"]
         expect(page.get_by_text("Django job")).to_have_count(0)

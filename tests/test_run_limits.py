@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -15,8 +16,10 @@ from django.core.cache import cache, caches
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
+from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
+from reports.throttling import SharedScopedRateThrottle
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.queue import (
     QueueFull,
@@ -26,7 +29,7 @@ from runs.services.queue import (
 )
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user, token_key
-from tests.conftest import needs_commits, record_scheduled_fire
+from tests.conftest import needs_commits, postgres_only, record_scheduled_fire
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -63,6 +66,82 @@ def test_the_cache_is_a_database_table_that_migrate_creates():
     assert "reportsvc_cache" in connection.introspection.table_names()
     cache.set("probe", 1)
     assert cache.get("probe") == 1
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def flood_the_throttle(user, count, rate, clock, monkeypatch, every=0.05):
+    """``count`` run triggers by ``user``, ``every`` seconds apart on ``clock``, through
+    the throttle as DRF calls it (a new one per request); how many it let through."""
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"report-runs": rate})
+    monkeypatch.setattr(SharedScopedRateThrottle, "timer", clock)
+    request, view = SimpleNamespace(user=user), SimpleNamespace(throttle_scope="report-runs")
+    allowed = 0
+    for _ in range(count):
+        clock.now += every
+        allowed += SharedScopedRateThrottle().allow_request(request, view)
+    return allowed
+
+
+def cached_history(user):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT value FROM reportsvc_cache WHERE cache_key LIKE %s", [f"%report-runs_{user.pk}"]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_the_throttle_keeps_a_record_of_fixed_size_however_many_requests_it_lets_through(
+    monkeypatch,
+):
+    """DRF keeps a timestamp per request and writes them all back at each request: 500
+    requests left about 1 MB of row versions in the cache table (at 5,000/minute, 2,000
+    requests 12 MB). Counts per tenth of the period stay a few hundred bytes."""
+    user, clock = make_user("flooder", "run"), Clock(1_000_000.0)
+    assert flood_the_throttle(user, 510, "500/minute", clock, monkeypatch) == 500
+    assert len(cached_history(user)) < 400  # base64 of at most 11 (tenth, count, last)
+    refused = SharedScopedRateThrottle()
+    request, view = SimpleNamespace(user=user), SimpleNamespace(throttle_scope="report-runs")
+    assert not refused.allow_request(request, view)
+    # The first tenth (6 s) leaves the period a minute after its last request, at 1.95 s.
+    assert refused.wait() == pytest.approx(60 + 1.95 - 25.5)
+    clock.now += refused.wait()
+    assert SharedScopedRateThrottle().allow_request(request, view)
+
+
+def test_no_period_ever_holds_more_than_the_rate(monkeypatch):
+    user, clock = make_user("steady", "run"), Clock(2_000_000.0)
+    allowed_at = []
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"report-runs": "5/minute"})
+    monkeypatch.setattr(SharedScopedRateThrottle, "timer", clock)
+    request, view = SimpleNamespace(user=user), SimpleNamespace(throttle_scope="report-runs")
+    for _ in range(400):  # a request every 0.7 s for 280 s
+        clock.now += 0.7
+        if SharedScopedRateThrottle().allow_request(request, view):
+            allowed_at.append(clock.now)
+    assert all(
+        later - earlier >= 60 for earlier, later in zip(allowed_at, allowed_at[5:], strict=False)
+    )
+    assert len(allowed_at) >= 5 * 280 // 66  # and none held back longer than a tenth
+
+
+@postgres_only
+def test_a_flood_leaves_the_cache_table_small(monkeypatch):
+    def table_bytes():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_total_relation_size('reportsvc_cache')")
+            return cursor.fetchone()[0]
+
+    before = table_bytes()
+    user = make_user("flooder", "run")
+    assert flood_the_throttle(user, 500, "500/minute", Clock(3_000_000.0), monkeypatch) == 500
+    assert table_bytes() - before < 200_000  # DRF's history: about 1 MB
 
 
 # --- REPORT_MAX_QUEUED_RUNS ---------------------------------------------------------------

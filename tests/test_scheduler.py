@@ -15,14 +15,16 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.models import Report
 from reports.services.schedules import save_report
-from runs.models import Run, RunStatus, RunTrigger
+from runs.models import Run, RunStatus, RunTrigger, SchedulerLease
 from runs.services import scheduler as scheduler_module
 from runs.services.fires import fire_due_reports, repair_next_runs
+from runs.services.leadership import LeaseKeeper, acquire_lease
 from runs.services.queue import claim_runs, enqueue_run
 from runs.services.scheduler import (
     FIRE_JOB,
     HOUSEKEEPING_JOB,
     REPAIR_JOB,
+    RETIRED_JOBS,
     ReportScheduler,
 )
 from tests.conftest import needs_commits, postgres_only, wait_for
@@ -76,67 +78,67 @@ def test_an_edit_that_keeps_the_schedule_keeps_the_stored_next_run():
     assert Report.objects.get(pk=report.pk).description == "edited"
 
 
-def test_a_due_report_becomes_one_run_with_its_interval_and_moves_on():
+def test_a_due_report_becomes_one_run_with_its_interval_and_moves_on(lease):
     report = make_report("every-five", "*/5 * * * *")
     Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
-    assert fire_due_reports(now=NOW) == 1
+    assert fire_due_reports(lease, now=NOW) == 1
     run = Run.objects.get(report=report)
     assert (run.status, run.trigger) == (RunStatus.QUEUED, RunTrigger.SCHEDULE)
     assert run.scheduled_for == run.interval_end == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert run.interval_start == datetime(2026, 11, 26, 11, 55, tzinfo=UTC)
     assert stored_next_run(report) == datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
     # The same moment again: nothing is due any more.
-    assert fire_due_reports(now=NOW) == 0
+    assert fire_due_reports(lease, now=NOW) == 0
     assert Run.objects.count() == 1
 
 
-def test_the_interval_follows_the_schedule_across_a_clock_change():
+def test_the_interval_follows_the_schedule_across_a_clock_change(lease):
     report = make_report("nightly", "30 2 * * *", timezone="Europe/Berlin")
     spring_forward = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST, for 02:30
     Report.objects.filter(pk=report.pk).update(next_run_at=spring_forward)
-    fire_due_reports(now=spring_forward + timedelta(seconds=1))
+    fire_due_reports(lease, now=spring_forward + timedelta(seconds=1))
     run = Run.objects.get(report=report)
     assert run.interval_start == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)  # 02:30 CET
     assert run.interval_end == spring_forward
     assert stored_next_run(report) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)  # 02:30 CEST
 
 
-def test_missed_fires_coalesce_into_the_newest_within_the_grace(settings):
+def test_missed_fires_coalesce_into_the_newest_within_the_grace(settings, lease):
     settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
     report = make_report("every-minute", "* * * * *")
     # Down for ten minutes: ten fires missed, the newest within the grace period.
     Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0) - 10 * MINUTE)
-    assert fire_due_reports(now=NOW) == 1
+    assert fire_due_reports(lease, now=NOW) == 1
     run = Run.objects.get(report=report)
     assert run.scheduled_for == NOW.replace(second=0)
     assert run.interval_start == NOW.replace(second=0) - MINUTE
     assert stored_next_run(report) == NOW.replace(second=0) + MINUTE
 
 
-def test_a_missed_fire_older_than_the_grace_is_dropped(settings):
+def test_a_missed_fire_older_than_the_grace_is_dropped(settings, lease):
     settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 300
     yearly = make_report("yearly", "0 0 1 1 *")
     Report.objects.filter(pk=yearly.pk).update(next_run_at=datetime(2026, 1, 1, tzinfo=UTC))
-    assert fire_due_reports(now=NOW) == 0
+    assert fire_due_reports(lease, now=NOW) == 0
     assert Run.objects.count() == 0
     assert stored_next_run(yearly) == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-def test_a_fire_exactly_at_the_end_of_the_grace_still_runs(settings):
+def test_a_fire_exactly_at_the_end_of_the_grace_still_runs(settings, lease):
     settings.SCHEDULE_MISFIRE_GRACE_SECONDS = 20
     report = make_report("every-minute", "* * * * *")
     Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
-    assert fire_due_reports(now=NOW) == 1  # 20 s late, grace 20 s
+    assert fire_due_reports(lease, now=NOW) == 1  # 20 s late, grace 20 s
     Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0) + MINUTE)
-    assert fire_due_reports(now=NOW + MINUTE + timedelta(microseconds=1)) == 0
+    assert fire_due_reports(lease, now=NOW + MINUTE + timedelta(microseconds=1)) == 0
 
 
-def test_a_fire_while_the_report_runs_is_born_skipped():
+def test_a_fire_while_the_report_runs_is_born_skipped(lease):
     report = make_report("hourly", "0 * * * *")
     running = enqueue_run(report, RunTrigger.MANUAL)
     assert claim_runs(1, "test:1") == [running]
     Report.objects.filter(pk=report.pk).update(next_run_at=NOW.replace(second=0))
-    fire_due_reports(now=NOW)
+    fire_due_reports(lease, now=NOW)
     skipped = Run.objects.get(report=report, trigger=RunTrigger.SCHEDULE)
     assert skipped.status == RunStatus.SKIPPED
     assert skipped.error == (
@@ -145,53 +147,53 @@ def test_a_fire_while_the_report_runs_is_born_skipped():
     assert skipped.interval_end == NOW.replace(second=0)
 
 
-def test_a_fire_recorded_already_is_not_recorded_twice():
+def test_a_fire_recorded_already_is_not_recorded_twice(lease):
     report = make_report("hourly", "0 * * * *")
     fire = NOW.replace(minute=0, second=0)
     Report.objects.filter(pk=report.pk).update(next_run_at=fire)
-    fire_due_reports(now=NOW)
+    fire_due_reports(lease, now=NOW)
     # A stale save wrote the old next_run_at back: the fire is due again, once only.
     Report.objects.filter(pk=report.pk).update(next_run_at=fire)
-    fire_due_reports(now=NOW)
+    fire_due_reports(lease, now=NOW)
     assert Run.objects.filter(report=report).count() == 1
     assert stored_next_run(report) == fire + timedelta(hours=1)
 
 
-def test_only_enabled_scheduled_reports_fire():
+def test_only_enabled_scheduled_reports_fire(lease):
     report = make_report("hourly", "0 * * * *")
     Report.objects.filter(pk=report.pk).update(enabled=False, next_run_at=NOW - MINUTE)
     manual = make_report("manual", "")
     Report.objects.filter(pk=manual.pk).update(next_run_at=NOW - MINUTE)
-    assert fire_due_reports(now=NOW) == 0
+    assert fire_due_reports(lease, now=NOW) == 0
     assert Run.objects.count() == 0
 
 
-def test_thousands_of_due_reports_fire_in_batches(monkeypatch):
+def test_thousands_of_due_reports_fire_in_batches(monkeypatch, lease):
     monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 40)
     Report.objects.bulk_create(
         Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(100)
     )
     Report.objects.update(next_run_at=NOW.replace(second=0))
-    assert fire_due_reports(now=NOW) == 100
+    assert fire_due_reports(lease, now=NOW) == 100
     assert Run.objects.filter(scheduled_for=NOW.replace(second=0)).count() == 100
     assert set(Report.objects.values_list("next_run_at", flat=True)) == {
         NOW.replace(second=0) + MINUTE
     }
 
 
-def test_a_pass_with_a_spent_time_budget_leaves_the_rest_to_the_next(monkeypatch):
+def test_a_pass_with_a_spent_time_budget_leaves_the_rest_to_the_next(monkeypatch, lease):
     monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 10)
     Report.objects.bulk_create(
         Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(25)
     )
     Report.objects.update(next_run_at=NOW.replace(second=0))
-    assert fire_due_reports(now=NOW, time_budget=0) == 0
-    assert fire_due_reports(now=NOW, time_budget=60) == 25
+    assert fire_due_reports(lease, now=NOW, time_budget=0) == 0
+    assert fire_due_reports(lease, now=NOW, time_budget=60) == 25
 
 
 @needs_commits
 @postgres_only
-def test_reports_another_pass_holds_are_skipped_not_waited_for():
+def test_reports_another_pass_holds_are_skipped_not_waited_for(lease):
     due = [make_report(f"r{i}", "* * * * *") for i in range(3)]
     Report.objects.update(next_run_at=NOW.replace(second=0))
     held = threading.Event()
@@ -209,16 +211,16 @@ def test_reports_another_pass_holds_are_skipped_not_waited_for():
     try:
         assert held.wait(10)
         started = time.monotonic()
-        assert fire_due_reports(now=NOW) == 2
+        assert fire_due_reports(lease, now=NOW) == 2
         assert time.monotonic() - started < 2
     finally:
         release.set()
         holder.join()
-    assert fire_due_reports(now=NOW) == 1
+    assert fire_due_reports(lease, now=NOW) == 1
     assert Run.objects.count() == 3
 
 
-def test_repair_follows_reports_changed_without_save_report(caplog):
+def test_repair_follows_reports_changed_without_save_report(caplog, lease):
     daily = make_report("daily", "0 6 * * *")
     # Changed the way a shell or a bulk update would: next_run_at untouched.
     Report.objects.filter(pk=daily.pk).update(schedule="45 7 * * *")
@@ -228,20 +230,20 @@ def test_repair_follows_reports_changed_without_save_report(caplog):
     bad = Report.objects.create(name="bad", slug="bad", sql="SELECT 1", schedule="0 25 * * *")
     assert stored_next_run(bulk) is None
 
-    assert repair_next_runs() == 3
+    assert repair_next_runs(lease) == 3
     assert stored_next_run(daily).strftime("%H:%M") == "07:45"
     assert stored_next_run(bulk).minute == 0
     assert stored_next_run(gone) is None
     assert stored_next_run(bad) is None
     assert f"report {bad.pk} not scheduled" in caplog.text
-    assert repair_next_runs() == 0  # in agreement now
+    assert repair_next_runs(lease) == 0  # in agreement now
 
 
-def test_repair_leaves_due_reports_to_the_fire_pass():
+def test_repair_leaves_due_reports_to_the_fire_pass(lease):
     report = make_report("hourly", "0 * * * *")
     due = timezone.now() - MINUTE
     Report.objects.filter(pk=report.pk).update(next_run_at=due)
-    assert repair_next_runs() == 0
+    assert repair_next_runs(lease) == 0
     assert stored_next_run(report) == due
 
 
@@ -249,11 +251,21 @@ def test_repair_leaves_due_reports_to_the_fire_pass():
 
 
 @pytest.fixture
-def schedulers():
+def keeper():
+    """This test process holds the scheduler lease, as the leading worker does."""
+    keeper = LeaseKeeper("test:scheduler")
+    keeper.start()
+    wait_for(keeper.current, timeout=5)
+    yield keeper
+    keeper.stop()
+
+
+@pytest.fixture
+def schedulers(keeper):
     started = []
 
     def start():
-        scheduler = ReportScheduler()
+        scheduler = ReportScheduler(keeper)
         scheduler.start()
         started.append(scheduler)
         return scheduler
@@ -273,23 +285,40 @@ def test_the_leader_keeps_its_jobs_in_the_job_store_and_fires_due_reports(schedu
         time.sleep(60.05 - now.second - now.microsecond / 1e6)
     fire = timezone.now().replace(second=0, microsecond=0)
     Report.objects.filter(pk=report.pk).update(next_run_at=fire)
+    retired = DjangoJob.objects.create(id=RETIRED_JOBS[0], job_state=b"", next_run_time=None)
     scheduler = schedulers()
     run = wait_for(lambda: Run.objects.filter(report=report).first(), timeout=5)
     assert run.scheduled_for == fire
     assert {job.id for job in DjangoJob.objects.all()} == {FIRE_JOB, REPAIR_JOB, HOUSEKEEPING_JOB}
+    assert not DjangoJob.objects.filter(pk=retired.pk).exists()
     wait_for(
         lambda: DjangoJobExecution.objects.filter(
             job_id=FIRE_JOB, status=DjangoJobExecution.SUCCESS
         ).exists(),
         timeout=5,
     )
+    assert SchedulerLease.objects.get().fire_pass_at is not None
     assert scheduler.is_alive()
     scheduler.stop()
     assert not scheduler.is_alive()
-    # Not due while no leader runs; the next leader adds them again.
-    assert DjangoJob.objects.get(id=FIRE_JOB).next_run_time is None
+    # The next leader adds the jobs again, however they were left (paused, here).
+    DjangoJob.objects.filter(id=FIRE_JOB).update(next_run_time=None)
     schedulers()
     wait_for(lambda: DjangoJob.objects.get(id=FIRE_JOB).next_run_time is not None, timeout=5)
+
+
+@needs_commits
+def test_a_scheduler_that_lost_the_lease_records_nothing(schedulers, keeper, caplog):
+    scheduler = schedulers()
+    wait_for(lambda: DjangoJob.objects.filter(id=FIRE_JOB).exists(), timeout=5)
+    # Another worker took over: this process has not heard yet (it renews in 5 s).
+    SchedulerLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert acquire_lease("other:2", 60).epoch == keeper.current().epoch + 1
+    report = make_report("every-minute", "* * * * *")
+    Report.objects.filter(pk=report.pk).update(next_run_at=timezone.now() - MINUTE)
+    wait_for(lambda: "fire pass refused: test:scheduler no longer holds" in caplog.text)
+    scheduler.stop()
+    assert not Run.objects.exists()
 
 
 @needs_commits
@@ -306,7 +335,7 @@ def test_a_new_leader_keeps_the_housekeeping_time(schedulers):
 def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatch):
     calls = []
 
-    def flaky(**kwargs):
+    def flaky(lease, **kwargs):
         calls.append(kwargs)
         if len(calls) == 1:
             raise RuntimeError("database went away")
@@ -321,8 +350,8 @@ def test_a_failing_pass_is_recorded_and_the_next_one_runs(schedulers, monkeypatc
 
 
 @needs_commits
-def test_stopping_right_after_starting_leaves_no_scheduler_running():
-    scheduler = ReportScheduler()
+def test_stopping_right_after_starting_leaves_no_scheduler_running(keeper):
+    scheduler = ReportScheduler(keeper)
     scheduler.start()
     scheduler.stop()
     assert not scheduler.is_alive()

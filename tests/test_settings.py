@@ -1,3 +1,4 @@
+import ast
 import json
 import os
 import subprocess
@@ -165,3 +166,29 @@ def test_bad_object_storage_settings_are_refused_with_the_reason():
         )
         assert result.returncode != 0
         assert message in result.stderr, result.stderr
+
+
+def test_service_database_connections_notice_a_vanished_peer_unless_the_url_says_otherwise():
+    result = settings_in_a_fresh_process(
+        "settings.DATABASES['default']['OPTIONS']",
+        SECRET_KEY="x",
+        DATABASE_URL="postgres://svc@db:5432/svc?keepalives_idle=30&options=-c%20work_mem%3D8MB",
+    )
+    assert result.returncode == 0, result.stderr
+    options = ast.literal_eval(result.stdout)
+    assert (options["keepalives"], options["keepalives_interval"]) == (1, 2)
+    assert (options["tcp_user_timeout"], options["connect_timeout"]) == (10_000, 10)
+    assert str(options["keepalives_idle"]) == "30"  # the URL's own
+    # The server's side of the session: ours first, the URL's later (and so winning).
+    assert options["options"] == (
+        "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+        "-c tcp_user_timeout=10000 -c work_mem=8MB"
+    )
+
+
+def test_a_lease_too_short_to_renew_is_refused():
+    result = settings_in_a_fresh_process(
+        "settings.SCHEDULE_LEADER_LEASE_SECONDS", SECRET_KEY="x", SCHEDULE_LEADER_LEASE_SECONDS="2"
+    )
+    assert result.returncode != 0
+    assert "SCHEDULE_LEADER_LEASE_SECONDS must be at least 3." in result.stderr

@@ -10,12 +10,16 @@ from django.utils import timezone
 from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.leadership import SecondWorkerRefused, leader_lock_for
 from runs.services.queue import enqueue_run
 from tests.conftest import ON_POSTGRES, files_under, postgres_only, sqlite_only, wait_for
 from tests.faults import REFUSAL, refused_success
 from tests.receivers import HTTP_OK, TcpReceiver
-from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
+from tests.workers import (
+    WORKER_APPLICATION_NAME,
+    WorkerProcess,
+    leader_pid,
+    process_environment,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -95,18 +99,6 @@ def test_sigterm_past_the_grace_time_fails_the_run_and_keeps_no_file(start_worke
     assert files_under(outputs_dir) == []
 
 
-def scheduler_lock_is_free():
-    """Whether this process could take the scheduler lock now (it lets go at once)."""
-    lock = leader_lock_for()
-    try:
-        if not lock.try_acquire():
-            return False
-    except SecondWorkerRefused:
-        return False
-    lock.release()
-    return True
-
-
 def test_sigterm_does_not_wait_for_a_slow_webhook_beyond_the_grace(start_worker):
     receiver = TcpReceiver(trickle=HTTP_OK, interval=1.0)  # a minute for one answer
     try:
@@ -115,8 +107,7 @@ def test_sigterm_does_not_wait_for_a_slow_webhook_beyond_the_grace(start_worker)
             NOTIFY_WEBHOOK_TIMEOUT_SECONDS=120,
             NOTIFY_WEBHOOK_BLOCKED_NETWORKS="169.254.0.0/16",
         )
-        wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.pid, is_leader=True).exists())
-        assert not scheduler_lock_is_free()
+        wait_for(lambda: leader_pid() == worker.pid)
         report = Report.objects.create(
             name="Hooked",
             slug="hooked",
@@ -127,8 +118,8 @@ def test_sigterm_does_not_wait_for_a_slow_webhook_beyond_the_grace(start_worker)
         assert receiver.connected.wait(15)  # the failure alert is on its way, slowly
         stopping = time.monotonic()
         worker.process.send_signal(signal.SIGTERM)
-        wait_for(scheduler_lock_is_free, timeout=2)
-        assert worker.running()  # the lock went first; the alert still has its grace
+        wait_for(lambda: leader_pid() is None, timeout=2)
+        assert worker.running()  # the lease went first; the alert still has its grace
         assert worker.stop(timeout=15) == 0
         assert time.monotonic() - stopping < 3 + 2
         assert (
@@ -184,7 +175,7 @@ def test_report_edits_reach_the_running_worker(start_worker):
 
 def test_a_due_report_is_queued_within_seconds_with_its_interval(start_worker):
     worker = start_worker()
-    wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.pid, is_leader=True).exists())
+    wait_for(lambda: leader_pid() == worker.pid)
     report = Report.objects.create(
         name="Due", slug="due", sql="SELECT 1 AS n", schedule="* * * * *", timezone="UTC"
     )
@@ -217,9 +208,6 @@ def test_a_second_worker_on_sqlite_is_refused(start_worker):
 def test_the_worker_heartbeat_row_says_who_and_when(start_worker):
     worker = start_worker()
     beat = wait_for_heartbeat(worker)
-    assert beat.is_leader or wait_for(
-        lambda: WorkerHeartbeat.objects.get(pid=worker.pid).is_leader, timeout=10
-    )
     assert beat.version
     first_seen = beat.last_seen_at
     wait_for(
@@ -280,10 +268,10 @@ def test_two_workers_run_every_fire_and_every_run_exactly_once(start_worker, out
     succeeded = Run.objects.filter(status=RunStatus.SUCCEEDED).count()
     assert len(files_under(outputs_dir)) == succeeded  # no run wrote twice
 
-    leader = next(w for w in workers if WorkerHeartbeat.objects.get(pid=w.pid).is_leader)
+    leader = next(w for w in workers if w.pid == leader_pid())
     follower = next(w for w in workers if w is not leader)
     leader.kill()
-    wait_for(lambda: WorkerHeartbeat.objects.get(pid=follower.pid).is_leader, timeout=15)
+    wait_for(lambda: leader_pid() == follower.pid, timeout=15)
     assert follower.stop() == 0
     for worker in workers:
         assert "ERROR" not in worker.log() and "Traceback" not in worker.log(), worker.log()
@@ -292,9 +280,7 @@ def test_two_workers_run_every_fire_and_every_run_exactly_once(start_worker, out
 @postgres_only
 def test_the_worker_survives_losing_its_database_connections(start_worker, source_sql):
     worker = start_worker()
-    wait_for(
-        lambda: (beat := WorkerHeartbeat.objects.filter(pid=worker.pid).first()) and beat.is_leader
-    )
+    wait_for(lambda: leader_pid() == worker.pid)
     source_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         f"WHERE application_name = '{WORKER_APPLICATION_NAME}' "
@@ -303,7 +289,7 @@ def test_the_worker_survives_losing_its_database_connections(start_worker, sourc
     report = Report.objects.create(name="After", slug="after", sql="SELECT 1 AS n")
     run = enqueue_run(report, "manual")
     wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=20)
-    wait_for(lambda: WorkerHeartbeat.objects.get(pid=worker.pid).is_leader, timeout=15)
+    wait_for(lambda: leader_pid() == worker.pid, timeout=15)
     assert worker.running()
     assert worker.stop() == 0
 

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from django.db import connection, connections
+from django.db.models.functions import Now
 
 from reports.datasources import DEFAULT_SOURCE, alias_for_source
+from runs.models import SchedulerLease
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -20,20 +22,29 @@ FAST_WORKER_SETTINGS = {
     "WORKER_HEARTBEAT_SECONDS": "0.5",
     "WORKER_LOST_AFTER_SECONDS": "3",
     "SCHEDULE_SYNC_SECONDS": "1",
+    "SCHEDULE_LEADER_LEASE_SECONDS": "4",
     "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
 }
 
 
-def database_url_of_test_run():
-    """A DATABASE_URL for the database the test run created."""
+def leader_pid():
+    """The pid of the worker that holds the scheduler lease now, or None."""
+    lease = SchedulerLease.objects.filter(expires_at__gt=Now()).first()
+    return int(lease.holder.rsplit(":", 1)[1]) if lease else None
+
+
+def database_url_of_test_run(port=None, application_name=WORKER_APPLICATION_NAME):
+    """A DATABASE_URL for the database the test run created (PostgreSQL: at ``port``
+    instead of the server's, e.g. a tests.faults.FaultProxy's)."""
     settings_dict = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings_dict['NAME']}"
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = "127.0.0.1" if port else settings_dict["HOST"]
     return (
-        f"postgres://{settings_dict['USER']}{password}@{settings_dict['HOST']}:"
-        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
-        f"?application_name={WORKER_APPLICATION_NAME}"
+        f"postgres://{settings_dict['USER']}{password}@{host}:"
+        f"{port or settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+        f"?application_name={application_name}"
     )
 
 

@@ -4,6 +4,8 @@ A report is due when its ``next_run_at`` has come. The leader's fire pass claims
 reports (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), records one run per fire and moves
 ``next_run_at`` to the next fire after now, all in one transaction per batch: a fire is
 recorded exactly when its report moves on, whoever else runs a pass at the same time.
+Each such transaction first proves that its caller holds the scheduler lease
+(runs.services.leadership.fence): a former leader records nothing.
 """
 
 import logging
@@ -19,6 +21,7 @@ from django.utils import timezone
 from reports.cron import next_fire_time, previous_fire_time
 from reports.models import Report
 from reports.services.schedules import InvalidSchedule, parsed_schedule, upcoming_fire
+from runs.services.leadership import fence
 from runs.services.queue import record_scheduled_fires
 
 logger = logging.getLogger(__name__)
@@ -28,17 +31,19 @@ UPDATE_BATCH = 500  # ids per UPDATE … WHERE id IN (…), well within SQLite's
 MICROSECOND = timedelta(microseconds=1)
 
 
-def fire_due_reports(*, now=None, time_budget=None):
+def fire_due_reports(lease, *, now=None, time_budget=None):
     """Record the fires of every report due at ``now``; the number of fires recorded.
 
-    Batches of FIRE_BATCH reports, each its own transaction; with ``time_budget``
-    (seconds) no new batch starts after it is spent, and the next pass goes on.
+    Batches of FIRE_BATCH reports, each its own transaction, fenced by ``lease``
+    (LeaseLost if it is not held); with ``time_budget`` (seconds) no new batch starts
+    after it is spent, and the next pass goes on.
     """
     now = now or timezone.now()
     deadline = None if time_budget is None else time.monotonic() + time_budget
     recorded = 0
     while deadline is None or time.monotonic() < deadline:
         with transaction.atomic():
+            fence(lease, fire_pass=True)
             due = list(
                 Report.objects.select_for_update(skip_locked=True)
                 .filter(enabled=True, next_run_at__lte=now)
@@ -87,18 +92,16 @@ def _fires_and_moves(due, now):
     return fires, moves
 
 
-def repair_next_runs(*, now=None):
+def repair_next_runs(lease, *, now=None):
     """Make ``next_run_at`` agree with each report's schedule where it does not.
 
     The admin and the API keep it right on save; this catches reports changed any other
     way. A due report (``next_run_at`` passed) is left to the fire pass. Each correction
-    is conditional on the row being as read, so a concurrent save or fire wins.
+    is conditional on the row being as read, so a concurrent save or fire wins. The
+    corrections are written in one transaction fenced by ``lease``.
     """
     now = now or timezone.now()
     unscheduled = Q(enabled=False) | Q(schedule="")
-    repaired = Report.objects.filter(unscheduled, next_run_at__isnull=False).update(
-        next_run_at=None
-    )
     rows = (
         Report.objects.exclude(unscheduled)
         .exclude(next_run_at__lte=now)
@@ -113,13 +116,18 @@ def repair_next_runs(*, now=None):
             expected = None
         if stored != expected:
             corrections[expression, zone_name, stored, expected].append(report_id)
-    for (expression, zone_name, stored, expected), report_ids in corrections.items():
-        for start in range(0, len(report_ids), UPDATE_BATCH):
-            repaired += Report.objects.filter(
-                pk__in=report_ids[start : start + UPDATE_BATCH],
-                schedule=expression,
-                timezone=zone_name,
-                enabled=True,
-                next_run_at=stored,
-            ).update(next_run_at=expected)
+    with transaction.atomic():
+        fence(lease)
+        repaired = Report.objects.filter(unscheduled, next_run_at__isnull=False).update(
+            next_run_at=None
+        )
+        for (expression, zone_name, stored, expected), report_ids in corrections.items():
+            for start in range(0, len(report_ids), UPDATE_BATCH):
+                repaired += Report.objects.filter(
+                    pk__in=report_ids[start : start + UPDATE_BATCH],
+                    schedule=expression,
+                    timezone=zone_name,
+                    enabled=True,
+                    next_run_at=stored,
+                ).update(next_run_at=expected)
     return repaired

@@ -24,15 +24,14 @@ def register_worker(name, host, pid):
             "version": __version__,
             "started_at": now,
             "last_seen_at": now,
-            "is_leader": False,
             "running_runs": 0,
         },
     )
 
 
-def beat(name, *, is_leader, running_runs):
+def beat(name, *, running_runs):
     updated = WorkerHeartbeat.objects.filter(name=name).update(
-        last_seen_at=timezone.now(), is_leader=is_leader, running_runs=running_runs
+        last_seen_at=timezone.now(), running_runs=running_runs
     )
     return bool(updated)
 

@@ -11,6 +11,13 @@
 Only public APScheduler and django-apscheduler API is used: a BlockingScheduler runs in
 a thread this module starts (so it knows whether the thread is alive), and the jobs are
 plain functions that keep nothing between calls.
+
+The passes write the schedule only under the scheduler lease of the worker that started
+the scheduler (runs.services.leadership; its thread carries the worker's LeaseKeeper),
+fenced in their own transactions: a scheduler left running by a worker that lost the
+lease records nothing. The scheduler thread's sessions end
+any statement or idle transaction within a quarter of the lease, so a frozen leader's
+locks on job rows never hold up the next one.
 """
 
 import logging
@@ -20,23 +27,33 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import connections, transaction
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
 from django_apscheduler.util import close_old_connections
 
 from runs.services.fires import fire_due_reports, repair_next_runs
 from runs.services.housekeeping import run_housekeeping
+from runs.services.leadership import (
+    LeaseLost,
+    bound_sessions_of_this_thread,
+    fence,
+    lease_of_this_thread,
+    transaction_limit,
+)
 
 logger = logging.getLogger(__name__)
 
-FIRE_JOB = "fire-due-reports"
-REPAIR_JOB = "repair-next-runs"
+FIRE_JOB = "fire-pass"
+REPAIR_JOB = "repair-pass"
 HOUSEKEEPING_JOB = "housekeeping"
+# The passes' ids before leadership was a lease. A worker of that version pauses them
+# when it stops, even while a newer worker leads: the ids must differ, and the newer
+# leader removes the old rows.
+RETIRED_JOBS = ("fire-due-reports", "repair-next-runs")
 FIRE_PASS_SECONDS = 1
 # A pass starts no new batch after this, so the scheduler gets to its other jobs (and to
 # a stop) between batches; an overrunning pass is followed by the next one at once.
@@ -45,12 +62,27 @@ FIRE_PASS_BUDGET_SECONDS = 2
 
 @close_old_connections
 def fire_due_reports_job():
-    fire_due_reports(time_budget=FIRE_PASS_BUDGET_SECONDS)
+    if (lease := lease_of_this_thread()) is None:
+        return  # the worker stops this scheduler at its next step
+    try:
+        fired = fire_due_reports(lease, time_budget=FIRE_PASS_BUDGET_SECONDS)
+    except LeaseLost as refused:
+        logger.warning("fire pass refused: %s", refused)
+        return
+    if fired:
+        logger.info("recorded %s scheduled fire(s) (lease epoch %s)", fired, lease.epoch)
 
 
 @close_old_connections
 def repair_next_runs_job():
-    if repaired := repair_next_runs():
+    if (lease := lease_of_this_thread()) is None:
+        return
+    try:
+        repaired = repair_next_runs(lease)
+    except LeaseLost as refused:
+        logger.warning("repair pass refused: %s", refused)
+        return
+    if repaired:
         logger.info("next run times of %s report(s) follow their schedules again", repaired)
 
 
@@ -61,7 +93,7 @@ def housekeeping_job():
 
 
 class ReportScheduler:
-    def __init__(self):
+    def __init__(self, lease_keeper):
         self.scheduler = BlockingScheduler(
             jobstores={"default": DjangoJobStore()},
             # The passes run in the scheduler's own thread, one after the other, right
@@ -74,6 +106,8 @@ class ReportScheduler:
         self.started = threading.Event()
         self.scheduler.add_listener(lambda event: self.started.set(), EVENT_SCHEDULER_STARTED)
         self.thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        # The passes run in this thread and schedule under this keeper's lease.
+        self.thread.lease_keeper = lease_keeper
 
     def start(self):
         """Add the jobs (they wait in the scheduler until it runs), then run it."""
@@ -103,29 +137,37 @@ class ReportScheduler:
         self.thread.start()
 
     def _run(self):
+        bound_sessions_of_this_thread(transaction_limit())
         try:
+            self._remove_retired_jobs()
             self.scheduler.start()
+        except LeaseLost as lost:
+            logger.warning("the scheduler stopped: %s", lost)
         except Exception:
             logger.exception("the scheduler stopped")
         finally:
             connections.close_all()  # this thread's, which the passes used too
+
+    def _remove_retired_jobs(self):
+        if (lease := lease_of_this_thread()) is None:
+            raise LeaseLost("this worker does not hold the scheduler lease")
+        with transaction.atomic():
+            fence(lease)
+            DjangoJob.objects.filter(id__in=RETIRED_JOBS).delete()
 
     def is_alive(self):
         return self.thread.is_alive()
 
     def stop(self):
         """Stop after the pass in progress, if any (passes take no new batch after
-        FIRE_PASS_BUDGET_SECONDS)."""
+        FIRE_PASS_BUDGET_SECONDS).
+
+        The jobs' rows stay as they are: the next leader replaces them. (APScheduler
+        makes one last pass as it shuts down; a pass writes nothing without the lease.)
+        """
         while self.thread.is_alive() and not self.started.wait(0.1):
             pass  # still starting: stopping it now would let it start after all
         if not self.scheduler.running:
             return
-        try:
-            # Not due at the moment of shutdown, when APScheduler makes one last pass
-            # with its executors already stopped. The next leader re-adds both.
-            self.scheduler.pause_job(FIRE_JOB)
-            self.scheduler.pause_job(REPAIR_JOB)
-        except (DatabaseError, JobLookupError) as error:
-            logger.warning("could not pause the scheduler's jobs: %s", error)
         self.scheduler.shutdown(wait=False)
         self.thread.join(timeout=5)

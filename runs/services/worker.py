@@ -2,6 +2,8 @@
 
 One main loop does the bookkeeping; a thread pool of WORKER_CONCURRENCY executes runs.
 Every step survives a lost database connection: it logs, backs off and tries again.
+The loop runs in a thread of its own: the process's main thread only waits for a stop
+and makes sure it happens in time, whatever the database does (``Worker.run``).
 """
 
 import logging
@@ -16,7 +18,7 @@ from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats, output_storage
 from runs.services.guard import execute_claimed_run
-from runs.services.leadership import leader_lock_for
+from runs.services.leadership import LeaseKeeper, refuse_a_second_sqlite_worker
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
@@ -26,6 +28,13 @@ from runs.services.scheduler import ReportScheduler
 logger = logging.getLogger("runs.worker")
 
 MAX_BACKOFF_SECONDS = 10
+# A stop waits WORKER_SHUTDOWN_GRACE_SECONDS for runs and notifications, then this long
+# at most for the database (failing the runs left, removing the heartbeat row).
+STOP_MARGIN_SECONDS = 5
+
+
+class StopTimedOut(Exception):
+    """The worker did not finish stopping in time: the database did not answer."""
 
 
 class Periodic:
@@ -62,25 +71,62 @@ class Worker:
         self._active = {}  # run id -> run, for every run this worker is executing
         self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
-        self._leader_lock = leader_lock_for()
+        self._sqlite_lock = None
+        self._lease = LeaseKeeper(self.name)
         self._scheduler = None
+        self._scheduler_epoch = None  # of the lease the scheduler was started under
+        self._stop_requested_at = None
         self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
         self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
-        self._leadership = Periodic(settings.SCHEDULE_SYNC_SECONDS)
 
     # --- lifecycle -------------------------------------------------------------------
 
     def request_stop(self, reason="stop requested"):
         if not self._stop.is_set():
+            self._stop_requested_at = time.monotonic()
             logger.info("worker %s stopping: %s", self.name, reason)
         self._stop.set()
         self._wake.set()
 
     def run(self):
-        """Work until asked to stop; return the number of runs abandoned at the end."""
-        if connections["default"].vendor == "sqlite":
-            self._leader_lock.try_acquire()  # raises SecondWorkerRefused
+        """Work until asked to stop; return the number of runs abandoned at the end.
+
+        The work happens in a thread of its own. This thread waits for the stop (signal
+        handlers run here, even while the work waits on a stalled database), then for
+        the work to wind down: WORKER_SHUTDOWN_GRACE_SECONDS plus STOP_MARGIN_SECONDS
+        at most, else StopTimedOut. Errors at start (SecondWorkerRefused, an
+        unreachable database) are raised here.
+        """
+        outcome = {}
+        work = threading.Thread(target=self._work, args=(outcome,), name="worker")
+        work.start()
+        while work.is_alive() and not self._stop.wait(0.5):
+            pass
+        allowed = settings.WORKER_SHUTDOWN_GRACE_SECONDS + STOP_MARGIN_SECONDS
+        deadline = (self._stop_requested_at or time.monotonic()) + allowed
+        work.join(max(0.0, deadline - time.monotonic()))
+        if work.is_alive():
+            raise StopTimedOut(
+                f"Worker {self.name} did not stop within {allowed:g} s: the database does "
+                "not answer. Its runs are failed as lost by the next worker; its "
+                "scheduler lease expires on its own."
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["abandoned"]
+
+    def _work(self, outcome):
+        try:
+            outcome["abandoned"] = self._work_until_stopped()
+        except BaseException as error:  # handed to run(), in the main thread
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    def _work_until_stopped(self):
+        self._sqlite_lock = refuse_a_second_sqlite_worker()
         heartbeats.register_worker(self.name, self.host, os.getpid())
+        self._lease.start()
         removed = output_storage.remove_local_partial_files()
         if removed:
             logger.info("removed temp files of runs that ended elsewhere: %s", removed)
@@ -126,8 +172,7 @@ class Worker:
             own = [run.pk for run in self._running_runs()]  # alive: this worker runs them
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS, exclude_ids=own):
                 self._notifier.submit(run)
-        if self._leadership.due(now):
-            self._lead()
+        self._lead()
         return self._dispatch()
 
     def _shutdown(self):
@@ -137,7 +182,7 @@ class Worker:
             self._scheduler.stop()
             self._scheduler = None
         # First: another worker takes over scheduling while this one finishes.
-        self._leader_lock.release()
+        self._lease.stop()
         while self._running_runs() and time.monotonic() < deadline:
             self._touch_active_runs()
             time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
@@ -163,28 +208,32 @@ class Worker:
             heartbeats.unregister_worker(self.name)
         except DatabaseError:
             logger.warning("could not remove the heartbeat row of %s", self.name)
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
         logger.info("worker %s stopped", self.name)
         return len(left)
 
     # --- leadership and scheduling ---------------------------------------------------
 
     def _lead(self):
-        if self._leader_lock.try_acquire():
-            if self._scheduler is not None and not self._scheduler.is_alive():
+        """Run the scheduler exactly while this worker holds the lease (its LeaseKeeper
+        takes and renews it); no database work unless that changes."""
+        lease = self._lease.current()
+        if self._scheduler is not None:
+            same_lease = lease is not None and lease.epoch == self._scheduler_epoch
+            if same_lease and self._scheduler.is_alive():
+                return
+            if lease is None:
+                logger.warning("worker %s no longer holds the scheduler lease", self.name)
+            elif same_lease:
                 logger.error("the scheduler thread of %s died; restarting it", self.name)
-                self._scheduler.stop()
-                self._scheduler = None
-            if self._scheduler is None:
-                scheduler = ReportScheduler()
-                scheduler.start()
-                self._scheduler = scheduler
-                logger.info("worker %s is the scheduler now", self.name)
-                self._beat()  # the heartbeat row says so at once
-        elif self._scheduler is not None:
-            logger.warning("worker %s lost the scheduler lock; stops scheduling", self.name)
             self._scheduler.stop()
             self._scheduler = None
-            self._beat()
+        if lease is not None:
+            scheduler = ReportScheduler(self._lease)
+            scheduler.start()
+            self._scheduler, self._scheduler_epoch = scheduler, lease.epoch
+            logger.info("worker %s is the scheduler now (lease epoch %s)", self.name, lease.epoch)
 
     # --- executing runs --------------------------------------------------------------
 
@@ -251,11 +300,7 @@ class Worker:
 
     def _beat(self):
         self._touch_active_runs()
-        alive = heartbeats.beat(
-            self.name,
-            is_leader=self._scheduler is not None,
-            running_runs=len(self._running_runs()),
-        )
+        alive = heartbeats.beat(self.name, running_runs=len(self._running_runs()))
         if not alive:  # removed by housekeeping after a long outage
             heartbeats.register_worker(self.name, self.host, os.getpid())
         removed = output_storage.remove_local_partial_files()

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from runs.services.leadership import SecondWorkerRefused
-from runs.services.worker import Worker
+from runs.services.worker import StopTimedOut, Worker
 
 
 class Command(BaseCommand):
@@ -32,6 +32,10 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         except DatabaseError as error:  # only at start; later outages are retried
             raise CommandError(f"Cannot reach the database: {error}") from None
+        except StopTimedOut as error:
+            self.stderr.write(str(error))
+            self.stderr.flush()
+            os._exit(1)  # threads wait on the database: do not wait for them
         if abandoned:
             self.stderr.write(f"{abandoned} run(s) did not finish in time and were failed.")
         if abandoned or worker.unsent_notifications:
