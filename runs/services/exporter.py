@@ -97,8 +97,16 @@ class DigestingWriter:
 
     def _write_out(self, data):
         self._digest.update(data)
-        self._file.write(data)
+        written = self._file.write(data)
+        if written is not None and written < len(data):
+            self._write_rest(memoryview(data)[written:])
         self.bytes_written += len(data)
+
+    def _write_rest(self, rest):
+        """An unbuffered file may take only part of a write (a disk filling up): write
+        the rest until it is all out, or the file says why not (ENOSPC)."""
+        while rest:
+            rest = rest[self._file.write(rest) :]
 
     def hexdigest(self):
         return self._digest.hexdigest()
