@@ -200,8 +200,18 @@ OUTPUTS_S3_PUBLIC_ENDPOINT_URL = (
 # Housekeeping aborts unfinished uploads and deletes objects no run records, under the
 # prefix, once they are this old.
 OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=86400)
+# Every request to the storage: seconds to connect, seconds per read, attempts.
+OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS", default=5.0)
+OUTPUTS_S3_READ_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_READ_TIMEOUT_SECONDS", default=30.0)
+OUTPUTS_S3_MAX_ATTEMPTS = env.int("OUTPUTS_S3_MAX_ATTEMPTS", default=3)
 if OUTPUTS_S3_BUCKET:
-    _problem = check_s3_options(AWS_S3_ADDRESSING_STYLE, OUTPUTS_S3_URL_EXPIRE_SECONDS)
+    _problem = check_s3_options(
+        AWS_S3_ADDRESSING_STYLE,
+        OUTPUTS_S3_URL_EXPIRE_SECONDS,
+        OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS=OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS,
+        OUTPUTS_S3_READ_TIMEOUT_SECONDS=OUTPUTS_S3_READ_TIMEOUT_SECONDS,
+        OUTPUTS_S3_MAX_ATTEMPTS=OUTPUTS_S3_MAX_ATTEMPTS,
+    )
     if _problem:
         raise ImproperlyConfigured(_problem)
     STORAGES = s3_storages(
@@ -213,6 +223,9 @@ if OUTPUTS_S3_BUCKET:
         region_name=AWS_S3_REGION_NAME,
         addressing_style=AWS_S3_ADDRESSING_STYLE,
         url_expire_seconds=OUTPUTS_S3_URL_EXPIRE_SECONDS,
+        connect_timeout=OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=OUTPUTS_S3_READ_TIMEOUT_SECONDS,
+        max_attempts=OUTPUTS_S3_MAX_ATTEMPTS,
     )
 else:
     STORAGES = filesystem_storages()
