@@ -204,6 +204,12 @@ OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", d
 OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS", default=5.0)
 OUTPUTS_S3_READ_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_READ_TIMEOUT_SECONDS", default=30.0)
 OUTPUTS_S3_MAX_ATTEMPTS = env.int("OUTPUTS_S3_MAX_ATTEMPTS", default=3)
+# What the web asks the storage while someone waits (the check before a download's
+# redirect, the admin's preview): one attempt, this many seconds to connect and per
+# read, and at most this many such requests at once per web process; more are answered
+# 503 at once.
+OUTPUTS_S3_WEB_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_WEB_TIMEOUT_SECONDS", default=2.0)
+OUTPUTS_S3_WEB_CONCURRENCY = env.int("OUTPUTS_S3_WEB_CONCURRENCY", default=4)
 if OUTPUTS_S3_BUCKET:
     _problem = check_s3_options(
         AWS_S3_ADDRESSING_STYLE,
@@ -211,6 +217,8 @@ if OUTPUTS_S3_BUCKET:
         OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS=OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS,
         OUTPUTS_S3_READ_TIMEOUT_SECONDS=OUTPUTS_S3_READ_TIMEOUT_SECONDS,
         OUTPUTS_S3_MAX_ATTEMPTS=OUTPUTS_S3_MAX_ATTEMPTS,
+        OUTPUTS_S3_WEB_TIMEOUT_SECONDS=OUTPUTS_S3_WEB_TIMEOUT_SECONDS,
+        OUTPUTS_S3_WEB_CONCURRENCY=OUTPUTS_S3_WEB_CONCURRENCY,
     )
     if _problem:
         raise ImproperlyConfigured(_problem)

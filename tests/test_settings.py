@@ -180,6 +180,7 @@ def test_bad_object_storage_settings_are_refused_with_the_reason():
         ),
         ("OUTPUTS_S3_READ_TIMEOUT_SECONDS", "0", "OUTPUTS_S3_READ_TIMEOUT_SECONDS must be above 0"),
         ("OUTPUTS_S3_MAX_ATTEMPTS", "0", "OUTPUTS_S3_MAX_ATTEMPTS must be above 0, not 0."),
+        ("OUTPUTS_S3_WEB_CONCURRENCY", "-1", "OUTPUTS_S3_WEB_CONCURRENCY must be above 0"),
     ]:
         result = settings_in_a_fresh_process(
             "settings.STORAGES", **{**S3_ENVIRONMENT, variable: value}

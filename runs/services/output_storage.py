@@ -11,16 +11,24 @@ Two kinds of storage, both through Django's ``default_storage``:
   an unfinished upload until recovery (:func:`remove_unfinished_output`) or
   housekeeping (:func:`remove_stray_objects`) aborts it.
 
+Requests someone waits on (the check before a download's redirect, the admin's
+preview) wait on the storage briefly and only a few at a time
+(:func:`output_exists_now`, :func:`output_for_people`); storage failures are put in
+words (:func:`storage_error_words`).
+
 The runner, recovery, housekeeping, downloads, previews and mails all go through here.
 """
 
+import contextlib
 import functools
 import io
 import logging
 import os
 import posixpath
+import shutil
 import sys
 import tempfile
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,6 +52,8 @@ UPLOAD_PART_BYTES = 16 << 20
 UPLOAD_CONCURRENCY = 4
 # Keys per listing page and per batch delete (S3 allows 1,000).
 KEYS_PER_BATCH = 1000
+# What a client told to come back later waits first (Retry-After).
+RETRY_AFTER_SECONDS = 5
 
 
 def on_object_storage():
@@ -84,8 +94,38 @@ def object_key(name):
 
 
 def _client():
-    """boto3's S3 client of the storage (one per thread, as django-storages keeps them)."""
+    """boto3's S3 client of the storage (one per thread, as django-storages keeps them),
+    with the configured timeouts and attempts (``OUTPUTS_S3_*_TIMEOUT_SECONDS``,
+    ``OUTPUTS_S3_MAX_ATTEMPTS``)."""
     return default_storage.connection.meta.client
+
+
+def _short_client():
+    """A client for requests that must not wait long: one attempt, at most
+    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` to connect and per read. One per process (boto3
+    clients are thread-safe), with a connection for each slot of the bulkhead."""
+    storage = default_storage
+    return _client_for_endpoint(
+        storage.endpoint_url,
+        storage.access_key,
+        storage.secret_key,
+        storage.security_token,
+        storage.region_name,
+        _short_config(
+            storage.client_config,
+            settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS,
+            settings.OUTPUTS_S3_WEB_CONCURRENCY,
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _short_config(config, timeout, connections):
+    from reportsvc.s3_storage import bounded_waits
+
+    return config.merge(
+        bounded_waits(timeout, timeout, 1, max_pool_connections=max(connections, 10))
+    )
 
 
 def _bucket():
@@ -152,6 +192,150 @@ def _upload(path, key, content_type):
         raise ExportFailed(
             f"The output could not be stored in the bucket {_bucket()} as {key}: {error}"
         ) from error
+
+
+# --- Failures in words -----------------------------------------------------------------
+
+
+def storage_error_words(error):
+    """What went wrong with a request to the storage, in words: refused (and its code),
+    not reachable, too slow, or what it answered."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        ConnectTimeoutError,
+        HTTPClientError,
+        ReadTimeoutError,
+    )
+
+    cause = _answer_of(error) or error
+    if isinstance(cause, ClientError):
+        answer = cause.response.get("Error", {})
+        status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code, message = answer.get("Code", ""), answer.get("Message", "")
+        detail = f"{code}: {message}" if message and message != code else code or str(status)
+        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"the storage refused access ({detail})"
+        return f"the storage answered {status} ({detail})"
+    if isinstance(cause, ConnectTimeoutError):
+        return f"the storage could not be reached in time ({cause})"
+    if isinstance(cause, ConnectionError):
+        return f"the storage could not be reached ({cause})"
+    if isinstance(cause, ReadTimeoutError):
+        return f"the storage did not answer in time ({cause})"
+    if isinstance(cause, HTTPClientError):
+        return f"the connection to the storage broke ({cause})"
+    return f"the storage could not be used ({cause})"
+
+
+def _answer_of(error):
+    """The storage's answer (a ClientError) behind ``error``: itself, or the one boto3's
+    S3UploadFailedError was raised from; None when the storage did not answer."""
+    from botocore.exceptions import ClientError
+
+    for candidate in (error, error.__cause__, error.__context__):
+        if isinstance(candidate, ClientError):
+            return candidate
+    return None
+
+
+# --- Requests someone waits on ---------------------------------------------------------
+
+
+class StorageUnavailable(Exception):
+    """The storage cannot answer now (unreachable, refusing, slow, or this process's
+    requests to it all busy); ``str()`` says which, in words. Try again later."""
+
+
+class _Bulkhead:
+    """At most ``OUTPUTS_S3_WEB_CONCURRENCY`` threads of this process wait on the
+    storage for people at once; a slot is taken without waiting, or not at all."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._size, self._slots = None, None
+
+    def try_enter(self):
+        """A held slot (release it), or None when all are taken."""
+        size = settings.OUTPUTS_S3_WEB_CONCURRENCY
+        with self._lock:
+            if size != self._size:
+                self._size, self._slots = size, threading.BoundedSemaphore(size)
+            slots = self._slots
+        return slots if slots.acquire(blocking=False) else None
+
+
+_bulkhead = _Bulkhead()
+
+
+@contextlib.contextmanager
+def _storage_errors_as_unavailable():
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise StorageUnavailable(storage_error_words(error)) from error
+
+
+@contextlib.contextmanager
+def _waited_on():
+    """The short client, in a slot of the bulkhead, with its failures as
+    :class:`StorageUnavailable`."""
+    slot = _bulkhead.try_enter()
+    if slot is None:
+        raise StorageUnavailable(
+            f"all {settings.OUTPUTS_S3_WEB_CONCURRENCY} of this web process's requests to the "
+            "storage are waiting on it already (it answers slowly or not at all)"
+        )
+    try:
+        with _storage_errors_as_unavailable():
+            yield _short_client()
+    finally:
+        slot.release()
+
+
+def output_exists_now(name):
+    """Whether the stored output ``name`` exists, for someone waiting (a download): on
+    S3 one HEAD request in a slot of the bulkhead, waiting at most
+    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` to connect and to read. :class:`StorageUnavailable`
+    when the storage cannot say."""
+    if not on_object_storage():
+        return default_storage.exists(name)
+    from botocore.exceptions import ClientError
+
+    key = object_key(name)
+    with _waited_on() as client:
+        try:
+            client.head_object(Bucket=_bucket(), Key=key)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+    return True
+
+
+@contextlib.contextmanager
+def output_for_people(name, *, head_bytes=None, seekable=False):
+    """The stored output, open for reading, for someone waiting (the admin's preview):
+    on S3 fetched in a slot of the bulkhead with the short client, the slot held until
+    the block ends. ``head_bytes``: only that many bytes from the start (a range
+    request); ``seekable``: a file that seeks (a zip is read from its end), on S3 a
+    local temp copy. FileNotFoundError when it is missing, :class:`StorageUnavailable`
+    when the storage cannot answer."""
+    if not on_object_storage():
+        with default_storage.open(name, "rb") as file:
+            yield file
+        return
+    with _waited_on() as client:
+        body = _get_object(client, name, head_bytes)
+        if not seekable:
+            yield body
+            return
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as copy:
+            shutil.copyfileobj(body, copy, 1 << 20)
+            copy.seek(0)
+            yield copy
 
 
 # --- Removing --------------------------------------------------------------------------
@@ -322,23 +506,23 @@ def output_location(name):
     return {"storage": FILESYSTEM, "output_path": path, "bucket": None, "key": None}
 
 
-def output_exists(name):
-    return default_storage.exists(name)
-
-
 def open_output(name, *, head_bytes=None):
     """The stored output, open for reading as a stream; with ``head_bytes`` only that
     many bytes from its start are fetched (a range request on S3), so a preview of a
     huge object transfers only its head. FileNotFoundError when it is missing."""
     if not on_object_storage():
         return default_storage.open(name, "rb")
+    return _get_object(_client(), name, head_bytes)
+
+
+def _get_object(client, name, head_bytes):
     from botocore.exceptions import ClientError
 
     request = {"Bucket": _bucket(), "Key": object_key(name)}
     if head_bytes is not None:
         request["Range"] = f"bytes=0-{max(head_bytes, 1) - 1}"
     try:
-        return _client().get_object(**request)["Body"]
+        return client.get_object(**request)["Body"]
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code")
         if code in ("NoSuchKey", "404"):

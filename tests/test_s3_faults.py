@@ -1,0 +1,182 @@
+"""A storage having a bad day: unreachable, refusing, stalled, or losing its answers.
+
+The S3 API is moto's server behind tests.s3.FaultyStorageProxy (the ``faulty_storage``
+fixture): a TCP proxy that passes bytes, holds them (a stall), drops the answers, or
+answers 403 AccessDenied as S3 does for a key without the permission. Downloads answer
+503 with the reason and Retry-After, within seconds, and only a few requests of a
+process wait on the storage.
+"""
+
+import threading
+import time
+
+import pytest
+from django.db import connections
+
+from reports.models import Report
+from runs.naming import output_file_stem
+from runs.services import output_storage
+from runs.services.preview import preview_rows
+from runs.services.runner import run_report_now
+from tests import s3
+from tests.api_helpers import client_for, make_user
+from tests.conftest import needs_commits, wait_for
+from tests.test_openapi_contract import assert_matches, fetch_schema
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+NUMBERS = "SELECT 1 AS n, 'a' AS text UNION ALL SELECT 2, 'b' ORDER BY n"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def run_numbers(slug="numbers"):
+    report = Report.objects.create(name=slug.title(), slug=slug, sql=NUMBERS)
+    run = run_report_now(report)
+    run.refresh_from_db()
+    return run
+
+
+def key_of(s3_outputs, run, extension="csv"):
+    return f"{s3_outputs.prefix}/{run.report.slug}/{output_file_stem(run)}.{extension}"
+
+
+# --- Clients -------------------------------------------------------------------------
+
+
+def test_storage_clients_wait_as_configured(s3_outputs, settings):
+    s3_outputs.use(connect_timeout=2, read_timeout=7, max_attempts=4)
+    settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS = 1.5
+    worker = output_storage._client().meta.config
+    assert (worker.connect_timeout, worker.read_timeout) == (2, 7)
+    assert worker.retries == {"mode": "standard", "total_max_attempts": 4}
+    web = output_storage._short_client().meta.config
+    assert (web.connect_timeout, web.read_timeout) == (1.5, 1.5)
+    assert web.retries == {"mode": "standard", "total_max_attempts": 1}
+
+
+# --- Downloads -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def viewer():
+    return make_user("viewer", "view")
+
+
+def download(user, run, **headers):
+    started = time.monotonic()
+    response = client_for(user).get(f"/api/runs/{run.pk}/download/", **headers)
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response, run, reason):
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == str(output_storage.RETRY_AFTER_SECONDS)
+    assert "Location" not in response
+    detail = response.json()["detail"]
+    assert detail.startswith(f"The output file of run {run.pk} cannot be fetched now: {reason}")
+    assert detail.endswith(f". Try again in {output_storage.RETRY_AFTER_SECONDS} s.")
+
+
+def test_a_download_from_an_unreachable_storage_is_a_503_saying_so(s3_outputs, viewer):
+    run = run_numbers()
+    s3_outputs.use(endpoint_url=f"http://127.0.0.1:{s3.free_port()}")
+    response, waited = download(viewer, run)
+    assert_unavailable(response, run, "the storage could not be reached (Could not connect")
+    assert waited < 3
+    # As documented.
+    assert_matches(fetch_schema(viewer), "/api/runs/{id}/download/", "get", response)
+
+
+def test_a_download_from_a_storage_that_refuses_is_a_503_saying_so(faulty_storage, viewer):
+    run = run_numbers()
+    faulty_storage.set_mode(faulty_storage.REFUSE)
+    response, _ = download(viewer, run)
+    assert_unavailable(response, run, "the storage refused access (403")
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    response, _ = download(viewer, run)
+    assert response.status_code == 302
+
+
+def test_a_download_waits_on_a_stalled_storage_a_second_then_answers_503(faulty_storage, viewer):
+    run = run_numbers()
+    faulty_storage.set_mode(faulty_storage.STALL)
+    response, waited = download(viewer, run)
+    assert_unavailable(response, run, "the storage did not answer in time (Read timeout")
+    assert 0.9 < waited < 3  # OUTPUTS_S3_WEB_TIMEOUT_SECONDS, one attempt
+
+
+@needs_commits
+def test_requests_past_the_bulkhead_are_answered_at_once(faulty_storage, viewer, settings):
+    settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS = 3
+    settings.OUTPUTS_S3_WEB_CONCURRENCY = 2
+    run = run_numbers()
+    client = client_for(viewer)
+    faulty_storage.set_mode(faulty_storage.STALL)
+    waiting, before = [], faulty_storage.connections
+
+    def wait_on_the_storage():
+        try:
+            waiting.append(client.get(f"/api/runs/{run.pk}/download/"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=wait_on_the_storage) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: faulty_storage.connections >= before + 2)  # both slots are taken
+    response, waited = download(viewer, run)
+    assert_unavailable(
+        response,
+        run,
+        "all 2 of this web process's requests to the storage are waiting on it already",
+    )
+    assert waited < 0.5
+    for thread in threads:
+        thread.join()
+    assert [response.status_code for response in waiting] == [503, 503]
+    # The slots are free again: the next request asks the storage.
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    response, _ = download(viewer, run)
+    assert response.status_code == 302
+
+
+def test_a_missing_object_is_still_a_409(faulty_storage, s3_outputs, viewer):
+    run = run_numbers()
+    s3_outputs.client.delete_object(Bucket=s3_outputs.bucket, Key=key_of(s3_outputs, run))
+    response, _ = download(viewer, run)
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"The output file of run {run.pk} is missing from storage."
+    }
+
+
+def test_a_browser_following_the_admins_link_gets_a_page(faulty_storage, admin_client):
+    run = run_numbers()
+    link = f"/api/runs/{run.pk}/download/"
+    assert link in admin_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    faulty_storage.set_mode(faulty_storage.REFUSE)
+    page = admin_client.get(link, HTTP_ACCEPT=BROWSER_ACCEPT)
+    assert page.status_code == 503
+    assert page["Content-Type"].startswith("text/html")
+    assert page["Retry-After"] == str(output_storage.RETRY_AFTER_SECONDS)
+    html = page.content.decode()
+    assert (
+        f"The output file of run {run.pk} cannot be fetched now: the storage refused access" in html
+    )
+    assert f'href="/admin/runs/run/{run.pk}/change/"' in html
+    # API clients keep their JSON.
+    assert admin_client.get(link, HTTP_ACCEPT="application/json").json()["detail"]
+
+
+def test_the_run_page_answers_while_the_storage_stalls(faulty_storage, admin_client):
+    run = run_numbers()
+    faulty_storage.set_mode(faulty_storage.STALL)
+    started = time.monotonic()
+    page = admin_client.get(f"/admin/runs/run/{run.pk}/change/")
+    assert page.status_code == 200
+    assert time.monotonic() - started < 3
+    assert "The output file cannot be read now: the storage did not answer in time" in (
+        page.content.decode()
+    )
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    assert [cell.text for cell in preview_rows(run).header] == ["n", "text"]
