@@ -2,18 +2,21 @@
 
 The S3 API is moto's server behind tests.s3.FaultyStorageProxy (the ``faulty_storage``
 fixture): a TCP proxy that passes bytes, holds them (a stall), drops the answers, or
-answers 403 AccessDenied as S3 does for a key without the permission. Downloads answer
-503 with the reason and Retry-After, within seconds, and only a few requests of a
-process wait on the storage.
+answers 403 AccessDenied as S3 does for a key without the permission. Runs record what
+happened in words and leave nothing behind; downloads answer 503 with the reason and
+Retry-After, within seconds, and only a few requests of a process wait on the storage.
 """
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connections
 
 from reports.models import Report
+from runs.models import RunStatus
 from runs.naming import output_file_stem
 from runs.services import output_storage
 from runs.services.preview import preview_rows
@@ -40,6 +43,15 @@ def key_of(s3_outputs, run, extension="csv"):
     return f"{s3_outputs.prefix}/{run.report.slug}/{output_file_stem(run)}.{extension}"
 
 
+def scratch_left():
+    folder = Path(settings.VAR_DIR) / output_storage.REMOTE_SCRATCH_FOLDER
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+def assert_in_words(error):
+    assert "Internal error" not in error and "Traceback" not in error
+
+
 # --- Clients -------------------------------------------------------------------------
 
 
@@ -52,6 +64,36 @@ def test_storage_clients_wait_as_configured(s3_outputs, settings):
     web = output_storage._short_client().meta.config
     assert (web.connect_timeout, web.read_timeout) == (1.5, 1.5)
     assert web.retries == {"mode": "standard", "total_max_attempts": 1}
+
+
+# --- Runs ------------------------------------------------------------------------------
+
+
+def test_a_refused_upload_is_recorded_as_refused(faulty_storage, s3_outputs):
+    faulty_storage.set_mode(faulty_storage.REFUSE)
+    run = run_numbers()
+    assert run.status == RunStatus.FAILED
+    assert run.error == (
+        f"The output could not be stored in the bucket {s3_outputs.bucket} as "
+        f"{key_of(s3_outputs, run)}: the storage refused access (AccessDenied: Access Denied)."
+    )
+    assert_in_words(run.error)
+    assert not run.output and scratch_left() == []
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    assert s3_outputs.keys() == [] and s3_outputs.uploads() == []
+
+
+def test_an_unreachable_storage_is_recorded_as_unreachable(s3_outputs):
+    s3_outputs.use(endpoint_url=f"http://127.0.0.1:{s3.free_port()}", max_attempts=1)
+    run = run_numbers()
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith(
+        f"The output could not be stored in the bucket {s3_outputs.bucket} as "
+        f"{key_of(s3_outputs, run)}: the storage could not be reached (Could not connect "
+        'to the endpoint URL: "http://127.0.0.1:'
+    )
+    assert_in_words(run.error)
+    assert scratch_left() == []
 
 
 # --- Downloads -------------------------------------------------------------------------

@@ -80,7 +80,9 @@ def local_temp_folder():
 
 
 def leftover_temp_files(run):
-    return list(local_temp_folder().glob(f"{output_storage.partial_file_prefix(run)}*"))
+    """What the run left in this machine's scratch folder (its directory, or anything)."""
+    folder = local_temp_folder()
+    return sorted(folder.rglob("*")) if folder.exists() else []
 
 
 # --- Runs ------------------------------------------------------------------------------
@@ -314,14 +316,17 @@ def test_a_lost_run_has_its_unfinished_upload_and_unrecorded_object_removed(s3_o
     s3_outputs.put(key)  # or the upload finished and the worker died before recording it
     neighbour = f"{s3_outputs.prefix}/numbers/{output_storage.output_file_stem(run)}0.csv"
     s3_outputs.put(neighbour)  # run 10 when this is run 1: not this run's
-    local_temp_folder().mkdir(parents=True)
-    partial = local_temp_folder() / f"{output_storage.partial_file_prefix(run)}abc.csv"
-    partial.write_text("n\n1\n")
+    scratch = local_temp_folder() / f"run{run.pk}-abc"
+    scratch.mkdir(parents=True)
+    (scratch / "output.xlsx").write_text("n\n1\n")
+    (scratch / "tmp1234").write_text("<row/>")  # XlsxWriter's rows
+    earlier = local_temp_folder() / f".partial-run{run.pk}-abc.csv"  # an earlier version's
+    earlier.write_text("n\n1\n")
     [lost] = fail_lost_runs(60)
     assert lost.pk == run.pk
     assert s3_outputs.uploads() == []
     assert s3_outputs.keys() == [neighbour]
-    assert not partial.exists()
+    assert leftover_temp_files(run) == []
 
 
 def test_a_starting_worker_removes_local_temp_files_of_runs_that_ended(s3_outputs):
@@ -331,15 +336,15 @@ def test_a_starting_worker_removes_local_temp_files_of_runs_that_ended(s3_output
     for run in (running, failed):
         transition_run(run, RunStatus.RUNNING, worker="w:1", started_at=now, heartbeat_at=now)
     fail_run(failed, "Worker lost.")
-    local_temp_folder().mkdir(parents=True)
-    files = {
-        run: local_temp_folder() / f"{output_storage.partial_file_prefix(run)}abc.csv"
-        for run in (running, failed)
-    }
-    for path in files.values():
-        path.write_text("n\n")
-    assert output_storage.remove_local_partial_files() == [files[failed]]
-    assert files[running].exists() and not files[failed].exists()
+    scratch = {run: local_temp_folder() / f"run{run.pk}-abc" for run in (running, failed)}
+    for directory in scratch.values():
+        directory.mkdir(parents=True)
+        (directory / "output.csv").write_text("n\n")
+    earlier = local_temp_folder() / f".partial-run{failed.pk}-abc.csv"  # an earlier version's
+    earlier.write_text("n\n")
+    removed = output_storage.remove_local_partial_files()
+    assert sorted(removed) == sorted([scratch[failed], earlier])
+    assert leftover_temp_files(running) == [scratch[running], scratch[running] / "output.csv"]
 
 
 @needs_commits

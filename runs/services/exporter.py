@@ -497,6 +497,7 @@ def export_query(
     except DatabaseError as error:
         raise ExportFailed(_database_message(error)) from error
     sink = DigestingWriter(file)
+    writer = None
     try:
         writer = output_format.open_writer(sink, options or WriterOptions())
         row_count = exporter_class().export(
@@ -508,8 +509,13 @@ def export_query(
             row_limit(max_rows, output_format),
         )
         writer.close()
-    except (ReportSQLError, FormatError) as error:
-        raise ExportFailed(str(error)) from error
+    except BaseException as error:
+        if writer is not None and hasattr(writer, "discard"):
+            with contextlib.suppress(Exception):
+                writer.discard()
+        if isinstance(error, (ReportSQLError, FormatError)):
+            raise ExportFailed(str(error)) from error
+        raise
     sink.flush()
     return ExportResult(row_count, sink.bytes_written, sink.hexdigest())
 

@@ -2,33 +2,39 @@
 
 Two kinds of storage, both through Django's ``default_storage``:
 
-- the filesystem (``OUTPUTS_DIR``): the export is written to a temp file next to its
-  destination and renamed into place, an atomic step;
+- the filesystem (``OUTPUTS_DIR``): the export is written to a staging file in the run's
+  scratch directory, on the same filesystem, and renamed into place, an atomic step;
 - an S3-compatible bucket (``OUTPUTS_S3_BUCKET``, django-storages): the export is
-  written to a local temp file and uploaded only once it is complete (in parts, above
-  ``UPLOAD_PART_BYTES``), so the object appears only when the run has its whole result.
-  boto3 aborts a multipart upload that fails; one whose process died stays behind as
-  an unfinished upload until recovery (:func:`remove_unfinished_output`) or
-  housekeeping (:func:`remove_stray_objects`) aborts it.
+  written to a staging file in the run's scratch directory on this machine and uploaded
+  only once it is complete (in parts, above ``UPLOAD_PART_BYTES``), so the object
+  appears only when the run has its whole result. boto3 aborts a multipart upload that
+  fails; one whose process died stays behind as an unfinished upload until recovery
+  (:func:`remove_unfinished_output`) or housekeeping (:func:`remove_stray_objects`)
+  aborts it.
 
-Requests someone waits on (the check before a download's redirect, the admin's
-preview) wait on the storage briefly and only a few at a time
+Every run writes on this machine only inside a scratch directory of its own
+(:func:`run_scratch`), removed when the run ends, or by recovery and worker start when
+its process died. Requests someone waits on (the check before a download's redirect,
+the admin's preview) wait on the storage briefly and only a few at a time
 (:func:`output_exists_now`, :func:`output_for_people`); storage failures are put in
-words (:func:`storage_error_words`).
+words (:func:`storage_error_words`, :func:`disk_problem`).
 
 The runner, recovery, housekeeping, downloads, previews and mails all go through here.
 """
 
 import contextlib
+import errno
 import functools
 import io
 import logging
 import os
 import posixpath
+import re
 import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,6 +61,13 @@ KEYS_PER_BATCH = 1000
 # What a client told to come back later waits first (Retry-After).
 RETRY_AFTER_SECONDS = 5
 
+# Scratch directories: under OUTPUTS_DIR in a folder no report's can be (slugs never
+# start with a dot); for remote storage under REPORTSVC_VAR_DIR. Each is named for its
+# run, "run<id>-<random>"; earlier versions left files named ".partial-run<id>-<random>".
+SCRATCH_FOLDER = ".partial-runs"
+REMOTE_SCRATCH_FOLDER = "partial-outputs"
+_SCRATCH_NAME = re.compile(r"^(?:\.partial-)?run(\d+)-")
+
 
 def on_object_storage():
     """Are outputs in an S3-compatible bucket (else on the filesystem)?
@@ -69,10 +82,6 @@ def on_object_storage():
 
 def storage_kind():
     return S3 if on_object_storage() else FILESYSTEM
-
-
-def partial_file_prefix(run):
-    return f".partial-run{run.pk}-"
 
 
 def output_file_stem(run):
@@ -140,42 +149,81 @@ def available_name(name):
     return default_storage.get_available_name(name)
 
 
-def new_temp_file(name, *, prefix, suffix):
-    """``(fd, path)`` of a new temp file to export the output ``name`` into: next to its
-    destination on the filesystem (so the move into place is a rename), else in the
-    machine's temp folder."""
-    folder = _temp_folder(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+@dataclass(frozen=True)
+class Scratch:
+    """A run's scratch directory and the staging file of its output in it."""
+
+    directory: Path
+    staging_path: Path
+
+    def open_staging_file(self):
+        """The staging file, new, for writing bytes unbuffered (readable by the
+        service's user only, as the stored output will be)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        return os.fdopen(os.open(self.staging_path, flags, 0o600), "wb", buffering=0)
 
 
-def _temp_folder(name):
-    """Next to the destination on the filesystem; for remote storage a folder of this
-    service's own on this machine (``REPORTSVC_VAR_DIR``), where only its runs write."""
+def scratch_root():
+    """The folder of the runs' scratch directories on this machine: on the filesystem
+    inside ``OUTPUTS_DIR``, on the outputs' own filesystem, so moving a finished file into
+    place is an atomic rename; for remote storage ``REPORTSVC_VAR_DIR/partial-outputs``,
+    where only this service's runs write."""
     if not on_object_storage():
         try:
-            return Path(default_storage.path(name)).parent
+            return Path(default_storage.path(SCRATCH_FOLDER))
         except NotImplementedError:  # another remote storage
             pass
-    return Path(settings.VAR_DIR) / "partial-outputs"
+    return Path(settings.VAR_DIR) / REMOTE_SCRATCH_FOLDER
+
+
+def _scratch_setting():
+    """The setting that places the scratch root, for messages."""
+    if scratch_root().parent == Path(settings.VAR_DIR):
+        return "REPORTSVC_VAR_DIR", Path(settings.VAR_DIR)
+    return "OUTPUTS_DIR", Path(settings.MEDIA_ROOT)
+
+
+@contextlib.contextmanager
+def run_scratch(run, *, suffix):
+    """A directory of the run's own for everything its export writes on this machine:
+    the output's staging file (``output<suffix>``) and the writers' temp files
+    (XlsxWriter's rows). Removed with all it holds when the block ends, however it
+    ends; a process that dies leaves it to recovery and worker start
+    (:func:`remove_unfinished_output`, :func:`remove_local_partial_files`).
+
+    A disk that is full, read-only or closed to the service ends the block with
+    :class:`ExportFailed` saying so (see :func:`disk_problem`).
+    """
+    root = scratch_root()
+    with _disk_problems_in_words():
+        root.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix=f"run{run.pk}-", dir=root))
+    try:
+        with _disk_problems_in_words():
+            yield Scratch(directory, directory / f"output{suffix}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def store_finished_file(temp_path, name, *, content_type):
-    """Put the complete export at ``temp_path`` into storage as ``name``; return the
-    stored name. The caller removes ``temp_path`` if it is still there."""
+    """Put the complete export at ``temp_path`` (a staging file in the run's scratch
+    directory, which goes with what is left in it) into storage as ``name``; return the
+    stored name. :class:`ExportFailed` saying why when the storage does not take it."""
     if on_object_storage():
         _upload(temp_path, object_key(name), content_type)
         return name
     try:
-        destination = default_storage.path(name)
+        destination = Path(default_storage.path(name))
     except NotImplementedError:
         with open(temp_path, "rb") as file:
             return default_storage.save(name, File(file))
+    destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(temp_path, destination)
     return name
 
 
 def _upload(path, key, content_type):
+    from boto3.exceptions import Boto3Error
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -188,13 +236,64 @@ def _upload(path, key, content_type):
         _client().upload_file(
             path, _bucket(), key, ExtraArgs={"ContentType": content_type}, Config=config
         )
-    except (BotoCoreError, ClientError) as error:
+    except (BotoCoreError, ClientError, Boto3Error) as error:  # S3UploadFailedError: boto3's
         raise ExportFailed(
-            f"The output could not be stored in the bucket {_bucket()} as {key}: {error}"
+            f"The output could not be stored in the bucket {_bucket()} as {key}: "
+            f"{storage_error_words(error)}."
         ) from error
 
 
 # --- Failures in words -----------------------------------------------------------------
+
+# errno -> (what is wrong with the disk, what to do about it)
+_DISK_PROBLEMS = {
+    errno.ENOSPC: ("is full", "Free space there or give {setting} a larger disk"),
+    errno.EDQUOT: ("is over its quota", "Raise the quota or free space there"),
+    errno.EROFS: ("is mounted read-only", "Mount it writable"),
+    errno.EACCES: ("does not let the service write", "Let the service's user write there"),
+    errno.EPERM: ("does not let the service write", "Let the service's user write there"),
+}
+
+
+def disk_problem(error):
+    """The OSError of a full, read-only or forbidden disk behind ``error`` (the error
+    itself, its cause or context, or one it wraps: XlsxWriter's FileCreateError), or
+    None."""
+    seen, pending = set(), [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_PROBLEMS:
+            return current
+        pending += [current.__cause__, current.__context__]
+        pending += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
+    return None
+
+
+def disk_problem_message(error):
+    """The run's error for ``disk_problem(error)``: what happened where, and what to do."""
+    setting, folder = _scratch_setting()
+    what, advice = _DISK_PROBLEMS[error.errno]
+    return (
+        f"The output could not be written: the disk of {setting} ({folder}) {what} "
+        f"({os.strerror(error.errno)}). {advice.format(setting=setting)}, then run the "
+        "report again."
+    )
+
+
+@contextlib.contextmanager
+def _disk_problems_in_words():
+    try:
+        yield
+    except ExportFailed:
+        raise
+    except Exception as error:
+        problem = disk_problem(error)
+        if problem is None:
+            raise
+        raise ExportFailed(disk_problem_message(problem)) from error
 
 
 def storage_error_words(error):
@@ -353,39 +452,67 @@ def remove_output(name):
 def remove_unfinished_output(run):
     """Delete what a run that did not finish left behind; return what was removed.
 
-    Its temp files (for remote storage, those on this machine: a worker starting on
-    another one removes its own, see :func:`remove_local_partial_files`), and on S3
-    its unfinished uploads and an object uploaded but never recorded on the run.
+    Its scratch directory (for remote storage, the one on this machine: a worker
+    starting on another one removes its own, see :func:`remove_local_partial_files`),
+    and on S3 its unfinished uploads and an object uploaded but never recorded on the
+    run.
     """
-    removed = []
-    for path in _temp_folder(output_upload_path(run, "x")).glob(f"{partial_file_prefix(run)}*"):
-        path.unlink(missing_ok=True)
-        removed.append(str(path))
+    entries = _scratch_entries_of(run)
+    for path in entries:
+        _remove_scratch_entry(path)
+    removed = [str(path) for path in entries]
     if on_object_storage() and run.started_at:
         removed += _remove_objects_of_unfinished_run(run)
     return removed
 
 
+def _scratch_roots():
+    """Where scratch directories (and earlier versions' temp files) may be: the current
+    root, and this machine's folder for remote storage."""
+    return list(dict.fromkeys([scratch_root(), Path(settings.VAR_DIR) / REMOTE_SCRATCH_FOLDER]))
+
+
+def _scratch_entries_of(run):
+    entries = []
+    for root in _scratch_roots():
+        entries += root.glob(f"run{run.pk}-*")
+        entries += root.glob(f".partial-run{run.pk}-*")
+    if not on_object_storage():  # earlier versions' temp files, next to the destination
+        with contextlib.suppress(NotImplementedError, SuspiciousFileOperation):
+            folder = Path(default_storage.path(output_upload_path(run, "x"))).parent
+            entries += folder.glob(f".partial-run{run.pk}-*")
+    return entries
+
+
+def _remove_scratch_entry(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_local_partial_files():
-    """At worker start: delete temp files in this machine's folder for remote storage
-    whose run is not running any more (a worker here died, and its run was failed by a
-    worker elsewhere). Returns their paths."""
+    """At worker start (and with each heartbeat): delete scratch directories on this
+    machine whose run is not running any more (its worker died, and recovery ran
+    elsewhere or not yet). Returns their paths."""
     from runs.models import Run, RunStatus
 
-    folder = Path(settings.VAR_DIR) / "partial-outputs"
-    files = {}
-    for path in folder.glob(".partial-run*-*"):
-        run_id = path.name.removeprefix(".partial-run").partition("-")[0]
-        if run_id.isdigit():
-            files[path] = int(run_id)
+    entries = {}
+    for root in _scratch_roots():
+        for path in root.glob("*"):
+            match = _SCRATCH_NAME.match(path.name)
+            if match:
+                entries[path] = int(match.group(1))
+    if not entries:
+        return []
     running = set(
-        Run.objects.filter(pk__in=set(files.values()), status=RunStatus.RUNNING).values_list(
+        Run.objects.filter(pk__in=set(entries.values()), status=RunStatus.RUNNING).values_list(
             "pk", flat=True
         )
     )
-    removed = [path for path, run_id in files.items() if run_id not in running]
+    removed = [path for path, run_id in entries.items() if run_id not in running]
     for path in removed:
-        path.unlink(missing_ok=True)
+        _remove_scratch_entry(path)
     return removed
 
 
