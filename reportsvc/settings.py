@@ -198,8 +198,9 @@ OUTPUTS_S3_PUBLIC_ENDPOINT_URL = (
     env("OUTPUTS_S3_PUBLIC_ENDPOINT_URL", default="") or AWS_S3_ENDPOINT_URL
 )
 # Housekeeping aborts unfinished uploads and deletes objects no run records, under the
-# prefix, once they are this old.
-OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=86400)
+# prefix, once they are this old: longer than the longest upload, short enough that with
+# hourly housekeeping nothing stays a day (README: Outputs in object storage).
+OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=6 * 3600)
 # Every request to the storage: seconds to connect, seconds per read, attempts.
 OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS", default=5.0)
 OUTPUTS_S3_READ_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_READ_TIMEOUT_SECONDS", default=30.0)

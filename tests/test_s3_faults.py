@@ -9,18 +9,23 @@ Retry-After, within seconds, and only a few requests of a process wait on the st
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from reports.models import Report
 from runs.models import RunStatus
 from runs.naming import output_file_stem
 from runs.services import output_storage
+from runs.services.housekeeping import clean_up_object_storage
 from runs.services.preview import preview_rows
-from runs.services.runner import run_report_now
+from runs.services.queue import enqueue_run
+from runs.services.runner import fail_run, run_report_now
+from runs.services.transitions import transition_run
 from tests import s3
 from tests.api_helpers import client_for, make_user
 from tests.conftest import needs_commits, wait_for
@@ -52,7 +57,7 @@ def assert_in_words(error):
     assert "Internal error" not in error and "Traceback" not in error
 
 
-# --- Clients -------------------------------------------------------------------------
+# --- Runs ------------------------------------------------------------------------------
 
 
 def test_storage_clients_wait_as_configured(s3_outputs, settings):
@@ -64,9 +69,6 @@ def test_storage_clients_wait_as_configured(s3_outputs, settings):
     web = output_storage._short_client().meta.config
     assert (web.connect_timeout, web.read_timeout) == (1.5, 1.5)
     assert web.retries == {"mode": "standard", "total_max_attempts": 1}
-
-
-# --- Runs ------------------------------------------------------------------------------
 
 
 def test_a_refused_upload_is_recorded_as_refused(faulty_storage, s3_outputs):
@@ -94,6 +96,88 @@ def test_an_unreachable_storage_is_recorded_as_unreachable(s3_outputs):
     )
     assert_in_words(run.error)
     assert scratch_left() == []
+
+
+def test_a_stalled_storage_fails_the_upload_in_bounded_time_and_leaves_nothing(
+    faulty_storage, s3_outputs
+):
+    faulty_storage.set_mode(faulty_storage.STALL)
+    started = time.monotonic()
+    run = run_numbers()
+    waited = time.monotonic() - started
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith(
+        f"The output could not be stored in the bucket {s3_outputs.bucket} as "
+        f"{key_of(s3_outputs, run)}: the storage did not answer in time (Read timeout on "
+        "endpoint URL:"
+    )
+    assert_in_words(run.error)
+    # Two attempts of (1 s for the 100-continue, 1 s to read) with a backoff between,
+    # then a 1 s attempt at removing the object: never botocore's 60 s reads.
+    assert waited < 12, waited
+    assert scratch_left() == []
+    # The storage comes back and completes the requests it held, the PUTs among them:
+    # whatever landed, housekeeping removes at once, as the run failed.
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    faulty_storage.wait_until_idle()
+    assert ("PUT", f"/{s3_outputs.bucket}/{key_of(s3_outputs, run)}") in faulty_storage.requests
+    clean_up_object_storage()
+    assert s3_outputs.keys() == [] and s3_outputs.uploads() == []
+
+
+def test_a_put_whose_answer_was_lost_is_deleted_once_the_failure_is_recorded(
+    faulty_storage, s3_outputs
+):
+    faulty_storage.set_mode(faulty_storage.DROP_ANSWERS)
+    run = run_numbers()
+    assert run.status == RunStatus.FAILED
+    assert "the storage did not answer in time" in run.error
+    path = f"/{s3_outputs.bucket}/{key_of(s3_outputs, run)}"
+    # The storage stored the object each time; nobody heard it. The delete that follows
+    # the recorded failure takes effect, its answer lost too.
+    assert faulty_storage.requests[-1] == ("DELETE", path)
+    assert ("PUT", path) in faulty_storage.requests[:-1]
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    assert s3_outputs.keys() == [] and s3_outputs.uploads() == []
+
+
+def running_run(report, started):
+    run = enqueue_run(report, "api")
+    transition_run(run, RunStatus.RUNNING, worker="w:1", started_at=started, heartbeat_at=started)
+    run.refresh_from_db()
+    return run
+
+
+def test_housekeeping_removes_what_lands_for_a_failed_run_at_any_age(s3_outputs):
+    succeeded = run_numbers()
+    report = succeeded.report
+    now = timezone.now()
+    failed, running = running_run(report, now), running_run(report, now)
+    assert fail_run(failed, "The output could not be stored …")
+    # After the failure was recorded, a PUT given up on completes, and another upload
+    # was still open.
+    late = key_of(s3_outputs, failed)
+    s3_outputs.put(late)
+    s3_outputs.client.create_multipart_upload(Bucket=s3_outputs.bucket, Key=late + ".part")
+    in_progress = key_of(s3_outputs, running)
+    s3_outputs.put(in_progress)  # uploaded, being recorded right now
+    unknown = f"{s3_outputs.prefix}/numbers/numbers_20261126T000000Z_run999999.csv"
+    s3_outputs.put(unknown)  # no such run: waits for the cleanup age
+    assert output_storage.remove_stray_objects() == (1, 1)
+    assert s3_outputs.keys() == sorted([key_of(s3_outputs, succeeded), in_progress, unknown])
+    assert s3_outputs.uploads() == []
+    later = timezone.now() + timedelta(seconds=settings.OUTPUTS_S3_CLEANUP_AFTER_SECONDS + 60)
+    assert output_storage.remove_stray_objects(later) == (0, 2)
+    assert s3_outputs.keys() == [key_of(s3_outputs, succeeded)]
+
+
+def test_the_cleanup_age_outlasts_uploads_and_nothing_stays_a_day():
+    age, housekeeping = (
+        settings.OUTPUTS_S3_CLEANUP_AFTER_SECONDS,
+        settings.HOUSEKEEPING_INTERVAL_SECONDS,
+    )
+    assert age >= 4 * 3600  # hours beyond any one upload
+    assert age + housekeeping < 24 * 3600  # the pass after it comes within the day
 
 
 # --- Downloads -------------------------------------------------------------------------

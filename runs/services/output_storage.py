@@ -67,6 +67,8 @@ RETRY_AFTER_SECONDS = 5
 SCRATCH_FOLDER = ".partial-runs"
 REMOTE_SCRATCH_FOLDER = "partial-outputs"
 _SCRATCH_NAME = re.compile(r"^(?:\.partial-)?run(\d+)-")
+# An output's key ends in "_run<id>.<extension>" (runs.naming).
+_RUN_OF_KEY = re.compile(r"_run(\d+)\.[^/]+$")
 
 
 def on_object_storage():
@@ -82,11 +84,6 @@ def on_object_storage():
 
 def storage_kind():
     return S3 if on_object_storage() else FILESYSTEM
-
-
-def output_file_stem(run):
-    """The output's file name without its extension: unique per run (it holds the id)."""
-    return f"{run.report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}"
 
 
 def object_key(name):
@@ -208,7 +205,7 @@ def run_scratch(run, *, suffix):
 def store_finished_file(temp_path, name, *, content_type):
     """Put the complete export at ``temp_path`` (a staging file in the run's scratch
     directory, which goes with what is left in it) into storage as ``name``; return the
-    stored name. :class:`ExportFailed` saying why when the storage does not take it."""
+    stored name. :class:`UploadFailed` when the storage does not take it."""
     if on_object_storage():
         _upload(temp_path, object_key(name), content_type)
         return name
@@ -220,6 +217,15 @@ def store_finished_file(temp_path, name, *, content_type):
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(temp_path, destination)
     return name
+
+
+class UploadFailed(ExportFailed):
+    """The storage did not take the output; ``key`` is where it was going. The object
+    may exist all the same: a request the client gave up on can still complete."""
+
+    def __init__(self, message, key):
+        super().__init__(message)
+        self.key = key
 
 
 def _upload(path, key, content_type):
@@ -237,10 +243,43 @@ def _upload(path, key, content_type):
             path, _bucket(), key, ExtraArgs={"ContentType": content_type}, Config=config
         )
     except (BotoCoreError, ClientError, Boto3Error) as error:  # S3UploadFailedError: boto3's
-        raise ExportFailed(
+        raise UploadFailed(
             f"The output could not be stored in the bucket {_bucket()} as {key}: "
-            f"{storage_error_words(error)}."
+            f"{storage_error_words(error)}.",
+            key,
         ) from error
+
+
+def remove_failed_upload(error):
+    """Once a run's failure is recorded: if ``error`` is an :class:`UploadFailed`, delete
+    the object it was going to and abort uploads to that key, for a request the client
+    gave up on that completed after all (a PUT botocore retried). Waits briefly (the
+    short client); what lands later still, housekeeping removes (objects of failed runs
+    go at any age)."""
+    if not isinstance(error, UploadFailed) or not on_object_storage():
+        return
+    answer = _answer_of(error.__cause__)
+    if answer and 400 <= answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500:
+        return  # refused: the storage stored nothing
+    bucket = _bucket()
+    try:
+        with _storage_errors_as_unavailable():
+            client = _short_client()
+            # The delete first: sent, it takes effect even if its answer is lost.
+            client.delete_object(Bucket=bucket, Key=error.key)
+            uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=error.key)
+            for upload in uploads.get("Uploads", []):
+                if upload["Key"] == error.key:
+                    client.abort_multipart_upload(
+                        Bucket=bucket, Key=error.key, UploadId=upload["UploadId"]
+                    )
+    except StorageUnavailable as problem:
+        logger.warning(
+            "could not remove s3://%s/%s after its upload failed (%s); housekeeping will",
+            bucket,
+            error.key,
+            problem,
+        )
 
 
 # --- Failures in words -----------------------------------------------------------------
@@ -517,32 +556,57 @@ def remove_local_partial_files():
 
 
 def _remove_objects_of_unfinished_run(run):
+    """The run's unfinished uploads and objects it does not record. Its key is
+    ``<prefix>/<slug>/<slug>_<label>_run<id>.<extension>``; the label depends on the
+    values the run used, which a lost run never recorded, so the report's folder is
+    listed and its keys matched by their run id."""
     client, bucket = _client(), _bucket()
-    # The run's key with any extension: "<prefix>/<slug>/<stem>."
-    key_prefix = object_key(output_upload_path(run, output_file_stem(run))) + "."
+    key_prefix = object_key(output_upload_path(run, f"{run.report.slug}_"))
     recorded = object_key(run.output.name) if run.output else None
+
+    def of_this_run(key):
+        return _run_of_key(key) == run.pk and key != recorded
+
     removed = []
     for page in client.get_paginator("list_multipart_uploads").paginate(
         Bucket=bucket, Prefix=key_prefix
     ):
         for upload in page.get("Uploads", []):
-            client.abort_multipart_upload(
-                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-            removed.append(f"unfinished upload s3://{bucket}/{upload['Key']}")
+            if of_this_run(upload["Key"]):
+                client.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                removed.append(f"unfinished upload s3://{bucket}/{upload['Key']}")
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
         for item in page.get("Contents", []):
-            if item["Key"] != recorded:
+            if of_this_run(item["Key"]):
                 client.delete_object(Bucket=bucket, Key=item["Key"])
                 removed.append(f"object s3://{bucket}/{item['Key']}")
     return removed
 
 
+def _failed_runs(keys):
+    """Of the runs these keys are named for, the ids of those that failed: a failed run
+    never records an output, so its objects and uploads are garbage at any age."""
+    from runs.models import Run, RunStatus
+
+    ids = {_run_of_key(key) for key in keys} - {None}
+    if not ids:
+        return set()
+    return set(Run.objects.filter(pk__in=ids, status=RunStatus.FAILED).values_list("pk", flat=True))
+
+
+def _run_of_key(key):
+    match = _RUN_OF_KEY.search(key)
+    return int(match.group(1)) if match else None
+
+
 def remove_stray_objects(now=None):
-    """On S3, under the prefix: abort uploads started more than
-    ``OUTPUTS_S3_CLEANUP_AFTER_SECONDS`` ago (their process died) and delete objects
-    that old which no run records (a worker died between upload and record, or a
-    deletion failed). Returns ``(uploads aborted, objects deleted)``."""
+    """On S3, under the prefix: abort unfinished uploads, and delete objects no run
+    records, that are older than ``OUTPUTS_S3_CLEANUP_AFTER_SECONDS`` (their process
+    died between upload and record, or a deletion failed) or belong to a failed run,
+    whatever their age (a request given up on that completed after the failure).
+    Returns ``(uploads aborted, objects deleted)``."""
     if not on_object_storage():
         return 0, 0
     from runs.models import Run
@@ -556,8 +620,10 @@ def remove_stray_objects(now=None):
     for page in client.get_paginator("list_multipart_uploads").paginate(
         Bucket=bucket, Prefix=prefix
     ):
-        for upload in page.get("Uploads", []):
-            if upload["Initiated"] < cutoff:
+        uploads = page.get("Uploads", [])
+        failed = _failed_runs(upload["Key"] for upload in uploads if upload["Initiated"] >= cutoff)
+        for upload in uploads:
+            if upload["Initiated"] < cutoff or _run_of_key(upload["Key"]) in failed:
                 client.abort_multipart_upload(
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
@@ -565,13 +631,17 @@ def remove_stray_objects(now=None):
     for page in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": KEYS_PER_BATCH}
     ):
-        old = {
+        items = page.get("Contents", [])
+        failed = _failed_runs(item["Key"] for item in items if item["LastModified"] >= cutoff)
+        candidates = {
             item["Key"][len(prefix) :]: item["Key"]
-            for item in page.get("Contents", [])
-            if item["LastModified"] < cutoff
+            for item in items
+            if item["LastModified"] < cutoff or _run_of_key(item["Key"]) in failed
         }
-        recorded = set(Run.objects.filter(output__in=list(old)).values_list("output", flat=True))
-        stray = [key for name, key in old.items() if name not in recorded]
+        recorded = set(
+            Run.objects.filter(output__in=list(candidates)).values_list("output", flat=True)
+        )
+        stray = [key for name, key in candidates.items() if name not in recorded]
         if stray:
             client.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": key} for key in stray], "Quiet": True}

@@ -190,7 +190,9 @@ def perform_run(run, *, stop_waiting=None):
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
+        failed = fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
+        output_storage.remove_failed_upload(error)  # a PUT given up on may land after all
+        return failed
     except Exception as error:
         logger.exception("run %s of %s failed unexpectedly", run.pk, report.slug)
         return fail_run(
