@@ -98,6 +98,7 @@ def test_an_unreachable_storage_is_recorded_as_unreachable(s3_outputs):
     assert scratch_left() == []
 
 
+@pytest.mark.long_running
 def test_a_stalled_storage_fails_the_upload_in_bounded_time_and_leaves_nothing(
     faulty_storage, s3_outputs
 ):
@@ -125,6 +126,7 @@ def test_a_stalled_storage_fails_the_upload_in_bounded_time_and_leaves_nothing(
     assert s3_outputs.keys() == [] and s3_outputs.uploads() == []
 
 
+@pytest.mark.long_running
 def test_a_put_whose_answer_was_lost_is_deleted_once_the_failure_is_recorded(
     faulty_storage, s3_outputs
 ):
@@ -231,6 +233,7 @@ def test_a_download_waits_on_a_stalled_storage_a_second_then_answers_503(faulty_
     assert 0.9 < waited < 3  # OUTPUTS_S3_WEB_TIMEOUT_SECONDS, one attempt
 
 
+@pytest.mark.long_running
 @needs_commits
 def test_requests_past_the_bulkhead_are_answered_at_once(faulty_storage, viewer, settings):
     settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS = 3

@@ -164,6 +164,7 @@ def disk_full(outputs_dir):
     )
 
 
+@pytest.mark.long_running
 @needs_commits
 def test_a_full_disk_is_called_full_and_the_next_run_has_its_space(outputs_dir):
     for slug, output_format, rows in [
@@ -191,6 +192,7 @@ def test_a_full_disk_is_called_full_and_the_next_run_has_its_space(outputs_dir):
     assert "Traceback" not in errors and "Internal error" not in errors
 
 
+@pytest.mark.long_running
 @needs_commits
 def test_a_read_only_disk_is_called_read_only(outputs_dir):
     Report.objects.create(name="Numbers", slug="numbers", sql=numbers_sql(3))
