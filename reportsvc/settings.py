@@ -206,10 +206,10 @@ OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_CONNECT_TIMEOUT_SECON
 OUTPUTS_S3_READ_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_READ_TIMEOUT_SECONDS", default=30.0)
 OUTPUTS_S3_MAX_ATTEMPTS = env.int("OUTPUTS_S3_MAX_ATTEMPTS", default=3)
 # What the web asks the storage while someone waits (the check before a download's
-# redirect, the admin's preview): one attempt, this many seconds to connect and per
-# read, and at most this many such requests at once per web process; more are answered
-# 503 at once.
-OUTPUTS_S3_WEB_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_WEB_TIMEOUT_SECONDS", default=2.0)
+# redirect, the admin's preview): one attempt, this many seconds in all (at most 1 of
+# them to connect), and at most this many such requests at once per web process; more
+# are answered 503 at once.
+OUTPUTS_S3_WEB_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_WEB_TIMEOUT_SECONDS", default=3.0)
 OUTPUTS_S3_WEB_CONCURRENCY = env.int("OUTPUTS_S3_WEB_CONCURRENCY", default=4)
 if OUTPUTS_S3_BUCKET:
     _problem = check_s3_options(

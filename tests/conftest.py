@@ -335,7 +335,7 @@ def faulty_storage(s3_server, s3_outputs, settings):
     """This test's outputs in the S3 server's bucket, reached through a
     :class:`tests.s3.FaultyStorageProxy` (``set_mode`` to stall, drop answers or refuse),
     with waits short enough for a test: 1 s to connect and per read, two attempts, and
-    the web's checks 1 s."""
+    the web's checks 1 s in all."""
     from tests.s3 import FaultyStorageProxy
 
     proxy = FaultyStorageProxy(s3_server.url)

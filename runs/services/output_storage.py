@@ -60,6 +60,7 @@ UPLOAD_CONCURRENCY = 4
 KEYS_PER_BATCH = 1000
 # What a client told to come back later waits first (Retry-After).
 RETRY_AFTER_SECONDS = 5
+SHORT_CONNECT_SECONDS = 1.0
 
 # Scratch directories: under OUTPUTS_DIR in a folder no report's can be (slugs never
 # start with a dot); for remote storage under REPORTSVC_VAR_DIR. Each is named for its
@@ -108,8 +109,9 @@ def _client():
 
 def _short_client():
     """A client for requests that must not wait long: one attempt, at most
-    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` to connect and per read. One per process (boto3
-    clients are thread-safe), with a connection for each slot of the bulkhead."""
+    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` in all (connecting, then reading the answer: a
+    HEAD's answer comes in one read). One per process (boto3 clients are thread-safe),
+    with a connection for each slot of the bulkhead."""
     storage = default_storage
     return _client_for_endpoint(
         storage.endpoint_url,
@@ -129,8 +131,11 @@ def _short_client():
 def _short_config(config, timeout, connections):
     from reportsvc.s3_storage import bounded_waits
 
+    # A second at most to connect (a storage that is up accepts in milliseconds), the
+    # rest of the budget for its answer.
+    connect = min(SHORT_CONNECT_SECONDS, timeout / 2)
     return config.merge(
-        bounded_waits(timeout, timeout, 1, max_pool_connections=max(connections, 10))
+        bounded_waits(connect, timeout - connect, 1, max_pool_connections=max(connections, 10))
     )
 
 
@@ -436,8 +441,8 @@ def _waited_on():
 def output_exists_now(name):
     """Whether the stored output ``name`` exists, for someone waiting (a download): on
     S3 one HEAD request in a slot of the bulkhead, waiting at most
-    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` to connect and to read. :class:`StorageUnavailable`
-    when the storage cannot say."""
+    ``OUTPUTS_S3_WEB_TIMEOUT_SECONDS`` in all. :class:`StorageUnavailable` when the
+    storage cannot say."""
     if not on_object_storage():
         return default_storage.exists(name)
     from botocore.exceptions import ClientError
