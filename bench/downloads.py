@@ -13,12 +13,28 @@ connections each process held; PASS/MISS lines. Exits 1 on a miss.
 
     python bench/downloads.py [--megabytes 50] [--timeout 5] [--workers 3]
     python bench/downloads.py --worker-class sync   # the old sync workers, to compare
+
+With --stalled-storage the output is an object in an S3 API server (moto's server mode
+on loopback) reached through a TCP proxy; once the probes have an idle reference the
+proxy stalls (holds every byte, as a storage that stopped answering), and --clients
+(default 30) clients ask for the download for --seconds, each request on a new
+connection, each client again after the Retry-After it is given, while the probes go
+on. Prints how the downloads were answered (status,
+reason, time) and the probes' latency; PASS/MISS lines: every download answered 503
+(none waited on the storage past OUTPUTS_S3_WEB_TIMEOUT_SECONDS, beyond what the
+server's queue adds), every probe within a second, and a download redirects again once
+the storage answers.
+
+    python bench/downloads.py --stalled-storage [--clients 30] [--seconds 10]
 """
 
 import argparse
+import collections
 import hashlib
 import http.client
+import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -316,6 +332,154 @@ def latency_line(label, samples):
     )
 
 
+# --- --stalled-storage: downloads while the object storage does not answer ---------------
+
+
+def start_stalled_storage():
+    """moto's S3 server, its bucket, and the proxy in front of it: ``(process, proxy)``;
+    the web's settings point at the proxy (os.environ, before Django starts)."""
+    sys.path.insert(0, str(PROJECT_DIR))
+    from tests import s3
+
+    process, url = s3.start_moto_server(os.devnull)
+    s3.create_bucket(s3.client_for(url), "reportsvc-bench")
+    proxy = s3.FaultyStorageProxy(url)
+    os.environ.update(
+        OUTPUTS_S3_BUCKET="reportsvc-bench",
+        AWS_S3_ENDPOINT_URL=proxy.url,
+        AWS_ACCESS_KEY_ID=s3.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=s3.SECRET_KEY,
+        AWS_S3_REGION_NAME=s3.REGION,
+        AWS_S3_ADDRESSING_STYLE="path",
+    )
+    return process, proxy
+
+
+def ask_for_download(port, path, token, until, answers):
+    """GET ``path`` on a new connection until ``until``, as a client that honours
+    Retry-After does: after a 503 it waits that long (a random part of it the first
+    time, so 30 clients started together do not stay in step)."""
+    first = True
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        retry_after = 1.0
+        try:
+            connection.request("GET", path, headers={"Authorization": f"Token {token}"})
+            response = connection.getresponse()
+            body = response.read()
+            status = response.status
+            detail = json.loads(body).get("detail", "") if status >= 400 else ""
+            retry_after = float(response.getheader("Retry-After") or retry_after)
+        except (OSError, ValueError) as exc:
+            status, detail = None, f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+        answers.append((status, detail, time.perf_counter() - started))
+        time.sleep(retry_after * (random.random() if first else 1))
+        first = False
+
+
+def reason_of(detail):
+    """The kind of answer, without the run's number: what follows "cannot be fetched now: "."""
+    reason = detail.partition(" now: ")[2] or detail
+    return reason.partition(" (")[0]
+
+
+def stalled_storage_main(args):
+    from django.conf import settings
+
+    clients = args.clients or 30
+    process, proxy = start_stalled_storage()
+    workdir = Path(tempfile.mkdtemp(prefix="reportsvc-bench-stalled-"))
+    server = None
+    try:
+        setup_django(workdir / "outputs")
+        run, token = make_output(args.megabytes)
+        print(f"output: run {run.pk}, an object of {run.output_bytes:,} bytes in the bucket")
+        server = start_gunicorn(args.port, args.timeout, args.workers, [], workdir / "g.log")
+        wait = settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS
+        print(
+            f"gunicorn: gunicorn.conf.py, WEB_CONCURRENCY={args.workers}; the web waits on the "
+            f"storage {wait:g} s, {settings.OUTPUTS_S3_WEB_CONCURRENCY} requests per process at "
+            f"once; {clients} clients for {args.seconds:g} s while the storage stalls"
+        )
+        path = f"/api/runs/{run.pk}/download/"
+        before = get(args.port, path, token)[0]
+        idle = Prober(args.port, token)
+        for _ in range(5):
+            idle.probe_once()
+        idle.samples = {probe: [] for probe in PROBES}
+        for _ in range(20):
+            idle.probe_once()
+
+        proxy.set_mode(proxy.STALL)
+        answers = []
+        until = time.monotonic() + args.seconds
+        askers = [
+            threading.Thread(target=ask_for_download, args=(args.port, path, token, until, answers))
+            for _ in range(clients)
+        ]
+        prober = Prober(args.port, token)
+        for thread in askers:
+            thread.start()
+        prober.start()
+        for thread in askers:
+            thread.join()
+        prober.stopped.set()
+        prober.join()
+        proxy.set_mode(proxy.FORWARD)
+        after = get(args.port, path, token)[0]
+
+        print(f"\n{'downloads while stalled':<64} {'n':>5} {'p50':>9} {'max':>9}")
+        kinds = collections.defaultdict(list)
+        for status, detail, seconds in answers:
+            kinds[(status, reason_of(detail))].append(seconds)
+        for (status, reason), samples in sorted(kinds.items(), key=lambda kind: -len(kind[1])):
+            print(
+                f"{status} {reason[:60]:<60} {len(samples):>5} "
+                f"{statistics.median(samples) * 1000:>7.0f}ms {max(samples) * 1000:>7.0f}ms"
+            )
+        print(f"\n{'probe (new connection each)':<40} {'n':>5} {'p50':>10} {'p95':>10} {'max':>10}")
+        for probe in PROBES:
+            print(latency_line(f"GET {probe}, idle", idle.samples[probe]))
+            print(latency_line(f"GET {probe}, stalled", prober.samples[probe]))
+        for failure in prober.failures[:10]:
+            print("probe failed:", failure)
+        during = [seconds for samples in prober.samples.values() for seconds in samples]
+        slowest = max(seconds for _, _, seconds in answers)
+        worst = max(during) if during else float("inf")
+        checks = [
+            (f"a download redirects before the stall ({before})", before == 302),
+            (
+                f"all {len(answers)} downloads during the stall answered 503, none left "
+                f"waiting (slowest {slowest * 1000:.0f} ms, queueing included)",
+                all(status == 503 for status, _, _ in answers),
+            ),
+            (
+                f"every probe answered 200 within {PROBE_LIMIT:.0f} s during the stall "
+                f"(max {worst * 1000:.0f} ms)",
+                not prober.failures and worst < PROBE_LIMIT,
+            ),
+            (f"a download redirects again once the storage answers ({after})", after == 302),
+        ]
+        print()
+        for label, ok in checks:
+            print(f"{'PASS' if ok else 'MISS'}  {label}")
+        return 0 if all(ok for _, ok in checks) else 1
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(40)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        proxy.close()
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=50, help="output size (MiB)")
@@ -326,12 +490,20 @@ def main():
     parser.add_argument("--max-rate", type=float, default=2.0, help="fastest client (MiB/s)")
     parser.add_argument("--port", type=int, help="default: a free one")
     parser.add_argument("--worker-class", help="another worker class (one thread), to compare")
+    parser.add_argument(
+        "--stalled-storage", action="store_true", help="downloads from an S3 that stalls"
+    )
+    parser.add_argument("--seconds", type=float, default=20, help="with --stalled-storage")
     args = parser.parse_args()
-    clients = args.clients or 3 * args.workers
     if args.port is None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             args.port = probe.getsockname()[1]
+    if args.stalled_storage:
+        if args.megabytes == parser.get_default("megabytes"):
+            args.megabytes = 1  # the size does not matter: nothing is sent
+        return stalled_storage_main(args)
+    clients = args.clients or 3 * args.workers
     extra = []
     if args.worker_class:
         # gunicorn turns sync workers with more than one thread into gthread workers.

@@ -37,6 +37,8 @@ CSV_ERROR_EXAMPLES = {
     "403": "You do not have permission to perform this action.",
     "404": "Not found.",
     "409": "Run 12 is queued; its output is not ready yet.",
+    "503": "The output file of run 12 cannot be fetched now: the storage did not answer "
+    "in time (…). Try again in 5 s.",
 }
 
 WWW_AUTHENTICATE = {

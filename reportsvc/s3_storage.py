@@ -1,5 +1,6 @@
 """Run outputs in an S3-compatible bucket: django-storages' S3Storage, whose boto3
-sessions share botocore's parsed service descriptions.
+sessions share botocore's parsed service descriptions and whose requests have bounded
+waits (connect and read timeouts, a number of attempts).
 
 django-storages makes a boto3 session for each storage object and thread, and a new
 session parses botocore's S3 service description and endpoint rules again: about 150 ms
@@ -14,7 +15,10 @@ import os
 import boto3
 import botocore.loaders
 import botocore.session
+from botocore.config import Config
 from storages.backends.s3 import S3Storage
+
+from reportsvc.object_storage import CONNECT_TIMEOUT_SECONDS, MAX_ATTEMPTS, READ_TIMEOUT_SECONDS
 
 
 class _SharedLoader(botocore.loaders.Loader):
@@ -41,7 +45,34 @@ def new_session(**credentials):
     return boto3.Session(botocore_session=core, **credentials)
 
 
+def bounded_waits(connect_timeout, read_timeout, max_attempts, **more):
+    """botocore's configuration for requests that wait at most ``connect_timeout``
+    seconds to connect and ``read_timeout`` for each read, made ``max_attempts`` times at
+    most (botocore's standard mode: retries after a timeout, a lost connection, a 5xx or
+    throttling, with a random backoff)."""
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        **more,
+    )
+
+
 class OutputS3Storage(S3Storage):
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.client_config = self.client_config.merge(
+            bounded_waits(self.connect_timeout, self.read_timeout, self.max_attempts)
+        )
+
+    def get_default_settings(self):
+        return {
+            **super().get_default_settings(),
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
+            "max_attempts": MAX_ATTEMPTS,
+        }
+
     def _create_session(self):
         if self.session_profile:
             return super()._create_session()

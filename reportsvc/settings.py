@@ -238,10 +238,29 @@ OUTPUTS_S3_PUBLIC_ENDPOINT_URL = (
     env("OUTPUTS_S3_PUBLIC_ENDPOINT_URL", default="") or AWS_S3_ENDPOINT_URL
 )
 # Housekeeping aborts unfinished uploads and deletes objects no run records, under the
-# prefix, once they are this old.
-OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=86400)
+# prefix, once they are this old: longer than the longest upload, short enough that with
+# hourly housekeeping nothing stays a day (README: Outputs in object storage).
+OUTPUTS_S3_CLEANUP_AFTER_SECONDS = env.int("OUTPUTS_S3_CLEANUP_AFTER_SECONDS", default=6 * 3600)
+# Every request to the storage: seconds to connect, seconds per read, attempts.
+OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS", default=5.0)
+OUTPUTS_S3_READ_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_READ_TIMEOUT_SECONDS", default=30.0)
+OUTPUTS_S3_MAX_ATTEMPTS = env.int("OUTPUTS_S3_MAX_ATTEMPTS", default=3)
+# What the web asks the storage while someone waits (the check before a download's
+# redirect, the admin's preview): one attempt, this many seconds in all (at most 1 of
+# them to connect), and at most this many such requests at once per web process; more
+# are answered 503 at once.
+OUTPUTS_S3_WEB_TIMEOUT_SECONDS = env.float("OUTPUTS_S3_WEB_TIMEOUT_SECONDS", default=3.0)
+OUTPUTS_S3_WEB_CONCURRENCY = env.int("OUTPUTS_S3_WEB_CONCURRENCY", default=4)
 if OUTPUTS_S3_BUCKET:
-    _problem = check_s3_options(AWS_S3_ADDRESSING_STYLE, OUTPUTS_S3_URL_EXPIRE_SECONDS)
+    _problem = check_s3_options(
+        AWS_S3_ADDRESSING_STYLE,
+        OUTPUTS_S3_URL_EXPIRE_SECONDS,
+        OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS=OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS,
+        OUTPUTS_S3_READ_TIMEOUT_SECONDS=OUTPUTS_S3_READ_TIMEOUT_SECONDS,
+        OUTPUTS_S3_MAX_ATTEMPTS=OUTPUTS_S3_MAX_ATTEMPTS,
+        OUTPUTS_S3_WEB_TIMEOUT_SECONDS=OUTPUTS_S3_WEB_TIMEOUT_SECONDS,
+        OUTPUTS_S3_WEB_CONCURRENCY=OUTPUTS_S3_WEB_CONCURRENCY,
+    )
     if _problem:
         raise ImproperlyConfigured(_problem)
     STORAGES = s3_storages(
@@ -253,6 +272,9 @@ if OUTPUTS_S3_BUCKET:
         region_name=AWS_S3_REGION_NAME,
         addressing_style=AWS_S3_ADDRESSING_STYLE,
         url_expire_seconds=OUTPUTS_S3_URL_EXPIRE_SECONDS,
+        connect_timeout=OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=OUTPUTS_S3_READ_TIMEOUT_SECONDS,
+        max_attempts=OUTPUTS_S3_MAX_ATTEMPTS,
     )
 else:
     STORAGES = filesystem_storages()

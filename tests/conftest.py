@@ -336,3 +336,18 @@ def s3_outputs(s3_server, settings):
     import uuid
 
     return S3Outputs(s3_server, settings, f"test-{uuid.uuid4().hex[:12]}/outputs")
+
+
+@pytest.fixture
+def faulty_storage(s3_server, s3_outputs, settings):
+    """This test's outputs in the S3 server's bucket, reached through a
+    :class:`tests.s3.FaultyStorageProxy` (``set_mode`` to stall, drop answers or refuse),
+    with waits short enough for a test: 1 s to connect and per read, two attempts, and
+    the web's checks 1 s in all."""
+    from tests.s3 import FaultyStorageProxy
+
+    proxy = FaultyStorageProxy(s3_server.url)
+    s3_outputs.use(endpoint_url=proxy.url, connect_timeout=1, read_timeout=1, max_attempts=2)
+    settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS = 1
+    yield proxy
+    proxy.close()

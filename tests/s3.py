@@ -185,3 +185,177 @@ class S3Server:
 
 def external_server_url():
     return os.environ.get(EXTERNAL_SERVER_VARIABLE, "").rstrip("/")
+
+
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+)
+
+
+class FaultyStorageProxy:
+    """A TCP proxy on loopback in front of the S3 server, to play the storage's bad days.
+
+    Modes (``set_mode``; connections open at a change are cut, so every request after it
+    sees the new mode):
+
+    - ``forward``: passes every byte both ways;
+    - ``stall``: accepts connections (the kernel does, as for a stalled server) and
+      holds every byte either way until ``forward`` again, then delivers them: a
+      request the client gave up on meanwhile still reaches the server;
+    - ``drop answers``: requests reach the server, its answers never come back;
+    - ``refuse``: answers every request ``403 AccessDenied`` as S3 does for a key
+      without the permission, the server never asked.
+    """
+
+    FORWARD, STALL, DROP_ANSWERS, REFUSE = "forward", "stall", "drop answers", "refuse"
+
+    def __init__(self, upstream_url):
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.mode = self.FORWARD
+        self.connections = 0  # accepted so far
+        self.requests = []  # (method, path) of each request passed on to the server
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._lock = threading.Lock()
+        self._sockets = set()
+        self._pumps = set()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set_mode(self, mode):
+        with self._lock:
+            previous, self.mode = self.mode, mode
+            # Held bytes are delivered when a stall ends; any other change cuts what is open.
+            cut = [] if previous == self.STALL else list(self._sockets)
+        if mode == self.STALL:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        for sock in cut:
+            self._close(sock)
+
+    def wait_until_idle(self, timeout=30):
+        """Until every held byte was delivered and every connection ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pumps = [pump for pump in self._pumps if pump.is_alive()]
+            if not pumps:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(pumps)} connections still open")
+            pumps[0].join(0.05)
+
+    def close(self):
+        self._closed = True
+        self._flowing.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._close(sock)
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.mode == self.REFUSE:
+                threading.Thread(target=self._refuse, args=(client,), daemon=True).start()
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+                for source, target, answers in (
+                    (client, upstream, False),
+                    (upstream, client, True),
+                ):
+                    pump = threading.Thread(
+                        target=self._pump, args=(source, target, answers), daemon=True
+                    )
+                    self._pumps.add(pump)
+                    pump.start()
+
+    def _pump(self, source, target, answers):
+        """Pass what ``source`` sends on to ``target``: requests (``answers`` False) or
+        the server's answers. Answers dropped leave the client waiting, as a server
+        that never answers does, until it gives up."""
+        failed = False
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                self._flowing.wait()
+                if not data:
+                    if not (answers and self.mode == self.DROP_ANSWERS):
+                        with contextlib.suppress(OSError):
+                            target.shutdown(socket.SHUT_WR)
+                    break
+                if answers and self.mode == self.DROP_ANSWERS:
+                    continue
+                if not answers:
+                    self._note_request(data)
+                target.sendall(data)
+        except OSError:
+            failed = True
+        finally:
+            dropping = self.mode == self.DROP_ANSWERS
+            if failed or (answers and not dropping) or (not answers and dropping):
+                self._close(source)
+                self._close(target)
+            with self._lock:
+                self._pumps.discard(threading.current_thread())
+
+    def _note_request(self, data):
+        method, _, rest = data.partition(b" ")
+        if method in (b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"):
+            self.requests.append((method.decode(), rest.partition(b" ")[0].decode()))
+
+    def _refuse(self, client):
+        with client:
+            client.settimeout(10)
+            data = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in data:
+                    chunk = client.recv(1 << 16)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                headers = head.decode("latin-1").lower()
+                length = 0
+                for line in headers.split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip() == "content-length":
+                        length = int(value)
+                if "expect: 100-continue" not in headers:
+                    while len(body) < length:  # the whole request, as S3 reads it
+                        chunk = client.recv(1 << 16)
+                        if not chunk:
+                            break
+                        body += chunk
+                client.sendall(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(ACCESS_DENIED)}\r\n".encode()
+                    + b"Connection: close\r\n\r\n"
+                    + (b"" if head.startswith(b"HEAD ") else ACCESS_DENIED)
+                )
+
+    def _close(self, sock):
+        with self._lock:
+            self._sockets.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -1,6 +1,7 @@
 """The CSV writer's fast paths against its value-by-value definition, the formula
 escaping of COPY's rows and the buffering of what reaches the file, without a database."""
 
+import errno
 import hashlib
 import io
 import random
@@ -115,3 +116,35 @@ def test_small_and_large_writes_reach_the_file_in_order_and_hashed():
     assert file.getvalue() == expected
     assert writer.bytes_written == len(expected)
     assert writer.hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+class ShortWrites(io.RawIOBase):
+    """A raw file that takes at most ``limit`` bytes a write, as one on a disk filling
+    up does, until it takes none and says the disk is full."""
+
+    def __init__(self, limit, room):
+        self.data, self.limit, self.room = bytearray(), limit, room
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = min(len(data), self.limit, self.room)
+        self.data += bytes(data[:taken])
+        self.room -= taken
+        return taken
+
+
+def test_a_write_the_file_takes_in_part_is_finished_or_fails():
+    expected = bytes(range(256)) * 1000
+    file = ShortWrites(limit=4096, room=len(expected))
+    writer = DigestingWriter(file)
+    writer.write(expected)
+    writer.flush()
+    assert bytes(file.data) == expected and writer.bytes_written == len(expected)
+    full = DigestingWriter(ShortWrites(limit=4096, room=10_000))
+    with pytest.raises(OSError) as error:
+        full.write(expected)
+    assert error.value.errno == errno.ENOSPC

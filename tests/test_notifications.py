@@ -2,17 +2,20 @@
 
 import hmac
 import json
+import threading
 import time
 from hashlib import sha256
 
 import pytest
 from django.core import mail
+from django.db import connections
 
+from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
-from runs.models import Delivery, DeliveryStatus, RunStatus
-from runs.services.runner import run_report_now
+from runs.models import Delivery, DeliveryStatus, Run, RunStatus
+from runs.services.runner import fail_run, run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import executes_reports
+from tests.conftest import executes_reports, needs_commits, wait_for
 from tests.receivers import Receiver
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -213,3 +216,50 @@ def test_invalid_targets_are_refused():
     assert errors["notify_emails"] == ["'not-an-address' is not an email address."]
     assert errors["notify_webhooks"] == ["'ftp://example.com/hook' is not an http(s) URL."]
     assert errors["alert_threshold"] == ["Set N for this alert condition."]
+
+
+SECOND_LONG_QUERIES = {
+    "postgresql": "SELECT 1 AS done FROM pg_sleep(1)",
+    "sqlite": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) "
+    "SELECT count(*) AS done FROM n",
+}
+
+
+@needs_commits
+def test_a_result_discarded_after_the_run_was_given_up_is_logged_as_such(caplog, receiver):
+    hook = receiver()
+    vendor = connection_for_source(DEFAULT_SOURCE).vendor
+    report = Report.objects.create(
+        name="Slow",
+        slug="slow",
+        sql=SECOND_LONG_QUERIES[vendor],
+        notify_when="always",
+        notify_webhooks=hook.url,
+    )
+
+    def run_in_thread():
+        try:
+            run_report_now(report)
+        finally:
+            connections.close_all()  # the thread's own sessions end with it
+
+    runner = threading.Thread(target=run_in_thread)
+    with caplog.at_level("INFO", logger="reportsvc.events"):
+        runner.start()
+        run = wait_for(lambda: Run.objects.filter(report=report, status=RunStatus.RUNNING).first())
+        # As a worker stopping past its grace time does meanwhile:
+        assert fail_run(run, "Worker stopped: given up.")
+        runner.join(30)
+    run.refresh_from_db()
+    assert (run.status, run.error, run.output.name) == (
+        RunStatus.FAILED,
+        "Worker stopped: given up.",
+        "",
+    )
+    lines = [record.getMessage() for record in caplog.records if record.name.endswith("events")]
+    assert lines == [
+        f"run_result_discarded run={run.pk} report=slow status=failed: the run ended before "
+        "its executor recorded its outcome (Worker stopped: given up.)"
+    ]
+    # Whoever ended the run speaks for it: the late executor sends nothing.
+    assert hook.requests == [] and not Delivery.objects.exists()

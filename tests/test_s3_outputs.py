@@ -31,6 +31,7 @@ from reports.datasources import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.downloads import download_file_name
 from runs.models import Run, RunStatus
+from runs.naming import output_file_stem
 from runs.services import output_storage
 from runs.services.housekeeping import purge_expired_runs, run_housekeeping
 from runs.services.notifier import send_email
@@ -80,7 +81,9 @@ def local_temp_folder():
 
 
 def leftover_temp_files(run):
-    return list(local_temp_folder().glob(f"{output_storage.partial_file_prefix(run)}*"))
+    """What the run left in this machine's scratch folder (its directory, or anything)."""
+    folder = local_temp_folder()
+    return sorted(folder.rglob("*")) if folder.exists() else []
 
 
 # --- Runs ------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def leftover_temp_files(run):
 def test_a_run_stores_one_private_object_with_the_runs_checksum(s3_outputs, outputs_dir):
     run = run_sql(NUMBERS)
     assert run.status == RunStatus.SUCCEEDED, run.error
-    key = f"{s3_outputs.prefix}/numbers/{output_storage.output_file_stem(run)}.csv"
+    key = f"{s3_outputs.prefix}/numbers/{output_file_stem(run)}.csv"
     assert s3_outputs.keys() == [key]
     body = s3_outputs.body(key)
     assert parse_csv_text(body.decode()) == [["n", "text"], ["1", "a,b"], ["2", 'say "hi"']]
@@ -200,7 +203,7 @@ def test_runreport_json_gives_the_bucket_and_key_from_the_environment(s3_outputs
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     run = Run.objects.get()
-    key = f"{s3_outputs.prefix}/numbers/{output_storage.output_file_stem(run)}.csv"
+    key = f"{s3_outputs.prefix}/numbers/{output_file_stem(run)}.csv"
     assert summary["storage"] == "s3"
     assert (summary["output_bucket"], summary["output_key"]) == (s3_outputs.bucket, key)
     assert summary["output_path"] is None
@@ -309,19 +312,24 @@ def test_a_lost_run_has_its_unfinished_upload_and_unrecorded_object_removed(s3_o
         run, RunStatus.RUNNING, worker="gone:1", started_at=long_ago, heartbeat_at=long_ago
     )
     run.refresh_from_db()
-    key = f"{s3_outputs.prefix}/numbers/{output_storage.output_file_stem(run)}.csv"
+    key = f"{s3_outputs.prefix}/numbers/{output_file_stem(run)}.csv"
     s3_outputs.client.create_multipart_upload(Bucket=s3_outputs.bucket, Key=key)
     s3_outputs.put(key)  # or the upload finished and the worker died before recording it
-    neighbour = f"{s3_outputs.prefix}/numbers/{output_storage.output_file_stem(run)}0.csv"
+    # Named for the interval its SQL used, which a lost run never recorded.
+    s3_outputs.put(f"{s3_outputs.prefix}/numbers/numbers_2026-11-25_run{run.pk}.xlsx")
+    neighbour = f"{s3_outputs.prefix}/numbers/{output_file_stem(run)}0.csv"
     s3_outputs.put(neighbour)  # run 10 when this is run 1: not this run's
-    local_temp_folder().mkdir(parents=True)
-    partial = local_temp_folder() / f"{output_storage.partial_file_prefix(run)}abc.csv"
-    partial.write_text("n\n1\n")
+    scratch = local_temp_folder() / f"run{run.pk}-abc"
+    scratch.mkdir(parents=True)
+    (scratch / "output.xlsx").write_text("n\n1\n")
+    (scratch / "tmp1234").write_text("<row/>")  # XlsxWriter's rows
+    earlier = local_temp_folder() / f".partial-run{run.pk}-abc.csv"  # an earlier version's
+    earlier.write_text("n\n1\n")
     [lost] = fail_lost_runs(60)
     assert lost.pk == run.pk
     assert s3_outputs.uploads() == []
     assert s3_outputs.keys() == [neighbour]
-    assert not partial.exists()
+    assert leftover_temp_files(run) == []
 
 
 def test_a_starting_worker_removes_local_temp_files_of_runs_that_ended(s3_outputs):
@@ -331,15 +339,15 @@ def test_a_starting_worker_removes_local_temp_files_of_runs_that_ended(s3_output
     for run in (running, failed):
         transition_run(run, RunStatus.RUNNING, worker="w:1", started_at=now, heartbeat_at=now)
     fail_run(failed, "Worker lost.")
-    local_temp_folder().mkdir(parents=True)
-    files = {
-        run: local_temp_folder() / f"{output_storage.partial_file_prefix(run)}abc.csv"
-        for run in (running, failed)
-    }
-    for path in files.values():
-        path.write_text("n\n")
-    assert output_storage.remove_local_partial_files() == [files[failed]]
-    assert files[running].exists() and not files[failed].exists()
+    scratch = {run: local_temp_folder() / f"run{run.pk}-abc" for run in (running, failed)}
+    for directory in scratch.values():
+        directory.mkdir(parents=True)
+        (directory / "output.csv").write_text("n\n")
+    earlier = local_temp_folder() / f".partial-run{failed.pk}-abc.csv"  # an earlier version's
+    earlier.write_text("n\n")
+    removed = output_storage.remove_local_partial_files()
+    assert sorted(removed) == sorted([scratch[failed], earlier])
+    assert leftover_temp_files(running) == [scratch[running], scratch[running] / "output.csv"]
 
 
 @needs_commits

@@ -130,6 +130,25 @@ def test_a_bucket_puts_outputs_in_private_objects_with_short_lived_urls():
     assert options["querystring_expire"] == 60
 
 
+def test_storage_requests_have_bounded_waits_by_default_and_as_set():
+    expression = (
+        "[settings.STORAGES['default']['OPTIONS'][name] for name in "
+        "('connect_timeout', 'read_timeout', 'max_attempts')]"
+    )
+    defaults = settings_in_a_fresh_process(expression, **S3_ENVIRONMENT)
+    assert defaults.returncode == 0, defaults.stderr
+    assert defaults.stdout.strip() == "[5.0, 30.0, 3]"
+    chosen = settings_in_a_fresh_process(
+        expression,
+        **S3_ENVIRONMENT,
+        OUTPUTS_S3_CONNECT_TIMEOUT_SECONDS="1.5",
+        OUTPUTS_S3_READ_TIMEOUT_SECONDS="10",
+        OUTPUTS_S3_MAX_ATTEMPTS="5",
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.strip() == "[1.5, 10.0, 5]"
+
+
 def test_the_public_endpoint_is_where_clients_reach_the_storage():
     result = settings_in_a_fresh_process(
         "settings.OUTPUTS_S3_PUBLIC_ENDPOINT_URL",
@@ -160,6 +179,9 @@ def test_bad_object_storage_settings_are_refused_with_the_reason():
             "OUTPUTS_S3_URL_EXPIRE_SECONDS must be between 1 and 604800 (7 days, the most a "
             "presigned URL allows), not 604801.",
         ),
+        ("OUTPUTS_S3_READ_TIMEOUT_SECONDS", "0", "OUTPUTS_S3_READ_TIMEOUT_SECONDS must be above 0"),
+        ("OUTPUTS_S3_MAX_ATTEMPTS", "0", "OUTPUTS_S3_MAX_ATTEMPTS must be above 0, not 0."),
+        ("OUTPUTS_S3_WEB_CONCURRENCY", "-1", "OUTPUTS_S3_WEB_CONCURRENCY must be above 0"),
     ]:
         result = settings_in_a_fresh_process(
             "settings.STORAGES", **{**S3_ENVIRONMENT, variable: value}

@@ -1,11 +1,14 @@
-"""The web server as shipped: gunicorn with gunicorn.conf.py, against slow clients.
+"""The web server as shipped: gunicorn with gunicorn.conf.py, against slow clients and
+a stalled storage.
 
 Each test starts a real gunicorn on a free loopback port with a short GUNICORN_TIMEOUT
-and downloads a real run's CSV over raw sockets that read slowly, or not at all.
+and downloads a real run's CSV over raw sockets that read slowly, or not at all, or
+asks for a run's object in an S3 storage that does not answer.
 """
 
 import hashlib
 import http.client
+import json
 import socket
 import subprocess
 import sys
@@ -17,7 +20,9 @@ import pytest
 
 from reports.models import Report
 from runs.services.runner import run_report_now
+from tests import s3
 from tests.api_helpers import make_user, token_key
+from tests.conftest import wait_for
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = [
@@ -259,3 +264,73 @@ def test_the_web_refuses_to_start_on_an_unsafe_data_source(outputs_dir, tmp_path
     assert "(reports.E001) Data source 'default' can read reportsvc's own tables" in (
         result.stdout + result.stderr
     )
+
+
+def get(port, path, token=None, timeout=30):
+    """GET ``path`` on a new connection: (status or None, headers, body, seconds)."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        return response.status, dict(response.getheaders()), body, time.monotonic() - started
+    except OSError:
+        return None, {}, b"", time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def test_a_stalled_storage_never_holds_the_web(start_gunicorn, faulty_storage, s3_outputs, token):
+    report = Report.objects.create(name="Numbers", slug="numbers", sql="SELECT 1 AS n")
+    run = run_report_now(report)
+    assert run.status == "succeeded", run.error
+    port, log_path = start_gunicorn(
+        OUTPUTS_S3_BUCKET=s3_outputs.bucket,
+        OUTPUTS_S3_PREFIX=s3_outputs.prefix,
+        AWS_S3_ENDPOINT_URL=faulty_storage.url,
+        OUTPUTS_S3_PUBLIC_ENDPOINT_URL=s3_outputs.server.gateway.url,
+        AWS_ACCESS_KEY_ID=s3.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=s3.SECRET_KEY,
+        AWS_S3_REGION_NAME=s3.REGION,
+        AWS_S3_ADDRESSING_STYLE="path",
+    )  # one process of 8 threads; the storage's defaults: 3 s, 4 at a time
+    download = f"/api/runs/{run.pk}/download/"
+    assert get(port, download, token)[0] == 302
+    faulty_storage.set_mode(faulty_storage.STALL)
+    results = [None] * 30
+    clients = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, get(port, download, token)))
+        for i in range(len(results))
+    ]
+    for client in clients:
+        client.start()
+    # The requests past the bulkhead are answered at once (a burst of CPU on a shared
+    # machine); then, while the storage holds 4 threads of the 8, the web answers.
+    wait_for(lambda: sum(result is not None for result in results) >= len(results) - 4)
+    probes = []
+    while any(client.is_alive() for client in clients):
+        for path in ("/healthz?scope=web", "/healthz", "/api/runs/"):
+            status, _, _, seconds = get(port, path, token, timeout=10)
+            probes.append((path, status, seconds))
+        time.sleep(0.05)
+    for client in clients:
+        client.join()
+
+    for status, headers, body, seconds in results:
+        assert status == 503, (status, body)
+        assert headers["Retry-After"] == "5"
+        assert json.loads(body)["detail"].startswith(f"The output file of run {run.pk} cannot")
+        # The storage's 3 s at most, for the few that asked it (botocore's own: minutes).
+        assert seconds < 3 + 2
+    reasons = {json.loads(body)["detail"].partition(": ")[2] for _, _, body, _ in results}
+    assert any(reason.startswith("the storage did not answer in time") for reason in reasons)
+    assert any(reason.startswith("all 4 of this web process's requests") for reason in reasons)
+    assert len(probes) >= 3
+    assert all(status in (200, 503) for _, status, _ in probes), probes
+    assert all(status == 200 for path, status, _ in probes if path != "/healthz"), probes
+    assert max(seconds for _, _, seconds in probes) < 1.0, probes
+    faulty_storage.set_mode(faulty_storage.FORWARD)
+    assert get(port, download, token)[0] == 302
+    assert "WORKER TIMEOUT" not in log_path.read_text()

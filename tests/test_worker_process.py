@@ -137,7 +137,7 @@ def test_a_killed_worker_s_run_is_failed_by_the_next_worker(start_worker, output
     report = Report.objects.create(name="Slow", slug="slow", sql=slow_sql(15))
     run = enqueue_run(report, "manual")
     wait_for(lambda: status_of(run) == RunStatus.RUNNING, timeout=10)
-    wait_for(lambda: list((outputs_dir / "slow").glob(".partial-*")), timeout=10)
+    wait_for(lambda: list((outputs_dir / ".partial-runs").glob(f"run{run.pk}-*/*")), timeout=10)
     doomed.kill()
     killed_at = time.monotonic()
 
@@ -145,7 +145,7 @@ def test_a_killed_worker_s_run_is_failed_by_the_next_worker(start_worker, output
     wait_for(lambda: status_of(run) == RunStatus.FAILED, timeout=30)
     assert time.monotonic() - killed_at < 20  # lost-after is 3 s in these tests
     assert run.error.startswith(f"Worker lost: {run.worker} stopped sending heartbeats")
-    # The worker that fails the run removes its partial file right after.
+    # The worker that fails the run removes its scratch directory right after.
     wait_for(lambda: files_under(outputs_dir) == [], timeout=5)
     assert rescuer.stop() == 0
 

@@ -47,6 +47,12 @@ def download_responses(output_formats):
         304: OpenApiResponse(description="Not modified: If-None-Match matched the ETag."),
         404: ERROR,
         409: OpenApiResponse(ERROR, description="There is no output (yet, or any more)."),
+        503: OpenApiResponse(
+            ERROR,
+            description="The file is in object storage, which cannot answer now "
+            "(unreachable, refusing access, or slow: the web waits on it a few seconds at "
+            "most): `detail` says which. Try again after `Retry-After` seconds.",
+        ),
     }
 
 
@@ -57,6 +63,14 @@ ETAG = OpenApiParameter(
     response=[200, 302, 304],
     required=True,
     description='The SHA-256 of the file (the run\'s `output_sha256`) in double quotes: `"<hex>"`.',
+)
+STORAGE_RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    response=[503],
+    required=True,
+    description="Seconds to wait before asking again.",
 )
 PRESIGNED_LOCATION = OpenApiParameter(
     "Location",
@@ -101,6 +115,7 @@ def download_parameters(output_formats):
         ),
         ETAG,
         PRESIGNED_LOCATION,
+        STORAGE_RETRY_AFTER,
         OpenApiParameter(
             "Content-Disposition",
             str,

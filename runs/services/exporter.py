@@ -97,8 +97,16 @@ class DigestingWriter:
 
     def _write_out(self, data):
         self._digest.update(data)
-        self._file.write(data)
+        written = self._file.write(data)
+        if written is not None and written < len(data):
+            self._write_rest(memoryview(data)[written:])
         self.bytes_written += len(data)
+
+    def _write_rest(self, rest):
+        """An unbuffered file may take only part of a write (a disk filling up): write
+        the rest until it is all out, or the file says why not (ENOSPC)."""
+        while rest:
+            rest = rest[self._file.write(rest) :]
 
     def hexdigest(self):
         return self._digest.hexdigest()
@@ -489,6 +497,7 @@ def export_query(
     except DatabaseError as error:
         raise ExportFailed(_database_message(error)) from error
     sink = DigestingWriter(file)
+    writer = None
     try:
         writer = output_format.open_writer(sink, options or WriterOptions())
         row_count = exporter_class().export(
@@ -500,8 +509,13 @@ def export_query(
             row_limit(max_rows, output_format),
         )
         writer.close()
-    except (ReportSQLError, FormatError) as error:
-        raise ExportFailed(str(error)) from error
+    except BaseException as error:
+        if writer is not None and hasattr(writer, "discard"):
+            with contextlib.suppress(Exception):
+                writer.discard()
+        if isinstance(error, (ReportSQLError, FormatError)):
+            raise ExportFailed(str(error)) from error
+        raise
     sink.flush()
     return ExportResult(row_count, sink.bytes_written, sink.hexdigest())
 

@@ -23,7 +23,7 @@ from reports.sql import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
 from runs.downloads import download_file_name, output_format_of
-from runs.models import Delivery, DeliveryChannel, DeliveryStatus, RunStatus
+from runs.models import FINISHED_STATUSES, Delivery, DeliveryChannel, DeliveryStatus, Run, RunStatus
 from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook
 
@@ -89,14 +89,34 @@ def log_run_outcome(run):
     )
 
 
+def log_discarded_result(run):
+    """The executor's outcome was not recorded: someone ended the run first (a worker
+    giving up on it, recovery calling it lost). Say so, with the status it has."""
+    stored = Run.objects.filter(pk=run.pk).values_list("status", "error").first()
+    status, error = stored if stored else ("deleted", "")
+    fields = {"event": "run_result_discarded", "run_id": run.pk, "report": run.report.slug}
+    fields.update(status=status, error=error)
+    events.warning(
+        "run_result_discarded run=%(run_id)s report=%(report)s status=%(status)s: the run "
+        "ended before its executor recorded its outcome (%(error)s)",
+        fields,
+        extra=fields,
+    )
+
+
 def notify_finished_run(run, stopping=None):
     """Log the outcome and send the notifications a finished run calls for.
 
     ``run`` is the in-memory run its executor just recorded (report loaded), so a
     report without targets or alert costs no query. Its targets and webhook secret are
     read again before sending: an edit or a rotated secret applies at once. Once the
-    ``stopping`` event is set, nothing more is sent.
+    ``stopping`` event is set, nothing more is sent. A run whose outcome its executor
+    could not record (it was ended elsewhere meanwhile, and whoever ended it speaks
+    for it) is logged as such, and notifies nothing.
     """
+    if run.status not in FINISHED_STATUSES:
+        log_discarded_result(run)
+        return []
     log_run_outcome(run)
     reason = notification_reason(run)
     report = run.report

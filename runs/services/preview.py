@@ -16,10 +16,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.files.storage import default_storage
-
 from runs.services.formats import format_of_file
-from runs.services.output_storage import open_output
+from runs.services.output_storage import StorageUnavailable, output_for_people
 
 logger = logging.getLogger(__name__)
 
@@ -246,17 +244,20 @@ def preview_rows(run, limit=PREVIEW_ROWS):
         output_format = format_of_file(run.output.name)
         if output_format.csv_text is None:
             # A workbook is a zip, read from its end: the whole file, seekable.
-            file = default_storage.open(run.output.name, "rb")
+            file = output_for_people(run.output.name, seekable=True)
         else:
             # The budget plus one byte: that byte tells whether the file goes on.
-            file = open_output(run.output.name, head_bytes=PREVIEW_MAX_BYTES + 1)
-        with file:
-            return read_output_preview(file, output_format, limit=limit)
+            file = output_for_people(run.output.name, head_bytes=PREVIEW_MAX_BYTES + 1)
+        with file as stream:
+            return read_output_preview(stream, output_format, limit=limit)
     except FileNotFoundError:
         return Preview(
             problem=f"The output file {run.output.name} is missing from storage "
             "(deleted or moved); the run's record is all that is left."
         )
+    except StorageUnavailable as error:
+        logger.warning("preview of run %s: %s", run.pk, error)
+        return Preview(problem=f"The output file cannot be read now: {error}.")
     except Exception as error:
         logger.exception("preview of run %s failed", run.pk)
         return Preview(problem=f"The output file could not be read: {error}")

@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 from datetime import UTC
@@ -199,7 +198,9 @@ def perform_run(run, *, stop_waiting=None):
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        return fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
+        failed = fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
+        output_storage.remove_failed_upload(error)  # a PUT given up on may land after all
+        return failed
     try:
         succeeded = record_outcome(
             run,
@@ -229,12 +230,14 @@ def perform_run(run, *, stop_waiting=None):
     return succeeded
 
 
-def writer_options(report):
-    """What the format's writer needs to know of the report."""
+def writer_options(report, scratch_dir=None):
+    """What the format's writer needs to know of the report, and where it may keep
+    temp files (the run's scratch directory)."""
     return WriterOptions(
         escape_formulas=report.escape_formulas,
         csv_bom=report.csv_bom,
         timezone=report_zone(report),
+        scratch_dir=scratch_dir,
     )
 
 
@@ -246,20 +249,19 @@ def report_zone(report):
 
 
 def _export_to_storage(connection, statement, name, run):
-    """Export into a local temp file, then put the complete file into storage.
+    """Export into a staging file, then put the complete file into storage.
 
-    On the filesystem the temp file is next to the destination and moved into place
-    with an atomic rename; on S3 it is uploaded once complete. Readers only ever see a
-    complete output; any failure removes the temp file.
+    Everything the export writes locally (the staging file, the writer's temp files)
+    is in the run's scratch directory, removed when this ends, however it ends. On the
+    filesystem that directory is on the outputs' filesystem and the staging file is
+    moved into place with an atomic rename; on S3 it is uploaded once complete.
+    Readers only ever see a complete output.
     """
     report = run.report
     output_format = report_format(report)
     name = output_storage.available_name(name)
-    handle, temp_path = output_storage.new_temp_file(
-        name, prefix=output_storage.partial_file_prefix(run), suffix=output_format.suffix
-    )
-    try:
-        with os.fdopen(handle, "wb", buffering=0) as file:
+    with output_storage.run_scratch(run, suffix=output_format.suffix) as scratch:
+        with scratch.open_staging_file() as file:
             result = export_query(
                 connection,
                 statement,
@@ -267,12 +269,9 @@ def _export_to_storage(connection, statement, name, run):
                 timeout_seconds=report.effective_timeout_seconds,
                 max_rows=report.effective_max_rows,
                 output_format=output_format,
-                options=writer_options(report),
+                options=writer_options(report, scratch_dir=scratch.directory),
             )
         name = output_storage.store_finished_file(
-            temp_path, name, content_type=output_media_type(output_format)
+            scratch.staging_path, name, content_type=output_media_type(output_format)
         )
-    finally:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
     return name, result

@@ -13,6 +13,7 @@ offers:
 - ``write_header(names)``: the column names, first;
 - ``write_rows(rows)``: a block of rows, each a tuple of Python values;
 - ``close()``: finish the file (a gzip trailer, an XLSX archive);
+- optionally ``discard()``: the export failed; let go of temp files and handles now;
 - for formats with ``reads_csv_copy``, ``copy_writer(text_columns)``: the function
   PostgreSQL's ``COPY … (FORMAT csv, HEADER)`` output is passed to, row by row,
   instead of ``write_header`` and ``write_rows``.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from importlib import import_module
+from os import PathLike
 
 FORMAT_MODULES = ("csv", "csv_gz", "xlsx")
 DEFAULT_FORMAT = "csv"
@@ -39,6 +41,8 @@ class WriterOptions:
     escape_formulas: bool = False  # CSV: prefix text starting with = + - @ tab CR with '
     csv_bom: bool = False  # CSV: start with a UTF-8 byte order mark
     timezone: tzinfo = field(default=UTC)  # where zoned time stamps are shown (XLSX)
+    # Where the writer keeps temp files (the run's scratch directory); None: the system's.
+    scratch_dir: str | PathLike | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ text is always text, never a formula, whatever it starts with. A value Excel can
 hold (over 32,767 characters in a cell) fails the run with a message.
 """
 
+import contextlib
 import math
+import os
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
@@ -50,7 +52,11 @@ class XLSXWriter:
     def __init__(self, sink, options):
         import xlsxwriter
 
-        self._workbook = xlsxwriter.Workbook(_ZipTarget(sink), {"constant_memory": True})
+        workbook_options = {"constant_memory": True}
+        if options.scratch_dir is not None:
+            # Its temp files (the rows as XML, then each part) go with the run's own.
+            workbook_options["tmpdir"] = str(options.scratch_dir)
+        self._workbook = xlsxwriter.Workbook(_ZipTarget(sink), workbook_options)
         self._workbook.set_properties({"created": CREATED})
         self._sheet = self._workbook.add_worksheet(SHEET_NAME)
         self._zone = options.timezone
@@ -94,6 +100,15 @@ class XLSXWriter:
 
     def close(self):
         self._workbook.close()
+
+    def discard(self):
+        """Close the sheet's temp file of rows: a failed export must not hold its disk
+        space until the writer is garbage."""
+        if not self._workbook.fileclosed:
+            for sheet in self._workbook.worksheets():
+                sheet._opt_close()  # XlsxWriter's own close of that file
+                with contextlib.suppress(OSError, TypeError):
+                    os.unlink(sheet.row_data_filename)
 
     # --- one cell ------------------------------------------------------------------
 
