@@ -2,6 +2,7 @@
 
 import io
 import re
+import secrets
 from pathlib import Path
 
 import psycopg
@@ -141,6 +142,10 @@ def scratch_role():
     [
         (["GRANT pg_read_server_files TO {role}"], "which has pg_read_server_files"),
         (["GRANT pg_execute_server_program TO {role}"], "which has pg_execute_server_program"),
+        # Every session's query text: other runs' SQL and values.
+        (["GRANT pg_read_all_stats TO {role}"], "which has pg_read_all_stats"),
+        (["GRANT pg_monitor TO {role}"], "which has pg_monitor, pg_read_all_stats"),
+        (["GRANT pg_signal_backend TO {role}"], "which has pg_signal_backend"),
         (["ALTER ROLE {role} REPLICATION"], "which has REPLICATION"),
         (
             ["GRANT SELECT ON public.authtoken_token TO {role}"],
@@ -158,7 +163,8 @@ def scratch_role():
     ],
 )
 def test_roles_with_dangerous_powers_are_refused(scratch_role, grants, message):
-    role = scratch_role("reportsvc_test_risky", *grants)
+    # Roles are cluster-wide and other test runs share the cluster: a name of its own.
+    role = scratch_role(f"reportsvc_test_risky_{secrets.token_hex(3)}", *grants)
     try:
         with default_source_as(USER=role, PASSWORD="", OPTIONS={}):
             refusals = assess_source(connection_for_source(DEFAULT_SOURCE)).refusals

@@ -3,11 +3,12 @@
 A data source is refused when its connection can read the service's own tables (API
 tokens, password hashes, sessions, webhook secrets) or, on PostgreSQL, connects as a
 superuser or as a role that can read or write server files, run server programs,
-replicate or signal other sessions. The second rule has an opt-in for throwaway local
-set-ups (``UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES``); the first has none.
+replicate, or signal or watch other sessions. The second rule has an opt-in for
+throwaway local set-ups (``UNSAFE_ALLOW_PRIVILEGED_DATA_SOURCES``); the first has none.
 
 A connection is examined once, when it is first used for a report, and again whenever
-the data source reconnects.
+the data source reconnects. Roles are judged from the session user, whose memberships
+include every role a report could ``SET ROLE`` to.
 """
 
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ PRIVILEGED_ROLES = (
     "pg_write_server_files",
     "pg_execute_server_program",
     "pg_signal_backend",
+    # Every session's query text (pg_monitor holds pg_read_all_stats).
+    "pg_read_all_stats",
+    "pg_monitor",
 )
 # Named first when a source can read them: what an attacker would be after.
 MOST_SECRET_TABLES = ("authtoken_token", "auth_user", "django_session", "reports_report")
@@ -33,18 +37,18 @@ FIX = "Connect it as a role that can read only the reporting data (README: Secur
 POSTGRES_PRIVILEGES_SQL = """
 SELECT r.rolname, r.rolsuper, r.rolreplication,
   ARRAY(SELECT p.rolname::text FROM pg_roles p
-        WHERE p.rolname = ANY(%(roles)s) AND pg_has_role(current_user, p.oid, 'MEMBER')
+        WHERE p.rolname = ANY(%(roles)s) AND pg_has_role(session_user, p.oid, 'MEMBER')
         ORDER BY 1),
   ARRAY(SELECT DISTINCT c.relname::text FROM pg_class c
         WHERE c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND EXISTS (
             SELECT 1 FROM pg_roles m
-            WHERE pg_has_role(current_user, m.oid, 'MEMBER')
+            WHERE pg_has_role(session_user, m.oid, 'MEMBER')
               AND has_schema_privilege(m.oid, c.relnamespace, 'USAGE')
               AND (has_table_privilege(m.oid, c.oid, 'SELECT')
                    OR has_any_column_privilege(m.oid, c.oid, 'SELECT')))
         ORDER BY 1)
-FROM pg_roles r WHERE r.rolname = current_user
+FROM pg_roles r WHERE r.rolname = session_user
 """
 
 
@@ -87,8 +91,8 @@ def assess_source(connection):
             else:
                 assessment.refusals.append(
                     f"Data source '{assessment.name}' {held}: report SQL could read server "
-                    f"files, run programs or end other sessions. {FIX} For a throwaway local "
-                    f"set-up only, {OPT_IN_SETTING}=1 allows it."
+                    "files, run programs, or end or watch other sessions. "
+                    f"{FIX} For a throwaway local set-up only, {OPT_IN_SETTING}=1 allows it."
                 )
     else:
         with connection.cursor() as cursor:
