@@ -6,7 +6,7 @@ from rest_framework import serializers
 from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.services.sql_check import sql_problem
+from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
@@ -92,11 +92,10 @@ class ReportSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(error.message_dict) from None
         if "parameters" in attrs:
             attrs["parameters"] = report.parameters  # normalised by clean()
-        problem = sql_problem(
-            report.data_source, report.sql, declared_of(report), report_zone(report)
-        )
-        if problem:
-            raise serializers.ValidationError({"sql": [problem]})
+        check = check_sql(report.data_source, report.sql, declared_of(report), report_zone(report))
+        if check.problem:
+            raise serializers.ValidationError({"sql": [check.problem]})
+        self.sql_warning = check.warning  # the view sends it as a Warning header
         return attrs
 
     def _current_settings(self):
