@@ -129,6 +129,21 @@ def data_source_logins_outside_rolled_back_tests():
 
 
 @pytest.fixture(autouse=True)
+def data_source_sessions_end_with_the_test():
+    """A test that reads a data source itself (outside a run) leaves its session open;
+    the other test processes would find that login busy until the process ends."""
+    yield
+    from django.db import connections
+
+    from reports.datasources import ALIAS_PREFIX
+
+    for connection in connections.all(initialized_only=True):
+        alias, vendor = connection.alias, connection.vendor
+        if alias.startswith(ALIAS_PREFIX) and vendor != "sqlite" and not connection.in_atomic_block:
+            connection.close()
+
+
+@pytest.fixture(autouse=True)
 def outputs_dir(settings, tmp_path):
     """Each test writes report outputs into its own empty folder."""
     settings.MEDIA_ROOT = str(tmp_path / "outputs")

@@ -46,7 +46,7 @@ from reports.services.source_safety import ensure_source_is_safe
 logger = logging.getLogger(__name__)
 
 # A login with a session reportsvc did not open is left alone this long.
-BUSY_SECONDS = 5
+BUSY_SECONDS = 2
 FIRST_POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 1.0
 # Holders that do not renew (a save-time check, an examination) finish well within it.
