@@ -11,14 +11,15 @@
 2. No-op batch (PostgreSQL): the 1,000 runs of that fire, executed by 1 and then by 2
    workers; the time until all finished, worker CPU per run (every worker process,
    leader included) and database CPU per run (the backends serving the benchmark's
-   database only, autovacuum left out: the server is shared).
+   database, autovacuum left out, and backends that ended meanwhile, which only the
+   postmaster counts, for the whole server: on a shared server other sessions count).
 3. Scale-out (PostgreSQL): a batch of database-bound runs (``pg_sleep(0.5)`` through the
    default data source), queued at once, finished by 1 worker and by 2 workers of
    WORKER_CONCURRENCY slots each.
 4. Manual enqueue -> start on an idle worker.
 
-Uses its own database, reportsvc_bench (PostgreSQL), and a SQLite file in a temporary
-folder; run one at a time.
+Uses its own database, reportsvc_bench (PostgreSQL; BENCH_DATABASE names another), and
+a SQLite file in a temporary folder; run one at a time.
 """
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgres://postgres@127.0.0.1:5432")
-DATABASE = "reportsvc_bench"
+DATABASE = os.environ.get("BENCH_DATABASE", "reportsvc_bench")
 SLEEP_SQL = "SELECT 1 AS done FROM pg_sleep(0.5)"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -99,19 +100,34 @@ def stop_workers(workers):
         worker.wait(120)
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a live process, from /proc."""
+def cpu_seconds(pid, children=False):
+    """User + system CPU time of a live process (with ``children``: of its children
+    that ended and were reaped), from /proc."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
+
+
+def parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
 class CpuMeter:
-    """CPU of the workers and of the database backends serving the benchmark."""
+    """CPU of the workers and of the database backends serving the benchmark.
+
+    Each run connects anew as the login it leases and closes the connection when it
+    ends, so most backends end during a batch: their CPU is read from the postmaster's
+    reaped children, which counts the backends of the whole server (other databases'
+    sessions that end meanwhile too, and parallel workers).
+    """
 
     def __init__(self, workers):
         self.workers = workers
+        self.postmaster = None
         self.backends_before = self._backends()
+        self.ended_before = self._ended()
         self.workers_before = sum(cpu_seconds(worker.pid) for worker in workers)
 
     def _backends(self):
@@ -125,6 +141,9 @@ class CpuMeter:
                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             )
             pids = [pid for (pid,) in cursor.fetchall()]
+            cursor.execute("SELECT pg_backend_pid()")
+            if self.postmaster is None:
+                self.postmaster = parent_pid(cursor.fetchone()[0])
         usage = {}
         for pid in pids:
             try:
@@ -133,15 +152,18 @@ class CpuMeter:
                 continue  # ended meanwhile, or not on this machine
         return usage
 
+    def _ended(self):
+        return None if self.postmaster is None else cpu_seconds(self.postmaster, children=True)
+
     def read(self):
         """(worker CPU seconds, database CPU seconds or None) since the meter started."""
         workers = sum(cpu_seconds(worker.pid) for worker in self.workers) - self.workers_before
         if self.backends_before is None:
             return workers, None
         after = self._backends()
-        # Backends that ended in between are missed; the workers keep their connections.
-        database = sum(used - self.backends_before.get(pid, 0.0) for pid, used in after.items())
-        return workers, database
+        # Backends still alive, then those that ended (counted by their parent).
+        live = sum(used - self.backends_before.get(pid, 0.0) for pid, used in after.items())
+        return workers, live + self._ended() - self.ended_before
 
 
 STARTED = time.monotonic()

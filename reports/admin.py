@@ -23,7 +23,7 @@ from reports.parameters import (
     declared_parameters,
 )
 from reports.services.schedules import save_report
-from reports.services.sql_check import sql_problem
+from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.sql import without_statement_text
@@ -64,6 +64,8 @@ class ReportForm(forms.ModelForm):
             "parameters": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
         }
 
+    sql_warning = None  # saved, but the SQL was checked less than usual
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.sql_hidden and "sql" in self.fields:
@@ -98,9 +100,10 @@ class ReportForm(forms.ModelForm):
                 declared = declared_parameters(cleaned.get("parameters"), zone)
             except ParameterError:
                 return cleaned  # the model's clean() says what is wrong, by the field
-            problem = sql_problem(source, sql, declared, zone)
-            if problem:
-                self.add_error("sql", problem)
+            check = check_sql(source, sql, declared, zone)
+            if check.problem:
+                self.add_error("sql", check.problem)
+            self.sql_warning = check.warning
         return cleaned
 
 
@@ -281,6 +284,8 @@ class ReportAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         save_report(obj)  # a changed schedule moves next_run_at at once
+        if getattr(form, "sql_warning", None):
+            messages.warning(request, form.sql_warning)
 
     def get_queryset(self, request):
         return (

@@ -49,6 +49,13 @@ from runs.services.backfill import queue_backfill
 from runs.services.queue import QueueFull, request_run, validated_request
 
 READ = "Needs view_report."
+SQL_WARNING = OpenApiParameter(
+    "Warning",
+    location=OpenApiParameter.HEADER,
+    response=[200, 201],
+    description='`199 - "…"` when the SQL was saved checked by the parser only: every login '
+    "of its data source was in use by runs. Runs check it on the database.",
+)
 
 
 @extend_schema_view(
@@ -56,15 +63,18 @@ READ = "Needs view_report."
     retrieve=extend_schema(description=f"One report, with its last run. {READ}"),
     create=extend_schema(
         description="Create a report (validated like the admin). Needs add_report.",
+        parameters=[SQL_WARNING],
         responses={201: ReportSerializer, 400: VALIDATION_ERROR},
     ),
     update=extend_schema(
         description="Replace a report's settings. Needs change_report.",
+        parameters=[SQL_WARNING],
         responses={200: ReportSerializer, 400: VALIDATION_ERROR},
     ),
     partial_update=extend_schema(
         description="Change some of a report's settings; null clears a nullable one. "
         "Needs change_report.",
+        parameters=[SQL_WARNING],
         responses={200: ReportSerializer, 400: VALIDATION_ERROR},
     ),
     destroy=extend_schema(
@@ -87,11 +97,22 @@ class ReportViewSet(viewsets.ModelViewSet):
         context = {**self.get_serializer_context(), "last_runs": last_runs}
         return self.get_serializer(reports, many=True, context=context).data
 
+    sql_warning = None
+
     def perform_create(self, serializer):
         serializer.instance = save_report(Report(**serializer.validated_data))
+        self.sql_warning = getattr(serializer, "sql_warning", None)
 
     def perform_update(self, serializer):
         save_report(serializer.instance, serializer.validated_data)
+        self.sql_warning = getattr(serializer, "sql_warning", None)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self.sql_warning:
+            text = self.sql_warning.replace("\\", "\\\\").replace('"', '\\"')
+            response["Warning"] = f'199 - "{text}"'
+        return response
 
     def list(self, request, *args, **kwargs):
         return Response(self._represent(*reports_with_last_run()))

@@ -1,32 +1,45 @@
-"""System checks: every data source is examined when the web, the worker or
-``manage.py check`` starts, so an unsafe source is reported before a report runs."""
+"""System checks: every login of every data source is examined when the web, the worker
+or ``manage.py check`` starts, so an unsafe source is reported before a report runs."""
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
-from django.db import DatabaseError, connections
+from django.db import connections
 
+from reports.datasources import has_server_sessions, logins_variable
+from reports.services.logins import examine_logins
 from reports.services.source_safety import assess_source
 
 
 @register()
 def check_data_sources(app_configs, **kwargs):
     messages = []
-    for name, alias in sorted(settings.REPORT_DATA_SOURCES.items()):
-        connection = connections[alias]
-        try:
-            assessment = assess_source(connection)
-        except DatabaseError as error:
+    for name, aliases in sorted(settings.REPORT_DATA_SOURCE_LOGINS.items()):
+        for login, outcome in examine_logins(name, assess_source):
+            if outcome is None:
+                continue  # in use: its holder examined it when it connected
+            if not hasattr(outcome, "refusals"):
+                where = f"'{name}'" if len(aliases) == 1 else f"'{name}' (login '{login}')"
+                messages.append(
+                    Warning(
+                        f"Data source {where} could not be checked: {str(outcome).strip()}",
+                        hint="Its reports fail until it is reachable. The built-in demo "
+                        "source is created by `manage.py migrate`.",
+                        id="reports.W001",
+                    )
+                )
+                continue
+            messages += [Error(text, id="reports.E001") for text in outcome.refusals]
+            messages += [Warning(text, id="reports.W002") for text in outcome.warnings]
+        first = connections[aliases[0]]
+        if len(aliases) == 1 and has_server_sessions(first.vendor):
             messages.append(
                 Warning(
-                    f"Data source '{name}' could not be checked: {str(error).strip()}",
-                    hint="Its reports fail until it is reachable. The built-in demo source "
-                    "is created by `manage.py migrate`.",
-                    id="reports.W001",
+                    f"Data source '{name}' has a single login "
+                    f"('{first.settings_dict['USER']}'): its runs run one at a time, and "
+                    "saving a report waits for a running one.",
+                    hint=f"Add logins with {logins_variable(name)} (README: Security).",
+                    id="reports.W003",
                 )
             )
-            continue
-        finally:
-            connection.close()
-        messages += [Error(text, id="reports.E001") for text in assessment.refusals]
-        messages += [Warning(text, id="reports.W002") for text in assessment.warnings]
-    return messages
+    # Logins of one group role are refused for the same reason: say it once.
+    return [message for index, message in enumerate(messages) if message not in messages[:index]]

@@ -275,3 +275,27 @@ class Report(models.Model):
     @property
     def effective_retention_days(self):
         return self.retention_days or settings.RUN_RETENTION_DAYS
+
+
+class LoginLease(models.Model):
+    """Who uses a data-source login now (reports.services.logins).
+
+    One row per (source, login). A holder takes a login with one conditional update of a
+    row whose lease has run out, renews it while it works (a run's heartbeat) and gives
+    it back; a holder that died or froze loses it when ``expires_at`` passes.
+    """
+
+    source = models.CharField(max_length=63)
+    login = models.CharField(max_length=128)
+    holder = models.CharField(
+        max_length=100, blank=True, help_text="run:<id>, check:…, examination:…, or busy:…"
+    )
+    expires_at = models.DateTimeField(help_text="Free from this moment on.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "login"], name="login_lease_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.source}/{self.login}: {self.holder or 'free'}"

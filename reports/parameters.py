@@ -8,12 +8,14 @@ explicit cast, so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL a
 ``CAST('2026-11-25' AS TEXT)`` on SQLite.
 
 Where a placeholder stands is decided by the database's parser, not by a lexer here:
-each placeholder is replaced by a bind marker (``$n`` for pglast, ``:pn`` for SQLite's
-prepare) and only markers the parser reads as parameters count. A placeholder inside a
-string literal or a comment would not be a parameter, and is refused.
+each placeholder is replaced by a bind marker (``$n`` for pglast, a name with a random
+nonce for SQLite's prepare) and only markers the parser reads as parameters count. A
+placeholder inside a string literal or a comment would not be a parameter, and is
+refused; so is any bind parameter the SQL holds itself (``$2``, ``:x``, ``?``).
 """
 
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -532,9 +534,27 @@ def _outside_parameter_message(placeholder):
     )
 
 
+def _bind_parameter_message(written):
+    return (
+        f"The SQL holds a bind parameter, {written}: report SQL takes values only through "
+        "placeholders. Write {{ name }} with a declared parameter's name where the value "
+        "goes (or remove it)."
+    )
+
+
+def _original_offset(placeholders, offsets, lengths, position):
+    """Where ``position`` of the marked text lies in the text as written."""
+    shift = 0
+    for placeholder, offset, length in zip(placeholders, offsets, lengths, strict=True):
+        if offset + length <= position:
+            shift += (placeholder.end - placeholder.start) - length
+    return position + shift
+
+
 def check_postgres_positions(sql, placeholders):
     """Raise TemplateError unless PostgreSQL's parser reads every placeholder as a
-    parameter. SQL that does not parse is left to the statement check."""
+    parameter, and reads no other parameter (a ``$2`` written in the SQL itself).
+    SQL that does not parse is left to the statement check."""
     from pglast import parse_sql
     from pglast.parser import ParseError
     from pglast.visitors import Visitor
@@ -551,9 +571,16 @@ def check_postgres_positions(sql, placeholders):
             found.add((node.number, node.location))
 
     ParameterReferences()(statements)
+    ours = {(index + 1, offsets[index]) for index in range(len(placeholders))}
     for index, placeholder in enumerate(placeholders):
         if (index + 1, offsets[index]) not in found:
             raise TemplateError(_outside_parameter_message(placeholder))
+    foreign = sorted(found - ours, key=lambda reference: reference[1])
+    if foreign:
+        number, location = foreign[0]
+        lengths = [len(postgres_marker(index, p)) for index, p in enumerate(placeholders)]
+        line = sql.count("\n", 0, _original_offset(placeholders, offsets, lengths, location)) + 1
+        raise TemplateError(f"Line {line}: {_bind_parameter_message(f'${number}')}")
 
 
 class _RecordingBindings(dict):
@@ -568,19 +595,63 @@ class _RecordingBindings(dict):
         return None
 
 
+class _NamelessParameter(Exception):
+    """The statement has a parameter without a name (``?``, or a gap ``?5`` leaves)."""
+
+
+def _parameters_asked(raw_connection, sql):
+    """The names of the parameters SQLite's prepare of ``sql`` asks for (never stepped
+    past EXPLAIN); _NamelessParameter when one has no name."""
+    import sqlite3
+
+    bindings = _RecordingBindings()
+    try:
+        raw_connection.execute(f"EXPLAIN {sql}", bindings).close()
+    except sqlite3.ProgrammingError as error:
+        # The driver binds a mapping by name: a parameter without one cannot be bound.
+        if "has no name" in str(error):
+            raise _NamelessParameter() from error
+        raise
+    return bindings.asked
+
+
+def _sqlite_written(name):
+    if name.isdigit():
+        return f"?{name}"
+    return f":{name} (or @{name}, ${name}: the same to SQLite)"
+
+
 def check_sqlite_positions(raw_connection, sql, placeholders):
     """Raise TemplateError unless SQLite, preparing the statement, binds every
-    placeholder as a parameter. Prepared under the read-only guard and never stepped
-    past EXPLAIN; errors from preparing it are raised as they are (sqlite3.Error)."""
+    placeholder as a parameter, and binds no other one (``:p1``, ``$x``, ``@x``, ``?``,
+    ``?3`` written in the SQL itself).
+
+    Each placeholder becomes a marker whose name holds a random nonce, so no text the
+    report's author wrote can stand in for it; the statement is prepared again with the
+    placeholders as plain values, where any parameter asked for is one the author
+    wrote (SQLite gives ``?1`` and a marker before it the same slot). Prepared under the
+    read-only guard and never stepped past EXPLAIN; errors from preparing it are raised
+    as they are (sqlite3.Error).
+    """
     from reports.sql import sqlite_read_only
 
-    marked, _ = substitute(sql, placeholders, sqlite_marker)
-    bindings = _RecordingBindings()
+    nonce = secrets.token_hex(8)
+    ours = [f"rsvc_{nonce}_{index + 1}" for index in range(len(placeholders))]
+    marked, _ = substitute(sql, placeholders, lambda index, placeholder: f":{ours[index]} ")
+    as_values, _ = substitute(sql, placeholders, lambda index, placeholder: "NULL ")
     with sqlite_read_only(raw_connection):
-        raw_connection.execute(f"EXPLAIN {marked}", bindings).close()
-    for index, placeholder in enumerate(placeholders):
-        if f"p{index + 1}" not in bindings.asked:
-            raise TemplateError(_outside_parameter_message(placeholder))
+        try:
+            asked = _parameters_asked(raw_connection, marked) if placeholders else set()
+            for name, placeholder in zip(ours, placeholders, strict=True):
+                if name not in asked:
+                    raise TemplateError(_outside_parameter_message(placeholder))
+            foreign = sorted(asked - set(ours)) or sorted(
+                _parameters_asked(raw_connection, as_values)
+            )
+        except _NamelessParameter:
+            raise TemplateError(_bind_parameter_message("? (or ?N)")) from None
+    if foreign:
+        raise TemplateError(_bind_parameter_message(_sqlite_written(foreign[0])))
 
 
 # --- Rendering ---------------------------------------------------------------------

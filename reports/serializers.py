@@ -9,7 +9,7 @@ from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.moments import span_text
-from reports.services.sql_check import sql_problem
+from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.text import shown
@@ -99,11 +99,10 @@ class ReportSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(errors) from None
         if "parameters" in attrs:
             attrs["parameters"] = report.parameters  # normalised by clean()
-        problem = sql_problem(
-            report.data_source, report.sql, declared_of(report), report_zone(report)
-        )
-        if problem:
-            raise serializers.ValidationError({"sql": [self._shown_problem(problem, attrs)]})
+        check = check_sql(report.data_source, report.sql, declared_of(report), report_zone(report))
+        if check.problem:
+            raise serializers.ValidationError({"sql": [self._shown_problem(check.problem, attrs)]})
+        self.sql_warning = check.warning  # the view sends it as a Warning header
         return attrs
 
     def _shown_problem(self, problem, attrs):

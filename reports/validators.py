@@ -61,8 +61,8 @@ def validate_data_source(value):
 def report_sql_problem(sql, data_source, declared=()):
     """The parser's objection to ``sql`` on ``data_source``'s engine, or None: its
     placeholders (malformed, naming no parameter in ``declared`` or the built-ins, or,
-    on PostgreSQL, not where a value goes), then the statement with bind markers in
-    their place.
+    on PostgreSQL, not where a value goes, or bind parameters of the SQL's own), then
+    the statement with bind markers in their place.
 
     Needs no connection; the database's own check (reports.services.sql_check) follows
     in the admin and the API, and checks the placeholders' positions on SQLite.
@@ -84,7 +84,7 @@ def report_sql_problem(sql, data_source, declared=()):
         read_only_statement(
             params.substitute(sql, placeholders, params.markers_for(vendor))[0], vendor
         )
-        if vendor == "postgresql" and placeholders:
+        if vendor == "postgresql":
             params.check_postgres_positions(sql, placeholders)
     except (ReportSQLError, params.TemplateError) as error:
         return str(error)

@@ -12,7 +12,7 @@ import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
-from reports.datasources import alias_for_source, reporting_databases
+from reports.datasources import alias_for_source, login_aliases_by_source, reporting_databases
 from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
 
@@ -162,10 +162,11 @@ for _alias in DATABASES:
     DATABASES[_alias]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 DATABASE_ROUTERS = ["reports.datasources.ReportingDatabaseRouter"]
 
-# Data-source name -> Django alias; report SQL only ever runs through these.
-REPORT_DATA_SOURCES = {
-    alias[len("reporting_") :]: alias for alias in DATABASES if alias.startswith("reporting_")
-}
+# Data-source name -> the aliases of its logins (the URL's first); report SQL only ever
+# runs through these, each run on a login it leases (README: Security).
+REPORT_DATA_SOURCE_LOGINS = login_aliases_by_source(DATABASES)
+# Data-source name -> the alias of its first login.
+REPORT_DATA_SOURCES = {name: aliases[0] for name, aliases in REPORT_DATA_SOURCE_LOGINS.items()}
 assert all(alias_for_source(name) == alias for name, alias in REPORT_DATA_SOURCES.items())
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

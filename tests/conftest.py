@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import override_settings
 from django.test.testcases import QuietWSGIRequestHandler
 
@@ -98,6 +99,50 @@ def cheap_flush_between_transactional_tests():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def data_source_logins_outside_rolled_back_tests():
+    """A rolled-back test opens a transaction on every alias it may use, which connects
+    it. On PostgreSQL the demo source's logins mirror the service's database: each test
+    would hold a session of every login for its whole length, and runs of the other
+    test processes (the logins are cluster-wide) would find every login busy. Their
+    transactions would roll back nothing (they only read), so they are left out."""
+    from django.db import connections
+    from django.test import TestCase
+
+    from reports.datasources import ALIAS_PREFIX
+
+    names = TestCase._databases_names.__func__
+
+    def without_source_mirrors(cls, include_mirrors=True):
+        return [
+            alias
+            for alias in names(cls, include_mirrors)
+            if not (
+                alias.startswith(ALIAS_PREFIX)
+                and connections[alias].settings_dict["TEST"].get("MIRROR")
+            )
+        ]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TestCase, "_databases_names", classmethod(without_source_mirrors))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def data_source_sessions_end_with_the_test():
+    """A test that reads a data source itself (outside a run) leaves its session open;
+    the other test processes would find that login busy until the process ends."""
+    yield
+    from django.db import connections
+
+    from reports.datasources import ALIAS_PREFIX
+
+    for connection in connections.all(initialized_only=True):
+        alias, vendor = connection.alias, connection.vendor
+        if alias.startswith(ALIAS_PREFIX) and vendor != "sqlite" and not connection.in_atomic_block:
+            connection.close()
+
+
 @pytest.fixture(autouse=True)
 def outputs_dir(settings, tmp_path):
     """Each test writes report outputs into its own empty folder."""
@@ -127,21 +172,49 @@ def source_sql():
 
 @contextlib.contextmanager
 def default_source_as(**changes):
-    """Point the default data source at another role or database for a while.
+    """Point the default data source at another role or database for a while, with that
+    one login only.
 
-    Only in tests with real commits (needs_commits): a rolled-back test holds every
-    alias, the data sources' too, in its transaction, and a connection closed inside
-    it stays closed until the test ends."""
+    Only in tests with real commits (needs_commits): a rolled-back test holds the
+    aliases in its transaction (on SQLite the data source's too), and a connection
+    closed inside it stays closed until the test ends."""
     connection = connection_for_source(DEFAULT_SOURCE)
     connection.close()
     saved = copy.deepcopy(connection.settings_dict)
     connection.settings_dict.update(changes)
+    logins = {**settings.REPORT_DATA_SOURCE_LOGINS, DEFAULT_SOURCE: [connection.alias]}
     try:
-        yield connection
+        with override_settings(REPORT_DATA_SOURCE_LOGINS=logins):
+            yield connection
     finally:
         connection.close()
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
+
+
+@contextlib.contextmanager
+def default_source_logins(*users):
+    """The default data source with ``users`` as its logins (at most four, the aliases
+    the PostgreSQL demo source has), the first as its URL's user, as a configured
+    source (REPORTING_DATABASE_URL set: messages name its variables). Only in tests with
+    real commits, like default_source_as."""
+    aliases = settings.REPORT_DATA_SOURCE_LOGINS[DEFAULT_SOURCE][: len(users)]
+    assert len(aliases) == len(users), "the demo source has fewer logins"
+    saved = {alias: copy.deepcopy(connections[alias].settings_dict) for alias in aliases}
+    for alias, user in zip(aliases, users, strict=True):
+        connections[alias].close()
+        connections[alias].settings_dict.update(USER=user, PASSWORD="")
+    logins = {**settings.REPORT_DATA_SOURCE_LOGINS, DEFAULT_SOURCE: aliases}
+    try:
+        with override_settings(
+            REPORT_DATA_SOURCE_LOGINS=logins, REPORTING_DATABASE_URL="postgres://configured"
+        ):
+            yield aliases
+    finally:
+        for alias in aliases:
+            connections[alias].close()
+            connections[alias].settings_dict.clear()
+            connections[alias].settings_dict.update(saved[alias])
 
 
 @pytest.fixture

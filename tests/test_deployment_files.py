@@ -14,7 +14,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SETTINGS_SOURCE = (PROJECT_DIR / "reportsvc" / "settings.py").read_text()
 SETTINGS_VARIABLES = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z0-9_]+)"', SETTINGS_SOURCE))
 # Read by reports/datasources.py rather than settings.py.
-SETTINGS_VARIABLES |= {"REPORTING_DATABASE_URL"}
+SETTINGS_VARIABLES |= {"REPORTING_DATABASE_URL", "REPORTING_DATABASE_LOGINS"}
 
 
 def compose():
@@ -86,7 +86,11 @@ def test_compose_environment_is_read_by_the_settings():
         assert compose()["services"][name]["env_file"] == COMPOSE_ENV_FILE
     example = (PROJECT_DIR / ".env.example").read_text()
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))
-    in_example = {name for name in in_example if not name.startswith("REPORTING_DATABASE_URL_")}
+    in_example = {
+        name
+        for name in in_example
+        if not name.startswith(("REPORTING_DATABASE_URL_", "REPORTING_DATABASE_LOGINS_"))
+    }
     gunicorn = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', _read("gunicorn.conf.py")))
     containers = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
     assert in_example <= SETTINGS_VARIABLES | gunicorn | containers, (

@@ -344,6 +344,66 @@ def test_a_placeholder_in_a_comment_of_sql_saved_without_checks_fails_the_run(ru
     assert not run.output
 
 
+# Bind parameters the SQL holds itself: SQLite reads :x, @x, $x, ?, ?N; PostgreSQL $N.
+# A marker of the SQL's own once stood in for a placeholder's (the example).
+POSITION = "is inside a string literal or a comment"
+BIND = "The SQL holds a bind parameter"
+OWN_PARAMETERS = {
+    "sqlite": [
+        ("SELECT '{{ note }}' AS y, :p1 AS x", POSITION),
+        ("SELECT '{{ note }}' AS y, ?1 AS x", POSITION),
+        ("SELECT {{ note }} AS y, :p1 AS x", f"{BIND}, :p1 (or @p1, $p1"),
+        ("SELECT {{ note }} AS y, $p1 AS x", f"{BIND}, :p1 (or @p1, $p1"),
+        ("SELECT {{ note }} AS y, @who AS x", f"{BIND}, :who (or @who, $who"),
+        # SQLite gives ?1 the slot of the marker before it: only a second prepare sees it.
+        ("SELECT {{ note }} AS y, ?1 AS x", f"{BIND}, ?1:"),
+        ("SELECT {{ note }} AS y, ? AS x", f"{BIND}, ? (or ?N)"),
+        ("SELECT ?7 AS x", f"{BIND}, ? (or ?N)"),
+        ("SELECT :p1 AS x", f"{BIND}, :p1"),
+    ],
+    "postgresql": [
+        ("SELECT '{{ note }}' AS y, $1 AS x", POSITION),
+        ("SELECT {{ note }} AS y,\n  $2 AS x", f"Line 2: {BIND}, $2:"),
+        ("SELECT $1 AS x", f"Line 1: {BIND}, $1:"),
+    ],
+}
+VENDOR = "postgresql" if ON_POSTGRES else "sqlite"
+
+
+@pytest.mark.parametrize(("sql", "message"), OWN_PARAMETERS[VENDOR])
+def test_saving_refuses_bind_parameters_of_the_sql_s_own(editor, sql, message):
+    response = editor.post("/api/reports/", report_body(sql=sql), format="json")
+    assert response.status_code == 400, response.json()
+    assert message in response.json()["sql"][0]
+    assert not Report.objects.exists()
+
+
+@executes_reports
+@pytest.mark.parametrize(("sql", "message"), OWN_PARAMETERS[VENDOR])
+def test_a_run_of_sql_saved_before_the_check_fails_and_runs_no_value_as_sql(
+    runner, source_sql, scratch_tables, sql, message
+):
+    scratch_tables.append("param_secrets")
+    source_sql("CREATE TABLE param_secrets (word text)")
+    source_sql("INSERT INTO param_secrets VALUES ('hidden')")
+    report = Report.objects.create(
+        name="Old",
+        slug="old",
+        sql=sql,
+        parameters=[{"name": "note", "type": "text", "default": "x"}],
+    )
+    # Rendered inside the quotes, this value would close them and read the table.
+    value = "|| (SELECT word FROM param_secrets) ||"
+    response = run_via_api(runner, report, {"note": value})
+    assert response.status_code == 202
+    run = Run.objects.get()
+    execute_run(run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert message in run.error
+    assert "hidden" not in run.error and not run.output
+
+
 def test_a_huge_value_is_refused_before_it_reaches_the_database(runner):
     echo_report("SELECT {{ note }} AS n", [{"name": "note", "type": "text"}])
     response = runner.post(

@@ -2,10 +2,13 @@
 
 import io
 import re
+import secrets
+import threading
 from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.core.management.base import SystemCheckError
 from django.db import connections
@@ -16,7 +19,14 @@ from reports.services.source_safety import assess_source
 from runs.models import Run, RunStatus
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import default_source_as, needs_commits, postgres_only, sqlite_only
+from tests.conftest import (
+    default_source_as,
+    default_source_logins,
+    needs_commits,
+    postgres_only,
+    sqlite_only,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.django_db(databases="__all__"),
@@ -141,6 +151,10 @@ def scratch_role():
     [
         (["GRANT pg_read_server_files TO {role}"], "which has pg_read_server_files"),
         (["GRANT pg_execute_server_program TO {role}"], "which has pg_execute_server_program"),
+        # Every session's query text: other runs' SQL and values.
+        (["GRANT pg_read_all_stats TO {role}"], "which has pg_read_all_stats"),
+        (["GRANT pg_monitor TO {role}"], "which has pg_monitor, pg_read_all_stats"),
+        (["GRANT pg_signal_backend TO {role}"], "which has pg_signal_backend"),
         (["ALTER ROLE {role} REPLICATION"], "which has REPLICATION"),
         (
             ["GRANT SELECT ON public.authtoken_token TO {role}"],
@@ -158,7 +172,8 @@ def scratch_role():
     ],
 )
 def test_roles_with_dangerous_powers_are_refused(scratch_role, grants, message):
-    role = scratch_role("reportsvc_test_risky", *grants)
+    # Roles are cluster-wide and other test runs share the cluster: a name of its own.
+    role = scratch_role(f"reportsvc_test_risky_{secrets.token_hex(3)}", *grants)
     try:
         with default_source_as(USER=role, PASSWORD="", OPTIONS={}):
             refusals = assess_source(connection_for_source(DEFAULT_SOURCE)).refusals
@@ -179,35 +194,74 @@ def readme_recipe():
     return match.group(1)
 
 
+def _superuser_sees_active(pid):
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() == ("active",)
+
+
 @needs_commits
 @postgres_only
-def test_the_readme_recipe_makes_a_role_that_reads_only_the_reporting_data():
-    recipe = readme_recipe()
+def test_the_readme_recipe_makes_logins_that_read_only_the_reporting_data_and_stay_apart():
+    # Roles are cluster-wide and other test runs share the cluster: names of its own.
+    prefix = f"{_test_database()[:40]}_{secrets.token_hex(3)}"
+    recipe = readme_recipe().replace("reportsvc_reader", prefix)
+    group, logins = f"{prefix}s", [f"{prefix}_{number}" for number in (1, 2, 3)]
     service = connections["default"]
     with service.cursor() as cursor:
-        cursor.execute("DROP ROLE IF EXISTS reportsvc_reader")
         cursor.execute("CREATE SCHEMA IF NOT EXISTS reporting")
         cursor.execute("CREATE TABLE reporting.sales (day date, amount integer)")
         cursor.execute("INSERT INTO reporting.sales VALUES ('2026-11-25', 42)")
         cursor.execute(recipe)  # as written, run by an administrator
+
+    def connect(login):
+        return psycopg.connect(host="127.0.0.1", user=login, dbname=_test_database())
+
     try:
-        reader = psycopg.connect(host="127.0.0.1", user="reportsvc_reader", dbname=_test_database())
-        with reader:
-            assert reader.execute("SELECT amount FROM sales").fetchall() == [(42,)]
-            reader.rollback()
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                reader.execute("SELECT * FROM public.authtoken_token")
-            reader.rollback()
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                reader.execute("SELECT pg_read_file('/etc/hostname')")
-        with default_source_as(USER="reportsvc_reader", PASSWORD="", OPTIONS={}):
-            assessment = assess_source(connection_for_source(DEFAULT_SOURCE))
-            assert (assessment.refusals, assessment.warnings) == ([], [])
+        for login in logins:
+            with connect(login) as reader:
+                assert reader.execute("SELECT amount FROM sales").fetchall() == [(42,)]
+                reader.rollback()
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    reader.execute("SELECT * FROM public.authtoken_token")
+                reader.rollback()
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    reader.execute("SELECT pg_read_file('/etc/hostname')")
+        with connect(logins[0]) as busy, connect(logins[1]) as other:
+            other.autocommit = True
+            pid = busy.pgconn.backend_pid
+            sleeping = threading.Thread(
+                target=busy.execute, args=["SELECT 'secret value', pg_sleep(1)"]
+            )
+            sleeping.start()
+            wait_for(lambda: _superuser_sees_active(pid))
+            for role in (None, group):  # also after SET ROLE to the group
+                if role:
+                    other.execute(f'SET ROLE "{role}"')
+                query = other.execute(
+                    "SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]
+                ).fetchone()[0]
+                assert query == "<insufficient privilege>"
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    other.execute("SELECT pg_terminate_backend(%s)", [pid])
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    other.execute(f'SET ROLE "{logins[0]}"')
+            sleeping.join()
+        with default_source_logins(*logins):
+            call_command("check", stdout=io.StringIO())  # every login examined: no error
+            for alias in settings.REPORT_DATA_SOURCE_LOGINS[DEFAULT_SOURCE]:
+                assessment = assess_source(connections[alias])
+                assert (assessment.refusals, assessment.warnings) == ([], [])
     finally:
         with service.cursor() as cursor:
             cursor.execute("DROP SCHEMA reporting CASCADE")
-            cursor.execute("DROP OWNED BY reportsvc_reader")
-            cursor.execute("DROP ROLE reportsvc_reader")
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
+                [logins],
+            )
+            for role in [*logins, group]:
+                cursor.execute(f'DROP OWNED BY "{role}"')
+                cursor.execute(f'DROP ROLE "{role}"')
 
 
 @postgres_only

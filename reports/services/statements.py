@@ -27,24 +27,30 @@ def declared_of(report):
 def render_for_connection(sql, declared, values, connection):
     """``sql`` with ``values`` as quoted, cast literals for ``connection``'s database,
     after the database's parser has confirmed every placeholder stands where a value
-    goes. Raises TemplateError, ReportSQLError or the driver's error."""
+    goes and the SQL holds no bind parameter of its own (checked with or without
+    placeholders). Raises TemplateError, ReportSQLError or the driver's error."""
     placeholders = params.find_placeholders(sql)
     problem = params.names_problem(placeholders, declared)
     if problem:
         raise params.TemplateError(problem)
-    if not placeholders:
-        return sql, placeholders
-    connection.ensure_connection()
     if connection.vendor == "postgresql":
         params.check_postgres_positions(sql, placeholders)
+        if not placeholders:
+            return sql, placeholders
+        connection.ensure_connection()
         quote = params.postgres_quoter(connection.connection)
     elif connection.vendor == "sqlite":
+        connection.ensure_connection()
         params.check_sqlite_positions(connection.connection, sql, placeholders)
+        if not placeholders:
+            return sql, placeholders
         quote = params.sqlite_quoter(connection.connection)
-    else:
+    elif placeholders:
         raise params.TemplateError(
             f"Placeholders are not supported on {connection.vendor} data sources."
         )
+    else:
+        return sql, placeholders
     return params.render(sql, placeholders, declared, values, quote), placeholders
 
 

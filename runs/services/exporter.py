@@ -196,9 +196,10 @@ def _reset_session(connection):
     starts clean. One round trip; the transaction only read, so ROLLBACK loses nothing.
 
     Cheaper than a new connection per run, which cost the worker a third of its
-    throughput; a connection that cannot be reset is closed instead.
+    throughput; a connection that cannot be reset is closed instead. A connection made
+    for one leased login's holder (reports.services.logins) is closed after it instead.
     """
-    if connection.connection is None:
+    if connection.connection is None or getattr(connection, "reportsvc_closes_after_use", False):
         return
     try:
         with connection.cursor() as cursor:

@@ -12,8 +12,14 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from reports.datasources import connection_for_source
 from reports.parameters import ParameterError, TemplateError
+from reports.services.logins import (
+    SourceUnavailable,
+    leased_connection,
+    renew_leases,
+    run_holder,
+)
+from reports.services.source_safety import DataSourceRefused
 from reports.services.statements import statement_for_run
 from reports.sql import ReportSQLError
 from reportsvc.text import escaped
@@ -63,11 +69,12 @@ def notify_safely(run):
 
 
 def touch_runs(run_ids):
-    """Refresh the heartbeat of runs this process is executing."""
+    """Refresh the heartbeat of runs this process is executing, and their logins' leases."""
     if run_ids:
         Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
             heartbeat_at=timezone.now()
         )
+        renew_leases([run_holder(run_id) for run_id in run_ids])
 
 
 @contextlib.contextmanager
@@ -161,17 +168,34 @@ def perform_run(run, *, stop_waiting=None):
     statement it executed (the report's SQL as it was when the run started). If the
     database connection is lost, recording the outcome waits for the database to be
     back until ``stop_waiting`` (an Event) is set; without one it waits indefinitely.
+
+    The run holds a login of its data source alone until its outcome is recorded
+    (reports.services.logins), waiting for a free one up to the report's timeout.
     """
     stop_waiting = stop_waiting or threading.Event()
+    with contextlib.ExitStack() as lease:
+        return _perform_run(run, stop_waiting, lease)
+
+
+def _perform_run(run, stop_waiting, lease):
     report = run.report
     try:
-        connection = connection_for_source(report.data_source)
+        connection = lease.enter_context(
+            leased_connection(
+                report.data_source,
+                run_holder(run.pk),
+                wait_seconds=report.effective_timeout_seconds,
+                stop=stop_waiting,
+            )
+        )
     except KeyError:
         return fail_run(
             run,
             f"Unknown data source '{report.data_source}': it is not configured.",
             stop_waiting=stop_waiting,
         )
+    except (SourceUnavailable, DataSourceRefused) as error:
+        return fail_run(run, str(error), stop_waiting=stop_waiting)
     if run.interval_start is None or run.interval_end is None:  # queued before runs had one
         run.interval_start, run.interval_end = default_interval(report, run.queued_at)
     interval = {"interval_start": run.interval_start, "interval_end": run.interval_end}
