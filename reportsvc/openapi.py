@@ -73,6 +73,10 @@ RESPONSE_OBJECTS = {
     "RunSummary": {},
     "Delivery": {},
     "WebhookSecret": {},
+    "ReportVersion": {},
+    "ReportVersionDetail": {},
+    "ReportChange": {},
+    "ReportVersionSettings": {"sql": SQL_ONLY_FOR},
 }
 
 SECURITY_DESCRIPTIONS = {

@@ -129,6 +129,7 @@ def admin_pages(report, succeeded, failed):
         "/admin/reports/report/": "reports",
         f"{reports}change/": "reports",
         f"{reports}history/": "reports",
+        f"{reports}history/1/": "reports",
         f"{reports}run-with-parameters/": "run",
         f"{reports}backfill/": "run",
     }
@@ -142,6 +143,8 @@ def api_pages(report, succeeded, failed):
         f"/api/runs/{failed.pk}/",
         "/api/reports/",
         f"/api/reports/{report.slug}/",
+        f"/api/reports/{report.slug}/history/",
+        f"/api/reports/{report.slug}/history/1/",
     ]
 
 
