@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.parameters import ParameterError
+from reports.services.history import newest_version_number
 from reportsvc.web.display import (
     ROWS_HIDDEN,
     SQL_HIDDEN,
@@ -22,6 +23,7 @@ from reportsvc.web.display import (
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
 from runs.models import Run, RunTrigger, WorkerHeartbeat
+from runs.selectors import report_version_number
 from runs.services.preview import preview_rows
 from runs.services.queue import QueueFull, request_rerun
 
@@ -61,6 +63,7 @@ class RunAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "report",
+                    "report_version_link",
                     "badge",
                     "trigger",
                     "attempt",
@@ -103,6 +106,7 @@ class RunAdmin(admin.ModelAdmin):
     )
     readonly_fields = (
         "report",
+        "report_version_link",
         "badge",
         "trigger",
         "attempt",
@@ -171,6 +175,32 @@ class RunAdmin(admin.ModelAdmin):
             run.report.name,
             run.get_trigger_display(),
             when,
+        )
+
+    @admin.display(description="Report version")
+    def report_version_link(self, run):
+        """The version of the report the run ran, linked to it in the report's history."""
+        number = report_version_number(run)
+        if number is None:
+            if run.started_at is None:
+                return "— (recorded when the run starts)"
+            return "— (not recorded: the run started before the report had versions)"
+        version, newest = run.report_version, newest_version_number(run.report_id)
+        if newest in (None, number):
+            since = "the current version"
+        else:
+            since = format_html(
+                'changed since: now <a href="{}">version {}</a>', _version_url(run, newest), newest
+            )
+        by = f" by {version.history_user.get_username()}" if version.history_user else ""
+        return format_html(
+            '<a href="{}" id="report-version">Version {}</a> '
+            '<span class="rs-muted">of {}{} · {}</span>',
+            _version_url(run, number),
+            number,
+            moment(version.history_date),
+            by,
+            since,
         )
 
     @admin.display(description="Started", ordering="started_at")
@@ -355,6 +385,10 @@ class RunAdmin(admin.ModelAdmin):
             ),
         )
         return redirect("admin:runs_run_change", run.pk)
+
+
+def _version_url(run, number):
+    return reverse("admin:reports_report_version", args=[run.report_id, number])
 
 
 def _visibility(run):

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from reports.models import REPORT_SETTINGS_FIELDS
@@ -14,7 +14,23 @@ from runs.models import Run, RunStatus, WorkerHeartbeat
 
 
 def runs_with_report():
-    return Run.objects.select_related("report", "requested_by").prefetch_related("deliveries")
+    """Runs with what their pages show: the report, who asked, the deliveries, and the
+    number of the report's version each ran."""
+    return (
+        Run.objects.select_related("report", "requested_by")
+        .prefetch_related("deliveries")
+        .annotate(report_version_number=F("report_version__history_version"))
+    )
+
+
+def report_version_number(run):
+    """The number of the report's version ``run`` ran (None before it started, or for
+    runs from before reports had versions)."""
+    if run.report_version_id is None:
+        return None
+    if hasattr(run, "report_version_number"):
+        return run.report_version_number
+    return run.report_version.history_version
 
 
 def successful_runs_newest_first():

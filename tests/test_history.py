@@ -5,13 +5,14 @@ history keeps no secret, and what the service moves on by itself makes no versio
 
 import html
 import io
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
@@ -22,10 +23,11 @@ from reports.services.history import (
 )
 from reports.services.schedules import save_report
 from reports.services.webhook_secrets import rotate_webhook_secret
-from runs.models import RunStatus
+from runs.models import Run, RunStatus
 from runs.services.fires import fire_due_reports
-from runs.services.queue import claim_runs
+from runs.services.queue import claim_runs, enqueue_run
 from runs.services.runner import perform_run, run_report_now
+from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import needs_commits
 from tests.test_admin import form_data
@@ -307,6 +309,83 @@ def test_without_change_report_there_is_no_revert(report):
     assert outsider.get("/api/reports/orders/history/").status_code == 403
 
 
+# --- Runs name their version --------------------------------------------------------------
+
+
+def test_a_claimed_run_records_the_version_it_ran_with_its_sql(report, author):
+    first_run = enqueue_run(report, "manual")
+    (claimed,) = claim_runs(1, "worker-1")
+    assert claimed.pk == first_run.pk
+    perform_run(claimed)
+    save_report(report, {"sql": SQL_V2}, by=author, via="API")
+    second = run_report_now(report)  # runreport's way: born running
+    first_run.refresh_from_db()
+    second.refresh_from_db()
+    v1, v2 = versions(report)
+    assert (first_run.report_version_id, first_run.sql) == (v1.history_id, v1.sql)
+    assert (second.report_version_id, second.sql) == (v2.history_id, v2.sql)
+    assert enqueue_run(report, "manual").report_version_id is None  # set when it starts
+
+    api = client_for(author)
+    data = api.get(f"/api/runs/{first_run.pk}/").json()
+    assert data["report_version"] == 1
+    assert data["report_version_url"] == "http://testserver/api/reports/orders/history/1/"
+    assert api.get(data["report_version_url"]).json()["settings"]["sql"] == SQL_V1
+    listed = {run["id"]: run for run in api.get("/api/runs/").json()["results"]}
+    assert (listed[first_run.pk]["report_version"], listed[second.pk]["report_version"]) == (1, 2)
+
+    page = page_text(browser_for(author).get(f"/admin/runs/run/{first_run.pk}/change/"))
+    assert f'href="/admin/reports/report/{report.pk}/history/1/" id="report-version">Version 1' in (
+        page
+    )
+    assert "changed since: now" in page
+    page = page_text(browser_for(author).get(f"/admin/runs/run/{second.pk}/change/"))
+    assert "the current version" in page and "by author" in page
+
+
+@needs_commits
+def test_runs_claimed_while_the_report_is_saved_name_the_version_whose_sql_they_ran():
+    """The claim reads the report's SQL and its newest version in one statement, and a
+    save writes the report and its version in one transaction: they always agree."""
+    report = Report.objects.create(name="Busy", slug="busy", sql="SELECT 0 AS n")
+    stop = threading.Event()
+
+    def keep_saving():
+        try:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                save_report(Report.objects.get(pk=report.pk), {"sql": f"SELECT {number} AS n"})
+        finally:
+            connections.close_all()
+
+    saver = threading.Thread(target=keep_saving)
+    saver.start()
+    try:
+        for _ in range(40):
+            enqueue_run(report, "manual")
+            for run in claim_runs(1, "worker-1"):
+                transition_run(run, RunStatus.FAILED, error="done")
+            time.sleep(0.005)  # let the saver in
+    finally:
+        stop.set()
+        saver.join(timeout=30)
+    runs = Run.objects.filter(report=report).select_related("report_version")
+    assert len(runs) == 40 and len(versions(report)) > 2
+    assert [
+        (run.sql, run.report_version.sql) for run in runs if run.sql != run.report_version.sql
+    ] == []
+    assert len({run.report_version_id for run in runs}) > 1  # the saves went on meanwhile
+
+
+def test_runs_from_before_reports_had_versions_say_so(report, author):
+    run = run_report_now(report)
+    Run.objects.filter(pk=run.pk).update(report_version=None)
+    assert client_for(author).get(f"/api/runs/{run.pk}/").json()["report_version"] is None
+    page = page_text(browser_for(author).get(f"/admin/runs/run/{run.pk}/change/"))
+    assert "not recorded: the run started before the report had versions" in page
+
+
 # --- Who sees what ------------------------------------------------------------------------
 
 
@@ -527,3 +606,4 @@ def test_the_history_is_in_the_openapi_schema():
     components = schema["components"]["schemas"]
     assert "sql" not in components["ReportVersionSettings"]["required"]
     assert "webhook_secret" not in components["ReportVersionSettings"]["properties"]
+    assert set(components["Run"]["required"]) >= {"report_version", "report_version_url"}
