@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
@@ -22,8 +23,8 @@ from reportsvc.web.display import (
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
-from runs.models import Run, RunTrigger, WorkerHeartbeat
-from runs.selectors import report_version_number
+from runs.models import Run, RunStatus, RunTrigger, WorkerHeartbeat
+from runs.selectors import RECENT_FAILURES_WINDOW, report_version_number
 from runs.services.preview import preview_rows
 from runs.services.queue import QueueFull, request_rerun
 
@@ -32,6 +33,24 @@ from runs.services.queue import QueueFull, request_rerun
 for _model in (DjangoJob, DjangoJobExecution):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+
+class FinishedFilter(admin.SimpleListFilter):
+    """Runs that finished lately: the admin index's "failed in the last 24 hours" links
+    here, so the list shows the runs it counted, not every failure ever."""
+
+    title = "finished"
+    parameter_name = "finished"
+    WINDOWS = {"24h": RECENT_FAILURES_WINDOW, "7d": timedelta(days=7)}
+
+    def lookups(self, request, model_admin):
+        return [("24h", "In the last 24 hours"), ("7d", "In the last 7 days")]
+
+    def queryset(self, request, queryset):
+        window = self.WINDOWS.get(self.value())
+        if window is None:
+            return queryset
+        return queryset.filter(finished_at__gte=timezone.now() - window)
 
 
 @admin.register(Run)
@@ -50,7 +69,13 @@ class RunAdmin(admin.ModelAdmin):
         "error_summary",
     )
     list_display_links = ("id", "badge")
-    list_filter = ("status", "trigger", "report", ("queued_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        FinishedFilter,
+        "trigger",
+        "report",
+        ("queued_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("report",)
     search_fields = ("=id", "report__slug", "error", "worker")
     ordering = ("-queued_at", "-id")
@@ -135,6 +160,17 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("report")
+
+    def get_fieldsets(self, request, obj=None):
+        """A failed run's page starts with why it failed, above the timings."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.status != RunStatus.FAILED:
+            return fieldsets
+        without_error = [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "error_block"]})
+            for name, options in fieldsets
+        ]
+        return [("Why it failed", {"fields": ["error_block"]}), *without_error]
 
     def get_search_fields(self, request):
         # Searching the error text would tell, one guess at a time, the statement it

@@ -139,6 +139,12 @@ class Run(models.Model):
                 condition=models.Q(status="succeeded"),
                 name="run_report_success_idx",
             ),
+            # The admin's "failed in the last 24 hours": only failed runs enter it.
+            models.Index(
+                fields=["-finished_at"],
+                condition=models.Q(status="failed"),
+                name="run_failed_finished_idx",
+            ),
             models.Index(
                 fields=["requested_by"],
                 condition=models.Q(requested_by__isnull=False),

@@ -143,6 +143,16 @@ def worker_is_alive(name, now=None):
     ).exists()
 
 
+RECENT_FAILURES_WINDOW = timedelta(hours=24)
+
+
+def failed_since(since):
+    """Runs that failed at or after ``since``, the latest first (run_failed_finished_idx)."""
+    return Run.objects.filter(status=RunStatus.FAILED, finished_at__gte=since).order_by(
+        "-finished_at", "-id"
+    )
+
+
 def worker_status(now=None):
     """What the admin index shows: workers, queue length, recent failures."""
     now = now or timezone.now()
@@ -163,7 +173,5 @@ def worker_status(now=None):
         "workers": workers,
         "queued": Run.objects.filter(status=RunStatus.QUEUED).count(),
         "running": Run.objects.filter(status=RunStatus.RUNNING).count(),
-        "failed_24h": Run.objects.filter(
-            status=RunStatus.FAILED, queued_at__gte=now - timedelta(hours=24)
-        ).count(),
+        "failed_24h": failed_since(now - RECENT_FAILURES_WINDOW).count(),
     }

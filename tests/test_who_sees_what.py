@@ -124,6 +124,7 @@ def admin_pages(report, succeeded, failed):
         "/admin/": 200,
         "/admin/runs/run/": "runs",
         "/admin/runs/run/?status__exact=failed": "runs",
+        "/admin/runs/run/?status__exact=failed&finished=24h": "runs",
         **{f"{run}change/": "runs" for run in runs},
         **{f"{run}history/": "runs" for run in runs},
         "/admin/reports/report/": "reports",
