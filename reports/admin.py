@@ -3,6 +3,9 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -12,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
+from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.parameters import (
     BOOLEAN,
@@ -22,6 +26,7 @@ from reports.parameters import (
     ParameterError,
     declared_parameters,
 )
+from reports.services import history
 from reports.services.schedules import save_report
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
@@ -45,6 +50,7 @@ from runs.services.intervals import default_interval
 from runs.services.queue import QueueFull, request_run, validated_request
 
 RECENT_RUNS = 20
+VERSIONS_PER_PAGE = 20
 
 
 class ReportForm(forms.ModelForm):
@@ -204,6 +210,7 @@ class ReportAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = (
         "sql_hidden",
+        "current_version",
         "next_fire_times",
         "next_run_at_moment",
         "created_at_moment",
@@ -234,7 +241,17 @@ class ReportAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("History", {"fields": ("next_run_at_moment", "created_at_moment", "updated_at_moment")}),
+        (
+            "History",
+            {
+                "fields": (
+                    "current_version",
+                    "next_run_at_moment",
+                    "created_at_moment",
+                    "updated_at_moment",
+                )
+            },
+        ),
     )
     # What someone who may not change the report sees instead of its targets and secret.
     REDACTED_FIELDS = {
@@ -283,9 +300,19 @@ class ReportAdmin(admin.ModelAdmin):
         return tuple(name for name in self.list_display if name != "download")
 
     def save_model(self, request, obj, form, change):
-        save_report(obj)  # a changed schedule moves next_run_at at once
+        # A changed schedule moves next_run_at at once; the version names the user.
+        save_report(obj, by=request.user, via="admin")
         if getattr(form, "sql_warning", None):
             messages.warning(request, form.sql_warning)
+
+    def delete_model(self, request, obj):
+        with recorded(request.user, "admin"):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with recorded(request.user, "admin"):
+            for report in queryset:  # one deletion, and one version, per report
+                report.delete()
 
     def get_queryset(self, request):
         return (
@@ -383,6 +410,23 @@ class ReportAdmin(admin.ModelAdmin):
     def sql_hidden(self, report):
         return hidden_note(SQL_HIDDEN)
 
+    @admin.display(description="Version")
+    def current_version(self, report):
+        if report.pk is None:
+            return "—"
+        version = history.versions_of(report.pk).first()
+        if version is None:
+            return "— (no version recorded)"
+        return format_html(
+            '<a href="{}">Version {}</a> <span class="rs-muted">{}{}</span> · '
+            '<a href="{}">all versions</a>',
+            reverse("admin:reports_report_version", args=[report.pk, version.history_version]),
+            version.history_version,
+            moment(version.history_date),
+            f" by {version.history_user.get_username()}" if version.history_user else "",
+            reverse("admin:reports_report_history", args=[report.pk]),
+        )
+
     @admin.display(description="Notify emails")
     def notify_emails_redacted(self, report):
         return redacted_emails(report.notify_emails) or "—"
@@ -432,7 +476,7 @@ class ReportAdmin(admin.ModelAdmin):
         return redirect("admin:reports_report_change", report_id)
 
     def _rotate(self, request, report):
-        rotate_webhook_secret(report, by=request.user)
+        rotate_webhook_secret(report, by=request.user, via="admin")
         self.log_change(request, report, "Rotated the webhook secret.")
 
     # --- Run now -------------------------------------------------------------------
@@ -453,7 +497,19 @@ class ReportAdmin(admin.ModelAdmin):
         rotate = self.admin_site.admin_view(self.rotate_view)
         run_with = self.admin_site.admin_view(self.run_with_parameters_view)
         backfill = self.admin_site.admin_view(self.backfill_view)
+        version = self.admin_site.admin_view(self.version_view)
+        revert = self.admin_site.admin_view(self.revert_view)
         return [
+            path(
+                "<int:report_id>/history/<int:number>/",
+                version,
+                name="reports_report_version",
+            ),
+            path(
+                "<int:report_id>/history/<int:number>/revert/",
+                revert,
+                name="reports_report_revert",
+            ),
             path("<int:report_id>/run/", run, name="reports_report_run"),
             path(
                 "<int:report_id>/run-with-parameters/",
@@ -586,6 +642,112 @@ class ReportAdmin(admin.ModelAdmin):
             ),
         )
         return run
+
+    # --- History ---------------------------------------------------------------------
+
+    def _viewable_report(self, request, report_id):
+        report = self.get_object(request, unquote(str(report_id)))
+        if report is None:
+            return None
+        if not self.has_view_or_change_permission(request, report):
+            raise PermissionDenied
+        return report
+
+    def history_view(self, request, object_id, extra_context=None):
+        """Every version of the report, newest first, each with what it changed."""
+        report = self._viewable_report(request, object_id)
+        if report is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        shows = visibility_of(request)
+        page = Paginator(history.versions_of(report.pk), VERSIONS_PER_PAGE).get_page(
+            request.GET.get("p")
+        )
+        versions = list(page)
+        before, budget = history.previous_versions(versions), history.DiffBudget()
+        entries = [
+            (
+                version,
+                history.version_changes(
+                    version, before.get(version.history_version - 1), shows, budget
+                ),
+            )
+            for version in versions
+        ]
+        return self._page(
+            request,
+            report,
+            f"History of “{report.name}”",
+            "admin/reports/report/history.html",
+            entries=entries,
+            page=page,
+            page_range=page.paginator.get_elided_page_range(page.number),
+            sql_hidden=not shows.sql,
+        )
+
+    def version_view(self, request, report_id, number, errors=None):
+        """One version: what it changed, its settings, and (with change_report) what
+        reverting to it would change."""
+        report = self._viewable_report(request, report_id)
+        version = history.version_of(report_id, number) if report is not None else None
+        if version is None:
+            messages.error(request, f"Report {report_id} has no version {number}.")
+            return redirect("admin:reports_report_changelist")
+        shows = visibility_of(request)
+        previous = history.version_of(report.pk, number - 1) if number > 1 else None
+        newest = history.newest_version_number(report.pk)
+        can_revert = self.has_change_permission(request, report)
+        return self._page(
+            request,
+            report,
+            f"Version {number} of “{report.name}”",
+            "admin/reports/report/version.html",
+            version=version,
+            kind=history.kind_of(version),
+            newest=newest,
+            changes=history.version_changes(version, previous, shows),
+            settings=[
+                (history.label_of(name), *history.setting_shown(name, value))
+                for name, value in history.version_settings(version, shows).items()
+            ],
+            sql_hidden=not shows.sql,
+            can_revert=can_revert,
+            revert_changes=history.revert_changes(report, version, shows) if can_revert else [],
+            webhooks_stay=history.webhooks_stay(report, version),
+            errors=errors or [],
+        )
+
+    def revert_view(self, request, report_id, number):
+        """Give the report the settings of one of its versions (POST, change_report)."""
+        report = self._viewable_report(request, report_id)
+        version = history.version_of(report_id, number) if report is not None else None
+        if version is None:
+            messages.error(request, f"Report {report_id} has no version {number}.")
+            return redirect("admin:reports_report_changelist")
+        if request.method != "POST" or not self.has_change_permission(request, report):
+            raise PermissionDenied
+        try:
+            created = history.revert_report(report, version, by=request.user, via="admin")
+        except ValidationError as error:
+            shows = visibility_of(request)
+            errors = [
+                (history.label_of(name) if name in history.FIELD_ORDER else "", shows.error(text))
+                for name, texts in error.message_dict.items()
+                for text in texts
+            ]
+            messages.error(
+                request, "The report was not reverted: this version does not pass today's checks."
+            )
+            return self.version_view(request, report_id, number, errors=errors)
+        if created is None:
+            messages.info(request, f"“{report.name}” has the settings of version {number} already.")
+        else:
+            self.log_change(request, report, f"Reverted to version {number}.")
+            messages.success(
+                request,
+                f"Reverted “{report.name}” to the settings of version {number}: this is "
+                f"version {created.history_version}.",
+            )
+        return redirect("admin:reports_report_history", report.pk)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         recent = (

@@ -8,21 +8,27 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from reports.history import recorded
 from reports.models import Report
 from reports.parameters import ParameterError
 from reports.serializers import (
     BackfillRequestSerializer,
     ReportSerializer,
+    ReportVersionDetailSerializer,
+    ReportVersionSerializer,
     RunRequestSerializer,
     WebhookSecretSerializer,
 )
+from reports.services import history as report_history
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
-from reportsvc.web.permissions import CanChangeReports, ReportModelPermissions
+from reportsvc.web.pagination import NewestFirstCursorPagination
+from reportsvc.web.permissions import CanChangeReports, ReportModelPermissions, visibility_of
 from reportsvc.web.renderers import download_view_options
 from reportsvc.web.schema import (
     ERROR,
@@ -56,6 +62,13 @@ SQL_WARNING = OpenApiParameter(
     description='`199 - "…"` when the SQL was saved checked by the parser only: every login '
     "of its data source was in use by runs. Runs check it on the database.",
 )
+
+
+class VersionCursorPagination(NewestFirstCursorPagination):
+    ordering = ("-history_version",)
+    page_size = 20
+    max_page_size = 100
+    items = "versions"
 
 
 @extend_schema_view(
@@ -100,12 +113,18 @@ class ReportViewSet(viewsets.ModelViewSet):
     sql_warning = None
 
     def perform_create(self, serializer):
-        serializer.instance = save_report(Report(**serializer.validated_data))
+        serializer.instance = save_report(
+            Report(**serializer.validated_data), by=self.request.user, via="API"
+        )
         self.sql_warning = getattr(serializer, "sql_warning", None)
 
     def perform_update(self, serializer):
-        save_report(serializer.instance, serializer.validated_data)
+        save_report(serializer.instance, serializer.validated_data, by=self.request.user, via="API")
         self.sql_warning = getattr(serializer, "sql_warning", None)
+
+    def perform_destroy(self, instance):
+        with recorded(self.request.user, "API"):
+            instance.delete()
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -266,11 +285,74 @@ class ReportViewSet(viewsets.ModelViewSet):
         keep it, and give it to the receivers that check X-Reportsvc-Signature.
         """
         report = self.get_object()
-        secret = webhook_secrets.rotate_webhook_secret(report, by=request.user)
+        secret = webhook_secrets.rotate_webhook_secret(report, by=request.user, via="API")
         return Response(
             WebhookSecretSerializer({"webhook_secret": secret}).data,
             headers={"Cache-Control": "no-store"},
         )
+
+    def _versions_context(self, report, versions):
+        shows = visibility_of(self.request)
+        before = report_history.previous_versions(versions)
+        budget = report_history.DiffBudget()
+        changes = {
+            version.history_version: report_history.version_changes(
+                version, before.get(version.history_version - 1), shows, budget
+            )
+            for version in versions
+        }
+        return {**self.get_serializer_context(), "changes": changes, "slug": report.slug}
+
+    @extend_schema(responses={200: ReportVersionSerializer(many=True), 400: VALIDATION_ERROR})
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="history",
+        url_name="history",
+        pagination_class=VersionCursorPagination,
+    )
+    def history(self, request, slug=None):
+        """The report's versions, newest first, each with who changed it, when, how and
+        what changed (a line diff for the SQL, the description and the parameters).
+
+        Needs view_report; the SQL's values and diffs need view_report_sql too (others
+        learn that it changed). Cursor-paginated: follow `next` and `previous`.
+        """
+        report = self.get_object()
+        page = self.paginate_queryset(report_history.versions_of(report.pk))
+        context = self._versions_context(report, page)
+        return self.get_paginated_response(
+            ReportVersionSerializer(page, many=True, context=context).data
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "number",
+                {"type": "integer", "minimum": 1},
+                OpenApiParameter.PATH,
+                description="The version's number (1 is the oldest).",
+            )
+        ],
+        responses={200: ReportVersionDetailSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"history/(?P<number>[0-9]+)",
+        url_name="history-version",
+    )
+    def history_version(self, request, slug=None, number=None):
+        """One version of the report: what it changed, and every setting as it was
+        (the SQL only with view_report_sql). Needs view_report.
+        """
+        report = self.get_object()
+        number = int(number)
+        version = report_history.version_of(report.pk, number)
+        if version is None:
+            raise NotFound(f"Report '{report.slug}' has no version {number}.")
+        context = self._versions_context(report, [version])
+        return Response(ReportVersionDetailSerializer(version, context=context).data)
 
 
 class LatestOutputView(GenericAPIView):

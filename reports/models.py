@@ -3,9 +3,10 @@ import secrets
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, router, transaction
 
 from reports.datasources import DEFAULT_SOURCE
+from reports.history import SECRET_FIELDS, ReportHistory
 from reports.validators import (
     MAX_ROWS_LIMIT,
     MAX_TIMEOUT_SECONDS,
@@ -203,6 +204,9 @@ class Report(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Versions: a change to a setting (or a new webhook secret, never kept) writes one.
+    history = ReportHistory(compared=(*REPORT_SETTINGS_FIELDS, *SECRET_FIELDS))
+
     class Meta:
         ordering = ["name"]
         indexes = [
@@ -220,6 +224,12 @@ class Report(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        # The row and its version are written in one transaction (see reports.history).
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        with transaction.atomic(using=using):
+            super().save(*args, **kwargs)
 
     def clean(self):
         from reports.parameters import ParameterError, declared_parameters, parameters_json

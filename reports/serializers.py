@@ -9,6 +9,7 @@ from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.moments import span_text
+from reports.services import history
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
@@ -215,3 +216,113 @@ class BackfillRequestSerializer(serializers.Serializer):
         required=False,
         help_text="Values of declared parameters for every run (missing ones take their default).",
     )
+
+
+# --- History ---------------------------------------------------------------------
+
+
+class ReportChangeSerializer(serializers.Serializer):
+    """One setting a version changed, as the user may see it."""
+
+    field = serializers.CharField(
+        help_text="The setting (a field of the report; webhook_secret for a new secret)."
+    )
+    label = serializers.CharField(help_text="The setting's name as the admin shows it.")
+    before = serializers.CharField(
+        allow_null=True,
+        help_text='The value before, as text (true/false, "" for none, parameters as '
+        "JSON); null for a new report, and when it is not for you (note says why). Cut "
+        f"after {history.VALUE_SHOWN_CHARS:,} characters: the version's settings have it whole.",
+    )
+    after = serializers.CharField(allow_null=True, help_text="The value after, likewise.")
+    diff = serializers.CharField(
+        allow_null=True,
+        help_text="A unified line diff of before and after (sql, description, parameters; "
+        f"at most {history.DIFF_SHOWN_LINES} lines, a last line saying what was left out); "
+        "null for other settings and when the values are not for you.",
+    )
+    note = serializers.CharField(
+        help_text="What you do not see and why (the SQL without view_report_sql, a secret, "
+        "webhook URLs kept as scheme and host), or empty."
+    )
+
+    def to_representation(self, change):
+        return {
+            "field": change.field,
+            "label": str(change.label),
+            "before": change.before,
+            "after": change.after,
+            "diff": change.diff.as_text() if change.diff is not None else None,
+            "note": change.note,
+        }
+
+
+class ReportVersionSerializer(serializers.Serializer):
+    """A version of a report: who changed it, when, how, and what changed."""
+
+    version = serializers.IntegerField(help_text="1 for the oldest version kept, then 2, …")
+    url = serializers.URLField(help_text="This version, with its settings.")
+    kind = serializers.ChoiceField(
+        choices=list(history.KINDS.values()),
+        help_text="created, changed or deleted (a report that existed before history began "
+        "starts with a changed version that changed nothing).",
+    )
+    changed_at = serializers.DateTimeField()
+    changed_by = serializers.CharField(
+        allow_null=True, help_text="The user's name; null for commands and deleted users."
+    )
+    via = serializers.CharField(
+        help_text="How: admin, API, manage.py seed_demo, “reverted to version N (admin)”, "
+        "“history began”; empty when not known."
+    )
+    changed_fields = serializers.ListField(
+        child=serializers.CharField(), help_text="The settings in `changes`, in order."
+    )
+    changes = ReportChangeSerializer(many=True)
+
+    def to_representation(self, version):
+        changes = self.context["changes"][version.history_version]
+        user = version.history_user
+        return {
+            "version": version.history_version,
+            "url": api_links(self.context).report_version(
+                self.context["slug"], version.history_version
+            ),
+            "kind": history.kind_of(version),
+            "changed_at": iso_datetime(version.history_date),
+            "changed_by": user.get_username() if user is not None else None,
+            "via": version.history_change_reason or "",
+            "changed_fields": [change.field for change in changes],
+            "changes": ReportChangeSerializer(changes, many=True).data,
+        }
+
+
+class ReportVersionSettingsSerializer(serializers.ModelSerializer):
+    """A report's settings as they were at a version, as the user may see them."""
+
+    parameters = ParameterDeclarationsField(help_text="Declared parameters.")
+
+    class Meta:
+        model = Report
+        fields = list(REPORT_SETTINGS_FIELDS)
+        read_only_fields = fields
+        extra_kwargs = {
+            "notify_emails": {"help_text": REDACTED_HELP.format("…@domain")},
+            "notify_webhooks": {
+                "help_text": "As the history keeps them: scheme and host (scheme://host/…)."
+            },
+        }
+
+    def to_representation(self, settings):
+        return settings  # already as the user may see them (history.version_settings)
+
+
+class ReportVersionDetailSerializer(ReportVersionSerializer):
+    settings = ReportVersionSettingsSerializer(
+        help_text="Every setting as it was at this version (no webhook secret: it is never kept)."
+    )
+
+    def to_representation(self, version):
+        data = super().to_representation(version)
+        data["settings"] = history.version_settings(version, context_visibility(self.context))
+        return data

@@ -75,6 +75,10 @@ RESPONSE_OBJECTS = {
     "RunSummary": {},
     "Delivery": {},
     "WebhookSecret": {},
+    "ReportVersion": {},
+    "ReportVersionDetail": {},
+    "ReportChange": {},
+    "ReportVersionSettings": {"sql": SQL_ONLY_FOR},
 }
 
 SECURITY_DESCRIPTIONS = {

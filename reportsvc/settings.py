@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django_apscheduler",
     "axes",
     "csp",
+    "simple_history",
     "access",
     "reports",
     "runs",
@@ -76,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who changed a report, for changes no view names explicitly (a delete, say).
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "reportsvc.web.escaping.EscapeUnencodableTextMiddleware",

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
@@ -12,6 +13,7 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.moments import in_zone
 from reports.parameters import ParameterError
+from reports.services.history import newest_version_number
 from reportsvc.text import escaped
 from reportsvc.web.display import (
     ROWS_HIDDEN,
@@ -25,7 +27,8 @@ from reportsvc.web.display import (
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
-from runs.models import Run, RunTrigger, SchedulerLease, WorkerHeartbeat
+from runs.models import Run, RunStatus, RunTrigger, SchedulerLease, WorkerHeartbeat
+from runs.selectors import RECENT_FAILURES_WINDOW, report_version_number
 from runs.services.preview import preview_rows
 from runs.services.queue import QueueFull, request_rerun
 
@@ -34,6 +37,24 @@ from runs.services.queue import QueueFull, request_rerun
 for _model in (DjangoJob, DjangoJobExecution):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+
+class FinishedFilter(admin.SimpleListFilter):
+    """Runs that finished lately: the admin index's "failed in the last 24 hours" links
+    here, so the list shows the runs it counted, not every failure ever."""
+
+    title = "finished"
+    parameter_name = "finished"
+    WINDOWS = {"24h": RECENT_FAILURES_WINDOW, "7d": timedelta(days=7)}
+
+    def lookups(self, request, model_admin):
+        return [("24h", "In the last 24 hours"), ("7d", "In the last 7 days")]
+
+    def queryset(self, request, queryset):
+        window = self.WINDOWS.get(self.value())
+        if window is None:
+            return queryset
+        return queryset.filter(finished_at__gte=timezone.now() - window)
 
 
 @admin.register(Run)
@@ -52,7 +73,13 @@ class RunAdmin(admin.ModelAdmin):
         "error_summary",
     )
     list_display_links = ("id", "badge")
-    list_filter = ("status", "trigger", "report", ("queued_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        FinishedFilter,
+        "trigger",
+        "report",
+        ("queued_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("report",)
     search_fields = ("=id", "report__slug", "error", "worker")
     ordering = ("-queued_at", "-id")
@@ -65,6 +92,7 @@ class RunAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "report",
+                    "report_version_link",
                     "badge",
                     "trigger",
                     "attempt",
@@ -107,6 +135,7 @@ class RunAdmin(admin.ModelAdmin):
     )
     readonly_fields = (
         "report",
+        "report_version_link",
         "badge",
         "trigger",
         "attempt",
@@ -135,6 +164,17 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("report")
+
+    def get_fieldsets(self, request, obj=None):
+        """A failed run's page starts with why it failed, above the timings."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.status != RunStatus.FAILED:
+            return fieldsets
+        without_error = [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "error_block"]})
+            for name, options in fieldsets
+        ]
+        return [("Why it failed", {"fields": ["error_block"]}), *without_error]
 
     def get_search_fields(self, request):
         # Searching the error text would tell, one guess at a time, the statement it
@@ -175,6 +215,32 @@ class RunAdmin(admin.ModelAdmin):
             run.report.name,
             run.get_trigger_display(),
             when,
+        )
+
+    @admin.display(description="Report version")
+    def report_version_link(self, run):
+        """The version of the report the run ran, linked to it in the report's history."""
+        number = report_version_number(run)
+        if number is None:
+            if run.started_at is None:
+                return "— (recorded when the run starts)"
+            return "— (not recorded: the run started before the report had versions)"
+        version, newest = run.report_version, newest_version_number(run.report_id)
+        if newest in (None, number):
+            since = "the current version"
+        else:
+            since = format_html(
+                'changed since: now <a href="{}">version {}</a>', _version_url(run, newest), newest
+            )
+        by = f" by {version.history_user.get_username()}" if version.history_user else ""
+        return format_html(
+            '<a href="{}" id="report-version">Version {}</a> '
+            '<span class="rs-muted">of {}{} · {}</span>',
+            _version_url(run, number),
+            number,
+            moment(version.history_date),
+            by,
+            since,
         )
 
     @admin.display(description="Started", ordering="started_at")
@@ -358,6 +424,10 @@ class RunAdmin(admin.ModelAdmin):
             ),
         )
         return redirect("admin:runs_run_change", run.pk)
+
+
+def _version_url(run, number):
+    return reverse("admin:reports_report_version", args=[run.report_id, number])
 
 
 def _visibility(run):

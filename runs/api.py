@@ -6,10 +6,9 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
 
 from reports.parameters import ParameterError
+from reportsvc.web.pagination import NewestFirstCursorPagination
 from reportsvc.web.permissions import CanViewReports
 from reportsvc.web.renderers import download_view_options
 from reportsvc.web.schema import VALIDATION_ERROR, download_parameters, download_responses
@@ -31,51 +30,11 @@ from runs.services.formats import output_formats
 from runs.services.queue import QueueFull, request_rerun
 
 
-class RunCursorPagination(CursorPagination):
-    """Newest first; a page stays the same while new runs arrive."""
-
+class RunCursorPagination(NewestFirstCursorPagination):
     ordering = ("-queued_at", "-id")
     page_size = 50
-    page_size_query_param = "page_size"
     max_page_size = 500
-
-    def get_schema_operation_parameters(self, view):
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.cursor_query_param:
-                parameter["description"] = (
-                    "Opaque position, taken from the `next` or `previous` link of a page "
-                    "(400 if it is not one of those)."
-                )
-            elif parameter["name"] == self.page_size_query_param:
-                parameter["description"] = (
-                    f"Runs per page: 1 to {self.max_page_size} (default {self.page_size}); "
-                    f"a larger number gives {self.max_page_size}."
-                )
-                parameter["schema"] = {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": self.max_page_size,
-                }
-        return parameters
-
-    def get_paginated_response_schema(self, schema):
-        result = super().get_paginated_response_schema(schema)
-        result["required"] = ["next", "previous", "results"]  # always sent, null at the ends
-        for name, direction in (("next", "older"), ("previous", "newer")):
-            result["properties"][name].pop("example", None)
-            result["properties"][name]["description"] = (
-                f"The page of {direction} runs, with the same filters; null if there is none."
-            )
-        return result
-
-    def decode_cursor(self, request):
-        try:
-            return super().decode_cursor(request)
-        except NotFound:  # DRF answers a bad cursor with 404; it is bad input
-            raise ValidationError(
-                {self.cursor_query_param: ["Invalid cursor: use the next/previous links."]}
-            ) from None
+    items = "runs"
 
 
 class UTCIsoDateTimeField(IsoDateTimeField):

@@ -69,6 +69,15 @@ class Run(models.Model):
     backfill_id = models.UUIDField(
         null=True, blank=True, help_text="The backfill request that queued this run."
     )
+    report_version = models.ForeignKey(
+        "reports.HistoricalReport",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        help_text="The report's version when the run started (its settings and SQL).",
+    )
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -129,6 +138,12 @@ class Run(models.Model):
                 fields=["report", "-finished_at", "-id"],
                 condition=models.Q(status="succeeded"),
                 name="run_report_success_idx",
+            ),
+            # The admin's "failed in the last 24 hours": only failed runs enter it.
+            models.Index(
+                fields=["-finished_at"],
+                condition=models.Q(status="failed"),
+                name="run_failed_finished_idx",
             ),
             models.Index(
                 fields=["requested_by"],

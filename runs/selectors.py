@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -15,7 +15,23 @@ from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 
 
 def runs_with_report():
-    return Run.objects.select_related("report", "requested_by").prefetch_related("deliveries")
+    """Runs with what their pages show: the report, who asked, the deliveries, and the
+    number of the report's version each ran."""
+    return (
+        Run.objects.select_related("report", "requested_by")
+        .prefetch_related("deliveries")
+        .annotate(report_version_number=F("report_version__history_version"))
+    )
+
+
+def report_version_number(run):
+    """The number of the report's version ``run`` ran (None before it started, or for
+    runs from before reports had versions)."""
+    if run.report_version_id is None:
+        return None
+    if hasattr(run, "report_version_number"):
+        return run.report_version_number
+    return run.report_version.history_version
 
 
 def successful_runs_newest_first():
@@ -182,6 +198,16 @@ def worker_is_alive(name, now=None):
     ).exists()
 
 
+RECENT_FAILURES_WINDOW = timedelta(hours=24)
+
+
+def failed_since(since):
+    """Runs that failed at or after ``since``, the latest first (run_failed_finished_idx)."""
+    return Run.objects.filter(status=RunStatus.FAILED, finished_at__gte=since).order_by(
+        "-finished_at", "-id"
+    )
+
+
 def worker_status(now=None):
     """What the admin index shows: workers, who schedules, queue length, recent failures."""
     now = now or timezone.now()
@@ -204,7 +230,5 @@ def worker_status(now=None):
         "scheduler": scheduler,
         "queued": Run.objects.filter(status=RunStatus.QUEUED).count(),
         "running": Run.objects.filter(status=RunStatus.RUNNING).count(),
-        "failed_24h": Run.objects.filter(
-            status=RunStatus.FAILED, queued_at__gte=now - timedelta(hours=24)
-        ).count(),
+        "failed_24h": failed_since(now - RECENT_FAILURES_WINDOW).count(),
     }

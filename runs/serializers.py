@@ -6,6 +6,7 @@ from rest_framework import serializers
 from reportsvc.web.links import MomentField, api_links, iso_datetime
 from reportsvc.web.permissions import NOBODY, visibility_of
 from runs.models import Delivery, Run, RunStatus
+from runs.selectors import report_version_number
 
 # null until the run succeeded with an output
 DOWNLOAD_URL_FIELD = serializers.URLField(allow_null=True)
@@ -85,6 +86,14 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
         "runs, and once the user is deleted.",
     )
     sql = serializers.CharField(read_only=True, help_text="The exact statement executed.")
+    report_version = serializers.SerializerMethodField(
+        help_text="The number of the report's version the run ran (its settings and SQL as "
+        "they were when it started); null while queued, and for runs started before reports "
+        "had versions."
+    )
+    report_version_url = serializers.SerializerMethodField(
+        help_text="That version in the report's history (…/history/{version}/); null with it."
+    )
     deliveries = DeliverySerializer(many=True, read_only=True)
 
     class Meta:
@@ -94,6 +103,8 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "url",
             "report",
             "report_name",
+            "report_version",
+            "report_version_url",
             "status",
             "trigger",
             "scheduled_for",
@@ -134,6 +145,17 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
                 "stamps as ISO 8601 in UTC, decimals as text."
             },
         }
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_report_version(self, run):
+        return report_version_number(run)
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_report_version_url(self, run):
+        number = report_version_number(run)
+        if number is None:
+            return None
+        return api_links(self.context).report_version(run.report.slug, number)
 
     def to_representation(self, run):
         data = super().to_representation(run)

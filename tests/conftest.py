@@ -320,6 +320,7 @@ def execute_run(run):
     False if it was no longer queued."""
     from django.utils import timezone
 
+    from reports.services.history import newest_version_id
     from runs.models import RunStatus
     from runs.services.guard import execute_claimed_run
     from runs.services.heartbeats import worker_name
@@ -331,6 +332,7 @@ def execute_run(run):
         run,
         RunStatus.RUNNING,
         sql=statement_to_record(run.report),
+        report_version_id=newest_version_id(run.report_id),
         worker=worker_name(),
         started_at=now,
         heartbeat_at=now,

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from reports.models import Report
@@ -291,7 +292,8 @@ def test_admin_index_shows_worker_status(admin_client, reports):
     assert 'box:42 <span class="rs-badge rs-running">scheduler</span>' in html
     assert "box:7 <span" not in html
     assert re.search(r'id="scheduler-status"><th scope="row">Scheduler</th>\s*<td>box:42<', html)
-    assert '?status__exact=failed">1</a>' in html  # the broken report failed today
+    # The broken report failed today: the count links to the last 24 hours' failures.
+    assert '?status__exact=failed&amp;finished=24h">1</a>' in html
     beats = admin_client.get("/admin/runs/workerheartbeat/").content.decode()
     assert beats.count('alt="True"') == 1  # the Schedules column: box:42 only
 
@@ -300,6 +302,86 @@ def test_admin_index_shows_worker_status(admin_client, reports):
     html = admin_client.get("/admin/").content.decode()
     assert '<span class="rs-badge rs-failed">not scheduling</span> No worker has held' in html
     assert "scheduler</span>" not in html
+
+
+def failed_at(report, finished_at, error):
+    run = enqueue_run(report, "manual")
+    transition_run(run, RunStatus.FAILED, error=error, finished_at=finished_at)
+    return run
+
+
+def test_admin_index_lists_the_last_24_hours_failures_and_links_to_just_those(
+    admin_client, reports
+):
+    _, broken = reports
+    now = timezone.now()
+    recent = failed_at(
+        broken,
+        now - timedelta(hours=23),
+        '\nrelation "orders" does not exist\nLINE 1: SELECT * FROM orders',
+    )
+    old = failed_at(broken, now - timedelta(hours=25), "an old failure, out of the window")
+    html = admin_client.get("/admin/").content.decode()
+    panel = html[html.index('id="recent-failures"') : html.index('id="recent-failures"') + 4000]
+    panel = panel[: panel.index("</table>")]
+    assert "Failed in the last 24 hours" in panel
+    newest, older = broken.runs.filter(status="failed").exclude(pk=old.pk).order_by("-finished_at")
+    assert panel.index(f'/admin/runs/run/{newest.pk}/change/">Broken</a>') < panel.index(
+        f'/admin/runs/run/{recent.pk}/change/">Broken</a>'
+    )
+    assert "relation &quot;orders&quot; does not exist" in panel and "LINE 1" not in panel
+    other_reason = newest.error.splitlines()[0]  # each database words it its own way
+    assert "nope" in other_reason and html_module.escape(other_reason) in panel
+    assert "an old failure" not in html
+    assert '?status__exact=failed&amp;finished=24h">2</a>' in html
+    listed = admin_client.get("/admin/runs/run/?status__exact=failed&finished=24h").content
+    listed = listed.decode()
+    assert f"/admin/runs/run/{recent.pk}/change/" in listed
+    assert f"/admin/runs/run/{older.pk}/change/" in listed
+    assert f"/admin/runs/run/{old.pk}/change/" not in listed
+    everything = admin_client.get("/admin/runs/run/?status__exact=failed").content.decode()
+    assert f"/admin/runs/run/{old.pk}/change/" in everything
+
+
+def test_the_index_lists_at_most_ten_failures_and_links_to_the_rest(admin_client, reports):
+    _, broken = reports
+    for minutes in range(12):
+        failed_at(broken, timezone.now() - timedelta(minutes=minutes), f"failure {minutes}")
+    html = admin_client.get("/admin/").content.decode()
+    panel = html[html.index('id="recent-failures"') :]
+    panel = panel[: panel.index("</table>")]
+    assert panel.count('<td class="rs-failure-reason">') == 10
+    assert "failure 0<" in panel and "failure 11<" not in panel
+    assert "All 13 failed runs of the last 24 hours</a>" in panel
+
+
+def test_the_index_shows_failures_as_each_user_may_see_them(client, reports):
+    _, broken = reports
+    failed_at(broken, timezone.now(), "LINE 1: SELECT secret_column FROM t\n")
+    staff_client(client, "view_run")
+    html = client.get("/admin/").content.decode()
+    assert 'id="recent-failures"' in html and "secret_column" not in html
+    # Without runs.view_run: the count, no list, no link to pages they cannot open.
+    viewer = make_user("report-viewer", staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_report"))
+    staff = Client()
+    staff.force_login(viewer)
+    html = staff.get("/admin/").content.decode()
+    assert 'id="recent-failures"' not in html and "finished=24h" not in html
+    assert '<th scope="row">Failed (24 h)</th>\n        <td>2</td>' in html
+
+
+def test_a_failed_runs_page_shows_the_error_first_above_the_timings(admin_client, reports):
+    daily, broken = reports
+    failed = broken.runs.get()
+    page = admin_client.get(f"/admin/runs/run/{failed.pk}/change/").content.decode()
+    assert (
+        page.index('<pre class="rs-error">') < page.index("Queued at") < page.index("SQL executed")
+    )
+    assert page.index("Why it failed") < page.index("Report version")
+    succeeded = daily.runs.get()
+    page = admin_client.get(f"/admin/runs/run/{succeeded.pk}/change/").content.decode()
+    assert "Why it failed" not in page and page.index("Queued at") < page.index("Error")
 
 
 def test_admin_index_keeps_recent_actions_in_the_sidebar_and_hides_scheduler_internals(

@@ -308,3 +308,92 @@ def test_pages_work_under_the_content_security_policy_at_800_and_1400_px(live_se
     monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
     report.refresh_from_db()
     assert report.webhook_secret == secret
+
+
+def test_history_pages_and_the_failures_at_a_glance_fit_800_and_1400_px(live_server, monkeypatch):
+    """The index with the last day's failures, a report's history, a version with its
+    revert, and a failed run's page: no sideways scrolling, whatever the lines' length,
+    and no violation of the Content-Security-Policy. Reverting asks first, then works."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from reports.services.schedules import save_report
+    from runs.services.queue import enqueue_run
+    from runs.services.transitions import transition_run
+
+    user = make_user("ops", staff=True)
+    user.is_superuser = True
+    user.set_password("a-long-password-1")
+    user.save()
+    wide = "x" * 400  # no place to break a line
+    report = Report.objects.create(
+        name="Revenue by currency and country, last 30 days",
+        slug="wide",
+        sql=f"SELECT 1 AS n, '{wide}' AS long_value",
+    )
+    save_report(
+        report,
+        {
+            "sql": f"SELECT 2 AS n,\n  '{wide}' AS long_value,\n  '<b>markup</b>' AS tag",
+            "description": f"Changed: {wide}",
+            "notify_emails": "ops@example.com",
+            "max_rows": 1000,
+        },
+        by=user,
+        via="admin",
+    )
+    run = enqueue_run(report, "manual")
+    transition_run(run, RunStatus.RUNNING, worker="a1b2c3d4e5f6:12345")
+    transition_run(run, RunStatus.FAILED, error=f"relation {wide} does not exist\nLINE 1: …")
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    pages = {
+        "index": ("/admin/", "#recent-failures"),
+        "history": (f"/admin/reports/report/{report.pk}/history/", "#version-2"),
+        "version": (f"/admin/reports/report/{report.pk}/history/1/", "#revert"),
+        "failed-run": (f"/admin/runs/run/{run.pk}/change/", "pre.rs-error"),
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        for width in (800, 1400):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.set_default_timeout(20_000)
+            page.add_init_script(RECORD_CSP_VIOLATIONS)
+            page.goto(f"{live_server.url}/admin/login/")
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", "a-long-password-1")
+            page.click("input[type=submit]")
+            expect(page.locator("#worker-status")).to_be_visible()
+            for name, (path, ready) in pages.items():
+                page.goto(f"{live_server.url}{path}")
+                expect(page.locator(ready).first).to_be_visible()
+                page.screenshot(path=OUTPUT_DIR / f"{name}-{width}.png", full_page=True)
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"{name} at {width} px scrolls sideways by {overflow} px"
+                assert page.evaluate("window.cspViolations") == [], (name, width)
+            # The failed run's page: the error above the timings.
+            error_box = page.locator("pre.rs-error").bounding_box()
+            timing = page.get_by_text("Queued at").first.bounding_box()
+            assert error_box["y"] < timing["y"]
+            if width == 1400:
+                page.goto(f"{live_server.url}/admin/reports/report/{report.pk}/history/1/")
+                questions = []
+
+                def accept(dialog, seen=questions):
+                    seen.append(dialog.message)
+                    dialog.accept()
+
+                page.on("dialog", accept)
+                page.click("#revert-button")
+                expect(page.locator(".messagelist")).to_contain_text("this is version 3")
+                assert questions == [f"Revert “{report.name}” to version 1?"]
+            page.close()
+        browser.close()
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
+    report.refresh_from_db()
+    assert report.sql.startswith("SELECT 1 AS n") and report.max_rows is None
+    assert report.notify_emails == ""

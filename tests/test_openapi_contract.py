@@ -148,6 +148,9 @@ def test_every_kind_of_user_gets_what_the_schema_says(role, history):
         ("/api/reports/{slug}/", "/api/reports/numbers/"),
         ("/api/runs/", "/api/runs/?page_size=2"),
         *[("/api/runs/{id}/", f"/api/runs/{run.pk}/") for run in runs],
+        ("/api/reports/{slug}/history/", "/api/reports/numbers/history/"),
+        ("/api/reports/{slug}/history/{number}/", "/api/reports/numbers/history/1/"),
+        ("/api/reports/{slug}/history/{number}/", "/api/reports/numbers/history/2/"),
     ]
     for path, url in reads:
         response = api.get(url)

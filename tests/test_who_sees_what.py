@@ -124,11 +124,13 @@ def admin_pages(report, succeeded, failed):
         "/admin/": 200,
         "/admin/runs/run/": "runs",
         "/admin/runs/run/?status__exact=failed": "runs",
+        "/admin/runs/run/?status__exact=failed&finished=24h": "runs",
         **{f"{run}change/": "runs" for run in runs},
         **{f"{run}history/": "runs" for run in runs},
         "/admin/reports/report/": "reports",
         f"{reports}change/": "reports",
         f"{reports}history/": "reports",
+        f"{reports}history/1/": "reports",
         f"{reports}run-with-parameters/": "run",
         f"{reports}backfill/": "run",
     }
@@ -142,6 +144,8 @@ def api_pages(report, succeeded, failed):
         f"/api/runs/{failed.pk}/",
         "/api/reports/",
         f"/api/reports/{report.slug}/",
+        f"/api/reports/{report.slug}/history/",
+        f"/api/reports/{report.slug}/history/1/",
     ]
 
 

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from reports.cron import CronError, next_fire_time, parse_crontab
+from reports.history import recorded
 from reports.models import Report
 
 # What next_run_at follows; any other field can change without moving it.
@@ -40,16 +41,17 @@ def upcoming_fire(expression, zone_name, enabled=True, *, after=None):
     return next_fire_time(schedule, zone, after or timezone.now())
 
 
-def save_report(report, changes=None):
+def save_report(report, changes=None, *, by=None, via=""):
     """Save ``report`` (with ``changes``, field name -> value, applied first).
 
     A new report, or one whose schedule, time zone or enabled flag changed, gets the
     next fire time of its schedule from now; any other edit keeps the stored one, which
-    the leader may have moved on since ``report`` was read.
+    the leader may have moved on since ``report`` was read. The version this writes
+    names ``by`` (a user) and ``via`` (admin, API, …).
     """
     for name, value in (changes or {}).items():
         setattr(report, name, value)
-    with transaction.atomic():
+    with recorded(by, via), transaction.atomic():
         stored = (
             Report.objects.select_for_update()
             .filter(pk=report.pk)

@@ -32,6 +32,20 @@ class ApiLinks:
         }
         self.run = _builder("run-detail", request, pk=0)
         self.run_download = _builder("run-download", request, pk=0)
+        self.report_version = _version_builder(request)
+
+
+def _version_builder(request):
+    """``…/reports/{slug}/history/{number}/``, reversed once."""
+    marker_slug, marker_number = _MARKER, 987654321
+    url = reverse(
+        "report-history-version",
+        kwargs={"slug": marker_slug, "number": marker_number},
+        request=request,
+    )
+    prefix, rest = url.split(marker_slug)
+    middle, suffix = rest.split(str(marker_number))
+    return lambda slug, number: f"{prefix}{slug}{middle}{number}{suffix}"
 
 
 def latest_output_link(links, report):

@@ -18,6 +18,7 @@ VIEW_REPORTS = "reports.view_report"
 RUN_REPORTS = "reports.run_report"
 VIEW_SQL = "reports.view_report_sql"
 CHANGE_REPORTS = "reports.change_report"
+VIEW_RUN_RECORDS = "runs.view_run"
 
 
 def can_view_reports(user):
@@ -45,6 +46,8 @@ class Visibility:
         self.outputs = user is not None and can_view_reports(user)  # previews, downloads
         self.sql = user is not None and can_view_sql(user)
         self.targets = user is not None and can_change_reports(user)  # and delivery errors
+        # The admin's run pages and lists (the API's runs need view_report only).
+        self.run_records = user is not None and user.is_active and user.has_perm(VIEW_RUN_RECORDS)
 
     def error(self, text):
         """A run's error; without the lines that quote the statement for those who may

@@ -18,6 +18,7 @@ from reports.parameters import (
     json_value,
     resolve_values,
 )
+from reports.services.history import newest_version_id
 from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
@@ -197,7 +198,8 @@ def _fire_run(report_id, scheduled_for, interval_start, previous_run, now):
 def start_run_in_this_process(
     report, trigger, worker, *, requested_by=None, parameters=None, interval=None
 ):
-    """A run born running, for a process that executes it itself (``runreport``).
+    """A run born running, for a process that executes it itself (``runreport``), with
+    the report's SQL and newest version, as a claim records them.
 
     Queuing it first would let a polling worker claim it before this process does.
     """
@@ -212,6 +214,7 @@ def start_run_in_this_process(
         interval_start=start,
         interval_end=end,
         sql=statement_to_record(report),
+        report_version_id=newest_version_id(report.pk),
         worker=worker,
         started_at=now,
         heartbeat_at=now,

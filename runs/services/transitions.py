@@ -48,11 +48,18 @@ def transition_run(run, status, **fields):
 # moved to running in one statement: no transaction to open and commit, which is most
 # of a claim's cost when runs are short. PostgreSQL locks the candidate with SKIP
 # LOCKED, so workers claiming at the same moment never wait for or take each other's
-# runs.
+# runs. The report's SQL and its newest version are read by the same statement: a
+# report and its version are saved in one transaction, so they always agree.
 START_NEXT_RUN_SQL = """
 UPDATE runs_run
 SET status = %s, worker = %s, started_at = %s, heartbeat_at = %s,
-    sql = (SELECT report.sql FROM reports_report AS report WHERE report.id = runs_run.report_id)
+    sql = (SELECT report.sql FROM reports_report AS report WHERE report.id = runs_run.report_id),
+    report_version_id = (
+        SELECT version.history_id FROM reports_historicalreport AS version
+        WHERE version.id = runs_run.report_id
+        ORDER BY version.history_version DESC
+        LIMIT 1
+    )
 WHERE runs_run.id = (
     SELECT queued.id
     FROM runs_run AS queued
@@ -82,7 +89,7 @@ def start_queued_runs(limit, worker, now=None):
 
     One at a time, so a report whose run this call started is running for the next
     pick: a claim never starts two runs of the same report. Each run records the
-    report's SQL as it is at the start.
+    report's SQL as it is at the start, and the report's version.
     """
     now = now or timezone.now()
     queued, running = RunStatus.QUEUED, RunStatus.RUNNING

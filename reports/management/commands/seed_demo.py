@@ -3,6 +3,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from reports.datasources import DEFAULT_SOURCE, is_demo_source
+from reports.history import recorded
 from reports.services.demo import ensure_demo_admin, seed_demo_data, seed_demo_reports
 from reportsvc.localrun import (
     admin_password_file,
@@ -29,7 +30,8 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Demo data: already present, unchanged.")
         if is_demo_source(DEFAULT_SOURCE):
-            created = seed_demo_reports()
+            with recorded(via="manage.py seed_demo"):
+                created = seed_demo_reports()
             self.stdout.write(
                 f"Demo reports: created {', '.join(created)}."
                 if created
