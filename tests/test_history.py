@@ -458,7 +458,7 @@ def test_the_history_keeps_no_secret(report):
     assert "…@corp.example" in viewer.get("/api/reports/orders/history/2/").content.decode()
 
 
-def test_bookkeeping_saves_make_no_version(report):
+def test_bookkeeping_saves_make_no_version(report, lease):
     save_report(report, {"schedule": "* * * * *", "alert_condition": "has_rows"})
     assert len(versions(report)) == 2
     report.next_run_at = timezone.now() - timedelta(minutes=1)
@@ -468,7 +468,7 @@ def test_bookkeeping_saves_make_no_version(report):
     report.name = "Renamed in memory only"
     report.save(update_fields=["next_run_at", "updated_at"])  # the name is not saved
     Report.objects.filter(pk=report.pk).update(alert_active=False)
-    assert fire_due_reports() == 1  # the leader moves next_run_at on
+    assert fire_due_reports(lease) == 1  # the leader moves next_run_at on
     (run,) = claim_runs(1, "worker-1")
     perform_run(run)
     assert run_report_now(Report.objects.get(pk=report.pk)).status == RunStatus.SUCCEEDED
