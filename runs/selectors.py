@@ -61,6 +61,11 @@ def latest_successful_output():
     return Subquery(runs.values("output")[:1])
 
 
+# The join reports_with_freshness makes to each report's tally of succeeded runs: a
+# query built on it can read the tally's other columns without joining it again.
+SUCCESS_TALLY = "success_tally"
+
+
 def reports_with_freshness(now=None):
     """Reports with ``last_success_at`` (when a run of theirs last succeeded, or None)
     and ``stale``, as of ``now``.
@@ -80,7 +85,8 @@ def reports_with_freshness(now=None):
         "run_tallies", condition=Q(run_tallies__status=RunStatus.SUCCEEDED)
     )
     return Report.objects.annotate(
-        successes=successes, last_success_at=F("successes__last_finished_at")
+        **{SUCCESS_TALLY: successes},
+        last_success_at=F(f"{SUCCESS_TALLY}__last_finished_at"),
     ).annotate(
         stale=Case(
             When(expect_success_within__isnull=True, then=Value(False)),

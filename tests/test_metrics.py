@@ -1,6 +1,7 @@
 """GET /metrics: what a scrape says after real runs, read back with prometheus-client's
 parser; counters that retention cannot lower; who may scrape; hostile input."""
 
+import gzip
 import subprocess
 import sys
 import threading
@@ -174,6 +175,18 @@ def _registry_of(families):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Readings())
     return registry
+
+
+def test_a_scraper_that_accepts_gzip_gets_it(client, token):
+    for number in range(20):
+        run_report_now(make_report(f"report-{number}"))
+    plain = scrape(client)
+    packed = scrape(client, HTTP_ACCEPT_ENCODING="gzip, deflate")  # as Prometheus asks
+    assert packed["Content-Encoding"] == "gzip"
+    assert packed["Vary"] == "Accept-Encoding"
+    assert "Content-Encoding" not in plain
+    assert len(packed.content) * 5 < len(plain.content)
+    assert gzip.decompress(packed.content) == plain.content
 
 
 def test_a_hostile_slug_stays_one_label_value(client, token):
@@ -408,11 +421,13 @@ def test_existing_runs_are_tallied_when_the_tallies_arrive():
 def test_closed_by_default_it_is_not_there(client, settings):
     settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = "", []
     make_report("daily")
-    for headers in ({}, {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}):
-        response = client.get("/metrics", **headers)
-        assert response.status_code == 404
-        assert b"reportsvc" not in response.content and b"daily" not in response.content
-    assert client.get("/no-such-page").status_code == 404  # the same answer as this
+    unknown = client.get("/no-such-page")
+    assert unknown.status_code == 404
+    for method in (client.get, client.head, client.post, client.delete):
+        for headers in ({}, {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}):
+            response = method("/metrics", **headers)
+            assert response.status_code == 404, method  # as for any unknown address
+            assert response.content == method("/no-such-page").content
 
 
 @pytest.mark.parametrize(
@@ -455,7 +470,9 @@ def test_with_the_token_a_scrape_is_200(client, token):
         )
     assert response["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
     assert client.head("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
-    assert client.post("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 405
+    refused = client.post("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert (refused.status_code, refused["Allow"]) == (405, "GET, HEAD")
+    assert client.post("/metrics").status_code == 401  # no hint for those without it
 
 
 def test_allowed_networks_open_it_to_those_networks_only(client, settings):
