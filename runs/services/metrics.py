@@ -16,6 +16,7 @@ readings, odd label values included; numbers are formatted by prometheus-client.
 import functools
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import reduce
 from operator import and_
 
@@ -119,7 +120,7 @@ def read_metrics(now=None):
         "Runs that ended, by report and final status. Deleting runs never lowers it.",
         ("report", "status"),
     )
-    rows = _rows(_reports_with_tallies(now))
+    rows = _report_rows(now)
     # Per row: slug, expects a success, stale, last success, last run's duration, then
     # the runs of each final status (FINAL_STATUSES order).
     stale.samples = [((row[0],), 1 if row[2] else 0) for row in rows if row[1]]
@@ -178,10 +179,23 @@ def _reports_with_tallies(now):
     )
 
 
-def _rows(queryset):
-    """The rows of ``queryset`` as the database driver gives them: the ORM's per-value
-    converters cost more than the query for tens of thousands of rows."""
-    sql, params = queryset.query.sql_with_params()
+# Stands for "now" in the compiled statement of _reports_with_tallies: compiling it (the
+# ORM's work) took longer than the database took to run it, so it is compiled once.
+PLACEHOLDER_NOW = datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+
+
+@functools.cache
+def _report_rows_statement(vendor):
+    return _reports_with_tallies(PLACEHOLDER_NOW).query.sql_with_params()
+
+
+def _report_rows(now):
+    """The rows of _reports_with_tallies as of ``now``, as the database driver gives them:
+    the ORM's per-value converters cost more than the query for thousands of rows."""
+    sql, params = _report_rows_statement(connection.vendor)
+    adapt = connection.ops.adapt_datetimefield_value
+    placeholder, now = adapt(PLACEHOLDER_NOW), adapt(now)
+    params = [now if param == placeholder else param for param in params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
