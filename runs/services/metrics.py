@@ -265,10 +265,15 @@ def exposition(families):
     return "".join(lines).encode()
 
 
-# A value in the text format, as prometheus-client writes it. Most values are the same
-# from one scrape to the next (a count, a last success): each is formatted once, which
-# halves the writing of a scrape. Formatting only; the figures are read anew each time.
-number = functools.lru_cache(maxsize=1 << 15)(floatToGoString)
+@functools.lru_cache(maxsize=1 << 15)
+def number(value):
+    """A value in the text format, as prometheus-client writes it.
+
+    Most values are the same from one scrape to the next (a count, a last success): each
+    is formatted once, which halves the writing of a scrape. Formatting only: the
+    figures are read anew at every scrape.
+    """
+    return floatToGoString(value)
 
 
 class _Memo(dict):
