@@ -8,8 +8,8 @@ the worker heartbeats: never the runs themselves.
 
 The text is Prometheus' text format 0.0.4 as prometheus-client writes it. It is written
 here rather than by ``prometheus_client.generate_latest``, which takes about 10 µs a
-sample on the development machine, and 5,000 reports make 26,000 samples: 250 ms a
-scrape (bench/metrics.py). The tests compare the two writers' bytes for the same
+sample on the development machine, and 5,000 reports make 26,000 samples: a quarter of
+a second and more a scrape (bench/metrics.py). The tests compare the two writers' bytes for the same
 readings, odd label values included; numbers are formatted by prometheus-client.
 """
 
@@ -17,7 +17,6 @@ import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import reduce
 from operator import and_
 
 from django.db import connection
@@ -155,7 +154,7 @@ def _reports_with_tallies(now):
     newest_first = [
         When(
             Q(**{f"{tally}__last_finished_at__isnull": False})
-            & reduce(
+            & functools.reduce(
                 and_,
                 (
                     Q(**{f"{other}__last_finished_at__isnull": True})
