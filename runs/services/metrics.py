@@ -9,8 +9,9 @@ the worker heartbeats: never the runs themselves.
 The text is Prometheus' text format 0.0.4 as prometheus-client writes it. It is written
 here rather than by ``prometheus_client.generate_latest``, which takes about 10 µs a
 sample on the development machine, and 5,000 reports make 26,000 samples: a quarter of
-a second and more a scrape (bench/metrics.py). The tests compare the two writers' bytes for the same
-readings, odd label values included; numbers are formatted by prometheus-client.
+a second and more a scrape (bench/metrics.py). The tests compare the two writers' bytes
+for the same readings, odd label values included; numbers are formatted by
+prometheus-client.
 """
 
 import functools
