@@ -225,7 +225,18 @@ class ReportAdmin(admin.ModelAdmin):
             "Definition",
             {"fields": ("name", "slug", "description", "sql", "parameters", "data_source")},
         ),
-        ("Schedule", {"fields": ("schedule", "timezone", "enabled", "next_fire_times")}),
+        (
+            "Schedule",
+            {
+                "fields": (
+                    "schedule",
+                    "timezone",
+                    "enabled",
+                    "expect_success_within",
+                    "next_fire_times",
+                )
+            },
+        ),
         ("Output", {"fields": ("output_format", "escape_formulas", "csv_bom")}),
         ("Limits", {"fields": ("timeout_seconds", "max_rows", "max_retries", "retention_days")}),
         (

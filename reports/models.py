@@ -14,6 +14,7 @@ from reports.validators import (
     validate_crontab,
     validate_data_source,
     validate_email_list,
+    validate_expect_success_within,
     validate_timezone,
     validate_webhook_list,
 )
@@ -53,6 +54,7 @@ REPORT_SETTINGS_FIELDS = (
     "schedule",
     "timezone",
     "enabled",
+    "expect_success_within",
     "timeout_seconds",
     "max_rows",
     "max_retries",
@@ -110,6 +112,15 @@ class Report(models.Model):
         help_text="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.",
     )
     enabled = models.BooleanField(default=True)
+    expect_success_within = models.DurationField(
+        "expect a success within",
+        null=True,
+        blank=True,
+        validators=[validate_expect_success_within],
+        help_text="The report is stale when no run has succeeded for this long (since it "
+        "was created, if none ever has), e.g. 1 02:00:00 for a day and two hours, or "
+        "ISO 8601 (P1DT2H). At most a year. Blank: no expectation.",
+    )
     timeout_seconds = models.PositiveIntegerField(
         null=True,
         blank=True,

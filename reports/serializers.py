@@ -2,6 +2,7 @@ from datetime import UTC
 
 from django.core.exceptions import ValidationError as ModelValidationError
 from django.utils import timezone
+from django.utils.duration import duration_string
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -85,6 +86,12 @@ class ReportSerializer(serializers.ModelSerializer):
             },
             "notify_emails": {"help_text": REDACTED_HELP.format("…@domain")},
             "notify_webhooks": {"help_text": REDACTED_HELP.format("scheme://host/…")},
+            "expect_success_within": {
+                "help_text": "The report is stale when no run has succeeded for this long "
+                "(since it was created, if none ever has): '[DD] [HH:[MM:]]ss', e.g. "
+                "'1 00:00:00' for a day, or ISO 8601 ('P1D', 'PT6H'). Positive, at most a "
+                "year; null: no expectation."
+            },
         }
 
     def validate(self, attrs):
@@ -147,6 +154,8 @@ class ReportSerializer(serializers.ModelSerializer):
         for name in REPORT_SETTINGS_FIELDS:
             if name != "sql" or visibility.sql:
                 data[name] = getattr(report, name)
+        if data["expect_success_within"] is not None:  # as DRF writes durations
+            data["expect_success_within"] = duration_string(data["expect_success_within"])
         if not visibility.targets:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)

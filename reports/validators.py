@@ -2,7 +2,7 @@
 
 import functools
 import zoneinfo
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
@@ -17,6 +17,8 @@ from reports.targets import blocked_target_problem
 MAX_TIMEOUT_SECONDS = 86_400
 # LIMIT max_rows + 1 must fit PostgreSQL's bigint.
 MAX_ROWS_LIMIT = 2**63 - 2
+# A freshness expectation longer than a year is no expectation anyone is paged for.
+MAX_EXPECT_SUCCESS_WITHIN = timedelta(days=365)
 
 
 def validate_crontab(value):
@@ -45,6 +47,21 @@ def validate_timezone(value):
         raise ValidationError(
             f"Unknown time zone '{value}': use an IANA name such as 'Europe/Berlin' or 'UTC'.",
             code="invalid_timezone",
+        )
+
+
+def validate_expect_success_within(value):
+    if value <= timedelta(0):
+        raise ValidationError(
+            "Give a positive duration, e.g. 1 00:00:00 (a day) or 06:00:00 (6 hours); "
+            "leave it empty for no expectation.",
+            code="not_positive",
+        )
+    if value > MAX_EXPECT_SUCCESS_WITHIN:
+        raise ValidationError(
+            f"At most a year ({MAX_EXPECT_SUCCESS_WITHIN.days} 00:00:00), not "
+            f"{value.days} days; leave it empty for no expectation.",
+            code="too_long",
         )
 
 

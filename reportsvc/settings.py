@@ -5,6 +5,7 @@ outputs under ``var/outputs/``. Every variable is listed in README.md and .env.e
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,7 +43,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP
+# Container health checks, and Prometheus scraping the container, speak plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=SECURE_SSL_REDIRECT)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=SECURE_SSL_REDIRECT)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
@@ -325,6 +327,25 @@ HOUSEKEEPING_INTERVAL_SECONDS = env.int("HOUSEKEEPING_INTERVAL_SECONDS", default
 
 API_RUN_THROTTLE_RATE = env("API_RUN_THROTTLE_RATE", default="60/minute")
 HEALTH_WORKER_MAX_AGE_SECONDS = env.int("HEALTH_WORKER_MAX_AGE_SECONDS", default=120)
+
+# --- Metrics (GET /metrics, Prometheus) -------------------------------------------------
+
+# Scrapers send "Authorization: Bearer <METRICS_TOKEN>", or come from one of the networks
+# (the client's address as CLIENT_ADDRESS_HEADER says); with both set, both must hold.
+# Neither: /metrics is off (404).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if METRICS_TOKEN and not re.fullmatch(r"[A-Za-z0-9._~+/-]{32,}=*", METRICS_TOKEN):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be at least 32 characters: letters, digits and -._~+/ (e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        str(network) for network in parse_networks(METRICS_ALLOWED_NETWORKS)
+    ]
+except ValueError as _error:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_error}.") from None
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes anonymous requests 401, not 403.

@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 from reports.api import ReportViewSet, latest_output_view
 from runs.api import RunViewSet
 from runs.services.formats import output_formats
-from runs.views import healthz
+from runs.views import healthz, metrics
 
 router = DefaultRouter()
 router.register("reports", ReportViewSet, basename="report")
@@ -28,6 +28,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     *latest_outputs,
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A browser page: people without a session log in to the admin first. The split

@@ -232,6 +232,33 @@ class SchedulerLease(models.Model):
         return f"{self.holder or 'nobody'} (epoch {self.epoch})"
 
 
+class RunTally(models.Model):
+    """A report's runs that ended in one final status: how many, ever, and when the
+    newest of them that started began and ended.
+
+    Not read from the runs table, so retention, which deletes runs, never lowers a count
+    or forgets a last success; and /metrics reads one small row per report and status
+    instead of looking through runs. Only ``runs.services.transitions`` writes it, in
+    the transaction that records the runs' final status.
+    """
+
+    report = models.ForeignKey(
+        "reports.Report", on_delete=models.CASCADE, related_name="run_tallies", db_index=False
+    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    count = models.PositiveBigIntegerField(default=0)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["report", "status"], name="run_tally_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.report_id} {self.status}: {self.count}"
+
+
 class DeliveryChannel(models.TextChoices):
     EMAIL = "email", "Email"
     WEBHOOK = "webhook", "Webhook"

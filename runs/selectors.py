@@ -6,11 +6,24 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, OuterRef, Subquery
-from django.db.models.functions import Now
+from django.db.models import (
+    BooleanField,
+    Case,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    FilteredRelation,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Now
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
-from reports.models import REPORT_SETTINGS_FIELDS
+from reports.models import REPORT_SETTINGS_FIELDS, Report
 from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 
 
@@ -64,6 +77,42 @@ def latest_successful_output():
     return Subquery(runs.values("output")[:1])
 
 
+# The join reports_with_freshness makes to each report's tally of succeeded runs: a
+# query built on it can read the tally's other columns without joining it again.
+SUCCESS_TALLY = "success_tally"
+
+
+def reports_with_freshness(now=None):
+    """Reports with ``last_success_at`` (when a run of theirs last succeeded, or None)
+    and ``stale``, as of ``now``.
+
+    The one definition of stale: a report that declares ``expect_success_within`` and
+    has had no run succeed within it before ``now`` (none since it was created, if none
+    ever has). Reports without an expectation are never stale. The last success comes
+    from the report's tally (RunTally), so retention deleting that run forgets nothing,
+    and all reports cost one join, not a look through each report's runs.
+    """
+    now = now or timezone.now()
+    deadline = ExpressionWrapper(
+        Value(now, output_field=DateTimeField()) - F("expect_success_within"),
+        output_field=DateTimeField(),
+    )
+    successes = FilteredRelation(
+        "run_tallies", condition=Q(run_tallies__status=RunStatus.SUCCEEDED)
+    )
+    return Report.objects.annotate(
+        **{SUCCESS_TALLY: successes},
+        last_success_at=F(f"{SUCCESS_TALLY}__last_finished_at"),
+    ).annotate(
+        stale=Case(
+            When(expect_success_within__isnull=True, then=Value(False)),
+            When(LessThan(Coalesce("last_success_at", "created_at"), deadline), then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+    )
+
+
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
 LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
 ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])
@@ -105,6 +154,10 @@ def reports_with_last_run(slug=None):
         report = ReportRow(*row[:width], run.id)
         if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
             report = report._replace(parameters=json.loads(report.parameters))
+        if isinstance(report.expect_success_within, int):  # SQLite keeps microseconds
+            report = report._replace(
+                expect_success_within=timedelta(microseconds=report.expect_success_within)
+            )
         reports.append(report)
         if run.id is not None:
             last_runs[run.id] = run

@@ -1,6 +1,7 @@
 """The run queue: how runs enter (manual, scheduled fires, retries) and get claimed."""
 
 import logging
+from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.intervals import default_interval, given_without_bounds, requested_interval
-from runs.services.transitions import start_queued_runs
+from runs.services.transitions import start_queued_runs, tally_runs_that_never_started
 
 logger = logging.getLogger(__name__)
 
@@ -162,14 +163,34 @@ def record_scheduled_fires(fires):
     ):
         busy[report_id] = (run_id, status)  # ends with the oldest active run
     now = timezone.now()
-    Run.objects.bulk_create(
-        [
-            _fire_run(report_id, when, previous, busy.get(report_id), now)
-            for report_id, when, previous in fires
-        ],
-        ignore_conflicts=True,
-        batch_size=FIRE_INSERT_BATCH,
-    )
+    runs = [
+        _fire_run(report_id, when, previous, busy.get(report_id), now)
+        for report_id, when, previous in fires
+    ]
+    with transaction.atomic(savepoint=False):
+        Run.objects.bulk_create(runs, ignore_conflicts=True, batch_size=FIRE_INSERT_BATCH)
+        _tally_skipped_fires([run for run in runs if run.status == RunStatus.SKIPPED], now)
+
+
+def _tally_skipped_fires(skipped, now):
+    """Tally the fires this call recorded as skipped (runs born finished).
+
+    A fire recorded before is a conflict the insert left alone; the runs this call
+    inserted are those of its fires stamped with its own ``now``.
+    """
+    if not skipped:
+        return
+    wanted = {(run.report_id, run.scheduled_for) for run in skipped}
+    report_ids = sorted({report_id for report_id, _ in wanted})
+    counts = Counter()
+    for start in range(0, len(report_ids), FIRE_INSERT_BATCH):
+        inserted = Run.objects.filter(
+            report_id__in=report_ids[start : start + FIRE_INSERT_BATCH],
+            queued_at=now,
+            status=RunStatus.SKIPPED,
+        ).values_list("report_id", "scheduled_for")
+        counts.update(report_id for report_id, fire in inserted if (report_id, fire) in wanted)
+    tally_runs_that_never_started(RunStatus.SKIPPED, counts)
 
 
 def _fire_run(report_id, scheduled_for, interval_start, previous_run, now):

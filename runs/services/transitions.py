@@ -1,14 +1,15 @@
 """The one owner of Run.status: every status change goes through this module.
 
-``transition_run`` moves one run; ``start_queued_runs`` claims a batch of queued runs.
+``transition_run`` moves one run; ``start_queued_runs`` claims a batch of queued runs;
+``tally_finished`` counts the runs that ended (RunTally).
 """
 
 import functools
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from runs.models import Run, RunStatus
+from runs.models import FINISHED_STATUSES, Run, RunStatus, RunTally
 
 # Target status -> the statuses a run may leave for it.
 ALLOWED_SOURCES = {
@@ -31,17 +32,88 @@ def transition_run(run, status, **fields):
 
     A single conditional UPDATE, so two processes racing for the same run cannot both
     win: returns True when this call made the change (and updates ``run`` in memory),
-    False when the stored run was no longer in a status it may leave.
+    False when the stored run was no longer in a status it may leave. The winner of a
+    move to a final status tallies it, in the same transaction: once per run.
     """
     fields.setdefault(TIMESTAMP_FIELD[status], timezone.now())
-    changed = Run.objects.filter(pk=run.pk, status__in=ALLOWED_SOURCES[status]).update(
-        status=status, **fields
-    )
+    movable = Run.objects.filter(pk=run.pk, status__in=ALLOWED_SOURCES[status])
+    if status in FINISHED_STATUSES:
+        with transaction.atomic(savepoint=False):
+            changed = movable.update(status=status, **fields)
+            if changed:
+                tally_finished(
+                    run.report_id,
+                    status,
+                    started_at=fields.get("started_at", run.started_at),
+                    finished_at=fields["finished_at"],
+                )
+    else:
+        changed = movable.update(status=status, **fields)
     if changed:
         run.status = status
         for name, value in fields.items():
             setattr(run, name, value)
     return bool(changed)
+
+
+# One statement, on PostgreSQL and SQLite alike: a tally's first run makes its row, later
+# ones add to it; two first runs at once both count (the second insert waits for the
+# first and updates instead). The newest run that started keeps its times. Written as
+# SQL: the ORM took a millisecond of the worker's CPU per run to compile it.
+TALLY_SQL = """
+INSERT INTO {table} (report_id, status, count, last_started_at, last_finished_at)
+VALUES {values}
+ON CONFLICT (report_id, status) DO UPDATE SET
+    count = {table}.count + excluded.count,
+    last_started_at = CASE WHEN {newer} THEN excluded.last_started_at
+                           ELSE {table}.last_started_at END,
+    last_finished_at = CASE WHEN {newer} THEN excluded.last_finished_at
+                            ELSE {table}.last_finished_at END
+"""
+TALLY_NEWER = (
+    "excluded.last_finished_at IS NOT NULL AND ({table}.last_finished_at IS NULL "
+    "OR {table}.last_finished_at < excluded.last_finished_at)"
+)
+TALLY_BATCH = 500  # rows per statement: 2,500 parameters, within SQLite's limit
+
+
+@functools.cache
+def _tally_sql(rows):
+    table = connection.ops.quote_name(RunTally._meta.db_table)
+    return TALLY_SQL.format(
+        table=table,
+        values=", ".join(["(%s, %s, %s, %s, %s)"] * rows),
+        newer=TALLY_NEWER.format(table=table),
+    )
+
+
+def tally_finished(report_id, status, runs=1, *, started_at=None, finished_at=None):
+    """Add ``runs`` runs of a report that ended in ``status`` to its tally (RunTally);
+    ``started_at``/``finished_at``: the run's, if it started, kept if it ended last.
+
+    Call it in the transaction that records those runs' final status, so a tally moves
+    exactly when its runs do.
+    """
+    _tally([(report_id, status, runs, started_at, finished_at)])
+
+
+def tally_runs_that_never_started(status, counts):
+    """``tally_finished`` for many reports at once, ``{report_id: runs}``, for runs born
+    in a final status (fires recorded as skipped): a statement per batch of reports."""
+    _tally([(report_id, status, runs, None, None) for report_id, runs in sorted(counts.items())])
+
+
+def _tally(rows):
+    adapt = connection.ops.adapt_datetimefield_value
+    for start in range(0, len(rows), TALLY_BATCH):
+        batch = rows[start : start + TALLY_BATCH]
+        params = []
+        for report_id, status, runs, started_at, finished_at in batch:
+            if started_at is None or finished_at is None:
+                started_at = finished_at = None
+            params += [report_id, str(status), runs, adapt(started_at), adapt(finished_at)]
+        with connection.cursor() as cursor:
+            cursor.execute(_tally_sql(len(batch)), params)
 
 
 # The next queued run that may start (due, and its report not running), oldest first,
