@@ -22,6 +22,15 @@ from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
 
+from datasources.parameters.base import ParameterError, check_text, plain_decimal
+from datasources.placeholders import (
+    TemplateError,
+    bind_parameter_message,
+    find_placeholders,
+    original_offset,
+    outside_parameter_message,
+    substitute,
+)
 from reports.moments import out_of_range_message, representable
 from reportsvc.text import shown, storage_problem
 
@@ -46,12 +55,10 @@ MAX_PARAMETERS = 50
 NAME_MAX_LENGTH = 63
 LABEL_MAX_LENGTH = 200
 MAX_CHOICES = 200
-MAX_TEXT_LENGTH = 10_000
 MAX_DECIMAL_DIGITS = 100
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-PLACEHOLDER = re.compile(r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 BOOLEAN_WORDS = {
     "true": True,
     "t": True,
@@ -83,19 +90,6 @@ SQLITE_CASTS = {
     BOOLEAN: "INTEGER",
     CHOICE: "TEXT",
 }
-
-
-class TemplateError(ValueError):
-    """Report SQL whose placeholders are wrong; the message is meant for the user."""
-
-
-class ParameterError(ValueError):
-    """A parameter value or declaration that is wrong; ``field`` names it."""
-
-    def __init__(self, field, message):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -133,17 +127,6 @@ BUILT_IN_PARAMETERS = {
     INTERVAL_START: Parameter(INTERVAL_START, TIMESTAMP, "Interval start"),
     INTERVAL_END: Parameter(INTERVAL_END, TIMESTAMP, "Interval end"),
 }
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    name: str
-    start: int
-    end: int
-    line: int
-
-    def __str__(self):
-        return f"{{{{ {self.name} }}}} (line {self.line})"
 
 
 # --- Declarations ------------------------------------------------------------------
@@ -218,7 +201,7 @@ def declared_parameters(raw, zone=UTC):
                     f"List at most {MAX_CHOICES} different values, each once.",
                 )
             for choice in choices:
-                _check_text(f"{where}.choices", choice)
+                check_text(f"{where}.choices", choice)
             choices = tuple(choices)
         elif item.get("choices") not in (None, []):
             raise ParameterError(f"{where}.choices", "Only choice parameters have choices.")
@@ -250,16 +233,6 @@ def parameters_json(parameters):
 # --- Values ------------------------------------------------------------------------
 
 
-def _check_text(field_name, value):
-    """Text both databases store as given: valid Unicode, no NUL, not too long."""
-    if problem := storage_problem(value):
-        raise ParameterError(field_name, problem)
-    if len(value) > MAX_TEXT_LENGTH:
-        raise ParameterError(
-            field_name, f"Text is at most {MAX_TEXT_LENGTH:,} characters; this is {len(value):,}."
-        )
-
-
 def parse_value(parameter, raw, zone):
     """``raw`` (JSON value, or text from a form or the command line) as a value of the
     parameter's type; a naive timestamp is read in ``zone``. Raises ParameterError."""
@@ -269,7 +242,7 @@ def parse_value(parameter, raw, zone):
     if kind in (TEXT, CHOICE):
         if not isinstance(raw, str):
             raise ParameterError(name, "Give text (a JSON string).")
-        _check_text(name, raw)
+        check_text(name, raw)
         if kind == CHOICE and raw not in parameter.choices:
             raise ParameterError(
                 name,
@@ -373,11 +346,6 @@ def json_value(parameter, value):
     return value
 
 
-def plain_decimal(value):
-    """A decimal in plain notation, never an exponent: ``0.0000001``, not ``1E-7``."""
-    return format(value, "f")
-
-
 def interval_default(parameter, bound, zone):
     """A date or timestamp parameter's value when it defaults to an interval bound."""
     if parameter.type == DATE:
@@ -455,28 +423,6 @@ def sample_values(declared, zone):
 # --- Placeholders in SQL ----------------------------------------------------------
 
 
-def find_placeholders(sql):
-    """The ``{{ name }}`` placeholders of ``sql``, in order.
-
-    Every ``{{`` starts a placeholder: one that is not ``{{ name }}`` raises
-    :class:`TemplateError` (write ``'{' || '{'`` for two braces in text).
-    """
-    found, position = [], 0
-    while (start := sql.find("{{", position)) != -1:
-        line = sql.count("\n", 0, start) + 1
-        match = PLACEHOLDER.match(sql, start)
-        if match is None:
-            snippet = sql[start : start + 40].split("\n")[0]
-            raise TemplateError(
-                f"Line {line}: '{snippet}' is not a placeholder. Write {{{{ name }}}} with a "
-                "parameter's name (letters, digits, underscores) and close it with }}; for "
-                "two braces in text write '{' || '{'."
-            )
-        found.append(Placeholder(match["name"], start, match.end(), line))
-        position = match.end()
-    return found
-
-
 def names_problem(placeholders, declared):
     """A message for the first placeholder that names no parameter, else None."""
     known = all_parameters(declared)
@@ -488,23 +434,6 @@ def names_problem(placeholders, declared):
                 f"'{placeholder.name}' under Parameters, or use one of: {listed}."
             )
     return None
-
-
-def substitute(sql, placeholders, replacement):
-    """``sql`` with each placeholder replaced by ``replacement(index, placeholder)``;
-    also the offset at which each replacement starts."""
-    parts, offsets, position, length = [], [], 0, 0
-    for index, placeholder in enumerate(placeholders):
-        head = sql[position : placeholder.start]
-        parts.append(head)
-        length += len(head)
-        offsets.append(length)
-        text = replacement(index, placeholder)
-        parts.append(text)
-        length += len(text)
-        position = placeholder.end
-    parts.append(sql[position:])
-    return "".join(parts), offsets
 
 
 def postgres_marker(index, placeholder):
@@ -524,31 +453,6 @@ def with_markers(sql, vendor):
     """``sql`` with bind markers for its placeholders: what the parser-level checks
     (statement count and kind) read. Raises TemplateError for a malformed ``{{``."""
     return substitute(sql, find_placeholders(sql), markers_for(vendor))[0]
-
-
-def _outside_parameter_message(placeholder):
-    return (
-        f"{placeholder} is inside a string literal or a comment, where it would not be "
-        "replaced by a value. Write it where a value goes, without quotes: "
-        f"WHERE day = {{{{ {placeholder.name} }}}}."
-    )
-
-
-def _bind_parameter_message(written):
-    return (
-        f"The SQL holds a bind parameter, {written}: report SQL takes values only through "
-        "placeholders. Write {{ name }} with a declared parameter's name where the value "
-        "goes (or remove it)."
-    )
-
-
-def _original_offset(placeholders, offsets, lengths, position):
-    """Where ``position`` of the marked text lies in the text as written."""
-    shift = 0
-    for placeholder, offset, length in zip(placeholders, offsets, lengths, strict=True):
-        if offset + length <= position:
-            shift += (placeholder.end - placeholder.start) - length
-    return position + shift
 
 
 def check_postgres_positions(sql, placeholders):
@@ -574,13 +478,13 @@ def check_postgres_positions(sql, placeholders):
     ours = {(index + 1, offsets[index]) for index in range(len(placeholders))}
     for index, placeholder in enumerate(placeholders):
         if (index + 1, offsets[index]) not in found:
-            raise TemplateError(_outside_parameter_message(placeholder))
+            raise TemplateError(outside_parameter_message(placeholder))
     foreign = sorted(found - ours, key=lambda reference: reference[1])
     if foreign:
         number, location = foreign[0]
         lengths = [len(postgres_marker(index, p)) for index, p in enumerate(placeholders)]
-        line = sql.count("\n", 0, _original_offset(placeholders, offsets, lengths, location)) + 1
-        raise TemplateError(f"Line {line}: {_bind_parameter_message(f'${number}')}")
+        line = sql.count("\n", 0, original_offset(placeholders, offsets, lengths, location)) + 1
+        raise TemplateError(f"Line {line}: {bind_parameter_message(f'${number}')}")
 
 
 class _RecordingBindings(dict):
@@ -644,14 +548,14 @@ def check_sqlite_positions(raw_connection, sql, placeholders):
             asked = _parameters_asked(raw_connection, marked) if placeholders else set()
             for name, placeholder in zip(ours, placeholders, strict=True):
                 if name not in asked:
-                    raise TemplateError(_outside_parameter_message(placeholder))
+                    raise TemplateError(outside_parameter_message(placeholder))
             foreign = sorted(asked - set(ours)) or sorted(
                 _parameters_asked(raw_connection, as_values)
             )
         except _NamelessParameter:
-            raise TemplateError(_bind_parameter_message("? (or ?N)")) from None
+            raise TemplateError(bind_parameter_message("? (or ?N)")) from None
     if foreign:
-        raise TemplateError(_bind_parameter_message(_sqlite_written(foreign[0])))
+        raise TemplateError(bind_parameter_message(_sqlite_written(foreign[0])))
 
 
 # --- Rendering ---------------------------------------------------------------------

@@ -18,34 +18,17 @@ from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
+from datasources.sandbox import (
+    ReportSQLError,
+    require_sql,
+    service_table_names,
+    service_tables_message,
+    without_statement_text,
+)
+
+__all__ = ["ReportSQLError", "without_statement_text"]
+
 WRITE_STATEMENTS = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
-
-
-class ReportSQLError(ValueError):
-    """Report SQL that must not run; the message is meant for the user."""
-
-
-def service_table_names():
-    """The tables of this service (users, sessions, API tokens, reports, runs, ...)."""
-    from django.apps import apps
-    from django.conf import settings
-
-    # Not django_migrations: it holds no secrets, and Django's test set-up creates it in
-    # every database, the demo source's too.
-    names = {model._meta.db_table for model in apps.get_models(include_auto_created=True)}
-    for cache in settings.CACHES.values():
-        if cache["BACKEND"].endswith("DatabaseCache"):
-            names.add(cache["LOCATION"])
-    return names
-
-
-def service_tables_message(names):
-    listed = ", ".join(sorted(names))
-    return (
-        f"Reports cannot read reportsvc's own tables ({listed}): they hold its users, "
-        "sessions, API tokens and report settings. Query your data through a reporting "
-        "data source instead (README: Security)."
-    )
 
 
 def read_only_statement(sql, vendor):
@@ -54,8 +37,7 @@ def read_only_statement(sql, vendor):
     Raises :class:`ReportSQLError` with a message for the user when the SQL is empty,
     holds more than one statement, or does not only read.
     """
-    if not (sql or "").strip():
-        raise ReportSQLError("The SQL is empty: write one SELECT statement.")
+    require_sql(sql)
     if vendor == "postgresql":
         return _postgres_statement(sql)
     if vendor == "sqlite" and not sqlite3.complete_statement(sql.rstrip() + "\n;"):
@@ -65,21 +47,6 @@ def read_only_statement(sql, vendor):
     # SQLite (and anything else) is judged by its driver when the statement is prepared.
     # A complete statement's last ';' is its terminator, never part of a literal.
     return sql.strip().rstrip("; \t\r\n\f\v")
-
-
-def without_statement_text(message):
-    """A database error without the lines in which it quotes the statement.
-
-    PostgreSQL appends ``LINE 2: SELECT 'top secret' …`` with a caret (and may add
-    QUERY/CONTEXT lines) to errors; people who may not see a report's SQL get the
-    message without them.
-    """
-    kept = []
-    for line in (message or "").splitlines():
-        if line.startswith(("LINE ", "QUERY:", "CONTEXT:")):
-            break
-        kept.append(line)
-    return "\n".join(kept).strip()
 
 
 def _postgres_statement(sql):

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 from django.db import DatabaseError, transaction
 from psycopg import pq
 
+from datasources.sandbox import (
+    ExportFailed,
+    QueryTimedOut,
+    RowLimit,
+    RowLimitExceeded,
+    database_message,
+    timeout_message,
+)
 from reports.extended_protocol import (
     ConnectionStalled,
     drain_results,
@@ -43,29 +51,11 @@ NON_TEXT_TYPES = frozenset(
 )
 
 
-class ExportFailed(Exception):
-    """The export did not produce a result; ``str()`` is the message for the user."""
-
-
-class QueryTimedOut(ExportFailed):
-    pass
-
-
-class RowLimitExceeded(ExportFailed):
-    pass
-
-
 @dataclass(frozen=True)
 class ExportResult:
     row_count: int
     output_bytes: int
     output_sha256: str
-
-
-@dataclass(frozen=True)
-class RowLimit:
-    rows: int
-    message: str  # the run's error past it
 
 
 class DigestingWriter:
@@ -112,10 +102,6 @@ class DigestingWriter:
         return self._digest.hexdigest()
 
 
-def _timeout_message(timeout_seconds, detail):
-    return f"Query timed out after {timeout_seconds} s (the report's timeout): {detail}"
-
-
 def _row_limit_message(max_rows):
     return (
         f"The result has more than {max_rows:,} rows, the report's row limit. "
@@ -128,11 +114,6 @@ def row_limit(max_rows, output_format):
     if output_format.max_rows is not None and output_format.max_rows < max_rows:
         return RowLimit(output_format.max_rows, output_format.too_many_rows)
     return RowLimit(max_rows, _row_limit_message(max_rows))
-
-
-def _database_message(error):
-    """The database's own message, without Python's exception decoration."""
-    return str(error).strip() or error.__class__.__name__
 
 
 class PostgresExporter:
@@ -180,9 +161,9 @@ class PostgresExporter:
             cause = error.__cause__ if isinstance(error, DatabaseError) else error
             if getattr(cause, "sqlstate", None) == "57014":  # query_canceled
                 raise QueryTimedOut(
-                    _timeout_message(timeout_seconds, _database_message(cause))
+                    timeout_message(timeout_seconds, database_message(cause))
                 ) from error
-            raise ExportFailed(_database_message(error)) from error
+            raise ExportFailed(database_message(error)) from error
         finally:
             _reset_session(connection)
         if row_count > limit.rows:
@@ -406,7 +387,7 @@ class SQLiteCursorExporter:
         except (sqlite3.Error, DatabaseError) as error:
             if time.monotonic() > deadline:
                 raise QueryTimedOut(
-                    _timeout_message(timeout_seconds, _database_message(error))
+                    timeout_message(timeout_seconds, database_message(error))
                 ) from error
             raise ExportFailed(guard.message(error.__cause__ or error)) from error
         finally:
@@ -496,7 +477,7 @@ def export_query(
     except DataSourceRefused as error:
         raise ExportFailed(str(error)) from error
     except DatabaseError as error:
-        raise ExportFailed(_database_message(error)) from error
+        raise ExportFailed(database_message(error)) from error
     sink = DigestingWriter(file)
     writer = None
     try:
