@@ -31,7 +31,7 @@ from datasources.placeholders import (
     outside_parameter_message,
     substitute,
 )
-from reports.moments import out_of_range_message, representable
+from reportsvc.moments import out_of_range_message, representable
 from reportsvc.text import shown, storage_problem
 
 INTERVAL_START = "interval_start"
@@ -303,7 +303,7 @@ def parse_value(parameter, raw, zone):
 def parse_timestamp(name, raw, zone):
     """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``.
 
-    The moment must exist in ``zone`` as well as in UTC (see reports.moments), so that
+    The moment must exist in ``zone`` as well as in UTC (see reportsvc.moments), so that
     everything that shows or computes it in the report's zone can.
     """
     if isinstance(raw, datetime):

@@ -8,11 +8,11 @@ from rest_framework import serializers
 from reports import parameters as params
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.moments import span_text
 from reports.services import history
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
+from reportsvc.moments import span_text
 from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of

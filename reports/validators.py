@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 from django.utils import timezone
 
+from datasources.registry import connection_for_source, data_source_names
 from reports.cron import CronError, next_fire_time, parse_crontab
-from reports.datasources import connection_for_source, data_source_names
 from reports.sql import ReportSQLError, read_only_statement
 from reports.targets import blocked_target_problem
 

@@ -12,7 +12,7 @@ from datasources.backends import (
     backends,
 )
 from datasources.backends.base import Backend
-from reports.datasources import DEFAULT_SOURCE, alias_for_source
+from datasources.registry import DEFAULT_SOURCE, alias_for_source
 
 
 def test_each_backend_module_defines_one_backend_of_its_vendor():

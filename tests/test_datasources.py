@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from reports.datasources import (
+from datasources.backends.postgresql import demo_role_password
+from datasources.registry import (
     ReportingDatabaseRouter,
-    demo_role_password,
     login_aliases_by_source,
     reporting_databases,
     source_urls_from_environment,

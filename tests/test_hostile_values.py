@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from reports import parameters as params
 from reports.models import Report
-from reports.moments import zone_bounds
+from reportsvc.moments import zone_bounds
 from runs.models import Run, RunStatus
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run, executes_reports, read_csv

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.extended_protocol import execute_one_statement
 from reports.models import Report
 from reports.sql import ReportSQLError, read_only_statement

@@ -48,6 +48,44 @@ class Examination:
     readable_tables: list = field(default_factory=list)
 
 
+class DemoSourceUnavailable(Exception):
+    """The demo source cannot be set up here; ``str()`` says what to do instead."""
+
+
+class DemoSource:
+    """The built-in demo source on a vendor the service's own database can be on: where
+    demo data lives when REPORTING_DATABASE_URL is unset, beside the service's database
+    and never able to read its tables. Optional: a backend without one has
+    ``demo = None`` (the service's database is never on its vendor)."""
+
+    # CREATE TABLE IF NOT EXISTS statements of the demo tables (demo_customers,
+    # demo_orders: reports.services.demo), in this vendor's dialect.
+    tables = ()
+    # Demo report slug -> its SQL in this vendor's dialect.
+    queries = {}
+
+    def database(self, service_database, var_dir, secret_key):
+        """``(settings, logins)``: the demo source's DATABASES entry, made from the
+        service's (``service_database``, this vendor's), and its further logins
+        ``[(user, password), ...]`` (passwords derived from ``secret_key``)."""
+        raise NotImplementedError
+
+    def provision(self, service_connection):
+        """Create or refresh, idempotently, what the demo source needs in the service's
+        database (a schema, roles); run after every ``migrate``. Whether there was
+        anything to do. Raises DemoSourceUnavailable with what to do instead."""
+        return False
+
+    def writer(self, source_connection):
+        """A context manager: a cursor that may create and fill the demo tables, in a
+        transaction (``source_connection``: the demo source's first login)."""
+        raise NotImplementedError
+
+    def timestamp(self, moment):
+        """An aware datetime as the demo rows store it."""
+        return moment
+
+
 class Backend:
     """A database vendor as a data source. Subclasses set the attributes and implement
     every method; the defaults here are for the optional parts only."""
@@ -59,6 +97,7 @@ class Backend:
     # Whether the server keeps sessions a report could see or end: then a source has a
     # pool of logins, each run leases one, and :meth:`other_sessions` is asked.
     has_server_sessions = True
+    demo = None  # a DemoSource, on vendors the service's own database can be on
 
     # --- connection options --------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from reports.datasources import ALIAS_PREFIX, LOGIN_ALIAS_SEPARATOR
+from datasources.registry import ALIAS_PREFIX, LOGIN_ALIAS_SEPARATOR
 from reports.sql import service_table_names
 
 PRIVILEGED_ROLES = (

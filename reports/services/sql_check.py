@@ -19,8 +19,8 @@ from datetime import UTC
 import psycopg
 from django.db import DatabaseError
 
+from datasources.registry import connection_for_source
 from reports import parameters as params
-from reports.datasources import connection_for_source
 from reports.extended_protocol import ConnectionStalled, execute_one_statement
 from reports.services.logins import (
     ONE_SHOT_LEASE_SECONDS,

@@ -8,8 +8,8 @@ transaction, timeout and row cap).
 from zoneinfo import ZoneInfo
 
 from reports import parameters as params
-from reports.moments import out_of_range_message, representable, utc_text
 from reports.sql import read_only_statement
+from reportsvc.moments import out_of_range_message, representable, utc_text
 
 
 def report_zone(report):

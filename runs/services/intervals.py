@@ -7,7 +7,7 @@
 - A report without a schedule gets the previous calendar day in its time zone.
 Given bounds win; a bound given alone gets its partner from the schedule (or the day).
 
-Every bound exists in the report's zone (reports.moments): an interval whose partner
+Every bound exists in the report's zone (reportsvc.moments): an interval whose partner
 would fall off either end of the calendar is refused, and a range near year 1 or 9999
 simply holds fewer fire times.
 """
@@ -16,9 +16,9 @@ from datetime import datetime, time, timedelta
 
 from reports import parameters as params
 from reports.cron import next_fire_time, previous_fire_time
-from reports.moments import range_text, representable, zone_bounds
 from reports.services.schedules import InvalidSchedule, parsed_schedule
 from reports.services.statements import report_zone
+from reportsvc.moments import range_text, representable, zone_bounds
 
 MICROSECOND = timedelta(microseconds=1)
 

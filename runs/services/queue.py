@@ -8,9 +8,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reports.datasources import connection_for_source
+from datasources.registry import connection_for_source
 from reports.models import Report
-from reports.moments import out_of_range_message, representable, utc_text
 from reports.parameters import (
     BUILT_IN_NAMES,
     ParameterError,
@@ -21,6 +20,7 @@ from reports.parameters import (
 from reports.services.history import newest_version_id
 from reports.services.statements import declared_of, report_zone
 from reports.sql import ReportSQLError, read_only_statement
+from reportsvc.moments import out_of_range_message, representable, utc_text
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.intervals import default_interval, given_without_bounds, requested_interval
 from runs.services.transitions import start_queued_runs
