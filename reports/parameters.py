@@ -17,12 +17,9 @@ refused; so is any bind parameter the SQL holds itself (``$2``, ``:x``, ``?``).
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
 
-from django.utils.dateparse import parse_datetime
-
-from datasources.parameters.base import ParameterError, check_text, plain_decimal
+from datasources.parameters import TYPES, ParameterError, parameter_type, parameter_types
 from datasources.placeholders import (
     TemplateError,
     bind_parameter_message,
@@ -31,64 +28,33 @@ from datasources.placeholders import (
     outside_parameter_message,
     substitute,
 )
-from reportsvc.moments import out_of_range_message, representable
 from reportsvc.text import shown, storage_problem
 
 INTERVAL_START = "interval_start"
 INTERVAL_END = "interval_end"
 BUILT_IN_NAMES = (INTERVAL_START, INTERVAL_END)
 
-DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE = (
-    "date",
-    "timestamp",
-    "integer",
-    "decimal",
-    "text",
-    "boolean",
-    "choice",
-)
-TYPES = (DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE)
-# The interval's bounds may be the default of these types.
-INTERVAL_DEFAULT_TYPES = (DATE, TIMESTAMP)
-
 MAX_PARAMETERS = 50
 NAME_MAX_LENGTH = 63
 LABEL_MAX_LENGTH = 200
-MAX_CHOICES = 200
-MAX_DECIMAL_DIGITS = 100
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-BOOLEAN_WORDS = {
-    "true": True,
-    "t": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "f": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-
+# The cast of a literal by its type's sql_type (datasources.parameters).
 POSTGRES_CASTS = {
-    DATE: "date",
-    TIMESTAMP: "timestamptz",
-    INTEGER: "bigint",
-    DECIMAL: "numeric",
-    TEXT: "text",
-    BOOLEAN: "boolean",
-    CHOICE: "text",
+    "date": "date",
+    "timestamp": "timestamptz",
+    "integer": "bigint",
+    "decimal": "numeric",
+    "text": "text",
+    "boolean": "boolean",
 }
 SQLITE_CASTS = {
-    DATE: "TEXT",
-    TIMESTAMP: "TEXT",
-    INTEGER: "INTEGER",
-    DECIMAL: "NUMERIC",
-    TEXT: "TEXT",
-    BOOLEAN: "INTEGER",
-    CHOICE: "TEXT",
+    "date": "TEXT",
+    "timestamp": "TEXT",
+    "integer": "INTEGER",
+    "decimal": "NUMERIC",
+    "text": "TEXT",
+    "boolean": "INTEGER",
 }
 
 
@@ -103,6 +69,11 @@ class Parameter:
     choices: tuple = field(default_factory=tuple)
 
     @property
+    def kind(self):
+        """The parameter's type (datasources.parameters)."""
+        return parameter_type(self.type)
+
+    @property
     def has_default(self):
         return self.default is not None
 
@@ -111,21 +82,19 @@ class Parameter:
         """The default as text (stored and shown that way for every type), or None."""
         if self.default is None or self.default in BUILT_IN_NAMES:
             return self.default
-        if self.type == BOOLEAN:
-            return "true" if self.default else "false"
-        return str(json_value(self, self.default))
+        return self.kind.text(self.default)
 
     def as_json(self):
         data = {"name": self.name, "type": self.type, "label": self.label}
         data["default"] = self.default_text
-        if self.type == CHOICE:
+        if self.choices:
             data["choices"] = list(self.choices)
         return data
 
 
 BUILT_IN_PARAMETERS = {
-    INTERVAL_START: Parameter(INTERVAL_START, TIMESTAMP, "Interval start"),
-    INTERVAL_END: Parameter(INTERVAL_END, TIMESTAMP, "Interval end"),
+    INTERVAL_START: Parameter(INTERVAL_START, "timestamp", "Interval start"),
+    INTERVAL_END: Parameter(INTERVAL_END, "timestamp", "Interval end"),
 }
 
 
@@ -184,36 +153,19 @@ def declared_parameters(raw, zone=UTC):
             )
         if problem := storage_problem(label):
             raise ParameterError(f"{where}.label", problem)
-        choices = ()
-        if kind == CHOICE:
-            choices = item.get("choices")
-            if (
-                not isinstance(choices, list)
-                or not choices
-                or not all(isinstance(choice, str) for choice in choices)
-            ):
-                raise ParameterError(
-                    f"{where}.choices", "A choice parameter lists its allowed values as text."
-                )
-            if len(choices) > MAX_CHOICES or len(set(choices)) != len(choices):
-                raise ParameterError(
-                    f"{where}.choices",
-                    f"List at most {MAX_CHOICES} different values, each once.",
-                )
-            for choice in choices:
-                check_text(f"{where}.choices", choice)
-            choices = tuple(choices)
-        elif item.get("choices") not in (None, []):
-            raise ParameterError(f"{where}.choices", "Only choice parameters have choices.")
+        choices = parameter_type(kind).declared_choices(item, where)
         label = label.strip() or name.replace("_", " ").capitalize()
         parameter = Parameter(name, kind, label, None, choices)
         default = item.get("default")
         if default is not None and default != "":
             if default in BUILT_IN_NAMES:
-                if kind not in INTERVAL_DEFAULT_TYPES:
+                if not parameter.kind.interval_default:
+                    allowed = " and ".join(
+                        each.name for each in parameter_types().values() if each.interval_default
+                    )
                     raise ParameterError(
                         f"{where}.default",
-                        f"Only date and timestamp parameters can default to '{default}'.",
+                        f"Only {allowed} parameters can default to '{default}'.",
                     )
             else:
                 try:
@@ -236,100 +188,9 @@ def parameters_json(parameters):
 def parse_value(parameter, raw, zone):
     """``raw`` (JSON value, or text from a form or the command line) as a value of the
     parameter's type; a naive timestamp is read in ``zone``. Raises ParameterError."""
-    name, kind = parameter.name, parameter.type
     if raw is None:
-        raise ParameterError(name, "A value is required.")
-    if kind in (TEXT, CHOICE):
-        if not isinstance(raw, str):
-            raise ParameterError(name, "Give text (a JSON string).")
-        check_text(name, raw)
-        if kind == CHOICE and raw not in parameter.choices:
-            raise ParameterError(
-                name,
-                f"'{shown(raw)}' is not allowed: use one of {shown(', '.join(parameter.choices))}.",
-            )
-        return raw
-    if kind == BOOLEAN:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in BOOLEAN_WORDS:
-            return BOOLEAN_WORDS[raw.strip().lower()]
-        raise ParameterError(name, "Give true or false.")
-    if kind == INTEGER:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise ParameterError(name, "Give a whole number, e.g. 42.")
-        text = str(raw).strip()
-        if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
-            raise ParameterError(name, f"'{shown(text)}' is not a whole number, e.g. 42.")
-        value = int(text)
-        if not BIGINT_MIN <= value <= BIGINT_MAX:
-            raise ParameterError(name, "The number is outside the 64-bit integer range.")
-        return value
-    if kind == DECIMAL:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            raise ParameterError(name, "Give a decimal number, e.g. 12.50.")
-        # A JSON number reads as a float: 0.0000001 is then 1e-07, written out here.
-        text = plain_decimal(Decimal(repr(raw))) if isinstance(raw, float) else str(raw).strip()
-        if len(text) > MAX_DECIMAL_DIGITS:
-            raise ParameterError(
-                name,
-                f"A decimal is at most {MAX_DECIMAL_DIGITS} characters written out; this is "
-                f"{len(text):,}.",
-            )
-        if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text):
-            raise ParameterError(
-                name, f"'{shown(text)}' is not a decimal number such as 12.50 (no exponent)."
-            )
-        try:
-            return Decimal(text)
-        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-            raise ParameterError(name, f"'{shown(text)}' is not a decimal number.") from None
-    if kind == DATE:
-        if isinstance(raw, date) and not isinstance(raw, datetime):
-            return raw
-        if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw.strip()):
-            raise ParameterError(name, "Give a date as YYYY-MM-DD, e.g. 2026-11-25.")
-        try:
-            return date.fromisoformat(raw.strip())
-        except ValueError:
-            raise ParameterError(
-                name, f"'{shown(raw.strip())}' is not a date in the calendar."
-            ) from None
-    if kind == TIMESTAMP:
-        return parse_timestamp(name, raw, zone)
-    raise ParameterError(name, f"Unknown type '{kind}'.")  # pragma: no cover
-
-
-def parse_timestamp(name, raw, zone):
-    """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``.
-
-    The moment must exist in ``zone`` as well as in UTC (see reportsvc.moments), so that
-    everything that shows or computes it in the report's zone can.
-    """
-    if isinstance(raw, datetime):
-        value, text = raw, raw.isoformat()
-    else:
-        if not isinstance(raw, str) or len(raw) > 64:
-            raise ParameterError(name, "Give a time stamp in ISO 8601, e.g. 2026-11-25T06:00:00Z.")
-        text = raw.strip()
-        try:
-            value = parse_datetime(text.replace("z", "Z"))
-        except ValueError:
-            value = None
-        if value is None:
-            raise ParameterError(
-                name,
-                f"'{shown(text, 64)}' is not an ISO 8601 time stamp, e.g. 2026-11-25T06:00:00Z.",
-            )
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    try:
-        value = value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        value = None
-    if value is None or not representable(value, zone):
-        raise ParameterError(name, out_of_range_message(shown(text, 64), zone))
-    return value
+        raise ParameterError(parameter.name, "A value is required.")
+    return parameter.kind.parse(parameter, raw, zone)
 
 
 def json_value(parameter, value):
@@ -337,20 +198,12 @@ def json_value(parameter, value):
     as text (no float rounding)."""
     if value is None:
         return None
-    if parameter.type == DATE:
-        return value.isoformat()
-    if parameter.type == TIMESTAMP:
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if parameter.type == DECIMAL:
-        return plain_decimal(value)
-    return value
+    return parameter.kind.json_value(value)
 
 
 def interval_default(parameter, bound, zone):
     """A date or timestamp parameter's value when it defaults to an interval bound."""
-    if parameter.type == DATE:
-        return bound.astimezone(zone).date()
-    return bound
+    return parameter.kind.from_bound(bound, zone)
 
 
 def resolve_values(declared, given, interval, zone):
@@ -398,24 +251,14 @@ def sample_values(declared, zone):
     else a sample of the type; the interval is the previous calendar day (UTC)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     interval = (today - timedelta(days=1), today)
-    samples = {
-        DATE: interval[0].date(),
-        TIMESTAMP: interval[0],
-        INTEGER: 0,
-        DECIMAL: Decimal("0"),
-        TEXT: "",
-        BOOLEAN: False,
-    }
     values = dict(zip(BUILT_IN_NAMES, interval, strict=True))
     for parameter in declared:
         if parameter.default in BUILT_IN_NAMES:
             value = interval_default(parameter, values[parameter.default], zone)
         elif parameter.has_default:
             value = parameter.default
-        elif parameter.type == CHOICE:
-            value = parameter.choices[0]
         else:
-            value = samples[parameter.type]
+            value = parameter.kind.sample(parameter, interval)
         values[parameter.name] = value
     return values
 
@@ -561,46 +404,41 @@ def check_sqlite_positions(raw_connection, sql, placeholders):
 # --- Rendering ---------------------------------------------------------------------
 
 
-def literal_text(parameter, value, vendor):
-    """The canonical text (or integer, for SQLite) the database quotes for a value."""
-    kind = parameter.type
-    if kind == TIMESTAMP:
-        value = value.astimezone(UTC)
-        if vendor == "postgresql":
-            return value.isoformat()
-        # The form Django and SQLite's datetime() store (UTC): text comparisons work.
+def _postgres_text(value):
+    """A type's canonical literal value as the text PostgreSQL casts."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _sqlite_value(value):
+    """A type's canonical literal value as SQLite quotes it: booleans and integers as
+    numbers, time stamps as Django and SQLite's datetime() store them (UTC)."""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, datetime):
         # isoformat() pads the year to four digits (strftime writes year 1 as "1").
         return value.replace(tzinfo=None).isoformat(sep=" ")
-    if kind == DATE:
-        return value.isoformat()
-    if kind == BOOLEAN:
-        if vendor == "postgresql":
-            return "true" if value else "false"
-        return 1 if value else 0
-    if kind == INTEGER:
-        return str(value) if vendor == "postgresql" else int(value)
-    if kind == DECIMAL:
-        return plain_decimal(value)
-    return str(value)  # text, choice
+    return value
 
 
 def postgres_quoter(psycopg_connection):
     from psycopg import sql
 
-    def quote(parameter, value):
-        literal = sql.Literal(literal_text(parameter, value, "postgresql"))
-        return (
-            f"({literal.as_string(psycopg_connection).strip()}::{POSTGRES_CASTS[parameter.type]})"
-        )
+    def quote(kind, value):
+        literal = sql.Literal(_postgres_text(kind.literal(value)))
+        return f"({literal.as_string(psycopg_connection).strip()}::{POSTGRES_CASTS[kind.sql_type]})"
 
     return quote
 
 
 def sqlite_quoter(raw_connection):
-    def quote(parameter, value):
-        text = literal_text(parameter, value, "sqlite")
+    def quote(kind, value):
+        text = _sqlite_value(kind.literal(value))
         (quoted,) = raw_connection.execute("SELECT quote(?)", (text,)).fetchone()
-        return f"CAST({quoted} AS {SQLITE_CASTS[parameter.type]})"
+        return f"CAST({quoted} AS {SQLITE_CASTS[kind.sql_type]})"
 
     return quote
 
@@ -610,7 +448,7 @@ def render(sql, placeholders, declared, values, quote):
     by_name = all_parameters(declared)
 
     def literal(index, placeholder):
-        return quote(by_name[placeholder.name], values[placeholder.name])
+        return quote(by_name[placeholder.name].kind, values[placeholder.name])
 
     return substitute(sql, placeholders, literal)[0]
 

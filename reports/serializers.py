@@ -5,7 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reports import parameters as params
+from datasources.parameters import TYPES
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services import history
@@ -28,7 +28,7 @@ class ParameterDeclarationSerializer(serializers.Serializer):
     """How a declared parameter reads in the schema (validated by reports.parameters)."""
 
     name = serializers.CharField(help_text="Used in the SQL as {{ name }}.")
-    type = serializers.ChoiceField(choices=params.TYPES)
+    type = serializers.ChoiceField(choices=TYPES)
     label = serializers.CharField(required=False, help_text="Shown in forms.")
     default = serializers.CharField(
         required=False,

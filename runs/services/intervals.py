@@ -12,8 +12,9 @@ would fall off either end of the calendar is refused, and a range near year 1 or
 simply holds fewer fire times.
 """
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
+from datasources.parameters.timestamp import parse_timestamp
 from reports import parameters as params
 from reports.cron import next_fire_time, previous_fire_time
 from reports.services.schedules import InvalidSchedule, parsed_schedule
@@ -87,7 +88,7 @@ def requested_interval(report, given, now):
     """
     zone = report_zone(report)
     bounds = {
-        name: params.parse_timestamp(name, given[name], zone)
+        name: parse_timestamp(name, given[name], zone)
         for name in params.BUILT_IN_NAMES
         if given.get(name) not in (None, "")
     }
@@ -116,7 +117,7 @@ def requested_interval(report, given, now):
             params.INTERVAL_END,
             "The interval must end after it starts (interval_end > interval_start).",
         )
-    return tuple(bound.astimezone(params.UTC) for bound in interval)
+    return tuple(bound.astimezone(UTC) for bound in interval)
 
 
 def given_without_bounds(given):
