@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from datasources.sandbox import without_statement_text
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
@@ -29,7 +30,6 @@ from reports.services.schedules import save_report
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
-from reports.sql import without_statement_text
 from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reportsvc.web.display import (

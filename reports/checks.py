@@ -7,8 +7,8 @@ from django.db import connections
 
 from datasources.backends import backend_for
 from datasources.registry import logins_variable
+from datasources.safety import assess_source
 from reports.services.logins import examine_logins
-from reports.services.source_safety import assess_source
 
 
 @register()

@@ -1,33 +1,25 @@
-"""Report parameters: ``{{ name }}`` placeholders in report SQL, and their values.
+"""A report's parameters: their declarations, their values for a run, and the SQL with
+the values in it.
 
 Every report has two built-in parameters, ``interval_start`` and ``interval_end`` (time
 stamps with zone: the data interval a run covers); a report can declare more, each with
-a type. A value never becomes SQL text by itself: it is quoted by the database's own
-quoting (psycopg's ``Literal`` on PostgreSQL, SQLite's ``quote()``) and given an
-explicit cast, so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL and
+a type (datasources.parameters). A value never becomes SQL text by itself: the data
+source's backend quotes it with its driver's own quoting and gives it an explicit cast,
+so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL and
 ``CAST('2026-11-25' AS TEXT)`` on SQLite.
 
-Where a placeholder stands is decided by the database's parser, not by a lexer here:
-each placeholder is replaced by a bind marker (``$n`` for pglast, a name with a random
-nonce for SQLite's prepare) and only markers the parser reads as parameters count. A
-placeholder inside a string literal or a comment would not be a parameter, and is
-refused; so is any bind parameter the SQL holds itself (``$2``, ``:x``, ``?``).
+Where a placeholder stands is decided by the database's parser, not by a lexer here
+(the backend's ``check_positions``): a placeholder inside a string literal or a comment
+would not be a parameter, and is refused; so is any bind parameter the SQL holds itself
+(``$2``, ``:x``, ``?``).
 """
 
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from datasources.parameters import TYPES, ParameterError, parameter_type, parameter_types
-from datasources.placeholders import (
-    TemplateError,
-    bind_parameter_message,
-    find_placeholders,
-    original_offset,
-    outside_parameter_message,
-    substitute,
-)
+from datasources.placeholders import substitute
 from reportsvc.text import shown, storage_problem
 
 INTERVAL_START = "interval_start"
@@ -39,23 +31,6 @@ NAME_MAX_LENGTH = 63
 LABEL_MAX_LENGTH = 200
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# The cast of a literal by its type's sql_type (datasources.parameters).
-POSTGRES_CASTS = {
-    "date": "date",
-    "timestamp": "timestamptz",
-    "integer": "bigint",
-    "decimal": "numeric",
-    "text": "text",
-    "boolean": "boolean",
-}
-SQLITE_CASTS = {
-    "date": "TEXT",
-    "timestamp": "TEXT",
-    "integer": "INTEGER",
-    "decimal": "NUMERIC",
-    "text": "TEXT",
-    "boolean": "INTEGER",
-}
 
 
 @dataclass(frozen=True)
@@ -263,7 +238,7 @@ def sample_values(declared, zone):
     return values
 
 
-# --- Placeholders in SQL ----------------------------------------------------------
+# --- Placeholders and rendering ----------------------------------------------------
 
 
 def names_problem(placeholders, declared):
@@ -277,170 +252,6 @@ def names_problem(placeholders, declared):
                 f"'{placeholder.name}' under Parameters, or use one of: {listed}."
             )
     return None
-
-
-def postgres_marker(index, placeholder):
-    # The space keeps a digit after the placeholder from joining the number.
-    return f"${index + 1} "
-
-
-def sqlite_marker(index, placeholder):
-    return f":p{index + 1} "
-
-
-def markers_for(vendor):
-    return postgres_marker if vendor == "postgresql" else sqlite_marker
-
-
-def with_markers(sql, vendor):
-    """``sql`` with bind markers for its placeholders: what the parser-level checks
-    (statement count and kind) read. Raises TemplateError for a malformed ``{{``."""
-    return substitute(sql, find_placeholders(sql), markers_for(vendor))[0]
-
-
-def check_postgres_positions(sql, placeholders):
-    """Raise TemplateError unless PostgreSQL's parser reads every placeholder as a
-    parameter, and reads no other parameter (a ``$2`` written in the SQL itself).
-    SQL that does not parse is left to the statement check."""
-    from pglast import parse_sql
-    from pglast.parser import ParseError
-    from pglast.visitors import Visitor
-
-    marked, offsets = substitute(sql, placeholders, postgres_marker)
-    try:
-        statements = parse_sql(marked)
-    except ParseError:
-        return
-    found = set()
-
-    class ParameterReferences(Visitor):
-        def visit_ParamRef(self, ancestors, node):
-            found.add((node.number, node.location))
-
-    ParameterReferences()(statements)
-    ours = {(index + 1, offsets[index]) for index in range(len(placeholders))}
-    for index, placeholder in enumerate(placeholders):
-        if (index + 1, offsets[index]) not in found:
-            raise TemplateError(outside_parameter_message(placeholder))
-    foreign = sorted(found - ours, key=lambda reference: reference[1])
-    if foreign:
-        number, location = foreign[0]
-        lengths = [len(postgres_marker(index, p)) for index, p in enumerate(placeholders)]
-        line = sql.count("\n", 0, original_offset(placeholders, offsets, lengths, location)) + 1
-        raise TemplateError(f"Line {line}: {bind_parameter_message(f'${number}')}")
-
-
-class _RecordingBindings(dict):
-    """Bindings for sqlite3 that note which names the prepared statement asked for."""
-
-    def __init__(self):
-        super().__init__()
-        self.asked = set()
-
-    def __getitem__(self, key):
-        self.asked.add(key)
-        return None
-
-
-class _NamelessParameter(Exception):
-    """The statement has a parameter without a name (``?``, or a gap ``?5`` leaves)."""
-
-
-def _parameters_asked(raw_connection, sql):
-    """The names of the parameters SQLite's prepare of ``sql`` asks for (never stepped
-    past EXPLAIN); _NamelessParameter when one has no name."""
-    import sqlite3
-
-    bindings = _RecordingBindings()
-    try:
-        raw_connection.execute(f"EXPLAIN {sql}", bindings).close()
-    except sqlite3.ProgrammingError as error:
-        # The driver binds a mapping by name: a parameter without one cannot be bound.
-        if "has no name" in str(error):
-            raise _NamelessParameter() from error
-        raise
-    return bindings.asked
-
-
-def _sqlite_written(name):
-    if name.isdigit():
-        return f"?{name}"
-    return f":{name} (or @{name}, ${name}: the same to SQLite)"
-
-
-def check_sqlite_positions(raw_connection, sql, placeholders):
-    """Raise TemplateError unless SQLite, preparing the statement, binds every
-    placeholder as a parameter, and binds no other one (``:p1``, ``$x``, ``@x``, ``?``,
-    ``?3`` written in the SQL itself).
-
-    Each placeholder becomes a marker whose name holds a random nonce, so no text the
-    report's author wrote can stand in for it; the statement is prepared again with the
-    placeholders as plain values, where any parameter asked for is one the author
-    wrote (SQLite gives ``?1`` and a marker before it the same slot). Prepared under the
-    read-only guard and never stepped past EXPLAIN; errors from preparing it are raised
-    as they are (sqlite3.Error).
-    """
-    from reports.sql import sqlite_read_only
-
-    nonce = secrets.token_hex(8)
-    ours = [f"rsvc_{nonce}_{index + 1}" for index in range(len(placeholders))]
-    marked, _ = substitute(sql, placeholders, lambda index, placeholder: f":{ours[index]} ")
-    as_values, _ = substitute(sql, placeholders, lambda index, placeholder: "NULL ")
-    with sqlite_read_only(raw_connection):
-        try:
-            asked = _parameters_asked(raw_connection, marked) if placeholders else set()
-            for name, placeholder in zip(ours, placeholders, strict=True):
-                if name not in asked:
-                    raise TemplateError(outside_parameter_message(placeholder))
-            foreign = sorted(asked - set(ours)) or sorted(
-                _parameters_asked(raw_connection, as_values)
-            )
-        except _NamelessParameter:
-            raise TemplateError(bind_parameter_message("? (or ?N)")) from None
-    if foreign:
-        raise TemplateError(bind_parameter_message(_sqlite_written(foreign[0])))
-
-
-# --- Rendering ---------------------------------------------------------------------
-
-
-def _postgres_text(value):
-    """A type's canonical literal value as the text PostgreSQL casts."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _sqlite_value(value):
-    """A type's canonical literal value as SQLite quotes it: booleans and integers as
-    numbers, time stamps as Django and SQLite's datetime() store them (UTC)."""
-    if isinstance(value, bool):
-        return 1 if value else 0
-    if isinstance(value, datetime):
-        # isoformat() pads the year to four digits (strftime writes year 1 as "1").
-        return value.replace(tzinfo=None).isoformat(sep=" ")
-    return value
-
-
-def postgres_quoter(psycopg_connection):
-    from psycopg import sql
-
-    def quote(kind, value):
-        literal = sql.Literal(_postgres_text(kind.literal(value)))
-        return f"({literal.as_string(psycopg_connection).strip()}::{POSTGRES_CASTS[kind.sql_type]})"
-
-    return quote
-
-
-def sqlite_quoter(raw_connection):
-    def quote(kind, value):
-        text = _sqlite_value(kind.literal(value))
-        (quoted,) = raw_connection.execute("SELECT quote(?)", (text,)).fetchone()
-        return f"CAST({quoted} AS {SQLITE_CASTS[kind.sql_type]})"
-
-    return quote
 
 
 def render(sql, placeholders, declared, values, quote):

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from datasources.placeholders import TemplateError, find_placeholders
 from reports import parameters as params
 from reports.models import Report
 from runs.models import Run, RunStatus
@@ -75,7 +76,7 @@ def output_rows(run):
 
 def test_placeholders_are_found_with_their_lines():
     sql = "SELECT 1\nWHERE a = {{day}} AND b = {{  region  }}"
-    found = params.find_placeholders(sql)
+    found = find_placeholders(sql)
     assert [(p.name, p.line) for p in found] == [("day", 2), ("region", 2)]
     assert sql[found[1].start : found[1].end] == "{{  region  }}"
 
@@ -85,8 +86,8 @@ def test_placeholders_are_found_with_their_lines():
     ["SELECT {{ day", "SELECT {{ 1day }}", "SELECT {{ a b }}", "SELECT {{{ day }}}", "SELECT {{}}"],
 )
 def test_a_malformed_placeholder_is_a_template_error(sql):
-    with pytest.raises(params.TemplateError, match="is not a placeholder"):
-        params.find_placeholders(sql)
+    with pytest.raises(TemplateError, match="is not a placeholder"):
+        find_placeholders(sql)
 
 
 @pytest.mark.parametrize(

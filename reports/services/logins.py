@@ -38,9 +38,8 @@ from datasources.registry import (
     login_aliases,
     logins_variable,
 )
-from reports.login_sessions import other_sessions_of_login
+from datasources.safety import ensure_source_is_safe
 from reports.models import LoginLease
-from reports.services.source_safety import ensure_source_is_safe
 
 logger = logging.getLogger(__name__)
 
@@ -225,13 +224,11 @@ def _connect_alone(connection, source, login):
         assessment = ensure_source_is_safe(connection)
         if assessment.powers:
             return True  # allowed by the opt-in: it reaches every session anyway
-        return other_sessions_of_login(connection) == 0
+        return backend_for(connection).other_sessions(connection) == 0
     except DatabaseError as error:
         raise SourceUnavailable(
             f"Data source '{source}' (login '{login}'): {str(error).strip()}"
         ) from error
-    except NotImplementedError as error:  # a vendor without a session check yet
-        raise SourceUnavailable(f"Data source '{source}': {error}") from error
 
 
 @contextlib.contextmanager
