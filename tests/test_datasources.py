@@ -117,6 +117,16 @@ def test_bad_logins_are_refused_naming_the_variable_and_never_a_password(environ
     assert "secret" not in str(error.value)
 
 
+def test_a_source_on_a_vendor_without_a_backend_is_refused_at_start():
+    with pytest.raises(ValueError) as error:
+        databases({"REPORTING_DATABASE_URL_ERP": "oracle://reader:secret@erp/erp"})
+    assert str(error.value).startswith(
+        "REPORTING_DATABASE_URL_ERP: Data sources on oracle are not supported; use one of: "
+        "postgres://, sqlite://"
+    )
+    assert "secret" not in str(error.value)
+
+
 def test_the_postgres_demo_source_is_a_reader_role_of_its_own_in_the_demo_schema():
     service = {
         **SERVICE_DATABASE,
