@@ -142,7 +142,7 @@ def export_in_this_process(table, output, output_format, options):
     import django
 
     django.setup()
-    from reports.datasources import DEFAULT_SOURCE, connection_for_source
+    from datasources.registry import DEFAULT_SOURCE, connection_for_source
     from runs.services.exporter import export_query
     from runs.services.formats import WriterOptions, get_format
     from runs.services.formats import csv_gz as csv_gz_format

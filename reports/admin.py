@@ -14,15 +14,14 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from datasources.sandbox import without_statement_text
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.parameters import (
-    BOOLEAN,
-    CHOICE,
+    BUILT_IN_NAMES,
     INTERVAL_END,
     INTERVAL_START,
-    TEXT,
     ParameterError,
     declared_parameters,
 )
@@ -31,7 +30,6 @@ from reports.services.schedules import save_report
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
-from reports.sql import without_statement_text
 from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reportsvc.web.display import (
@@ -132,31 +130,14 @@ class RunWithParametersForm(forms.Form):
 
 
 def _parameter_field(parameter):
+    """The field of the parameter's type, its default filled in (a bound of the
+    interval, left blank: the run fills it in)."""
     options = {"label": parameter.label, "required": not parameter.has_default}
-    initial = parameter.default_text
-    if parameter.type == CHOICE:
-        return forms.ChoiceField(
-            choices=[(choice, choice) for choice in parameter.choices], initial=initial, **options
-        )
-    if parameter.type == BOOLEAN:
-        return forms.ChoiceField(
-            choices=[("true", "true"), ("false", "false")], initial=initial or "false", **options
-        )
-    widget = forms.Textarea(attrs={"rows": 2}) if parameter.type == TEXT else None
-    help_text = {
-        "date": "YYYY-MM-DD",
-        "timestamp": "ISO 8601",
-        "integer": "a whole number",
-        "decimal": "e.g. 12.50",
-    }.get(parameter.type, "")
-    if initial in (INTERVAL_START, INTERVAL_END):
-        help_text += f" (default: from {initial})"
-        initial = None
+    initial, note = parameter.default_text, ""
+    if initial in BUILT_IN_NAMES:
+        initial, note = None, f" (default: from {initial})"
         options["required"] = False
-    field = forms.CharField(
-        initial=initial, widget=widget, strip=False, help_text=help_text, **options
-    )
-    return field
+    return parameter.kind.form_field(parameter, initial=initial, note=note, **options)
 
 
 class BackfillForm(forms.Form):

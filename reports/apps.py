@@ -6,7 +6,8 @@ from django.db.models.signals import post_migrate
 def _provision_demo_source(sender, using, **kwargs):
     import sys
 
-    from reports.services.demo_source import DemoSourceUnavailable, provision_demo_source
+    from datasources.backends.base import DemoSourceUnavailable
+    from reports.services.demo_source import provision_demo_source
 
     if using != "default":
         return

@@ -5,9 +5,10 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.db import connections
 
-from reports.datasources import has_server_sessions, logins_variable
+from datasources.backends import backend_for
+from datasources.registry import logins_variable
+from datasources.safety import assess_source
 from reports.services.logins import examine_logins
-from reports.services.source_safety import assess_source
 
 
 @register()
@@ -31,7 +32,7 @@ def check_data_sources(app_configs, **kwargs):
             messages += [Error(text, id="reports.E001") for text in outcome.refusals]
             messages += [Warning(text, id="reports.W002") for text in outcome.warnings]
         first = connections[aliases[0]]
-        if len(aliases) == 1 and has_server_sessions(first.vendor):
+        if len(aliases) == 1 and backend_for(first).has_server_sessions:
             messages.append(
                 Warning(
                     f"Data source '{name}' has a single login "

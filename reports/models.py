@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 
-from reports.datasources import DEFAULT_SOURCE
+from datasources.registry import DEFAULT_SOURCE
 from reports.history import SECRET_FIELDS, ReportHistory
 from reports.validators import (
     MAX_ROWS_LIMIT,

@@ -1,101 +1,36 @@
-"""Report parameters: ``{{ name }}`` placeholders in report SQL, and their values.
+"""A report's parameters: their declarations, their values for a run, and the SQL with
+the values in it.
 
 Every report has two built-in parameters, ``interval_start`` and ``interval_end`` (time
 stamps with zone: the data interval a run covers); a report can declare more, each with
-a type. A value never becomes SQL text by itself: it is quoted by the database's own
-quoting (psycopg's ``Literal`` on PostgreSQL, SQLite's ``quote()``) and given an
-explicit cast, so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL and
+a type (datasources.parameters). A value never becomes SQL text by itself: the data
+source's backend quotes it with its driver's own quoting and gives it an explicit cast,
+so ``{{ day }}`` becomes ``('2026-11-25'::date)`` on PostgreSQL and
 ``CAST('2026-11-25' AS TEXT)`` on SQLite.
 
-Where a placeholder stands is decided by the database's parser, not by a lexer here:
-each placeholder is replaced by a bind marker (``$n`` for pglast, a name with a random
-nonce for SQLite's prepare) and only markers the parser reads as parameters count. A
-placeholder inside a string literal or a comment would not be a parameter, and is
-refused; so is any bind parameter the SQL holds itself (``$2``, ``:x``, ``?``).
+Where a placeholder stands is decided by the database's parser, not by a lexer here
+(the backend's ``check_positions``): a placeholder inside a string literal or a comment
+would not be a parameter, and is refused; so is any bind parameter the SQL holds itself
+(``$2``, ``:x``, ``?``).
 """
 
 import re
-import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
 
-from django.utils.dateparse import parse_datetime
-
-from reports.moments import out_of_range_message, representable
+from datasources.parameters import TYPES, ParameterError, parameter_type, parameter_types
+from datasources.placeholders import substitute
 from reportsvc.text import shown, storage_problem
 
 INTERVAL_START = "interval_start"
 INTERVAL_END = "interval_end"
 BUILT_IN_NAMES = (INTERVAL_START, INTERVAL_END)
 
-DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE = (
-    "date",
-    "timestamp",
-    "integer",
-    "decimal",
-    "text",
-    "boolean",
-    "choice",
-)
-TYPES = (DATE, TIMESTAMP, INTEGER, DECIMAL, TEXT, BOOLEAN, CHOICE)
-# The interval's bounds may be the default of these types.
-INTERVAL_DEFAULT_TYPES = (DATE, TIMESTAMP)
-
 MAX_PARAMETERS = 50
 NAME_MAX_LENGTH = 63
 LABEL_MAX_LENGTH = 200
-MAX_CHOICES = 200
-MAX_TEXT_LENGTH = 10_000
-MAX_DECIMAL_DIGITS = 100
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-PLACEHOLDER = re.compile(r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-BOOLEAN_WORDS = {
-    "true": True,
-    "t": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "f": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-
-POSTGRES_CASTS = {
-    DATE: "date",
-    TIMESTAMP: "timestamptz",
-    INTEGER: "bigint",
-    DECIMAL: "numeric",
-    TEXT: "text",
-    BOOLEAN: "boolean",
-    CHOICE: "text",
-}
-SQLITE_CASTS = {
-    DATE: "TEXT",
-    TIMESTAMP: "TEXT",
-    INTEGER: "INTEGER",
-    DECIMAL: "NUMERIC",
-    TEXT: "TEXT",
-    BOOLEAN: "INTEGER",
-    CHOICE: "TEXT",
-}
-
-
-class TemplateError(ValueError):
-    """Report SQL whose placeholders are wrong; the message is meant for the user."""
-
-
-class ParameterError(ValueError):
-    """A parameter value or declaration that is wrong; ``field`` names it."""
-
-    def __init__(self, field, message):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -109,6 +44,11 @@ class Parameter:
     choices: tuple = field(default_factory=tuple)
 
     @property
+    def kind(self):
+        """The parameter's type (datasources.parameters)."""
+        return parameter_type(self.type)
+
+    @property
     def has_default(self):
         return self.default is not None
 
@@ -117,33 +57,20 @@ class Parameter:
         """The default as text (stored and shown that way for every type), or None."""
         if self.default is None or self.default in BUILT_IN_NAMES:
             return self.default
-        if self.type == BOOLEAN:
-            return "true" if self.default else "false"
-        return str(json_value(self, self.default))
+        return self.kind.text(self.default)
 
     def as_json(self):
         data = {"name": self.name, "type": self.type, "label": self.label}
         data["default"] = self.default_text
-        if self.type == CHOICE:
+        if self.choices:
             data["choices"] = list(self.choices)
         return data
 
 
 BUILT_IN_PARAMETERS = {
-    INTERVAL_START: Parameter(INTERVAL_START, TIMESTAMP, "Interval start"),
-    INTERVAL_END: Parameter(INTERVAL_END, TIMESTAMP, "Interval end"),
+    INTERVAL_START: Parameter(INTERVAL_START, "timestamp", "Interval start"),
+    INTERVAL_END: Parameter(INTERVAL_END, "timestamp", "Interval end"),
 }
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    name: str
-    start: int
-    end: int
-    line: int
-
-    def __str__(self):
-        return f"{{{{ {self.name} }}}} (line {self.line})"
 
 
 # --- Declarations ------------------------------------------------------------------
@@ -201,36 +128,19 @@ def declared_parameters(raw, zone=UTC):
             )
         if problem := storage_problem(label):
             raise ParameterError(f"{where}.label", problem)
-        choices = ()
-        if kind == CHOICE:
-            choices = item.get("choices")
-            if (
-                not isinstance(choices, list)
-                or not choices
-                or not all(isinstance(choice, str) for choice in choices)
-            ):
-                raise ParameterError(
-                    f"{where}.choices", "A choice parameter lists its allowed values as text."
-                )
-            if len(choices) > MAX_CHOICES or len(set(choices)) != len(choices):
-                raise ParameterError(
-                    f"{where}.choices",
-                    f"List at most {MAX_CHOICES} different values, each once.",
-                )
-            for choice in choices:
-                _check_text(f"{where}.choices", choice)
-            choices = tuple(choices)
-        elif item.get("choices") not in (None, []):
-            raise ParameterError(f"{where}.choices", "Only choice parameters have choices.")
+        choices = parameter_type(kind).declared_choices(item, where)
         label = label.strip() or name.replace("_", " ").capitalize()
         parameter = Parameter(name, kind, label, None, choices)
         default = item.get("default")
         if default is not None and default != "":
             if default in BUILT_IN_NAMES:
-                if kind not in INTERVAL_DEFAULT_TYPES:
+                if not parameter.kind.interval_default:
+                    allowed = " and ".join(
+                        each.name for each in parameter_types().values() if each.interval_default
+                    )
                     raise ParameterError(
                         f"{where}.default",
-                        f"Only date and timestamp parameters can default to '{default}'.",
+                        f"Only {allowed} parameters can default to '{default}'.",
                     )
             else:
                 try:
@@ -250,113 +160,12 @@ def parameters_json(parameters):
 # --- Values ------------------------------------------------------------------------
 
 
-def _check_text(field_name, value):
-    """Text both databases store as given: valid Unicode, no NUL, not too long."""
-    if problem := storage_problem(value):
-        raise ParameterError(field_name, problem)
-    if len(value) > MAX_TEXT_LENGTH:
-        raise ParameterError(
-            field_name, f"Text is at most {MAX_TEXT_LENGTH:,} characters; this is {len(value):,}."
-        )
-
-
 def parse_value(parameter, raw, zone):
     """``raw`` (JSON value, or text from a form or the command line) as a value of the
     parameter's type; a naive timestamp is read in ``zone``. Raises ParameterError."""
-    name, kind = parameter.name, parameter.type
     if raw is None:
-        raise ParameterError(name, "A value is required.")
-    if kind in (TEXT, CHOICE):
-        if not isinstance(raw, str):
-            raise ParameterError(name, "Give text (a JSON string).")
-        _check_text(name, raw)
-        if kind == CHOICE and raw not in parameter.choices:
-            raise ParameterError(
-                name,
-                f"'{shown(raw)}' is not allowed: use one of {shown(', '.join(parameter.choices))}.",
-            )
-        return raw
-    if kind == BOOLEAN:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in BOOLEAN_WORDS:
-            return BOOLEAN_WORDS[raw.strip().lower()]
-        raise ParameterError(name, "Give true or false.")
-    if kind == INTEGER:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise ParameterError(name, "Give a whole number, e.g. 42.")
-        text = str(raw).strip()
-        if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
-            raise ParameterError(name, f"'{shown(text)}' is not a whole number, e.g. 42.")
-        value = int(text)
-        if not BIGINT_MIN <= value <= BIGINT_MAX:
-            raise ParameterError(name, "The number is outside the 64-bit integer range.")
-        return value
-    if kind == DECIMAL:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            raise ParameterError(name, "Give a decimal number, e.g. 12.50.")
-        # A JSON number reads as a float: 0.0000001 is then 1e-07, written out here.
-        text = plain_decimal(Decimal(repr(raw))) if isinstance(raw, float) else str(raw).strip()
-        if len(text) > MAX_DECIMAL_DIGITS:
-            raise ParameterError(
-                name,
-                f"A decimal is at most {MAX_DECIMAL_DIGITS} characters written out; this is "
-                f"{len(text):,}.",
-            )
-        if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", text):
-            raise ParameterError(
-                name, f"'{shown(text)}' is not a decimal number such as 12.50 (no exponent)."
-            )
-        try:
-            return Decimal(text)
-        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-            raise ParameterError(name, f"'{shown(text)}' is not a decimal number.") from None
-    if kind == DATE:
-        if isinstance(raw, date) and not isinstance(raw, datetime):
-            return raw
-        if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw.strip()):
-            raise ParameterError(name, "Give a date as YYYY-MM-DD, e.g. 2026-11-25.")
-        try:
-            return date.fromisoformat(raw.strip())
-        except ValueError:
-            raise ParameterError(
-                name, f"'{shown(raw.strip())}' is not a date in the calendar."
-            ) from None
-    if kind == TIMESTAMP:
-        return parse_timestamp(name, raw, zone)
-    raise ParameterError(name, f"Unknown type '{kind}'.")  # pragma: no cover
-
-
-def parse_timestamp(name, raw, zone):
-    """An aware datetime (in UTC) from ISO 8601 text; naive text is read in ``zone``.
-
-    The moment must exist in ``zone`` as well as in UTC (see reports.moments), so that
-    everything that shows or computes it in the report's zone can.
-    """
-    if isinstance(raw, datetime):
-        value, text = raw, raw.isoformat()
-    else:
-        if not isinstance(raw, str) or len(raw) > 64:
-            raise ParameterError(name, "Give a time stamp in ISO 8601, e.g. 2026-11-25T06:00:00Z.")
-        text = raw.strip()
-        try:
-            value = parse_datetime(text.replace("z", "Z"))
-        except ValueError:
-            value = None
-        if value is None:
-            raise ParameterError(
-                name,
-                f"'{shown(text, 64)}' is not an ISO 8601 time stamp, e.g. 2026-11-25T06:00:00Z.",
-            )
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    try:
-        value = value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        value = None
-    if value is None or not representable(value, zone):
-        raise ParameterError(name, out_of_range_message(shown(text, 64), zone))
-    return value
+        raise ParameterError(parameter.name, "A value is required.")
+    return parameter.kind.parse(parameter, raw, zone)
 
 
 def json_value(parameter, value):
@@ -364,25 +173,12 @@ def json_value(parameter, value):
     as text (no float rounding)."""
     if value is None:
         return None
-    if parameter.type == DATE:
-        return value.isoformat()
-    if parameter.type == TIMESTAMP:
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if parameter.type == DECIMAL:
-        return plain_decimal(value)
-    return value
-
-
-def plain_decimal(value):
-    """A decimal in plain notation, never an exponent: ``0.0000001``, not ``1E-7``."""
-    return format(value, "f")
+    return parameter.kind.json_value(value)
 
 
 def interval_default(parameter, bound, zone):
     """A date or timestamp parameter's value when it defaults to an interval bound."""
-    if parameter.type == DATE:
-        return bound.astimezone(zone).date()
-    return bound
+    return parameter.kind.from_bound(bound, zone)
 
 
 def resolve_values(declared, given, interval, zone):
@@ -430,51 +226,19 @@ def sample_values(declared, zone):
     else a sample of the type; the interval is the previous calendar day (UTC)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     interval = (today - timedelta(days=1), today)
-    samples = {
-        DATE: interval[0].date(),
-        TIMESTAMP: interval[0],
-        INTEGER: 0,
-        DECIMAL: Decimal("0"),
-        TEXT: "",
-        BOOLEAN: False,
-    }
     values = dict(zip(BUILT_IN_NAMES, interval, strict=True))
     for parameter in declared:
         if parameter.default in BUILT_IN_NAMES:
             value = interval_default(parameter, values[parameter.default], zone)
         elif parameter.has_default:
             value = parameter.default
-        elif parameter.type == CHOICE:
-            value = parameter.choices[0]
         else:
-            value = samples[parameter.type]
+            value = parameter.kind.sample(parameter, interval)
         values[parameter.name] = value
     return values
 
 
-# --- Placeholders in SQL ----------------------------------------------------------
-
-
-def find_placeholders(sql):
-    """The ``{{ name }}`` placeholders of ``sql``, in order.
-
-    Every ``{{`` starts a placeholder: one that is not ``{{ name }}`` raises
-    :class:`TemplateError` (write ``'{' || '{'`` for two braces in text).
-    """
-    found, position = [], 0
-    while (start := sql.find("{{", position)) != -1:
-        line = sql.count("\n", 0, start) + 1
-        match = PLACEHOLDER.match(sql, start)
-        if match is None:
-            snippet = sql[start : start + 40].split("\n")[0]
-            raise TemplateError(
-                f"Line {line}: '{snippet}' is not a placeholder. Write {{{{ name }}}} with a "
-                "parameter's name (letters, digits, underscores) and close it with }}; for "
-                "two braces in text write '{' || '{'."
-            )
-        found.append(Placeholder(match["name"], start, match.end(), line))
-        position = match.end()
-    return found
+# --- Placeholders and rendering ----------------------------------------------------
 
 
 def names_problem(placeholders, declared):
@@ -490,223 +254,12 @@ def names_problem(placeholders, declared):
     return None
 
 
-def substitute(sql, placeholders, replacement):
-    """``sql`` with each placeholder replaced by ``replacement(index, placeholder)``;
-    also the offset at which each replacement starts."""
-    parts, offsets, position, length = [], [], 0, 0
-    for index, placeholder in enumerate(placeholders):
-        head = sql[position : placeholder.start]
-        parts.append(head)
-        length += len(head)
-        offsets.append(length)
-        text = replacement(index, placeholder)
-        parts.append(text)
-        length += len(text)
-        position = placeholder.end
-    parts.append(sql[position:])
-    return "".join(parts), offsets
-
-
-def postgres_marker(index, placeholder):
-    # The space keeps a digit after the placeholder from joining the number.
-    return f"${index + 1} "
-
-
-def sqlite_marker(index, placeholder):
-    return f":p{index + 1} "
-
-
-def markers_for(vendor):
-    return postgres_marker if vendor == "postgresql" else sqlite_marker
-
-
-def with_markers(sql, vendor):
-    """``sql`` with bind markers for its placeholders: what the parser-level checks
-    (statement count and kind) read. Raises TemplateError for a malformed ``{{``."""
-    return substitute(sql, find_placeholders(sql), markers_for(vendor))[0]
-
-
-def _outside_parameter_message(placeholder):
-    return (
-        f"{placeholder} is inside a string literal or a comment, where it would not be "
-        "replaced by a value. Write it where a value goes, without quotes: "
-        f"WHERE day = {{{{ {placeholder.name} }}}}."
-    )
-
-
-def _bind_parameter_message(written):
-    return (
-        f"The SQL holds a bind parameter, {written}: report SQL takes values only through "
-        "placeholders. Write {{ name }} with a declared parameter's name where the value "
-        "goes (or remove it)."
-    )
-
-
-def _original_offset(placeholders, offsets, lengths, position):
-    """Where ``position`` of the marked text lies in the text as written."""
-    shift = 0
-    for placeholder, offset, length in zip(placeholders, offsets, lengths, strict=True):
-        if offset + length <= position:
-            shift += (placeholder.end - placeholder.start) - length
-    return position + shift
-
-
-def check_postgres_positions(sql, placeholders):
-    """Raise TemplateError unless PostgreSQL's parser reads every placeholder as a
-    parameter, and reads no other parameter (a ``$2`` written in the SQL itself).
-    SQL that does not parse is left to the statement check."""
-    from pglast import parse_sql
-    from pglast.parser import ParseError
-    from pglast.visitors import Visitor
-
-    marked, offsets = substitute(sql, placeholders, postgres_marker)
-    try:
-        statements = parse_sql(marked)
-    except ParseError:
-        return
-    found = set()
-
-    class ParameterReferences(Visitor):
-        def visit_ParamRef(self, ancestors, node):
-            found.add((node.number, node.location))
-
-    ParameterReferences()(statements)
-    ours = {(index + 1, offsets[index]) for index in range(len(placeholders))}
-    for index, placeholder in enumerate(placeholders):
-        if (index + 1, offsets[index]) not in found:
-            raise TemplateError(_outside_parameter_message(placeholder))
-    foreign = sorted(found - ours, key=lambda reference: reference[1])
-    if foreign:
-        number, location = foreign[0]
-        lengths = [len(postgres_marker(index, p)) for index, p in enumerate(placeholders)]
-        line = sql.count("\n", 0, _original_offset(placeholders, offsets, lengths, location)) + 1
-        raise TemplateError(f"Line {line}: {_bind_parameter_message(f'${number}')}")
-
-
-class _RecordingBindings(dict):
-    """Bindings for sqlite3 that note which names the prepared statement asked for."""
-
-    def __init__(self):
-        super().__init__()
-        self.asked = set()
-
-    def __getitem__(self, key):
-        self.asked.add(key)
-        return None
-
-
-class _NamelessParameter(Exception):
-    """The statement has a parameter without a name (``?``, or a gap ``?5`` leaves)."""
-
-
-def _parameters_asked(raw_connection, sql):
-    """The names of the parameters SQLite's prepare of ``sql`` asks for (never stepped
-    past EXPLAIN); _NamelessParameter when one has no name."""
-    import sqlite3
-
-    bindings = _RecordingBindings()
-    try:
-        raw_connection.execute(f"EXPLAIN {sql}", bindings).close()
-    except sqlite3.ProgrammingError as error:
-        # The driver binds a mapping by name: a parameter without one cannot be bound.
-        if "has no name" in str(error):
-            raise _NamelessParameter() from error
-        raise
-    return bindings.asked
-
-
-def _sqlite_written(name):
-    if name.isdigit():
-        return f"?{name}"
-    return f":{name} (or @{name}, ${name}: the same to SQLite)"
-
-
-def check_sqlite_positions(raw_connection, sql, placeholders):
-    """Raise TemplateError unless SQLite, preparing the statement, binds every
-    placeholder as a parameter, and binds no other one (``:p1``, ``$x``, ``@x``, ``?``,
-    ``?3`` written in the SQL itself).
-
-    Each placeholder becomes a marker whose name holds a random nonce, so no text the
-    report's author wrote can stand in for it; the statement is prepared again with the
-    placeholders as plain values, where any parameter asked for is one the author
-    wrote (SQLite gives ``?1`` and a marker before it the same slot). Prepared under the
-    read-only guard and never stepped past EXPLAIN; errors from preparing it are raised
-    as they are (sqlite3.Error).
-    """
-    from reports.sql import sqlite_read_only
-
-    nonce = secrets.token_hex(8)
-    ours = [f"rsvc_{nonce}_{index + 1}" for index in range(len(placeholders))]
-    marked, _ = substitute(sql, placeholders, lambda index, placeholder: f":{ours[index]} ")
-    as_values, _ = substitute(sql, placeholders, lambda index, placeholder: "NULL ")
-    with sqlite_read_only(raw_connection):
-        try:
-            asked = _parameters_asked(raw_connection, marked) if placeholders else set()
-            for name, placeholder in zip(ours, placeholders, strict=True):
-                if name not in asked:
-                    raise TemplateError(_outside_parameter_message(placeholder))
-            foreign = sorted(asked - set(ours)) or sorted(
-                _parameters_asked(raw_connection, as_values)
-            )
-        except _NamelessParameter:
-            raise TemplateError(_bind_parameter_message("? (or ?N)")) from None
-    if foreign:
-        raise TemplateError(_bind_parameter_message(_sqlite_written(foreign[0])))
-
-
-# --- Rendering ---------------------------------------------------------------------
-
-
-def literal_text(parameter, value, vendor):
-    """The canonical text (or integer, for SQLite) the database quotes for a value."""
-    kind = parameter.type
-    if kind == TIMESTAMP:
-        value = value.astimezone(UTC)
-        if vendor == "postgresql":
-            return value.isoformat()
-        # The form Django and SQLite's datetime() store (UTC): text comparisons work.
-        # isoformat() pads the year to four digits (strftime writes year 1 as "1").
-        return value.replace(tzinfo=None).isoformat(sep=" ")
-    if kind == DATE:
-        return value.isoformat()
-    if kind == BOOLEAN:
-        if vendor == "postgresql":
-            return "true" if value else "false"
-        return 1 if value else 0
-    if kind == INTEGER:
-        return str(value) if vendor == "postgresql" else int(value)
-    if kind == DECIMAL:
-        return plain_decimal(value)
-    return str(value)  # text, choice
-
-
-def postgres_quoter(psycopg_connection):
-    from psycopg import sql
-
-    def quote(parameter, value):
-        literal = sql.Literal(literal_text(parameter, value, "postgresql"))
-        return (
-            f"({literal.as_string(psycopg_connection).strip()}::{POSTGRES_CASTS[parameter.type]})"
-        )
-
-    return quote
-
-
-def sqlite_quoter(raw_connection):
-    def quote(parameter, value):
-        text = literal_text(parameter, value, "sqlite")
-        (quoted,) = raw_connection.execute("SELECT quote(?)", (text,)).fetchone()
-        return f"CAST({quoted} AS {SQLITE_CASTS[parameter.type]})"
-
-    return quote
-
-
 def render(sql, placeholders, declared, values, quote):
     """``sql`` with each placeholder replaced by its value as a quoted, cast literal."""
     by_name = all_parameters(declared)
 
     def literal(index, placeholder):
-        return quote(by_name[placeholder.name], values[placeholder.name])
+        return quote(by_name[placeholder.name].kind, values[placeholder.name])
 
     return substitute(sql, placeholders, literal)[0]
 

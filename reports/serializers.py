@@ -6,14 +6,14 @@ from django.utils.duration import duration_string
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reports import parameters as params
+from datasources.parameters import TYPES
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
-from reports.moments import span_text
 from reports.services import history
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.targets import redacted_emails, redacted_webhooks
+from reportsvc.moments import span_text
 from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of
@@ -29,7 +29,7 @@ class ParameterDeclarationSerializer(serializers.Serializer):
     """How a declared parameter reads in the schema (validated by reports.parameters)."""
 
     name = serializers.CharField(help_text="Used in the SQL as {{ name }}.")
-    type = serializers.ChoiceField(choices=params.TYPES)
+    type = serializers.ChoiceField(choices=TYPES)
     label = serializers.CharField(required=False, help_text="Shown in forms.")
     default = serializers.CharField(
         required=False,

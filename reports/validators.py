@@ -8,9 +8,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 from django.utils import timezone
 
+from datasources.placeholders import TemplateError, find_placeholders, substitute
+from datasources.registry import data_source_names, source_for
+from datasources.sandbox import ReportSQLError
 from reports.cron import CronError, next_fire_time, parse_crontab
-from reports.datasources import connection_for_source, data_source_names
-from reports.sql import ReportSQLError, read_only_statement
 from reports.targets import blocked_target_problem
 
 # A run must be able to finish within a day; larger values made every run fail.
@@ -78,32 +79,31 @@ def validate_data_source(value):
 def report_sql_problem(sql, data_source, declared=()):
     """The parser's objection to ``sql`` on ``data_source``'s engine, or None: its
     placeholders (malformed, naming no parameter in ``declared`` or the built-ins, or,
-    on PostgreSQL, not where a value goes, or bind parameters of the SQL's own), then
-    the statement with bind markers in their place.
+    where the backend's parser alone can tell, not where a value goes, or bind
+    parameters of the SQL's own), then the statement with bind markers in their place.
 
     Needs no connection; the database's own check (reports.services.sql_check) follows
-    in the admin and the API, and checks the placeholders' positions on SQLite.
+    in the admin and the API, and checks the placeholders' positions where that needs
+    the server (SQLite's prepare).
     """
     from reports import parameters as params
 
     try:
-        placeholders = params.find_placeholders(sql or "")
-    except params.TemplateError as error:
+        placeholders = find_placeholders(sql or "")
+    except TemplateError as error:
         return str(error)
     problem = params.names_problem(placeholders, declared)
     if problem:
         return problem
     try:
-        vendor = connection_for_source(data_source).vendor
+        backend = source_for(data_source).backend
     except KeyError:
         return None  # the data_source field reports it
     try:
-        read_only_statement(
-            params.substitute(sql, placeholders, params.markers_for(vendor))[0], vendor
-        )
-        if vendor == "postgresql":
-            params.check_postgres_positions(sql, placeholders)
-    except (ReportSQLError, params.TemplateError) as error:
+        marked = substitute(sql, placeholders, lambda index, _: backend.marker(index))[0]
+        backend.read_only_statement(marked)
+        backend.check_positions(sql, placeholders)
+    except (ReportSQLError, TemplateError) as error:
         return str(error)
     return None
 

@@ -13,7 +13,7 @@ import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
-from reports.datasources import alias_for_source, login_aliases_by_source, reporting_databases
+from datasources.registry import alias_for_source, login_aliases_by_source, reporting_databases
 from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
 
@@ -165,7 +165,7 @@ DATABASES.update(
 )
 for _alias in DATABASES:
     DATABASES[_alias]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
-DATABASE_ROUTERS = ["reports.datasources.ReportingDatabaseRouter"]
+DATABASE_ROUTERS = ["datasources.registry.ReportingDatabaseRouter"]
 
 # Data-source name -> the aliases of its logins (the URL's first); report SQL only ever
 # runs through these, each run on a login it leases (README: Security).

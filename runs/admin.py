@@ -11,9 +11,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from reports.moments import in_zone
 from reports.parameters import ParameterError
 from reports.services.history import newest_version_number
+from reportsvc.moments import in_zone
 from reportsvc.text import escaped
 from reportsvc.web.display import (
     ROWS_HIDDEN,

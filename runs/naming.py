@@ -4,8 +4,8 @@ folder of outputs reads like a series (``daily-revenue_2026-11-25.csv``)."""
 from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
-from reports.moments import in_zone
 from reports.parameters import BUILT_IN_NAMES
+from reportsvc.moments import in_zone
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
 

@@ -12,7 +12,7 @@ from django.db import connections
 from django.test import override_settings
 from django.test.testcases import QuietWSGIRequestHandler
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.services.demo_source import demo_source_writer
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -109,7 +109,7 @@ def data_source_logins_outside_rolled_back_tests():
     from django.db import connections
     from django.test import TestCase
 
-    from reports.datasources import ALIAS_PREFIX
+    from datasources.registry import ALIAS_PREFIX
 
     names = TestCase._databases_names.__func__
 
@@ -135,7 +135,7 @@ def data_source_sessions_end_with_the_test():
     yield
     from django.db import connections
 
-    from reports.datasources import ALIAS_PREFIX
+    from datasources.registry import ALIAS_PREFIX
 
     for connection in connections.all(initialized_only=True):
         alias, vendor = connection.alias, connection.vendor

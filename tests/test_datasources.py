@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from reports.datasources import (
+from datasources.backends.postgresql import demo_role_password
+from datasources.registry import (
     ReportingDatabaseRouter,
-    demo_role_password,
     login_aliases_by_source,
     reporting_databases,
     source_urls_from_environment,
@@ -114,6 +114,16 @@ def test_bad_logins_are_refused_naming_the_variable_and_never_a_password(environ
     with pytest.raises(ValueError) as error:
         databases(environment)
     assert str(error.value).startswith(message)
+    assert "secret" not in str(error.value)
+
+
+def test_a_source_on_a_vendor_without_a_backend_is_refused_at_start():
+    with pytest.raises(ValueError) as error:
+        databases({"REPORTING_DATABASE_URL_ERP": "oracle://reader:secret@erp/erp"})
+    assert str(error.value).startswith(
+        "REPORTING_DATABASE_URL_ERP: Data sources on oracle are not supported; use one of: "
+        "postgres://, sqlite://"
+    )
     assert "secret" not in str(error.value)
 
 

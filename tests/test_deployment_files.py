@@ -13,7 +13,7 @@ from django.core.management import get_commands
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SETTINGS_SOURCE = (PROJECT_DIR / "reportsvc" / "settings.py").read_text()
 SETTINGS_VARIABLES = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z0-9_]+)"', SETTINGS_SOURCE))
-# Read by reports/datasources.py rather than settings.py.
+# Read by datasources/registry.py rather than settings.py.
 SETTINGS_VARIABLES |= {"REPORTING_DATABASE_URL", "REPORTING_DATABASE_LOGINS"}
 
 

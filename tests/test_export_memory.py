@@ -9,9 +9,9 @@ import tracemalloc
 
 import pytest
 
+from datasources.backends.sqlite import NUMBER_BYTES, _row_blocks
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.exporter import NUMBER_BYTES, _row_blocks
 from runs.services.formats.csv import encode_csv_rows
 from runs.services.runner import run_report_now
 from tests.conftest import ON_POSTGRES

@@ -6,6 +6,7 @@ a run left running), and every value that passes reaches the database as given."
 import json
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from io import StringIO
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from django.core.management import CommandError, call_command
 
 from reports import parameters as params
 from reports.models import Report
-from reports.moments import zone_bounds
+from reportsvc.moments import zone_bounds
 from runs.models import Run, RunStatus
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run, executes_reports, read_csv
@@ -471,9 +472,7 @@ def test_a_tiny_decimal_goes_to_the_database_in_plain_notation(runner, editor):
     else:  # SQLite's NUMERIC holds it as a double
         assert "CAST('-0.00000000000000000001' AS NUMERIC)" in run.sql
         assert read_csv(run.output.path)[1] == ["-1e-20"]
-    assert params.json_value(params.Parameter("r", params.DECIMAL), params.Decimal("1E-7")) == (
-        "0.0000001"
-    )
+    assert params.json_value(params.Parameter("r", "decimal"), Decimal("1E-7")) == ("0.0000001")
 
 
 @executes_reports
@@ -529,7 +528,7 @@ def test_the_extremes_that_pass_validation_reach_the_database(runner):
     ],
 )
 def test_decimals_are_taken_and_recorded_in_plain_notation(given, expected):
-    rate = params.Parameter("rate", params.DECIMAL)
+    rate = params.Parameter("rate", "decimal")
     try:
         recorded = params.json_value(rate, params.parse_value(rate, given, UTC))
     except params.ParameterError as error:

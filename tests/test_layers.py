@@ -1,15 +1,20 @@
-"""The two apps' web layers do not import each other.
+"""The two apps' web layers do not import each other; data sources import no app.
 
 ``runs`` builds on ``reports``' models and services; ``reports``' admin and API show
 runs through ``runs``' models, selectors, services and serializers. What both web
 layers need (permissions, schema pieces, renderers, links, display helpers) lives in
 ``reportsvc.web``, which imports neither app's web modules.
+
+Imports run one way: web layers -> runs -> reports -> datasources. ``datasources`` (the
+data-source registry, the backends, parameter types) imports none of the apps, nor the
+shared web layer; the apps import it.
 """
 
 import ast
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+APPS = ("access", "reports", "runs")
 WEB_MODULES = {
     "reports": ("reports.admin", "reports.api", "reports.serializers", "reports.views"),
     "runs": ("runs.admin", "runs.api", "runs.templatetags", "runs.views"),
@@ -48,6 +53,15 @@ def test_the_shared_web_layer_imports_no_web_module_of_either_app():
     assert imports_of("reportsvc/web", WEB_MODULES["reports"] + WEB_MODULES["runs"]) == []
 
 
+def test_datasources_imports_no_app_and_no_web_layer():
+    assert imports_of("datasources", (*APPS, "reportsvc.web")) == []
+
+
+def test_the_apps_build_on_datasources():
+    assert imports_of("reports", ("datasources",)) != []
+    assert imports_of("runs", ("datasources",)) != []
+
+
 def test_the_check_sees_an_import_across(tmp_path, monkeypatch):
     package = tmp_path / "runs"
     package.mkdir()
@@ -56,4 +70,14 @@ def test_the_check_sees_an_import_across(tmp_path, monkeypatch):
     assert imports_of("runs", WEB_MODULES["reports"]) == [
         ("runs/admin.py", "reports.admin"),
         ("runs/admin.py", "reports.admin.ReportAdmin"),
+    ]
+
+
+def test_the_check_sees_datasources_importing_an_app(tmp_path, monkeypatch):
+    package = tmp_path / "datasources" / "backends"
+    package.mkdir(parents=True)
+    (package / "sqlite.py").write_text("import runs.services.formats\n")
+    monkeypatch.setattr(f"{__name__}.PROJECT", tmp_path)
+    assert imports_of("datasources", APPS) == [
+        ("datasources/backends/sqlite.py", "runs.services.formats")
     ]

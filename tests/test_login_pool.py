@@ -17,7 +17,7 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
-from reports.datasources import DEFAULT_SOURCE, alias_for_login
+from datasources.registry import DEFAULT_SOURCE, alias_for_login
 from reports.models import LoginLease, Report
 from runs.models import RunStatus
 from runs.services.runner import run_report_now, touch_runs
@@ -437,7 +437,7 @@ def test_every_login_of_a_pool_is_examined(pool):
 @postgres_only
 @pytest.mark.django_db(databases="__all__")
 def test_the_demo_roles_are_made_by_a_createrole_owner_that_is_no_superuser():
-    from reports.services.demo_source import create_demo_schema_and_roles
+    from datasources.backends.postgresql import create_demo_schema_and_roles
 
     prefix = f"{connections['default'].settings_dict['NAME'][:40]}_{secrets.token_hex(3)}"
     owner, database = f"{prefix}_owner", f"{prefix}_db"

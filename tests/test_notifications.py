@@ -10,7 +10,7 @@ import pytest
 from django.core import mail
 from django.db import connections
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from runs.services.runner import fail_run, run_report_now

@@ -4,12 +4,13 @@ import time
 
 import pytest
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
-from reports.extended_protocol import execute_one_statement
+from datasources.backends.postgresql import BACKEND as POSTGRESQL
+from datasources.backends.postgresql import execute_one_statement
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
+from datasources.sandbox import ExportFailed, ReportSQLError
 from reports.models import Report
-from reports.sql import ReportSQLError, read_only_statement
 from runs.models import RunStatus
-from runs.services.exporter import ExportFailed, export_query_to_csv
+from runs.services.exporter import export_query_to_csv
 from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.conftest import (
@@ -239,7 +240,7 @@ def test_quotes_that_look_escaped_cannot_smuggle_a_second_statement(guarded, sou
     # PostgreSQL ends the string at name'\' (no E prefix), so everything after the
     # first ; would be a new statement: it must count as one, and never run.
     with pytest.raises(ReportSQLError, match="cannot parse"):
-        read_only_statement(INJECTION, "postgresql")
+        POSTGRESQL.read_only_statement(INJECTION)
     before = guarded()
     run = run_sql(INJECTION)
     assert run.status == RunStatus.FAILED

@@ -27,7 +27,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.downloads import download_file_name
 from runs.models import Run, RunStatus

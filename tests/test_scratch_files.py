@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.services import output_storage

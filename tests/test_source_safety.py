@@ -13,9 +13,9 @@ from django.core.management import CommandError, call_command
 from django.core.management.base import SystemCheckError
 from django.db import connections
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
+from datasources.safety import assess_source
 from reports.models import Report
-from reports.services.source_safety import assess_source
 from runs.models import Run, RunStatus
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user

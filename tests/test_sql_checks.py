@@ -2,7 +2,12 @@
 
 import pytest
 
-from reports.sql import ReportSQLError, read_only_statement, without_statement_text
+from datasources.backends import backend_for_vendor
+from datasources.sandbox import ReportSQLError, without_statement_text
+
+
+def read_only_statement(sql, vendor):
+    return backend_for_vendor(vendor).read_only_statement(sql)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.services.queue import enqueue_run

@@ -9,7 +9,7 @@ from pathlib import Path
 from django.db import connection, connections
 from django.db.models.functions import Now
 
-from reports.datasources import DEFAULT_SOURCE, alias_for_source
+from datasources.registry import DEFAULT_SOURCE, alias_for_source
 from runs.models import SchedulerLease
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from reports.datasources import DEFAULT_SOURCE, connection_for_source
+from datasources.registry import DEFAULT_SOURCE, source_for
 from reports.models import AlertCondition, Report
 from reports.services.demo_source import demo_source_writer
 from reports.services.schedules import upcoming_fire
@@ -55,28 +55,8 @@ LAST_NAMES = [
     "Borg",
 ]
 
-SCHEMA = {
-    "postgresql": [
-        """CREATE TABLE IF NOT EXISTS demo_customers (
-            id integer PRIMARY KEY, name text NOT NULL, email text NOT NULL,
-            country char(2) NOT NULL, signed_up_at timestamptz NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS demo_orders (
-            id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES demo_customers,
-            ordered_at timestamptz NOT NULL, currency char(3) NOT NULL,
-            amount_cents integer NOT NULL, status text NOT NULL, refunded_at timestamptz)""",
-    ],
-    "sqlite": [
-        """CREATE TABLE IF NOT EXISTS demo_customers (
-            id integer PRIMARY KEY, name text NOT NULL, email text NOT NULL,
-            country text NOT NULL, signed_up_at text NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS demo_orders (
-            id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES demo_customers,
-            ordered_at text NOT NULL, currency text NOT NULL,
-            amount_cents integer NOT NULL, status text NOT NULL, refunded_at text)""",
-    ],
-}
-
-# slug -> (name, schedule, timezone, description, {vendor: sql})
+# slug -> (name, schedule, timezone, description); the SQL, in the demo source's dialect,
+# is its backend's (datasources.backends.base.DemoSource.queries).
 DEMO_REPORTS = {
     "daily-revenue": (
         "Daily revenue",
@@ -85,111 +65,35 @@ DEMO_REPORTS = {
         "Orders and revenue per currency over the run's data interval (the day before the "
         "06:00 run, in Berlin time), for one order status and a minimum amount. Run it with "
         "other values from “Run with parameters…”, or fill past days with “Backfill…”.",
-        {
-            "postgresql": """SELECT {{ day }} AS day, currency,
-       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
-FROM demo_orders
-WHERE ordered_at >= {{ interval_start }} AND ordered_at < {{ interval_end }}
-  AND status = {{ status }} AND amount_cents >= {{ min_amount_cents }}
-GROUP BY currency
-ORDER BY currency""",
-            "sqlite": """SELECT {{ day }} AS day, currency,
-       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
-FROM demo_orders
-WHERE ordered_at >= {{ interval_start }} AND ordered_at < {{ interval_end }}
-  AND status = {{ status }} AND amount_cents >= {{ min_amount_cents }}
-GROUP BY currency
-ORDER BY currency""",
-        },
     ),
     "daily-revenue-by-currency": (
         "Daily revenue by currency",
         "0 6 * * *",
         "UTC",
         "Paid orders and revenue per day and currency over the last 30 days.",
-        {
-            "postgresql": """SELECT ordered_at::date AS day, currency,
-       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
-FROM demo_orders
-WHERE status = 'paid' AND ordered_at >= current_date - 30
-GROUP BY 1, 2
-ORDER BY 1, 2""",
-            "sqlite": """SELECT date(ordered_at) AS day, currency,
-       count(*) AS orders, round(sum(amount_cents) / 100.0, 2) AS revenue
-FROM demo_orders
-WHERE status = 'paid' AND ordered_at >= date('now', '-30 days')
-GROUP BY 1, 2
-ORDER BY 1, 2""",
-        },
     ),
     "top-customers-this-week": (
         "Top customers this week",
         "0 7 * * mon",
         "Europe/Berlin",
         "The 20 customers with the highest paid order value in the last 7 days.",
-        {
-            "postgresql": """SELECT c.name, c.email, c.country, count(*) AS orders,
-       round(sum(o.amount_cents) / 100.0, 2) AS spent
-FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
-WHERE o.status = 'paid' AND o.ordered_at >= now() - interval '7 days'
-GROUP BY c.id
-ORDER BY spent DESC, c.name
-LIMIT 20""",
-            "sqlite": """SELECT c.name, c.email, c.country, count(*) AS orders,
-       round(sum(o.amount_cents) / 100.0, 2) AS spent
-FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
-WHERE o.status = 'paid' AND o.ordered_at >= datetime('now', '-7 days')
-GROUP BY c.id
-ORDER BY spent DESC, c.name
-LIMIT 20""",
-        },
     ),
     "refunds-yesterday": (
         "Refunds yesterday",
         "30 6 * * *",
         "UTC",
         "Every order refunded yesterday (UTC), with its customer.",
-        {
-            "postgresql": """SELECT o.id AS order_id, c.email, o.currency,
-       round(o.amount_cents / 100.0, 2) AS amount, o.refunded_at
-FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
-WHERE o.status = 'refunded'
-  AND o.refunded_at >= current_date - 1 AND o.refunded_at < current_date
-ORDER BY o.refunded_at""",
-            "sqlite": """SELECT o.id AS order_id, c.email, o.currency,
-       round(o.amount_cents / 100.0, 2) AS amount, o.refunded_at
-FROM demo_orders o JOIN demo_customers c ON c.id = o.customer_id
-WHERE o.status = 'refunded'
-  AND o.refunded_at >= date('now', '-1 day') AND o.refunded_at < date('now')
-ORDER BY o.refunded_at""",
-        },
     ),
     "new-customers-by-country": (
         "New customers by country",
         "0 8 1 * *",
         "Europe/Berlin",
         "Sign-ups per country over the last 90 days; runs on the first of each month.",
-        {
-            "postgresql": """SELECT country, count(*) AS new_customers
-FROM demo_customers
-WHERE signed_up_at >= now() - interval '90 days'
-GROUP BY country
-ORDER BY new_customers DESC, country""",
-            "sqlite": """SELECT country, count(*) AS new_customers
-FROM demo_customers
-WHERE signed_up_at >= datetime('now', '-90 days')
-GROUP BY country
-ORDER BY new_customers DESC, country""",
-        },
     ),
 }
 
 
-def _timestamp(value, vendor):
-    return value if vendor == "postgresql" else value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _demo_rows(now, vendor, seed=2026):
+def _demo_rows(now, timestamp, seed=2026):
     generator = random.Random(seed)
     customers, orders = [], []
     for customer_id in range(1, CUSTOMER_COUNT + 1):
@@ -210,27 +114,27 @@ def _demo_rows(now, vendor, seed=2026):
             (
                 order_id,
                 customer[0],
-                _timestamp(ordered_at, vendor),
+                timestamp(ordered_at),
                 CURRENCY_BY_COUNTRY.get(customer[3], "EUR"),
                 generator.randint(500, 25000),
                 "refunded" if refunded else "paid",
-                _timestamp(refunded_at, vendor) if refunded_at else None,
+                timestamp(refunded_at) if refunded_at else None,
             )
         )
-    customers = [(*row[:4], _timestamp(row[4], vendor)) for row in customers]
+    customers = [(*row[:4], timestamp(row[4])) for row in customers]
     return customers, orders
 
 
 def seed_demo_data(now=None):
     """Create the demo tables in the built-in demo source; True if they were filled now."""
-    vendor = connection_for_source(DEFAULT_SOURCE).vendor
+    demo = source_for(DEFAULT_SOURCE).backend.demo
     with demo_source_writer() as cursor:
-        for statement in SCHEMA[vendor]:
+        for statement in demo.tables:
             cursor.execute(statement)
         cursor.execute("SELECT count(*) FROM demo_customers")
         if cursor.fetchone()[0]:
             return False
-        customers, orders = _demo_rows(now or timezone.now(), vendor)
+        customers, orders = _demo_rows(now or timezone.now(), demo.timestamp)
         cursor.executemany("INSERT INTO demo_customers VALUES (%s, %s, %s, %s, %s)", customers)
         cursor.executemany("INSERT INTO demo_orders VALUES (%s, %s, %s, %s, %s, %s, %s)", orders)
     return True
@@ -266,9 +170,9 @@ DEMO_NOTIFICATIONS = {
 
 def seed_demo_reports():
     """Create the demo reports that do not exist yet; return the slugs created."""
-    vendor = connection_for_source(DEFAULT_SOURCE).vendor
+    queries = source_for(DEFAULT_SOURCE).backend.demo.queries
     created = []
-    for slug, (name, schedule, zone, description, sql_by_vendor) in DEMO_REPORTS.items():
+    for slug, (name, schedule, zone, description) in DEMO_REPORTS.items():
         _, was_created = Report.objects.get_or_create(
             slug=slug,
             defaults={
@@ -277,7 +181,7 @@ def seed_demo_reports():
                 "timezone": zone,
                 "next_run_at": upcoming_fire(schedule, zone),
                 "description": description,
-                "sql": sql_by_vendor[vendor],
+                "sql": queries[slug],
                 "parameters": DEMO_PARAMETERS.get(slug, []),
                 **DEMO_NOTIFICATIONS.get(slug, {}),
             },

@@ -3,7 +3,7 @@
 PostgreSQL lets a role see the query text of, and end, only its own sessions (and
 those of roles whose privileges it has). Runs that all connected as one role could end
 or watch each other. So a server data source has a pool of logins
-(reports.datasources: the URL's user and ``REPORTING_DATABASE_LOGINS[_<NAME>]``), and
+(datasources.registry: the URL's user and ``REPORTING_DATABASE_LOGINS[_<NAME>]``), and
 whatever sends a report's text to it (a run, the save-time check) or examines it holds
 one login alone for as long as it needs it:
 
@@ -32,16 +32,14 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from reports.datasources import (
-    DEMO_LOGINS,
-    has_server_sessions,
+from datasources.backends import backend_for
+from datasources.registry import (
     is_demo_source,
     login_aliases,
     logins_variable,
 )
-from reports.login_sessions import other_sessions_of_login
+from datasources.safety import ensure_source_is_safe
 from reports.models import LoginLease
-from reports.services.source_safety import ensure_source_is_safe
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +171,7 @@ def no_free_login_message(source, count, waited, saw_other_sessions):
         )
     if is_demo_source(source):
         fix = (
-            f"The built-in demo source has {DEMO_LOGINS}: run fewer reports at once "
-            "(WORKER_CONCURRENCY)."
+            f"The built-in demo source has {count}: run fewer reports at once (WORKER_CONCURRENCY)."
         )
     else:
         fix = (
@@ -227,13 +224,11 @@ def _connect_alone(connection, source, login):
         assessment = ensure_source_is_safe(connection)
         if assessment.powers:
             return True  # allowed by the opt-in: it reaches every session anyway
-        return other_sessions_of_login(connection) == 0
+        return backend_for(connection).other_sessions(connection) == 0
     except DatabaseError as error:
         raise SourceUnavailable(
             f"Data source '{source}' (login '{login}'): {str(error).strip()}"
         ) from error
-    except NotImplementedError as error:  # a vendor without a session check yet
-        raise SourceUnavailable(f"Data source '{source}': {error}") from error
 
 
 @contextlib.contextmanager
@@ -250,7 +245,7 @@ def leased_connection(source, holder, *, wait_seconds, stop=None, seconds=None):
     """
     logins = _logins_of(source)
     first = connections[next(iter(logins.values()))]
-    if not has_server_sessions(first.vendor):
+    if not backend_for(first).has_server_sessions:
         yield first
         return
     seconds = seconds or run_lease_seconds()
@@ -304,7 +299,7 @@ def examine_logins(source, assess):
         connection = connections[alias]
         holder = one_shot_holder("examination")
         leased = None
-        if has_server_sessions(connection.vendor):
+        if backend_for(connection).has_server_sessions:
             with contextlib.suppress(DatabaseError):  # no lease table yet: no lease
                 leased = take_login(source, [login], holder, ONE_SHOT_LEASE_SECONDS) is not None
         if leased is False:

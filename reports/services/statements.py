@@ -1,15 +1,16 @@
 """The statement a run of a report executes: its SQL with the run's values in it.
 
-The rendered text goes through the same sandbox as SQL without placeholders
-(``read_only_statement``: one statement, read-only; then the exporter's read-only
-transaction, timeout and row cap).
+The rendered text goes through the same sandbox as SQL without placeholders (the
+backend's ``read_only_statement``: one statement, read-only; then its export's
+read-only transaction, timeout and row cap).
 """
 
 from zoneinfo import ZoneInfo
 
+from datasources.backends import backend_for
+from datasources.placeholders import TemplateError, find_placeholders
 from reports import parameters as params
-from reports.moments import out_of_range_message, representable, utc_text
-from reports.sql import read_only_statement
+from reportsvc.moments import out_of_range_message, representable, utc_text
 
 
 def report_zone(report):
@@ -29,28 +30,15 @@ def render_for_connection(sql, declared, values, connection):
     after the database's parser has confirmed every placeholder stands where a value
     goes and the SQL holds no bind parameter of its own (checked with or without
     placeholders). Raises TemplateError, ReportSQLError or the driver's error."""
-    placeholders = params.find_placeholders(sql)
+    placeholders = find_placeholders(sql)
     problem = params.names_problem(placeholders, declared)
     if problem:
-        raise params.TemplateError(problem)
-    if connection.vendor == "postgresql":
-        params.check_postgres_positions(sql, placeholders)
-        if not placeholders:
-            return sql, placeholders
-        connection.ensure_connection()
-        quote = params.postgres_quoter(connection.connection)
-    elif connection.vendor == "sqlite":
-        connection.ensure_connection()
-        params.check_sqlite_positions(connection.connection, sql, placeholders)
-        if not placeholders:
-            return sql, placeholders
-        quote = params.sqlite_quoter(connection.connection)
-    elif placeholders:
-        raise params.TemplateError(
-            f"Placeholders are not supported on {connection.vendor} data sources."
-        )
-    else:
+        raise TemplateError(problem)
+    backend = backend_for(connection)
+    backend.check_positions(sql, placeholders, connection)
+    if not placeholders:
         return sql, placeholders
+    quote = backend.quoter(connection)
     return params.render(sql, placeholders, declared, values, quote), placeholders
 
 
@@ -71,6 +59,6 @@ def statement_for_run(report, connection, given, interval):
     declared = declared_of(report)
     values = params.resolve_values(declared, given, interval, zone)
     rendered, placeholders = render_for_connection(report.sql, declared, values, connection)
-    statement = read_only_statement(rendered, connection.vendor)
+    statement = backend_for(connection).read_only_statement(rendered)
     recorded = params.used_values(placeholders, declared, values)
     return statement, params.values_json(declared, recorded)

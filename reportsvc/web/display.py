@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from reports.moments import in_zone
+from reportsvc.moments import in_zone
 from reportsvc.text import escaped
 
 # The one way the admin shows a moment: "2026-11-26 09:26:44 UTC". Django's own

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from reports.moments import in_zone
+from reportsvc.moments import in_zone
 from runs.services.formats import DEFAULT_FORMAT, output_formats
 
 _MARKER = "ZZMARKERZZ"

@@ -11,7 +11,7 @@ others see URLs as scheme and host and addresses as their domain.
 
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 
-from reports.sql import without_statement_text
+from datasources.sandbox import without_statement_text
 from reports.targets import shown_delivery_error, shown_target
 
 VIEW_REPORTS = "reports.view_report"

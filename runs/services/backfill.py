@@ -14,9 +14,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from reports.models import Report
-from reports.moments import out_of_range_message, representable
 from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
 from reports.services.statements import declared_of, report_zone
+from reportsvc.moments import out_of_range_message, representable
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.intervals import COUNT_LIMIT_FACTOR, given_without_bounds, intervals_in_range
 from runs.services.queue import IDEMPOTENCY_WINDOW, QueueFull

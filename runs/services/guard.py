@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 # Where an error was raised -> the step of the run it broke, for the message. The
 # innermost frame of these modules names it.
 STEPS = {
+    "datasources.parameters": "preparing its statement",
+    "datasources.placeholders": "preparing its statement",
     "reports.parameters": "preparing its statement",
     "reports.services.statements": "preparing its statement",
     "runs.services.intervals": "working out its data interval",

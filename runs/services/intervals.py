@@ -7,18 +7,19 @@
 - A report without a schedule gets the previous calendar day in its time zone.
 Given bounds win; a bound given alone gets its partner from the schedule (or the day).
 
-Every bound exists in the report's zone (reports.moments): an interval whose partner
+Every bound exists in the report's zone (reportsvc.moments): an interval whose partner
 would fall off either end of the calendar is refused, and a range near year 1 or 9999
 simply holds fewer fire times.
 """
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
+from datasources.parameters.timestamp import parse_timestamp
 from reports import parameters as params
 from reports.cron import next_fire_time, previous_fire_time
-from reports.moments import range_text, representable, zone_bounds
 from reports.services.schedules import InvalidSchedule, parsed_schedule
 from reports.services.statements import report_zone
+from reportsvc.moments import range_text, representable, zone_bounds
 
 MICROSECOND = timedelta(microseconds=1)
 
@@ -87,7 +88,7 @@ def requested_interval(report, given, now):
     """
     zone = report_zone(report)
     bounds = {
-        name: params.parse_timestamp(name, given[name], zone)
+        name: parse_timestamp(name, given[name], zone)
         for name in params.BUILT_IN_NAMES
         if given.get(name) not in (None, "")
     }
@@ -116,7 +117,7 @@ def requested_interval(report, given, now):
             params.INTERVAL_END,
             "The interval must end after it starts (interval_end > interval_start).",
         )
-    return tuple(bound.astimezone(params.UTC) for bound in interval)
+    return tuple(bound.astimezone(UTC) for bound in interval)
 
 
 def given_without_bounds(given):

@@ -18,8 +18,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from datasources.sandbox import without_statement_text
 from reports.models import AlertCondition, NotifyWhen, Report
-from reports.sql import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
 from runs.downloads import download_file_name, output_format_of

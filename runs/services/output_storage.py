@@ -45,8 +45,8 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from django.utils.http import content_disposition_header
 
+from datasources.sandbox import ExportFailed
 from runs.models import output_upload_path
-from runs.services.exporter import ExportFailed
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reports.datasources import connection_for_source
+from datasources.registry import source_for
+from datasources.sandbox import ReportSQLError
 from reports.models import Report
-from reports.moments import out_of_range_message, representable, utc_text
 from reports.parameters import (
     BUILT_IN_NAMES,
     ParameterError,
@@ -21,7 +21,7 @@ from reports.parameters import (
 )
 from reports.services.history import newest_version_id
 from reports.services.statements import declared_of, report_zone
-from reports.sql import ReportSQLError, read_only_statement
+from reportsvc.moments import out_of_range_message, representable, utc_text
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.intervals import default_interval, given_without_bounds, requested_interval
 from runs.services.transitions import start_queued_runs, tally_runs_that_never_started
@@ -272,8 +272,7 @@ def statement_to_record(report):
     """The statement a run of ``report`` executes; the SQL as written if it is invalid
     (the run then fails with the reason)."""
     try:
-        vendor = connection_for_source(report.data_source).vendor
-        return read_only_statement(report.sql, vendor)
+        return source_for(report.data_source).backend.read_only_statement(report.sql)
     except (KeyError, ReportSQLError):
         return report.sql
 

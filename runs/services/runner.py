@@ -2,32 +2,32 @@
 
 import contextlib
 import logging
-import sqlite3
 import threading
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
-import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from reports.parameters import ParameterError, TemplateError
+from datasources.backends import database_errors
+from datasources.parameters import ParameterError
+from datasources.placeholders import TemplateError
+from datasources.safety import DataSourceRefused
+from datasources.sandbox import ExportFailed, ReportSQLError
 from reports.services.logins import (
     SourceUnavailable,
     leased_connection,
     renew_leases,
     run_holder,
 )
-from reports.services.source_safety import DataSourceRefused
 from reports.services.statements import statement_for_run
-from reports.sql import ReportSQLError
 from reportsvc.text import escaped
 from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.naming import output_file_stem
 from runs.services import output_storage
-from runs.services.exporter import ExportFailed, export_query
+from runs.services.exporter import export_query
 from runs.services.formats import WriterOptions, report_format
 from runs.services.heartbeats import worker_name
 from runs.services.intervals import default_interval
@@ -209,7 +209,7 @@ def _perform_run(run, stop_waiting, lease):
         )
     except (ReportSQLError, TemplateError) as error:
         return fail_run(run, str(error), stop_waiting=stop_waiting, **interval)
-    except (DatabaseError, sqlite3.Error, psycopg.Error) as error:
+    except database_errors() as error:
         return fail_run(
             run, str(error).strip() or type(error).__name__, stop_waiting=stop_waiting, **interval
         )

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from reports.datasources import DEFAULT_SOURCE, is_demo_source
+from datasources.registry import DEFAULT_SOURCE, is_demo_source
 from reports.history import recorded
 from reports.services.demo import ensure_demo_admin, seed_demo_data, seed_demo_reports
 from reportsvc.localrun import (

@@ -14,17 +14,22 @@ by commas) for the same host, database and options: each becomes an alias
 
 Without ``REPORTING_DATABASE_URL``, ``default`` is the built-in demo source, which can
 never see the service's own tables: on SQLite a file of its own (``demo.sqlite3``), on
-PostgreSQL the schema ``demo`` of the service's database, read by a role of its own that
-``migrate`` creates (see reports.services.demo_source).
+PostgreSQL the schema ``demo`` of the service's database, read by roles of its own that
+``migrate`` creates (the backend's ``demo``: datasources.backends.base.DemoSource).
+
+Each source's vendor is served by a backend (datasources.backends), chosen by its URL's
+engine: it fills in the connection options and says whether the source has logins.
 """
 
 import copy
-import hashlib
-import hmac
 import re
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import environ
+
+from datasources.backends import UnsupportedVendor, backend_for, backend_for_engine
+from datasources.backends.base import Backend
 
 ENV_PREFIX = "REPORTING_DATABASE_URL"
 LOGINS_ENV_PREFIX = "REPORTING_DATABASE_LOGINS"
@@ -32,29 +37,6 @@ ALIAS_PREFIX = "reporting_"
 LOGIN_ALIAS_SEPARATOR = "__"
 DEFAULT_SOURCE = "default"
 SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-DEMO_SCHEMA = "demo"
-DEMO_ROLE_SUFFIX = "_demo_reader"
-# Logins of the PostgreSQL demo source: runs of it at once (make run's worker runs two).
-DEMO_LOGINS = 4
-CONNECT_TIMEOUT_SECONDS = 10
-# Connection parameters the demo source shares with the service's connection (TLS,
-# application name, ...); never a role the service would switch to.
-SHARED_CONNECTION_OPTIONS = (
-    "application_name",
-    "connect_timeout",
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-    "sslkey",
-    "sslcrl",
-    "target_session_attrs",
-)
-TCP_KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
 
 
 def alias_for_source(name):
@@ -65,6 +47,11 @@ def alias_for_login(name, number):
     """The alias of a source's login ``number`` (1: the URL's own login)."""
     base = alias_for_source(name)
     return base if number == 1 else f"{base}{LOGIN_ALIAS_SEPARATOR}{number}"
+
+
+def source_variable(name):
+    """The environment variable that configures the source ``name``."""
+    return ENV_PREFIX if name == DEFAULT_SOURCE else f"{ENV_PREFIX}_{name.upper()}"
 
 
 def logins_variable(name):
@@ -107,8 +94,11 @@ def source_logins_from_environment(environment, urls):
                 f"{key}: there is no data source '{name}' to add logins to: set "
                 f"{url_variable} (its first login) too."
             )
-        if urls[name].startswith("sqlite"):
-            raise ValueError(f"{key}: data source '{name}' is SQLite, which has no logins.")
+        backend = backend_of_url(key.replace(LOGINS_ENV_PREFIX, ENV_PREFIX, 1), urls[name])
+        if not backend.has_server_sessions:
+            raise ValueError(
+                f"{key}: data source '{name}' is {backend.label}, which has no logins."
+            )
         first_user = unquote(urlsplit(urls[name]).username or "")
         seen, pairs = {first_user}, []
         for number, entry in enumerate(value.split(","), start=1):
@@ -129,51 +119,34 @@ def source_logins_from_environment(environment, urls):
     return logins
 
 
-def demo_role_name(service_database):
-    """The demo source's group role: it holds the read grants, its logins inherit them."""
-    # From the service's user, not its database name: the test database and worker
-    # processes started against it use the same role.
-    return f"{service_database.get('USER') or 'reportsvc'}{DEMO_ROLE_SUFFIX}"[:63]
-
-
-def demo_login_names(service_database):
-    """The demo source's logins, members of the group role and of nothing else."""
-    group = demo_role_name(service_database)[:60]
-    return [f"{group}_{number}" for number in range(1, DEMO_LOGINS + 1)]
-
-
-def demo_role_password(secret_key, login):
-    """Derived from SECRET_KEY: nothing to store, the same in the web and the worker."""
-    message = f"reportsvc demo reader {login}".encode()
-    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
-
-
 def demo_source_database(service_database, var_dir, secret_key):
-    """The built-in demo source's connection settings, next to the service's database."""
-    if service_database["ENGINE"].endswith("sqlite3"):
-        return {
-            "ENGINE": service_database["ENGINE"],
-            "NAME": str(var_dir / "demo.sqlite3"),
-            "TEST": {"NAME": str(var_dir / "test-demo.sqlite3")},
-        }
-    if not service_database["ENGINE"].endswith("postgresql"):
-        raise ValueError("Set REPORTING_DATABASE_URL: the demo source needs SQLite or PostgreSQL.")
-    login = demo_login_names(service_database)[0]
-    return {
-        **{key: service_database[key] for key in ("ENGINE", "NAME", "HOST", "PORT")},
-        "USER": login,
-        "PASSWORD": demo_role_password(secret_key, login),
-        "OPTIONS": {
-            **{
-                key: value
-                for key, value in service_database.get("OPTIONS", {}).items()
-                if key in SHARED_CONNECTION_OPTIONS
-            },
-            "options": f"-c search_path={DEMO_SCHEMA}",
-        },
-        # Tests: the same test database as the service, reached as the demo role.
-        "TEST": {"MIRROR": "default"},
-    }
+    """The built-in demo source's settings, next to the service's database, and its
+    further logins ``[(user, password), ...]``."""
+    try:
+        demo = backend_for_engine(service_database["ENGINE"]).demo
+    except UnsupportedVendor:
+        demo = None
+    if demo is None:
+        raise ValueError(
+            "Set REPORTING_DATABASE_URL: the demo source needs "
+            f"{' or '.join(backend.label for backend in demo_backends())}."
+        )
+    return demo.database(service_database, var_dir, secret_key)
+
+
+def demo_backends():
+    from datasources.backends import backends
+
+    return [backend for backend in backends().values() if backend.demo is not None]
+
+
+def backend_of_url(variable, url):
+    """The backend serving ``url`` (of the environment variable ``variable``)."""
+    engine = environ.Env.db_url_config(url).get("ENGINE", "")
+    try:
+        return backend_for_engine(engine)
+    except UnsupportedVendor as error:
+        raise ValueError(f"{variable}: {error}") from None
 
 
 def reporting_databases(environment, service_url, service_database, var_dir, secret_key):
@@ -188,33 +161,19 @@ def reporting_databases(environment, service_url, service_database, var_dir, sec
     logins = source_logins_from_environment(environment, urls)
     for name, url in urls.items():
         config = environ.Env.db_url_config(url)
+        backend_of_url(source_variable(name), url)
         if url == service_url:
             config["TEST"] = {"MIRROR": "default"}
         configs[name] = config
     if DEFAULT_SOURCE not in configs:
-        demo = demo_source_database(service_database, var_dir, secret_key)
+        demo, demo_logins = demo_source_database(service_database, var_dir, secret_key)
         configs = {DEFAULT_SOURCE: demo, **configs}
-        if not demo["ENGINE"].endswith("sqlite3"):
-            logins[DEFAULT_SOURCE] = [
-                (login, demo_role_password(secret_key, login))
-                for login in demo_login_names(service_database)[1:]
-            ]
+        if demo_logins:
+            logins[DEFAULT_SOURCE] = demo_logins
     databases = {}
     for name, config in configs.items():
         config.setdefault("OPTIONS", {})
-        if config["ENGINE"].endswith("sqlite3"):
-            config["OPTIONS"].setdefault("timeout", 20)
-        else:
-            config["OPTIONS"].setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-            # Notice a silently dropped connection instead of waiting on it forever.
-            for option, value in TCP_KEEPALIVES.items():
-                config["OPTIONS"].setdefault(option, value)
-            if config["ENGINE"].endswith("postgresql"):
-                # The zone Django sets on every new connection, given at connect: each
-                # run connects anew, and this saves it a round trip.
-                options = config["OPTIONS"].get("options", "")
-                if "TimeZone" not in options:
-                    config["OPTIONS"]["options"] = f"{options} -c TimeZone=UTC".strip()
+        backend_for_engine(config["ENGINE"]).database_settings(config)
         config["CONN_HEALTH_CHECKS"] = True
         test = config.get("TEST", {})
         if test.get("MIRROR") == "default" and "NAME" in service_database.get("TEST", {}):
@@ -252,6 +211,32 @@ def data_source_names():
     return sorted(settings.REPORT_DATA_SOURCES)
 
 
+@dataclass(frozen=True)
+class Source:
+    """A configured data source: its name, its logins' aliases (the first login's
+    first) and the backend of its vendor."""
+
+    name: str
+    aliases: tuple
+    backend: Backend
+
+    @property
+    def connection(self):
+        """The Django connection wrapper of its first login."""
+        from django.db import connections
+
+        return connections[self.aliases[0]]
+
+
+def source_for(name):
+    """The configured data source ``name``; KeyError for unknown names."""
+    from django.conf import settings
+    from django.db import connections
+
+    aliases = tuple(settings.REPORT_DATA_SOURCE_LOGINS[name])
+    return Source(name, aliases, backend_for(connections[aliases[0]]))
+
+
 def connection_for_source(name):
     """The Django connection wrapper of a data source (its first login); KeyError for
     unknown names. Report SQL runs on a leased login's connection instead
@@ -268,12 +253,6 @@ def login_aliases(name):
     from django.conf import settings
 
     return list(settings.REPORT_DATA_SOURCE_LOGINS[name])
-
-
-def has_server_sessions(vendor):
-    """Whether a database keeps sessions that other sessions could see or end: all but
-    SQLite, whose "sessions" are file handles of the process."""
-    return vendor != "sqlite"
 
 
 class ReportingDatabaseRouter:
