@@ -37,6 +37,7 @@ ALLOWED = {
     ("reportsvc/settings.py", "DEFAULT_DATABASE_URL"): "the service's default database",
     ("reportsvc/settings.py", "_service_database"): "the service database's options",
     ("reportsvc/text.py", "read_sqlite_text_leniently"): "the service's SQLite text",
+    ("runs/services/metrics.py", "_report_rows"): "/metrics' SQL, compiled per service database",
 }
 
 
