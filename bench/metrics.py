@@ -85,10 +85,9 @@ def setup(reports, runs):
     import psycopg
 
     with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as connection:
-        if not connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
-        ).fetchone():
-            connection.execute(f"CREATE DATABASE {DATABASE}")
+        # A fresh database each time: a kept one may hold an older schema's migrations.
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
     import django
 
     django.setup()
