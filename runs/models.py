@@ -9,6 +9,8 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    # Stopped by a person's or a client's act (never by a shutdown: that run fails).
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class RunTrigger(models.TextChoices):
@@ -19,7 +21,12 @@ class RunTrigger(models.TextChoices):
     BACKFILL = "backfill", "Backfill"
 
 
-FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+FINISHED_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.SKIPPED,
+    RunStatus.CANCELLED,
+)
 
 
 def output_upload_path(run, filename):
@@ -113,6 +120,20 @@ class Run(models.Model):
         max_length=255,
         blank=True,
         help_text="The Idempotency-Key of the API request that queued this run.",
+    )
+    # Set when someone asks to cancel the run. A running run keeps running until its
+    # worker has stopped the statement on the server, then ends cancelled.
+    cancelled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone asked to cancel the run."
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        help_text="Who cancelled the run.",
     )
 
     class Meta:

@@ -95,7 +95,7 @@ def test_sigterm_past_the_grace_time_fails_the_run_and_keeps_no_file(start_worke
     assert worker.stop() == 0
     assert time.monotonic() - started < 8
     assert status_of(run) == RunStatus.FAILED
-    assert run.error.startswith("Worker ") and "stopped before the run finished" in run.error
+    assert run.error.startswith("Worker ") and "stopped by shutdown" in run.error
     assert files_under(outputs_dir) == []
 
 

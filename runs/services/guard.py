@@ -42,16 +42,17 @@ STEPS = {
 KNOWN_FIELDS = ("sql", "parameters", "interval_start", "interval_end")
 
 
-def execute_claimed_run(run, *, stop_waiting=None, notify=None):
+def execute_claimed_run(run, *, stop_waiting=None, notify=None, control=None):
     """Perform ``run`` (claimed: ``running`` for this process) until it has ended, then
     pass it to ``notify``. Never raises an ``Exception``; returns whether it succeeded.
 
     ``stop_waiting``: see ``perform_run`` (how long recording waits for a database that
-    went away; without one, until it is back).
+    went away; without one, until it is back). ``control``: the RunControl through which
+    another thread stops the run (runs.services.cancelling).
     """
     stop_waiting = stop_waiting or threading.Event()
     try:
-        perform_run(run, stop_waiting=stop_waiting)
+        perform_run(run, stop_waiting=stop_waiting, control=control)
     except Exception as error:
         _end_failed(run, error, stop_waiting)
     if notify is not None:

@@ -29,7 +29,10 @@ def fail_lost_runs(lost_after_seconds, *, exclude_ids=()):
             f"Worker lost: {run.worker or 'the worker'} stopped sending heartbeats "
             f"(last at {last_seen}); the run did not finish."
         )
-        if fail_run(run, error):
+        failed = fail_run(run, error)
+        if run.status == RunStatus.CANCELLED:  # someone had cancelled it: so it ends
+            remove_unfinished_output(run)
+        if failed:
             removed = remove_unfinished_output(run)
             logger.warning("run %s of %s: %s", run.pk, run.report.slug, error)
             if removed:
@@ -39,7 +42,8 @@ def fail_lost_runs(lost_after_seconds, *, exclude_ids=()):
 
 
 def abandon_runs(runs, reason):
-    """Fail runs this worker is giving up on (stopping past its grace time)."""
+    """Fail runs this worker is giving up on (stopping past its grace time); one
+    someone cancelled ends cancelled."""
     for run in runs:
-        if fail_run(run, reason):
+        if fail_run(run, reason) or run.status == RunStatus.CANCELLED:
             remove_unfinished_output(run)

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import threading
+import time
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
@@ -27,6 +28,7 @@ from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
 from runs.naming import output_file_stem
 from runs.services import output_storage
+from runs.services.cancelling import CANCEL_POLL_SECONDS, RunControl, stop_cancelled_runs
 from runs.services.exporter import export_query
 from runs.services.formats import WriterOptions, report_format
 from runs.services.heartbeats import worker_name
@@ -52,8 +54,9 @@ def run_report_now(
         parameters=parameters,
         interval=interval,
     )
-    with heartbeat_while_running([run]):
-        execute_claimed_run(run)
+    control = RunControl()
+    with heartbeat_while_running({run.pk: control}):
+        execute_claimed_run(run, control=control)
     notify_safely(run)
     return run
 
@@ -78,16 +81,23 @@ def touch_runs(run_ids):
 
 
 @contextlib.contextmanager
-def heartbeat_while_running(runs):
-    """Keep the runs' heartbeat fresh from a background thread until the block ends."""
+def heartbeat_while_running(controls):
+    """Keep the runs' heartbeat fresh from a background thread until the block ends,
+    and stop those someone cancels (``controls``: run id -> RunControl)."""
     done = threading.Event()
+    run_ids = list(controls)
 
     def beat():
-        while not done.wait(settings.WORKER_HEARTBEAT_SECONDS):
+        interval = settings.WORKER_HEARTBEAT_SECONDS
+        next_beat = time.monotonic() + interval
+        while not done.wait(min(interval, CANCEL_POLL_SECONDS)):
             try:
-                touch_runs([run.pk for run in runs])
+                stop_cancelled_runs(controls)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + interval
+                    touch_runs(run_ids)
             except DatabaseError:
-                logger.warning("could not refresh the heartbeat of %s", runs)
+                logger.warning("could not refresh the heartbeat of runs %s", run_ids)
                 connections.close_all()  # reconnect on the next beat
         connections.close_all()  # this thread's own connections end with it
 
@@ -159,7 +169,7 @@ def record_outcome(run, status, *, stop_waiting=None, **fields):
     return applied
 
 
-def perform_run(run, *, stop_waiting=None):
+def perform_run(run, *, stop_waiting=None, control=None):
     """Execute a run this process has claimed (status running) and record the outcome.
 
     Fails the run for the reasons it expects; executors call it through
@@ -171,31 +181,41 @@ def perform_run(run, *, stop_waiting=None):
 
     The run holds a login of its data source alone until its outcome is recorded
     (reports.services.logins), waiting for a free one up to the report's timeout.
+
+    ``control`` (a RunControl) lets another thread stop the run's statement on the
+    server: a run someone cancelled then ends cancelled (runs.services.transitions),
+    one stopped by a shutdown fails with the control's message.
     """
     stop_waiting = stop_waiting or threading.Event()
+    control = control or RunControl()
     with contextlib.ExitStack() as lease:
-        return _perform_run(run, stop_waiting, lease)
+        return _perform_run(run, stop_waiting, lease, control)
 
 
-def _perform_run(run, stop_waiting, lease):
+def _perform_run(run, stop_waiting, lease, control):
     report = run.report
+
+    def fail(error, **fields):
+        if control.shutting_down:  # the shutdown, not what it caused, is the reason
+            error = control.message
+        return fail_run(run, error, stop_waiting=stop_waiting, **fields)
+
     try:
         connection = lease.enter_context(
             leased_connection(
                 report.data_source,
                 run_holder(run.pk),
                 wait_seconds=report.effective_timeout_seconds,
-                stop=stop_waiting,
+                stop=control.stopping,  # a cancel, or the worker's grace ending
             )
         )
     except KeyError:
-        return fail_run(
-            run,
-            f"Unknown data source '{report.data_source}': it is not configured.",
-            stop_waiting=stop_waiting,
-        )
+        return fail(f"Unknown data source '{report.data_source}': it is not configured.")
     except (SourceUnavailable, DataSourceRefused) as error:
-        return fail_run(run, str(error), stop_waiting=stop_waiting)
+        return fail(str(error))
+    lease.enter_context(control.statements_on(connection))
+    if control.stopping.is_set():  # stopped while it waited for a login
+        return fail("The run was stopped before its statement started.")
     if run.interval_start is None or run.interval_end is None:  # queued before runs had one
         run.interval_start, run.interval_end = default_interval(report, run.queued_at)
     interval = {"interval_start": run.interval_start, "interval_end": run.interval_end}
@@ -204,15 +224,11 @@ def _perform_run(run, stop_waiting, lease):
             report, connection, run.parameters, (run.interval_start, run.interval_end)
         )
     except ParameterError as error:
-        return fail_run(
-            run, f"Parameter {error.field}: {error.message}", stop_waiting=stop_waiting, **interval
-        )
+        return fail(f"Parameter {error.field}: {error.message}", **interval)
     except (ReportSQLError, TemplateError) as error:
-        return fail_run(run, str(error), stop_waiting=stop_waiting, **interval)
+        return fail(str(error), **interval)
     except database_errors() as error:
-        return fail_run(
-            run, str(error).strip() or type(error).__name__, stop_waiting=stop_waiting, **interval
-        )
+        return fail(str(error).strip() or type(error).__name__, **interval)
     recorded = {"sql": statement, "parameters": values, **interval}
     run.sql, run.parameters = statement, values  # the output's name and the guard read them
     file_name = f"{output_file_stem(run)}{report_format(report).suffix}"
@@ -222,7 +238,7 @@ def _perform_run(run, stop_waiting, lease):
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
-        failed = fail_run(run, str(error), stop_waiting=stop_waiting, **recorded)
+        failed = fail(str(error), **recorded)
         output_storage.remove_failed_upload(error)  # a PUT given up on may land after all
         return failed
     try:
@@ -240,8 +256,9 @@ def _perform_run(run, stop_waiting, lease):
         output_storage.remove_output(output_name)  # unrecorded, nothing would remove it
         raise
     if not succeeded:
-        # Someone gave up on this run meanwhile (worker stop, lost heartbeat): its record
-        # says failed, so the file must not outlive it.
+        # Someone gave up on this run meanwhile (worker stop, lost heartbeat) or
+        # cancelled it: its record says failed or cancelled, so the file must not
+        # outlive it.
         output_storage.remove_output(output_name)
     else:
         logger.info(

@@ -1,7 +1,12 @@
 """The one owner of Run.status: every status change goes through this module.
 
 ``transition_run`` moves one run; ``start_queued_runs`` claims a batch of queued runs;
-``tally_finished`` counts the runs that ended (RunTally).
+``cancel_run`` cancels one for a person; ``tally_finished`` counts the runs that ended
+(RunTally).
+
+A cancel accepted while a run was running is kept: such a run ends ``cancelled``
+whichever way its executor or anyone else ends it (its statement was stopped, it
+finished a moment too late, its worker stopped or was lost), and keeps no output.
 """
 
 import functools
@@ -9,6 +14,7 @@ import functools
 from django.db import connection, transaction
 from django.utils import timezone
 
+from reportsvc.web.display import moment
 from runs.models import FINISHED_STATUSES, Run, RunStatus, RunTally
 
 # Target status -> the statuses a run may leave for it.
@@ -17,6 +23,9 @@ ALLOWED_SOURCES = {
     RunStatus.SUCCEEDED: (RunStatus.RUNNING,),
     RunStatus.FAILED: (RunStatus.QUEUED, RunStatus.RUNNING),
     RunStatus.SKIPPED: (RunStatus.QUEUED,),
+    # A running run ends cancelled only through a cancel request (cancel_run), once its
+    # executor stopped the statement: the record never says cancelled while it runs.
+    RunStatus.CANCELLED: (RunStatus.QUEUED,),
 }
 
 TIMESTAMP_FIELD = {
@@ -24,7 +33,11 @@ TIMESTAMP_FIELD = {
     RunStatus.SUCCEEDED: "finished_at",
     RunStatus.FAILED: "finished_at",
     RunStatus.SKIPPED: "finished_at",
+    RunStatus.CANCELLED: "finished_at",
 }
+# What a run someone cancelled keeps of what its executor would have recorded: what ran
+# and over which values, never an output.
+KEPT_WHEN_CANCELLED = ("sql", "parameters", "interval_start", "interval_end")
 
 
 def transition_run(run, status, **fields):
@@ -37,16 +50,15 @@ def transition_run(run, status, **fields):
     """
     fields.setdefault(TIMESTAMP_FIELD[status], timezone.now())
     movable = Run.objects.filter(pk=run.pk, status__in=ALLOWED_SOURCES[status])
+    if status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        # Someone asked to cancel this run: it ends cancelled instead (below).
+        movable = movable.filter(cancelled_at__isnull=True)
     if status in FINISHED_STATUSES:
         with transaction.atomic(savepoint=False):
-            changed = movable.update(status=status, **fields)
-            if changed:
-                tally_finished(
-                    run.report_id,
-                    status,
-                    started_at=fields.get("started_at", run.started_at),
-                    finished_at=fields["finished_at"],
-                )
+            changed = _finish(movable, run, status, fields)
+            if not changed and status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+                _end_cancel_requested(run, fields)
+                return False
     else:
         changed = movable.update(status=status, **fields)
     if changed:
@@ -54,6 +66,84 @@ def transition_run(run, status, **fields):
         for name, value in fields.items():
             setattr(run, name, value)
     return bool(changed)
+
+
+def _finish(movable, run, status, fields):
+    """Move the runs of ``movable`` (one at most) to the final ``status`` and tally it."""
+    changed = movable.update(status=status, **fields)
+    if changed:
+        tally_finished(
+            run.report_id,
+            status,
+            started_at=fields.get("started_at", run.started_at),
+            finished_at=fields["finished_at"],
+        )
+    return changed
+
+
+def _end_cancel_requested(run, fields):
+    """End ``run`` cancelled if it is running with a cancel request (what else it was
+    about to record is dropped but for KEPT_WHEN_CANCELLED); the run in memory follows."""
+    kept = {name: fields[name] for name in KEPT_WHEN_CANCELLED if name in fields}
+    kept["finished_at"] = fields["finished_at"]
+    requested = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, cancelled_at__isnull=False)
+    if _finish(requested, run, RunStatus.CANCELLED, kept):
+        run.status = RunStatus.CANCELLED
+        for name, value in kept.items():
+            setattr(run, name, value)
+        run.refresh_from_db(fields=["cancelled_at", "cancelled_by", "error"])
+
+
+class RunNotCancellable(Exception):
+    """The run ended otherwise (succeeded, failed, skipped); ``str()`` says how."""
+
+
+def cancel_run(run, user, now=None):
+    """Cancel ``run`` for ``user`` (who must have been allowed to: run_report).
+
+    A queued run ends ``cancelled`` at once. For a running run the request is recorded
+    (``cancelled_at``, ``cancelled_by``): its executor sees it within a second or two,
+    stops the statement on the database server and ends the run cancelled; nothing
+    else can end it otherwise from then on. Returns True when this call cancelled or
+    asked, False when someone had already (idempotent: the first request is kept).
+    Raises RunNotCancellable for a run that ended otherwise. ``run`` is reloaded.
+    """
+    now = now or timezone.now()
+    name = user.get_username() if user is not None else "someone"
+    error = f"Cancelled by {name} at {moment(now)}."
+    requested = {"cancelled_at": now, "cancelled_by": user, "error": error}
+    with transaction.atomic(savepoint=False):
+        queued = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED)
+        done = _finish(queued, run, RunStatus.CANCELLED, {**requested, "finished_at": now})
+    if not done:
+        done = Run.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, cancelled_at__isnull=True
+        ).update(**requested)
+    run.refresh_from_db()
+    if done or run.status == RunStatus.CANCELLED:
+        return bool(done)
+    if run.status == RunStatus.RUNNING:  # asked before: its executor is stopping it
+        return False
+    raise RunNotCancellable(not_cancellable_message(run))
+
+
+def not_cancellable_message(run):
+    when = f" at {moment(run.finished_at)}" if run.finished_at else ""
+    return (
+        f"Run {run.pk} has already ended: it {run.status}{when}. Only queued and running "
+        "runs can be cancelled."
+    )
+
+
+def runs_to_stop(run_ids):
+    """Of the running runs ``run_ids``, those someone asked to cancel."""
+    if not run_ids:
+        return []
+    return list(
+        Run.objects.filter(
+            pk__in=run_ids, status=RunStatus.RUNNING, cancelled_at__isnull=False
+        ).values_list("pk", flat=True)
+    )
 
 
 # One statement, on PostgreSQL and SQLite alike: a tally's first run makes its row, later

@@ -17,6 +17,12 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats, output_storage
+from runs.services.cancelling import (
+    CANCEL_POLL_SECONDS,
+    SHUTDOWN,
+    RunControl,
+    stop_cancelled_runs,
+)
 from runs.services.guard import execute_claimed_run
 from runs.services.leadership import LeaseKeeper, refuse_a_second_sqlite_worker
 from runs.services.notification_lanes import NotificationLanes
@@ -31,6 +37,8 @@ MAX_BACKOFF_SECONDS = 10
 # A stop waits WORKER_SHUTDOWN_GRACE_SECONDS for runs and notifications, then this long
 # at most for the database (failing the runs left, removing the heartbeat row).
 STOP_MARGIN_SECONDS = 5
+# Of that margin: how long runs whose statements the stop cancelled have to record it.
+CANCELLED_RECORD_SECONDS = 3
 
 
 class StopTimedOut(Exception):
@@ -69,6 +77,7 @@ class Worker:
         self._notifier = NotificationLanes()
         self.unsent_notifications = 0  # runs whose notifications the stop cut short
         self._active = {}  # run id -> run, for every run this worker is executing
+        self._controls = {}  # run id -> its RunControl (runs.services.cancelling)
         self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
         self._sqlite_lock = None
@@ -78,6 +87,7 @@ class Worker:
         self._stop_requested_at = None
         self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
         self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
+        self._cancels = Periodic(CANCEL_POLL_SECONDS)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -168,6 +178,8 @@ class Worker:
         now = time.monotonic()
         if self._heartbeat.due(now):
             self._beat()
+        if self._cancels.due(now):
+            self._stop_cancelled_runs()
         if self._recovery.due(now):
             own = [run.pk for run in self._running_runs()]  # alive: this worker runs them
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS, exclude_ids=own):
@@ -185,15 +197,13 @@ class Worker:
         self._lease.stop()
         while self._running_runs() and time.monotonic() < deadline:
             self._touch_active_runs()
+            if self._cancels.due(time.monotonic()):  # people may still cancel meanwhile
+                self._stop_cancelled_runs()
             time.sleep(min(0.2, settings.WORKER_HEARTBEAT_SECONDS))
-        left = self._running_runs()
+        left = self._stop_left_runs()
         self._giving_up.set()  # a slot still waiting for the database stops waiting
         if left:
-            abandon_runs(
-                left,
-                f"Worker {self.name} stopped before the run finished "
-                f"(waited {settings.WORKER_SHUTDOWN_GRACE_SECONDS:g} s).",
-            )
+            abandon_runs(left, self._shutdown_message())
         self._pool.shutdown(wait=not left, cancel_futures=True)
         unsent = self._notifier.close(deadline - time.monotonic())
         if unsent:
@@ -212,6 +222,35 @@ class Worker:
             self._sqlite_lock.release()
         logger.info("worker %s stopped", self.name)
         return len(left)
+
+    def _shutdown_message(self):
+        return (
+            f"Worker {self.name} stopped by shutdown before the run finished (waited "
+            f"{settings.WORKER_SHUTDOWN_GRACE_SECONDS:g} s); its statement was cancelled "
+            "on the database server."
+        )
+
+    def _stop_left_runs(self):
+        """Past the grace: cancel the statements of the runs still going, on the server
+        (never left running there), and give their slots a moment to record the
+        failure; return the runs that did not."""
+        left = self._running_runs()
+        if not left:
+            return []
+        message = self._shutdown_message()
+        with self._active_lock:
+            controls = [self._controls[run.pk] for run in left if run.pk in self._controls]
+        for control in controls:
+            control.stop(SHUTDOWN, message)
+        until = time.monotonic() + CANCELLED_RECORD_SECONDS
+        while self._running_runs() and time.monotonic() < until:
+            time.sleep(0.05)
+        return self._running_runs()
+
+    def _stop_cancelled_runs(self):
+        with self._active_lock:
+            controls = dict(self._controls)
+        stop_cancelled_runs(controls)
 
     # --- leadership and scheduling ---------------------------------------------------
 
@@ -247,6 +286,7 @@ class Worker:
             with self._active_lock:
                 self._busy_slots += 1
                 self._active[run.pk] = run
+                self._controls[run.pk] = RunControl()
             self._pool.submit(self._work_slot, run)
         return len(runs)
 
@@ -282,14 +322,20 @@ class Worker:
             return None
         with self._active_lock:
             self._active[runs[0].pk] = runs[0]
+            self._controls[runs[0].pk] = RunControl()
         return runs[0]
 
     def _execute(self, run):
+        with self._active_lock:
+            control = self._controls.setdefault(run.pk, RunControl())
         try:
-            execute_claimed_run(run, stop_waiting=self._giving_up, notify=self._notifier.submit)
+            execute_claimed_run(
+                run, stop_waiting=self._giving_up, notify=self._notifier.submit, control=control
+            )
         finally:
             with self._active_lock:
                 self._active.pop(run.pk, None)
+                self._controls.pop(run.pk, None)
 
     def _running_runs(self):
         with self._active_lock:
