@@ -593,10 +593,24 @@ class ReportAdmin(admin.ModelAdmin):
                     runs, skipped, _ = queue_backfill(
                         report, start, end, rerun=data["rerun"], requested_by=request.user
                     )
+                    listed = ""
+                    if runs:  # where they can be followed, and cancelled together
+                        url = reverse("admin:runs_run_changelist")
+                        listed = format_html(
+                            ' <a href="{}?backfill_id={}" id="backfill-runs">See its runs</a>.',
+                            url,
+                            runs[0].backfill_id,
+                        )
                     messages.success(
                         request,
-                        f"Backfill of “{report.name}”: queued {len(runs)} run(s), oldest "
-                        f"first; skipped {skipped} already covered.",
+                        format_html(
+                            "Backfill of “{}”: queued {} run(s), oldest first; skipped {} "
+                            "already covered.{}",
+                            report.name,
+                            len(runs),
+                            skipped,
+                            listed,
+                        ),
                     )
                     return redirect("admin:reports_report_change", report_id)
                 plan = plan_backfill(report, start, end, rerun=data["rerun"])

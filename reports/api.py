@@ -1,3 +1,4 @@
+import uuid
 from urllib.parse import urlencode
 
 from drf_spectacular.utils import (
@@ -28,7 +29,12 @@ from reports.services import history as report_history
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
 from reportsvc.web.pagination import NewestFirstCursorPagination
-from reportsvc.web.permissions import CanChangeReports, ReportModelPermissions, visibility_of
+from reportsvc.web.permissions import (
+    CanChangeReports,
+    CanRunReports,
+    ReportModelPermissions,
+    visibility_of,
+)
 from reportsvc.web.renderers import download_view_options
 from reportsvc.web.schema import (
     ERROR,
@@ -50,8 +56,9 @@ from runs.run_requests import (
     queued_run_response,
 )
 from runs.selectors import latest_successful_run, reports_with_last_run
-from runs.serializers import BackfillSerializer, RunSerializer
+from runs.serializers import BackfillCancelSerializer, BackfillSerializer, RunSerializer
 from runs.services.backfill import queue_backfill
+from runs.services.cancelling import cancel_backfill
 from runs.services.queue import QueueFull, request_run, validated_request
 
 READ = "Needs view_report."
@@ -257,6 +264,57 @@ class ReportViewSet(viewsets.ModelViewSet):
         if not created:
             response["Idempotent-Replayed"] = "true"
         return response
+
+    @extend_schema(
+        request=None,
+        parameters=[
+            OpenApiParameter(
+                "backfill_id",
+                {"type": "string", "format": "uuid"},
+                OpenApiParameter.PATH,
+                description="The backfill's id (`backfill_id` of its runs).",
+            )
+        ],
+        responses={
+            202: OpenApiResponse(
+                BackfillCancelSerializer,
+                description="What was cancelled: the waiting runs at once, the running "
+                "one (if any) is being stopped on the database server. A backfill whose "
+                "runs have all ended answers the same with nothing cancelled.",
+            ),
+            403: OpenApiResponse(ERROR, description="Without the run_report permission."),
+            404: OpenApiResponse(ERROR, description="The report has no such backfill."),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"backfill/(?P<backfill_id>[0-9a-fA-F-]{32,36})/cancel",
+        permission_classes=[CanRunReports],
+    )
+    def cancel_backfill(self, request, slug=None, backfill_id=None):
+        """Cancel the runs of one backfill that have not ended: those waiting at once,
+        the one running stopped on the database server; 202. Needs view_report and
+        run_report."""
+        report = self.get_object()
+        try:
+            batch = uuid.UUID(backfill_id)
+        except ValueError:
+            raise NotFound(f"Report '{report.slug}' has no backfill {backfill_id}.") from None
+        if not report.runs.filter(backfill_id=batch).exists():
+            raise NotFound(f"Report '{report.slug}' has no backfill {batch}.")
+        outcome = cancel_backfill(report, batch, request.user)
+        context = self.get_serializer_context()
+        runs = [*outcome.cancelled, *outcome.stopping]
+        return Response(
+            {
+                "backfill_id": str(batch),
+                "cancelled": len(outcome.cancelled),
+                "stopping": len(outcome.stopping),
+                "runs": RunSerializer(runs, many=True, context=context).data,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(
         request=None,

@@ -29,6 +29,7 @@ from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.downloads import output_format_of
 from runs.models import Run, RunStatus, RunTrigger, SchedulerLease, WorkerHeartbeat
 from runs.selectors import RECENT_FAILURES_WINDOW, report_version_number
+from runs.services.cancelling import cancel_backfill, cancel_runs, unfinished_backfill_runs
 from runs.services.preview import preview_rows
 from runs.services.queue import QueueFull, request_rerun
 
@@ -86,6 +87,7 @@ class RunAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # counting facets over millions of runs is slow
     list_per_page = 50
+    actions = ("cancel_selected_runs",)
     fieldsets = (
         (
             None,
@@ -114,6 +116,7 @@ class RunAdmin(admin.ModelAdmin):
                     "started_at_moment",
                     "finished_at_moment",
                     "duration",
+                    "cancelled_at_moment",
                 )
             },
         ),
@@ -130,7 +133,7 @@ class RunAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Where", {"fields": ("worker", "heartbeat_at_moment", "requested_by")}),
+        ("Where", {"fields": ("worker", "heartbeat_at_moment", "requested_by", "cancelled_by")}),
         ("Notifications", {"fields": ("deliveries_table",)}),
     )
     readonly_fields = (
@@ -151,6 +154,8 @@ class RunAdmin(admin.ModelAdmin):
         "started_at_moment",
         "finished_at_moment",
         "duration",
+        "cancelled_at_moment",
+        "cancelled_by",
         "rows",
         "size",
         "output_sha256",
@@ -164,6 +169,17 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("report")
+
+    def has_cancel_permission(self, request):
+        return can_run_reports(request.user)
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_selected_runs(self, request, queryset):
+        """Queued runs end cancelled at once, running ones are stopped on the database
+        server; runs that ended otherwise are left as they were, and the message says so."""
+        outcome = cancel_runs(list(queryset.order_by("id")), request.user)
+        level = messages.WARNING if outcome.ended else messages.SUCCESS
+        self.message_user(request, outcome.message(), level)
 
     def get_fieldsets(self, request, obj=None):
         """A failed run's page starts with why it failed, above the timings."""
@@ -205,6 +221,8 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def badge(self, run):
+        if run.status == RunStatus.RUNNING and run.cancelled_at is not None:
+            return status_badge(run.status, "cancelling")  # its worker is stopping it
         return status_badge(run.status)
 
     @admin.display(description="Report", ordering="report__name")
@@ -282,6 +300,10 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="Finished at")
     def finished_at_moment(self, run):
         return moment(run.finished_at)
+
+    @admin.display(description="Cancelled at")
+    def cancelled_at_moment(self, run):
+        return moment(run.cancelled_at)
 
     @admin.display(description="Heartbeat at")
     def heartbeat_at_moment(self, run):
@@ -392,17 +414,54 @@ class RunAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
         show_rows = run is not None and run.visibility.outputs
+        can_run = can_run_reports(request.user)
+        backfill_left = 0
+        if can_run and run is not None and run.backfill_id is not None:
+            backfill_left = len(unfinished_backfill_runs(run.report, run.backfill_id))
         extra_context = {
             **(extra_context or {}),
             "preview": preview_rows(run) if show_rows else None,
             "rows_hidden": "" if show_rows else ROWS_HIDDEN,
-            "can_run": can_run_reports(request.user),
+            "can_run": can_run,
+            "can_cancel": can_run
+            and run is not None
+            and run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
+            "backfill_left": backfill_left,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
-        rerun = self.admin_site.admin_view(self.rerun_view)
-        return [path("<int:run_id>/rerun/", rerun, name="runs_run_rerun"), *super().get_urls()]
+        view = self.admin_site.admin_view
+        return [
+            path("<int:run_id>/rerun/", view(self.rerun_view), name="runs_run_rerun"),
+            path("<int:run_id>/cancel/", view(self.cancel_view), name="runs_run_cancel"),
+            path(
+                "<int:run_id>/cancel-backfill/",
+                view(self.cancel_backfill_view),
+                name="runs_run_cancel_backfill",
+            ),
+            *super().get_urls(),
+        ]
+
+    def cancel_view(self, request, run_id):
+        run = get_object_or_404(Run.objects.select_related("report"), pk=run_id)
+        if request.method != "POST" or not can_run_reports(request.user):
+            messages.error(request, "You are not allowed to cancel runs (needs run_report).")
+            return redirect("admin:runs_run_change", run_id)
+        outcome = cancel_runs([run], request.user)
+        level = messages.WARNING if outcome.ended else messages.SUCCESS
+        messages.add_message(request, level, outcome.message())
+        return redirect("admin:runs_run_change", run_id)
+
+    def cancel_backfill_view(self, request, run_id):
+        run = get_object_or_404(Run.objects.select_related("report"), pk=run_id)
+        allowed = request.method == "POST" and can_run_reports(request.user)
+        if not allowed or run.backfill_id is None:
+            messages.error(request, "You are not allowed to cancel runs (needs run_report).")
+            return redirect("admin:runs_run_change", run_id)
+        outcome = cancel_backfill(run.report, run.backfill_id, request.user)
+        messages.success(request, f"Backfill {run.backfill_id}: {outcome.message()}")
+        return redirect("admin:runs_run_change", run_id)
 
     def rerun_view(self, request, run_id):
         original = get_object_or_404(Run.objects.select_related("report"), pk=run_id)

@@ -4,14 +4,22 @@ from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from reports.parameters import ParameterError
 from reportsvc.web.pagination import NewestFirstCursorPagination
-from reportsvc.web.permissions import CanViewReports
+from reportsvc.web.permissions import CanRunReports, CanViewReports
 from reportsvc.web.renderers import download_view_options
-from reportsvc.web.schema import VALIDATION_ERROR, download_parameters, download_responses
+from reportsvc.web.schema import (
+    ERROR,
+    VALIDATION_ERROR,
+    download_parameters,
+    download_responses,
+)
 from runs.downloads import output_download_response
 from runs.models import RunStatus, RunTrigger
 from runs.run_requests import (
@@ -28,6 +36,7 @@ from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 from runs.services.formats import output_formats
 from runs.services.queue import QueueFull, request_rerun
+from runs.services.transitions import RunNotCancellable, cancel_run
 
 
 class RunCursorPagination(NewestFirstCursorPagination):
@@ -69,6 +78,27 @@ class RunFilter(filters.FilterSet):
 
 
 ALL_FORMATS = list(output_formats().values())
+
+
+class RunAlreadyEnded(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "run_ended"
+
+
+CANCEL_RESPONSES = {
+    202: OpenApiResponse(
+        RunSerializer,
+        description="The run: `cancelled` if it was waiting; still `running`, with "
+        "`cancelled_at` and `cancelled_by`, while its worker stops the statement on the "
+        "database server (it is `cancelled` within seconds: poll it). A run cancelled "
+        "before answers the same, keeping who cancelled it first.",
+    ),
+    403: OpenApiResponse(ERROR, description="Without the run_report permission."),
+    404: OpenApiResponse(ERROR, description="No such run."),
+    409: OpenApiResponse(
+        ERROR, description="The run ended otherwise (succeeded, failed or skipped): says how."
+    ),
+}
 
 
 @extend_schema_view(
@@ -130,6 +160,26 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         except QueueFull as error:
             raise ReportQueueFull(str(error)) from error
         return queued_run_response(request, run, created, self.get_serializer_context())
+
+    @extend_schema(request=None, responses=CANCEL_RESPONSES)
+    @action(detail=True, methods=["post"], permission_classes=[CanRunReports])
+    def cancel(self, request, pk=None):
+        """Cancel a queued or running run; 202 with the run, Location its URL.
+
+        A queued run is cancelled at once. A running run's statement is stopped on the
+        database server and the run ends `cancelled`, keeping no output and never
+        retried. Idempotent. Needs view_report and run_report.
+        """
+        run = self.get_object()
+        try:
+            cancel_run(run, request.user)
+        except RunNotCancellable as error:
+            raise RunAlreadyEnded(str(error)) from None
+        return Response(
+            RunSerializer(run, context=self.get_serializer_context()).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": reverse("run-detail", args=[run.pk], request=request)},
+        )
 
     @extend_schema(
         responses=download_responses(ALL_FORMATS), parameters=download_parameters(ALL_FORMATS)

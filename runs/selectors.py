@@ -31,7 +31,7 @@ def runs_with_report():
     """Runs with what their pages show: the report, who asked, the deliveries, and the
     number of the report's version each ran."""
     return (
-        Run.objects.select_related("report", "requested_by")
+        Run.objects.select_related("report", "requested_by", "cancelled_by")
         .prefetch_related("deliveries")
         .annotate(report_version_number=F("report_version__history_version"))
     )

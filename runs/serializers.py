@@ -94,6 +94,12 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
     report_version_url = serializers.SerializerMethodField(
         help_text="That version in the report's history (…/history/{version}/); null with it."
     )
+    cancelled_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who cancelled the run; null if nobody did, and once the user is deleted.",
+    )
     deliveries = DeliverySerializer(many=True, read_only=True)
 
     class Meta:
@@ -127,17 +133,23 @@ class RunSerializer(RunLinksMixin, serializers.ModelSerializer):
             "rerun_of",
             "backfill_id",
             "requested_by",
+            "cancelled_at",
+            "cancelled_by",
             "download_url",
             "deliveries",
         ]
         read_only_fields = fields
         extra_kwargs = {
             "error": {
-                "help_text": "Why the run failed (or was skipped), as the database or "
-                "worker said it; empty otherwise. For users who may not see the SQL, "
-                "without the lines quoting the statement."
+                "help_text": "Why the run failed (or was skipped, or who cancelled it), as "
+                "the database or worker said it; empty otherwise. For users who may not "
+                "see the SQL, without the lines quoting the statement."
             },
             "output_sha256": {"help_text": "SHA-256 (hex) of the output; empty without one."},
+            "cancelled_at": {
+                "help_text": "When someone asked to cancel the run; a running run with it "
+                "set is being stopped and ends cancelled."
+            },
             "parameters": {
                 "help_text": "Parameter values by name: those given while the run waits; once "
                 "it started, every value its statement used (interval_start and "
@@ -177,6 +189,15 @@ class BackfillSerializer(serializers.Serializer):
         help_text="Fire times left out: a run over their interval succeeded, waits or runs."
     )
     runs = RunSerializer(many=True, help_text="The runs, oldest interval first.")
+
+
+class BackfillCancelSerializer(serializers.Serializer):
+    backfill_id = serializers.UUIDField()
+    cancelled = serializers.IntegerField(help_text="Waiting runs cancelled now.")
+    stopping = serializers.IntegerField(
+        help_text="Running runs being stopped on the database server (0 or 1): poll them."
+    )
+    runs = RunSerializer(many=True, help_text="Those runs, oldest first.")
 
 
 class RunSummarySerializer(RunLinksMixin, serializers.ModelSerializer):
