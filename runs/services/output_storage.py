@@ -598,7 +598,8 @@ def _failed_runs(keys):
     ids = {_run_of_key(key) for key in keys} - {None}
     if not ids:
         return set()
-    return set(Run.objects.filter(pk__in=ids, status=RunStatus.FAILED).values_list("pk", flat=True))
+    ended = (RunStatus.FAILED, RunStatus.CANCELLED)
+    return set(Run.objects.filter(pk__in=ids, status__in=ended).values_list("pk", flat=True))
 
 
 def _run_of_key(key):
