@@ -70,11 +70,12 @@ def finished(families):
     return samples(families, "reportsvc_runs_finished")
 
 
-def counts(slug, succeeded=0, failed=0, skipped=0):
+def counts(slug, succeeded=0, failed=0, skipped=0, cancelled=0):
     return {
         (slug, "succeeded"): succeeded,
         (slug, "failed"): failed,
         (slug, "skipped"): skipped,
+        (slug, "cancelled"): cancelled,
     }
 
 
@@ -222,7 +223,7 @@ def test_a_scrape_reads_no_runs_and_costs_the_same_queries_for_many_reports(
     # The runs table only for how many are queued and running (an index of statuses).
     [runs_query] = [query["sql"] for query in queries if '"runs_run"' in query["sql"]]
     assert "GROUP BY" in runs_query
-    assert len(finished(families_of(scrape(client)))) == 30 * 3
+    assert len(finished(families_of(scrape(client)))) == 30 * 4  # each final status
 
 
 # --- counters -----------------------------------------------------------------------------
