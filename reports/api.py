@@ -55,7 +55,7 @@ from runs.run_requests import (
     parameter_error,
     queued_run_response,
 )
-from runs.selectors import latest_successful_run, reports_with_last_run
+from runs.selectors import latest_successful_run, reports_with_last_run, runs_with_report
 from runs.serializers import BackfillCancelSerializer, BackfillSerializer, RunSerializer
 from runs.services.backfill import queue_backfill
 from runs.services.cancelling import cancel_backfill
@@ -305,7 +305,8 @@ class ReportViewSet(viewsets.ModelViewSet):
             raise NotFound(f"Report '{report.slug}' has no backfill {batch}.")
         outcome = cancel_backfill(report, batch, request.user)
         context = self.get_serializer_context()
-        runs = [*outcome.cancelled, *outcome.stopping]
+        ids = [*outcome.cancelled, *outcome.stopping]
+        runs = runs_with_report().filter(pk__in=ids).order_by("queued_at", "id") if ids else []
         return Response(
             {
                 "backfill_id": str(batch),

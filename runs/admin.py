@@ -177,7 +177,7 @@ class RunAdmin(admin.ModelAdmin):
     def cancel_selected_runs(self, request, queryset):
         """Queued runs end cancelled at once, running ones are stopped on the database
         server; runs that ended otherwise are left as they were, and the message says so."""
-        outcome = cancel_runs(list(queryset.order_by("id")), request.user)
+        outcome = cancel_runs(queryset, request.user)
         level = messages.WARNING if outcome.ended else messages.SUCCESS
         self.message_user(request, outcome.message(), level)
 
@@ -417,7 +417,7 @@ class RunAdmin(admin.ModelAdmin):
         can_run = can_run_reports(request.user)
         backfill_left = 0
         if can_run and run is not None and run.backfill_id is not None:
-            backfill_left = len(unfinished_backfill_runs(run.report, run.backfill_id))
+            backfill_left = unfinished_backfill_runs(run.report, run.backfill_id)
         extra_context = {
             **(extra_context or {}),
             "preview": preview_rows(run) if show_rows else None,
@@ -448,7 +448,7 @@ class RunAdmin(admin.ModelAdmin):
         if request.method != "POST" or not can_run_reports(request.user):
             messages.error(request, "You are not allowed to cancel runs (needs run_report).")
             return redirect("admin:runs_run_change", run_id)
-        outcome = cancel_runs([run], request.user)
+        outcome = cancel_runs(Run.objects.filter(pk=run.pk), request.user)
         level = messages.WARNING if outcome.ended else messages.SUCCESS
         messages.add_message(request, level, outcome.message())
         return redirect("admin:runs_run_change", run_id)

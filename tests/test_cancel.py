@@ -442,3 +442,54 @@ def test_the_admin_cancels_a_backfill_s_runs_together(client, report, backfilled
     listing = client.get(f"/admin/runs/run/?backfill_id={backfilled}")
     assert listing.status_code == 200
     assert listing.content.decode().count('rs-badge rs-cancelled"') == 5
+
+
+def test_a_cancel_counts_in_the_metrics_as_cancelled(report, runner):
+    from runs.services.metrics import read_metrics
+
+    cancel_run(enqueue_run(report, "api"), runner)
+    (finished,) = [family for family in read_metrics() if family.name == "runs_finished"]
+    assert dict(finished.samples) == {
+        ("numbers", "succeeded"): 0,
+        ("numbers", "failed"): 0,
+        ("numbers", "skipped"): 0,
+        ("numbers", "cancelled"): 1,
+    }
+
+
+def test_a_cancelled_run_whose_worker_was_lost_ends_cancelled(report, runner, settings):
+    from datetime import timedelta
+
+    from runs.services.recovery import fail_lost_runs
+
+    run = enqueue_run(report, "api")
+    transition_run(run, RunStatus.RUNNING, worker="gone:1")
+    cancel_run(run, runner)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert fail_lost_runs(60) == []  # nothing to announce: a cancel notifies no one
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.cancelled_by == runner
+    assert run.error.startswith("Cancelled by runner")
+    assert tallies(report) == {"cancelled": 1}
+
+
+def test_many_selected_runs_are_cancelled_in_bulk_and_the_message_stays_short(client, report):
+    Report.objects.filter(pk=report.pk).update(notify_emails="")
+    runs = [enqueue_run(report, "manual") for _ in range(30)]
+    staff(client, "ops", superuser=True)
+    response = client.post(
+        "/admin/runs/run/",
+        {"action": "cancel_selected_runs", "_selected_action": [run.pk for run in runs]},
+        follow=True,
+    )
+    page = response.content.decode()
+    ids = sorted(run.pk for run in runs)
+    assert f"Cancelled runs {', '.join(map(str, ids[:20]))} and more." in page
+    assert tallies(report) == {"cancelled": 30}
+    again = client.post(
+        "/admin/runs/run/",
+        {"action": "cancel_selected_runs", "_selected_action": ids[:2]},
+        follow=True,
+    )
+    assert f"Runs {ids[0]}, {ids[1]} had been cancelled already." in again.content.decode()
+    assert tallies(report) == {"cancelled": 30}

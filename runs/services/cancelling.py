@@ -16,9 +16,17 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
 from datasources.backends import backend_for
 from runs.models import Run, RunStatus
-from runs.services.transitions import RunNotCancellable, cancel_run, runs_to_stop
+from runs.services.transitions import (
+    RunNotCancellable,
+    cancel_queued_runs,
+    cancel_run,
+    not_cancellable_message,
+    runs_to_stop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +91,21 @@ def stop_cancelled_runs(controls):
     return stopped
 
 
+# At most this many runs are named in a message.
+NAMED = 20
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+ENDED_OTHERWISE = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+
+
 @dataclass
 class CancelOutcome:
-    """What cancelling several runs did, for a message."""
+    """What cancelling several runs did, for a message: run ids in each list."""
 
     cancelled: list = field(default_factory=list)  # queued runs, cancelled now
     stopping: list = field(default_factory=list)  # running runs, being stopped
     already: list = field(default_factory=list)  # cancelled (or asked) before
-    ended: list = field(default_factory=list)  # (run, why) that ended otherwise
+    ended: list = field(default_factory=list)  # ended otherwise (first NAMED + 1)
+    ended_reason: str = ""  # why, when only one ended otherwise
 
     def message(self):
         parts = []
@@ -104,47 +119,56 @@ class CancelOutcome:
             )
         if self.already:
             parts.append(f"{_runs(self.already).capitalize()} had been cancelled already.")
-        for _, why in self.ended:
-            parts.append(why)
-        return " ".join(parts) or "No runs were selected."
+        if len(self.ended) == 1 and self.ended_reason:
+            parts.append(self.ended_reason)
+        elif self.ended:
+            parts.append(
+                f"{_runs(self.ended).capitalize()} had already ended (succeeded, failed or "
+                "skipped) and were left as they were."
+            )
+        return " ".join(parts) or "Nothing to cancel: no runs were selected."
 
 
-def _runs(runs):
-    ids = ", ".join(str(run.pk) for run in runs[:20])
-    more = f" and {len(runs) - 20} more" if len(runs) > 20 else ""
-    return f"run{'s' if len(runs) != 1 else ''} {ids}{more}"
+def _runs(ids):
+    named = ", ".join(str(pk) for pk in ids[:NAMED])
+    more = " and more" if len(ids) > NAMED else ""
+    return f"run{'s' if len(ids) != 1 else ''} {named}{more}"
 
 
 def cancel_runs(runs, user):
-    """Cancel each of ``runs`` for ``user`` (see cancel_run); a CancelOutcome."""
-    outcome = CancelOutcome()
-    for run in runs:
+    """Cancel ``runs`` (a queryset) for ``user``: the queued ones at once, in one
+    statement; each running one stopped on the database server by its worker. Runs
+    that ended otherwise are left as they were. A CancelOutcome."""
+    now = timezone.now()
+    outcome = CancelOutcome(cancelled=cancel_queued_runs(runs, user, now))
+    for run in runs.filter(status__in=ACTIVE).order_by("id"):  # running, or just claimed
         try:
-            asked = cancel_run(run, user)
-        except RunNotCancellable as error:
-            outcome.ended.append((run, str(error)))
+            asked = cancel_run(run, user, now)
+        except RunNotCancellable as error:  # it ended meanwhile
+            outcome.ended.append(run.pk)
+            outcome.ended_reason = str(error)
             continue
-        if not asked:
-            outcome.already.append(run)
-        elif run.status == RunStatus.CANCELLED:
-            outcome.cancelled.append(run)
-        else:
-            outcome.stopping.append(run)
+        (outcome.stopping if asked else outcome.already).append(run.pk)
+    before = runs.filter(status=RunStatus.CANCELLED).exclude(cancelled_at=now).order_by("id")
+    outcome.already += list(before.values_list("pk", flat=True)[: NAMED + 1])
+    ended = runs.filter(status__in=ENDED_OTHERWISE).order_by("id")
+    outcome.ended += list(ended.values_list("pk", flat=True)[: NAMED + 1])
+    if len(outcome.ended) == 1 and not outcome.ended_reason:
+        outcome.ended_reason = not_cancellable_message(Run.objects.get(pk=outcome.ended[0]))
     return outcome
 
 
+def backfill_runs(report, backfill_id):
+    """The runs of one backfill of ``report``."""
+    return Run.objects.filter(report=report, backfill_id=backfill_id)
+
+
 def unfinished_backfill_runs(report, backfill_id):
-    """The runs of one backfill of ``report`` that have not ended, oldest first."""
-    return list(
-        Run.objects.filter(
-            report=report,
-            backfill_id=backfill_id,
-            status__in=(RunStatus.QUEUED, RunStatus.RUNNING),
-        ).order_by("queued_at", "id")
-    )
+    """How many runs of one backfill of ``report`` have not ended."""
+    return backfill_runs(report, backfill_id).filter(status__in=ACTIVE).count()
 
 
 def cancel_backfill(report, backfill_id, user):
     """Cancel every run of a backfill that has not ended: the waiting ones at once, the
-    one running (if any) stopped on the server. A CancelOutcome."""
-    return cancel_runs(unfinished_backfill_runs(report, backfill_id), user)
+    one running (if any) stopped on the server. A CancelOutcome of those only."""
+    return cancel_runs(backfill_runs(report, backfill_id).filter(status__in=ACTIVE), user)
