@@ -250,7 +250,11 @@ class Worker:
     def _stop_cancelled_runs(self):
         with self._active_lock:
             controls = dict(self._controls)
-        stop_cancelled_runs(controls)
+        try:
+            stop_cancelled_runs(controls)
+        except DatabaseError as error:  # asked again at the next poll
+            logger.warning("could not look for cancelled runs (%s)", error)
+            connections["default"].close()
 
     # --- leadership and scheduling ---------------------------------------------------
 
