@@ -170,7 +170,7 @@ class ReportViewSet(viewsets.ModelViewSet):
         """Queue a run of the report for the worker; 202 with the run, Location its URL.
 
         Needs view_report and run_report. Poll the run until its status is succeeded,
-        failed or skipped.
+        failed, skipped or cancelled.
         """
         report = self.get_object()
         key = idempotency_key(request)

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.queue import claim_runs
+from runs.services.queue import claim_runs, enqueue_run
 from runs.services.runner import perform_run, run_report_now
 from tests.api_helpers import make_user, token_key
 from tests.conftest import executes_reports
@@ -35,7 +35,7 @@ from tests.conftest import executes_reports
 pytestmark = [executes_reports, pytest.mark.xdist_group("generated-client")]
 
 PACKAGE = "reportsvc_client"
-FINISHED = {"succeeded", "failed", "skipped"}
+FINISHED = {"succeeded", "failed", "skipped", "cancelled"}
 SQL = "SELECT 1 AS n, 'héllo, \"world\"' AS word UNION ALL SELECT 2, 'two'"
 
 # The generator's default post-hooks format its output with ruff; the client does not
@@ -313,6 +313,18 @@ def test_a_user_who_may_view_and_run_reports_works_with_the_generated_client(
     assert refused.status_code == 403
     assert refused.parsed.detail == "You do not have permission to perform this action."
     assert not Report.objects.filter(slug="x").exists()
+
+    # A queued run cancelled, again (the same answer), and one that ended: the 409.
+    queued = enqueue_run(numbers, "api")
+    for _ in range(2):
+        cancelled = generated.call("runs_cancel_create", client, id=queued.pk)
+        assert cancelled.status_code == 202
+        assert cancelled.parsed.status.value == "cancelled"
+        assert cancelled.parsed.cancelled_by == "runner"
+    ended = Run.objects.filter(report=numbers, status="succeeded").first()
+    conflict = generated.call("runs_cancel_create", client, id=ended.pk)
+    assert conflict.status_code == 409
+    assert conflict.parsed.detail.startswith(f"Run {ended.pk} has already ended: it succeeded")
 
 
 def test_an_admin_works_with_the_generated_client(generated, live_server, numbers):
