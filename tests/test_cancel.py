@@ -94,7 +94,7 @@ def test_a_run_that_ended_otherwise_is_a_409_saying_how(report, runner):
     skipped = enqueue_run(report, "api")
     transition_run(skipped, RunStatus.SKIPPED, error="previous run still going")
     api = client_for(runner)
-    for run, word in ((succeeded, "succeeded"), (failed, "failed"), (skipped, "skipped")):
+    for run, word in ((succeeded, "succeeded"), (failed, "failed"), (skipped, "was skipped")):
         before = Run.objects.filter(pk=run.pk).values().get()
         response = api.post(f"/api/runs/{run.pk}/cancel/")
         assert response.status_code == 409
@@ -493,3 +493,29 @@ def test_many_selected_runs_are_cancelled_in_bulk_and_the_message_stays_short(cl
     )
     assert f"Runs {ids[0]}, {ids[1]} had been cancelled already." in again.content.decode()
     assert tallies(report) == {"cancelled": 30}
+
+
+@needs_commits
+def test_a_run_cancelled_while_it_uploads_leaves_no_object(s3_outputs, runner):
+    """The request lands after the statement ended: the run's own success is dropped and
+    the object it uploaded removed."""
+    from tests.conftest import execute_run
+
+    report = Report.objects.create(name="Slow", slug="slow", sql=slow_sql(0.5))
+    run = enqueue_run(report, "api")
+    outcome = {}
+
+    def run_in_thread():
+        try:
+            outcome["ok"] = execute_run(run)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run_in_thread)
+    thread.start()
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.RUNNING)
+    assert cancel_run(Run.objects.get(pk=run.pk), runner) is True  # no control stops it
+    thread.join(timeout=30)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.cancelled_by == runner
+    assert s3_outputs.keys() == [] and s3_outputs.uploads() == []

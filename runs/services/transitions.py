@@ -165,10 +165,11 @@ def cancel_run(run, user, now=None):
 
 
 def not_cancellable_message(run):
+    how = "was skipped" if run.status == RunStatus.SKIPPED else run.status
     when = f" at {moment(run.finished_at)}" if run.finished_at else ""
     return (
-        f"Run {run.pk} has already ended: it {run.status}{when}. Only queued and running "
-        "runs can be cancelled."
+        f"Run {run.pk} has already ended: it {how}{when}. Only queued and running runs "
+        "can be cancelled."
     )
 
 
