@@ -342,6 +342,12 @@ def test_admin_backfill_shows_the_count_before_it_queues(admin_client, daily):
     )
     assert confirmed.status_code == 302
     assert Run.objects.filter(trigger="backfill").count() == 7
+    # The message links to its runs, where they can be followed and cancelled together.
+    batch = Run.objects.filter(trigger="backfill").first().backfill_id
+    report_page = admin_client.get(confirmed["Location"]).content.decode()
+    assert f'href="/admin/runs/run/?backfill_id={batch}" id="backfill-runs"' in report_page
+    listed = admin_client.get(f"/admin/runs/run/?backfill_id={batch}").content.decode()
+    assert listed.count('rs-badge rs-queued"') == 7
     again = admin_client.post(url, {"start": "2026-11-16 00:00", "end": "2026-11-23 00:00"})
     assert "Nothing to queue" in again.content.decode()
 
