@@ -25,6 +25,9 @@ REDACTED_HELP = (
 )
 
 
+DURATION_FIELDS = ("expect_success_within", "notify_repeat_after")
+
+
 class ParameterDeclarationSerializer(serializers.Serializer):
     """How a declared parameter reads in the schema (validated by reports.parameters)."""
 
@@ -92,6 +95,11 @@ class ReportSerializer(serializers.ModelSerializer):
                 "'1 00:00:00' for a day, or ISO 8601 ('P1D', 'PT6H'). Positive, at most a "
                 "year; null: no expectation."
             },
+            "notify_repeat_after": {
+                "help_text": "While the report keeps failing (notify_when 'failure'), a "
+                "reminder at most this often: '[DD] [HH:[MM:]]ss' or ISO 8601 ('PT1H'). "
+                "From a minute to 30 days; null: NOTIFY_REPEAT_AFTER (an hour by default)."
+            },
         }
 
     def validate(self, attrs):
@@ -154,8 +162,9 @@ class ReportSerializer(serializers.ModelSerializer):
         for name in REPORT_SETTINGS_FIELDS:
             if name != "sql" or visibility.sql:
                 data[name] = getattr(report, name)
-        if data["expect_success_within"] is not None:  # as DRF writes durations
-            data["expect_success_within"] = duration_string(data["expect_success_within"])
+        for name in DURATION_FIELDS:
+            if data[name] is not None:  # as DRF writes durations
+                data[name] = duration_string(data[name])
         if not visibility.targets:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)

@@ -70,7 +70,9 @@ def validate_expect_success_within(value):
 def validate_notify_repeat_after(value):
     problem = repeat_after_problem(value)
     if problem:
-        raise ValidationError(problem + " Leave it empty for NOTIFY_REPEAT_AFTER.", code="invalid")
+        raise ValidationError(
+            problem + " Leave it empty for NOTIFY_REPEAT_AFTER.", code="out_of_range"
+        )
 
 
 def validate_data_source(value):

@@ -304,6 +304,12 @@ class Delivery(models.Model):
     def __str__(self):
         return f"{self.channel} to {self.target}: {self.status}"
 
+    def save(self, *args, **kwargs):
+        # A delivery about a run belongs to the run's report: callers give the run only.
+        if self.report_id is None and self.run is not None:
+            self.report_id = self.run.report_id
+        super().save(*args, **kwargs)
+
 
 class AlertState(models.Model):
     """What a report's notifications last said, so that they speak on changes only

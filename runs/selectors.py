@@ -154,10 +154,10 @@ def reports_with_last_run(slug=None):
         report = ReportRow(*row[:width], run.id)
         if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
             report = report._replace(parameters=json.loads(report.parameters))
-        if isinstance(report.expect_success_within, int):  # SQLite keeps microseconds
-            report = report._replace(
-                expect_success_within=timedelta(microseconds=report.expect_success_within)
-            )
+        for name in ("expect_success_within", "notify_repeat_after"):
+            if isinstance(getattr(report, name), int):  # SQLite keeps microseconds
+                value = timedelta(microseconds=getattr(report, name))
+                report = report._replace(**{name: value})
         reports.append(report)
         if run.id is not None:
             last_runs[run.id] = run
