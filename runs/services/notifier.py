@@ -111,7 +111,10 @@ def notify_report_event(event, stopping=None):
     """Send a report-level notice (a freshness alert: ``ReportEvent``) to the report's
     targets, read afresh; each delivery recorded against the report."""
     report = event.report
-    report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
+    try:
+        report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
+    except type(report).DoesNotExist:
+        return []  # deleted since: nobody to tell about it
     deliveries = []
     for address in split_list(report.notify_emails):
         if stopping is not None and stopping.is_set():
