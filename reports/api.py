@@ -49,7 +49,7 @@ from runs.run_requests import (
     parameter_error,
     queued_run_response,
 )
-from runs.selectors import latest_successful_run, reports_with_last_run
+from runs.selectors import freshness_of, latest_successful_run, reports_with_last_run
 from runs.serializers import BackfillSerializer, RunSerializer
 from runs.services.backfill import queue_backfill
 from runs.services.queue import QueueFull, request_run, validated_request
@@ -106,8 +106,12 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     queryset = Report.objects.all()
 
-    def _represent(self, reports, last_runs):
-        context = {**self.get_serializer_context(), "last_runs": last_runs}
+    def _represent(self, reports, last_runs, slug=None):
+        context = {
+            **self.get_serializer_context(),
+            "last_runs": last_runs,
+            "freshness": freshness_of(slug=slug),
+        }
         return self.get_serializer(reports, many=True, context=context).data
 
     sql_warning = None
@@ -138,7 +142,8 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     def retrieve(self, request, *args, **kwargs):
         self.get_object()  # 404 and permission checks
-        return Response(self._represent(*reports_with_last_run(slug=kwargs["slug"]))[0])
+        slug = kwargs["slug"]
+        return Response(self._represent(*reports_with_last_run(slug=slug), slug=slug)[0])
 
     @extend_schema(
         request=RunRequestSerializer,

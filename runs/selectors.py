@@ -113,6 +113,20 @@ def reports_with_freshness(now=None):
     )
 
 
+def freshness_of(slug=None, report_ids=None, now=None):
+    """``{report id: (stale, last_success_at)}`` as ``reports_with_freshness`` says, for
+    all reports, the one with ``slug``, or those in ``report_ids``: one query."""
+    reports = reports_with_freshness(now)
+    if slug is not None:
+        reports = reports.filter(slug=slug)
+    if report_ids is not None:
+        reports = reports.filter(pk__in=report_ids)
+    return {
+        pk: (stale, last_success_at)
+        for pk, stale, last_success_at in reports.values_list("pk", "stale", "last_success_at")
+    }
+
+
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
 LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
 ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])

@@ -172,3 +172,18 @@ def test_racing_checks_alert_once_each_way(lease):
     run_report_now(report)
     assert _race(lease, 3) == ["fresh"]
     assert _race(lease, 3) == []
+
+
+def test_the_api_says_stale_and_when_a_run_last_succeeded():
+    from tests.api_helpers import client_for, make_user
+
+    report = expecting_report()
+    Report.objects.create(name="Any", slug="any", sql="SELECT 1")
+    api = client_for(make_user("viewer", "view"))
+    listed = {r["slug"]: r for r in api.get("/api/reports/").json()}
+    assert (listed["daily"]["stale"], listed["daily"]["last_success_at"]) == (True, None)
+    assert (listed["any"]["stale"], listed["any"]["last_success_at"]) == (False, None)
+    run = run_report_now(report)
+    one = api.get("/api/reports/daily/").json()
+    assert one["stale"] is False
+    assert one["last_success_at"] == run.finished_at.isoformat().replace("+00:00", "Z")
