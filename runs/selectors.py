@@ -83,6 +83,11 @@ SUCCESS_TALLY = "success_tally"
 
 
 def reports_with_freshness(now=None):
+    """``with_freshness`` of all reports."""
+    return with_freshness(Report.objects.all(), now)
+
+
+def with_freshness(reports, now=None):
     """Reports with ``last_success_at`` (when a run of theirs last succeeded, or None)
     and ``stale``, as of ``now``.
 
@@ -100,7 +105,7 @@ def reports_with_freshness(now=None):
     successes = FilteredRelation(
         "run_tallies", condition=Q(run_tallies__status=RunStatus.SUCCEEDED)
     )
-    return Report.objects.annotate(
+    return reports.annotate(
         **{SUCCESS_TALLY: successes},
         last_success_at=F(f"{SUCCESS_TALLY}__last_finished_at"),
     ).annotate(
