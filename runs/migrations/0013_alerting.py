@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='delivery',
             name='reason',
-            field=models.CharField(help_text='failed, reminder, recovered, finished, alert (a run); stale, fresh (the report).', max_length=32),
+            field=models.CharField(help_text='failed, reminder, recovered, finished, alert (about a run); stale, fresh (about the report).', max_length=32),
         ),
         migrations.AlterField(
             model_name='delivery',
