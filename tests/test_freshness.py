@@ -187,3 +187,30 @@ def test_the_api_says_stale_and_when_a_run_last_succeeded():
     one = api.get("/api/reports/daily/").json()
     assert one["stale"] is False
     assert one["last_success_at"] == run.finished_at.isoformat().replace("+00:00", "Z")
+
+
+class HeldLease:
+    """Stands in for a worker's LeaseKeeper holding ``lease`` (or none)."""
+
+    def __init__(self, lease):
+        self.lease = lease
+
+    def current(self):
+        return self.lease
+
+
+@needs_commits
+def test_the_leading_worker_checks_and_sends_a_follower_does_not(lease):
+    import time
+
+    from runs.services.worker import Worker
+
+    expecting_report()
+    follower, leader = Worker(concurrency=1), Worker(concurrency=1)
+    follower._lease, leader._lease = HeldLease(None), HeldLease(lease)
+    follower._check_freshness(time.monotonic())
+    assert not AlertState.objects.exists()
+    leader._check_freshness(time.monotonic())
+    leader._check_freshness(time.monotonic())  # not due again for FRESHNESS_CHECK_SECONDS
+    assert leader._notifier.close(10) == [] and follower._notifier.close(1) == []
+    assert list(Delivery.objects.values_list("reason", "status")) == [("stale", "sent")]
