@@ -16,6 +16,7 @@ from runs.models import AlertState, Delivery, DeliveryStatus, RunStatus
 from runs.services.alerting import Notice, Streak, decide_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
+from tests.conftest import needs_commits
 from tests.receivers import Receiver
 from tests.test_settings import settings_in_a_fresh_process
 
@@ -286,3 +287,29 @@ def test_the_upgrade_keeps_every_failure_for_reports_that_notify_and_says_so():
     assert silent.history.count() == always.history.count() == 1
     migration.back_to_failure(apps, None)
     assert set(Report.objects.values_list("notify_when", flat=True)) == {"failure", "always"}
+
+
+@needs_commits
+def test_migrating_gives_old_deliveries_their_report_and_keeps_what_failure_meant():
+    """Forwards from the schema before (a Delivery needed a run), and back."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("reports", "0010_report_expect_success_within"), ("runs", "0012_run_tallies")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        report = old.get_model("reports", "Report").objects.create(
+            name="Old", slug="old", sql="SELECT 1", notify_emails="a@x.example"
+        )
+        run = old.get_model("runs", "Run").objects.create(report=report, trigger="cli")
+        old.get_model("runs", "Delivery").objects.create(
+            run=run, channel="email", target="a@x.example", reason="failed", status="sent"
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    delivery = Delivery.objects.get()
+    assert (delivery.report_id, delivery.run_id) == (report.pk, run.pk)
+    assert Report.objects.get().notify_when == "every_failure"
