@@ -313,3 +313,36 @@ def test_migrating_gives_old_deliveries_their_report_and_keeps_what_failure_mean
     delivery = Delivery.objects.get()
     assert (delivery.report_id, delivery.run_id) == (report.pk, run.pk)
     assert Report.objects.get().notify_when == "every_failure"
+
+
+@needs_commits
+def test_two_failures_deciding_at_once_tell_once():
+    import threading
+
+    from django.db import connections
+
+    from runs.services.alerting import run_notices
+
+    report = make_report(notify_emails="")
+    runs = [run(report, FAILING) for _ in range(4)]
+    Report.objects.filter(pk=report.pk).update(notify_emails="ops@example.com")
+    barrier, found = threading.Barrier(len(runs)), []
+
+    def decide(failed):
+        try:
+            failed.report.refresh_from_db()
+            barrier.wait(5)
+            found.extend(run_notices(failed, has_targets=True))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=decide, args=(failed,)) for failed in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert (
+        sorted((n.kind, n.suppressed) for n in found)
+        == [("failed", False)] + [("failed", True)] * 3
+    )
+    assert AlertState.objects.get(pk=report.pk).failures == 4
