@@ -26,7 +26,7 @@ from reports.parameters import (
     declared_parameters,
 )
 from reports.services import history
-from reports.services.schedules import save_report
+from reports.services.schedules import save_report, set_enabled
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
@@ -39,9 +39,14 @@ from reportsvc.web.display import (
     moment_html,
     status_badge,
 )
-from reportsvc.web.permissions import can_run_reports, visibility_of
-from runs.models import Run, RunStatus, RunTrigger
-from runs.selectors import latest_successful_output, latest_successful_run_id
+from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
+from runs.models import Delivery, Run, RunStatus, RunTrigger
+from runs.selectors import (
+    freshness_of,
+    latest_successful_output,
+    latest_successful_run_id,
+    with_freshness,
+)
 from runs.services.backfill import plan_backfill, queue_backfill
 from runs.services.formats import format_of_file
 from runs.services.intervals import default_interval
@@ -167,6 +172,23 @@ class LastStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StaleFilter(admin.SimpleListFilter):
+    title = "freshness"
+    parameter_name = "stale"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Stale"), ("no", "Fresh"), ("none", "No expectation")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(stale=True)
+        if self.value() == "no":
+            return queryset.filter(stale=False, expect_success_within__isnull=False)
+        if self.value() == "none":
+            return queryset.filter(expect_success_within__isnull=True)
+        return queryset
+
+
 def _newest(field, **filters):
     runs = Run.objects.filter(report=OuterRef("pk"), **filters).order_by("-queued_at", "-id")
     return Subquery(runs.values(field)[:1])
@@ -183,10 +205,11 @@ class ReportAdmin(admin.ModelAdmin):
         "enabled",
         "next_run",
         "last_run",
+        "freshness",
         "rows",
         "download",
     )
-    list_filter = ("enabled", "data_source", LastStatusFilter)
+    list_filter = ("enabled", StaleFilter, "data_source", LastStatusFilter)
     search_fields = ("name", "slug", "sql")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = (
@@ -199,8 +222,9 @@ class ReportAdmin(admin.ModelAdmin):
         "webhook_signing_secret",
         "notify_emails_redacted",
         "notify_webhooks_redacted",
+        "freshness_details",
     )
-    actions = ["run_now", "rotate_webhook_secrets"]
+    actions = ["run_now", "enable_reports", "disable_reports", "rotate_webhook_secrets"]
     fieldsets = (
         (
             "Definition",
@@ -214,6 +238,7 @@ class ReportAdmin(admin.ModelAdmin):
                     "timezone",
                     "enabled",
                     "expect_success_within",
+                    "freshness_details",
                     "next_fire_times",
                 )
             },
@@ -227,6 +252,7 @@ class ReportAdmin(admin.ModelAdmin):
                     "notify_emails",
                     "notify_webhooks",
                     "notify_when",
+                    "notify_repeat_after",
                     "alert_condition",
                     "alert_threshold",
                     "webhook_signing_secret",
@@ -280,6 +306,12 @@ class ReportAdmin(admin.ModelAdmin):
             form = type(form.__name__, (form,), {"sql_hidden": True})
         return form
 
+    def get_object(self, request, object_id, from_field=None):
+        report = super().get_object(request, object_id, from_field)
+        if report is not None:
+            report.visibility = visibility_of(request)  # what the page's fields may show
+        return report
+
     def get_search_fields(self, request):
         # A search in the SQL would tell, one guess at a time, what it says.
         if visibility_of(request).sql:
@@ -307,18 +339,14 @@ class ReportAdmin(admin.ModelAdmin):
                 report.delete()
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                last_run_id=_newest("pk"),
-                last_run_status=_newest("status"),
-                last_run_started=_newest("started_at"),
-                last_run_finished=_newest("finished_at"),
-                last_run_rows=_newest("row_count"),
-                last_success_id=latest_successful_run_id(),
-                last_success_output=latest_successful_output(),
-            )
+        return with_freshness(super().get_queryset(request)).annotate(
+            last_run_id=_newest("pk"),
+            last_run_status=_newest("status"),
+            last_run_started=_newest("started_at"),
+            last_run_finished=_newest("finished_at"),
+            last_run_rows=_newest("row_count"),
+            last_success_id=latest_successful_run_id(),
+            last_success_output=latest_successful_output(),
         )
 
     @admin.display(description="Schedule")
@@ -351,6 +379,55 @@ class ReportAdmin(admin.ModelAdmin):
             url,
             status_badge(report.last_run_status),
             details,
+        )
+
+    @admin.display(description="Freshness", ordering="stale")
+    def freshness(self, report):
+        if report.expect_success_within is None:
+            return "—"
+        if report.stale:
+            last = report.last_success_at
+            return format_html(
+                '<span class="rs-badge rs-stale" title="{}">stale</span>',
+                f"No success within {report.expect_success_within}; last: "
+                + (moment(last) if last else "never"),
+            )
+        return mark_safe('<span class="rs-muted">fresh</span>')
+
+    @admin.display(description="Freshness")
+    def freshness_details(self, report):
+        if report.pk is None or report.expect_success_within is None:
+            return "No expectation: the report is never stale."
+        stale, last = freshness_of(report_ids=[report.pk]).get(report.pk, (False, None))
+        alerts = Delivery.objects.filter(report=report, run__isnull=True).order_by("-id")[:10]
+        visibility = getattr(report, "visibility", NOBODY)  # set by get_object
+        return format_html(
+            "{} Last success: {}{}",
+            mark_safe('<span class="rs-badge rs-stale">stale</span>')
+            if stale
+            else mark_safe('<span class="rs-muted">fresh</span>'),
+            moment(last) if last else "never",
+            format_html(
+                "<table class='rs-table' id='freshness-alerts'><tr><th>When</th><th>Alert</th>"
+                "<th>Channel</th><th>Target</th><th>Status</th><th>Error</th></tr>{}</table>",
+                format_html_join(
+                    "",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    (
+                        (
+                            moment(d.created_at),
+                            d.reason,
+                            d.channel,
+                            visibility.target(d),
+                            status_badge(d.status),
+                            visibility.delivery_error(d),
+                        )
+                        for d in alerts
+                    ),
+                ),
+            )
+            if alerts
+            else "",
         )
 
     @admin.display(description="Rows")
@@ -440,6 +517,29 @@ class ReportAdmin(admin.ModelAdmin):
             "X-Reportsvc-Signature HMAC-SHA256 header on webhooks. Replace it with "
             "“Rotate webhook secret” at the top of the page.</div>",
             report.webhook_secret,
+        )
+
+    # --- Enable, disable ----------------------------------------------------------
+
+    @admin.action(description="Enable selected reports", permissions=["change"])
+    def enable_reports(self, request, queryset):
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable selected reports", permissions=["change"])
+    def disable_reports(self, request, queryset):
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request, queryset, enabled):
+        reports = list(queryset)
+        changed = set_enabled(reports, enabled, by=request.user, via="admin")
+        word = "Enabled" if enabled else "Disabled"
+        for report in changed:
+            self.log_change(request, report, f"{word}.")
+        already = len(reports) - len(changed)
+        messages.success(
+            request,
+            f"{word} {len(changed)} report(s)"
+            + (f"; {already} already {word.lower()}." if already else "."),
         )
 
     # --- Webhook secret ----------------------------------------------------------

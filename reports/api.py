@@ -55,7 +55,12 @@ from runs.run_requests import (
     parameter_error,
     queued_run_response,
 )
-from runs.selectors import latest_successful_run, reports_with_last_run, runs_with_report
+from runs.selectors import (
+    freshness_of,
+    latest_successful_run,
+    reports_with_last_run,
+    runs_with_report,
+)
 from runs.serializers import BackfillCancelSerializer, BackfillSerializer, RunSerializer
 from runs.services.backfill import queue_backfill
 from runs.services.cancelling import cancel_backfill
@@ -113,8 +118,12 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     queryset = Report.objects.all()
 
-    def _represent(self, reports, last_runs):
-        context = {**self.get_serializer_context(), "last_runs": last_runs}
+    def _represent(self, reports, last_runs, slug=None):
+        context = {
+            **self.get_serializer_context(),
+            "last_runs": last_runs,
+            "freshness": freshness_of(slug=slug),
+        }
         return self.get_serializer(reports, many=True, context=context).data
 
     sql_warning = None
@@ -145,7 +154,8 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     def retrieve(self, request, *args, **kwargs):
         self.get_object()  # 404 and permission checks
-        return Response(self._represent(*reports_with_last_run(slug=kwargs["slug"]))[0])
+        slug = kwargs["slug"]
+        return Response(self._represent(*reports_with_last_run(slug=slug), slug=slug)[0])
 
     @extend_schema(
         request=RunRequestSerializer,

@@ -15,6 +15,7 @@ from reports.validators import (
     validate_data_source,
     validate_email_list,
     validate_expect_success_within,
+    validate_notify_repeat_after,
     validate_timezone,
     validate_webhook_list,
 )
@@ -30,7 +31,10 @@ def new_webhook_secret():
 
 
 class NotifyWhen(models.TextChoices):
-    FAILURE = "failure", "When a run fails"
+    # State changes: the first failure after a success, reminders while it keeps
+    # failing (NOTIFY_REPEAT_AFTER), and "recovered" at the next success.
+    FAILURE = "failure", "When it starts failing, and when it recovers"
+    EVERY_FAILURE = "every_failure", "After every failed run"
     ALWAYS = "always", "After every run"
     NEVER = "never", "Never"
 
@@ -62,6 +66,7 @@ REPORT_SETTINGS_FIELDS = (
     "notify_emails",
     "notify_webhooks",
     "notify_when",
+    "notify_repeat_after",
     "alert_condition",
     "alert_threshold",
     "output_format",
@@ -163,7 +168,17 @@ class Report(models.Model):
         max_length=16,
         choices=NotifyWhen.choices,
         default=NotifyWhen.FAILURE,
-        help_text="Which finished runs notify. The alert condition below notifies on its own.",
+        help_text="Which finished runs notify. 'When it starts failing': the first failure "
+        "after a success, a reminder while it keeps failing, and 'recovered' at the next "
+        "success. The alert condition and the freshness expectation notify on their own.",
+    )
+    notify_repeat_after = models.DurationField(
+        "remind every",
+        null=True,
+        blank=True,
+        validators=[validate_notify_repeat_after],
+        help_text="While the report keeps failing, a reminder at most this often, e.g. "
+        "01:00:00 for an hour, or ISO 8601 (PT1H). Blank: NOTIFY_REPEAT_AFTER.",
     )
     alert_condition = models.CharField(
         max_length=16,
@@ -292,6 +307,10 @@ class Report(models.Model):
     @property
     def effective_max_rows(self):
         return self.max_rows or settings.REPORT_MAX_ROWS
+
+    @property
+    def effective_repeat_after(self):
+        return self.notify_repeat_after or settings.NOTIFY_REPEAT_AFTER
 
     @property
     def effective_retention_days(self):

@@ -17,12 +17,16 @@ from reportsvc.moments import span_text
 from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of
+from runs.selectors import freshness_of
 from runs.serializers import RunSummarySerializer, context_visibility, summarize_run
 
 REDACTED_HELP = (
     "In full only for users with change_report; others see {} (user, password, path "
     "and query of URLs can be secrets)."
 )
+
+
+DURATION_FIELDS = ("expect_success_within", "notify_repeat_after")
 
 
 class ParameterDeclarationSerializer(serializers.Serializer):
@@ -65,6 +69,15 @@ class ReportSerializer(serializers.ModelSerializer):
     latest_output_url = serializers.SerializerMethodField(
         help_text="…/latest.<extension> of the report's output format: its newest output."
     )
+    stale = serializers.SerializerMethodField(
+        help_text="True when the report declares expect_success_within and no run has "
+        "succeeded within it (since it was created, if none ever has); the worker then "
+        "sends one stale alert, and one 'fresh' when a run succeeds again."
+    )
+    last_success_at = serializers.SerializerMethodField(
+        help_text="When a run of the report last succeeded (kept after retention deletes "
+        "the run); null if none ever has."
+    )
 
     class Meta:
         model = Report
@@ -76,6 +89,8 @@ class ReportSerializer(serializers.ModelSerializer):
             "last_run",
             "latest_csv_url",
             "latest_output_url",
+            "stale",
+            "last_success_at",
             "created_at",
             "updated_at",
         ]
@@ -91,6 +106,11 @@ class ReportSerializer(serializers.ModelSerializer):
                 "(since it was created, if none ever has): '[DD] [HH:[MM:]]ss', e.g. "
                 "'1 00:00:00' for a day, or ISO 8601 ('P1D', 'PT6H'). Positive, at most a "
                 "year; null: no expectation."
+            },
+            "notify_repeat_after": {
+                "help_text": "While the report keeps failing (notify_when 'failure'), a "
+                "reminder at most this often: '[DD] [HH:[MM:]]ss' or ISO 8601 ('PT1H'). "
+                "From a minute to 30 days; null: NOTIFY_REPEAT_AFTER (an hour by default)."
             },
         }
 
@@ -145,17 +165,32 @@ class ReportSerializer(serializers.ModelSerializer):
     def get_latest_output_url(self, report) -> str:
         return latest_output_link(api_links(self.context), report)
 
+    def _freshness(self, report):
+        known = self.context.get("freshness", {}).get(report.id)
+        if known is None:  # a report just written: not in the listing's lookup
+            known = freshness_of(report_ids=[report.id]).get(report.id, (False, None))
+        return known
+
+    def get_stale(self, report) -> bool:
+        return self._freshness(report)[0]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_last_success_at(self, report):
+        return iso_datetime(self._freshness(report)[1])
+
     def to_representation(self, report):
         # Written out by hand: the generic field loop made a list of 500 reports take
         # 60 ms (bench/api.py); tests check the keys match Meta.fields.
         links, zone = api_links(self.context), timezone.get_current_timezone()
         visibility = context_visibility(self.context)
         data = {"url": links.report(report.slug)}
+        stale, last_success_at = self._freshness(report)
         for name in REPORT_SETTINGS_FIELDS:
             if name != "sql" or visibility.sql:
                 data[name] = getattr(report, name)
-        if data["expect_success_within"] is not None:  # as DRF writes durations
-            data["expect_success_within"] = duration_string(data["expect_success_within"])
+        for name in DURATION_FIELDS:
+            if data[name] is not None:  # as DRF writes durations
+                data[name] = duration_string(data[name])
         if not visibility.targets:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)
@@ -165,6 +200,8 @@ class ReportSerializer(serializers.ModelSerializer):
             last_run=self.get_last_run(report, zone),
             latest_csv_url=links.latest_csv(report.slug),
             latest_output_url=latest_output_link(links, report),
+            stale=stale,
+            last_success_at=iso_datetime(last_success_at, zone),
             created_at=iso_datetime(report.created_at, zone),
             updated_at=iso_datetime(report.updated_at, zone),
         )

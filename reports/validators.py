@@ -12,6 +12,7 @@ from datasources.placeholders import TemplateError, find_placeholders, substitut
 from datasources.registry import data_source_names, source_for
 from datasources.sandbox import ReportSQLError
 from reports.cron import CronError, next_fire_time, parse_crontab
+from reports.reminders import repeat_after_problem
 from reports.targets import blocked_target_problem
 
 # A run must be able to finish within a day; larger values made every run fail.
@@ -63,6 +64,14 @@ def validate_expect_success_within(value):
             f"At most a year ({MAX_EXPECT_SUCCESS_WITHIN.days} 00:00:00), not "
             f"{value.days} days; leave it empty for no expectation.",
             code="too_long",
+        )
+
+
+def validate_notify_repeat_after(value):
+    problem = repeat_after_problem(value)
+    if problem:
+        raise ValidationError(
+            problem + " Leave it empty for NOTIFY_REPEAT_AFTER.", code="out_of_range"
         )
 
 

@@ -14,6 +14,7 @@ from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from datasources.registry import alias_for_source, login_aliases_by_source, reporting_databases
+from reports.reminders import DEFAULT_REPEAT_AFTER, parse_repeat_after
 from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
 
@@ -476,5 +477,13 @@ try:
     ]
 except ValueError as _error:
     raise ImproperlyConfigured(f"NOTIFY_WEBHOOK_BLOCKED_NETWORKS: {_error}.") from None
+# While a report keeps failing (notify when: failure), a reminder at most this often;
+# a report may set its own. A duration: 01:00:00, 1 00:00:00, 3600 (seconds), PT1H.
+try:
+    NOTIFY_REPEAT_AFTER = parse_repeat_after(
+        env("NOTIFY_REPEAT_AFTER", default=str(DEFAULT_REPEAT_AFTER.total_seconds()))
+    )
+except ValueError as _error:
+    raise ImproperlyConfigured(f"NOTIFY_REPEAT_AFTER: {_error}") from None
 # Per socket operation; Django's default (None) lets a hung mail server hold a sender.
 EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=30)

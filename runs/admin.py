@@ -387,10 +387,10 @@ class RunAdmin(admin.ModelAdmin):
         visibility = _visibility(run)
         return format_html(
             "<table class='rs-table'><tr><th>Channel</th><th>Target</th><th>Why</th>"
-            "<th>Status</th><th>Attempts</th><th>Error</th></tr>{}</table>",
+            "<th>Status</th><th>Attempts</th><th>Error or note</th></tr>{}</table>",
             format_html_join(
                 "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
                 (
                     (
                         d.channel,
@@ -399,6 +399,7 @@ class RunAdmin(admin.ModelAdmin):
                         status_badge(d.status),
                         d.attempts,
                         visibility.delivery_error(d),
+                        d.note,
                     )
                     for d in deliveries
                 ),

@@ -288,18 +288,33 @@ class DeliveryChannel(models.TextChoices):
 class DeliveryStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    # Not sent on purpose (runs.services.alerting): a repeat failure between reminders.
+    SUPPRESSED = "suppressed", "Suppressed"
 
 
 class Delivery(models.Model):
-    """One notification about a run to one target, with how it went."""
+    """One notification to one target, with how it went: about a run, or about the
+    report as a whole (freshness alerts), then without a run."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="deliveries")
+    report = models.ForeignKey(
+        "reports.Report", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
     channel = models.CharField(max_length=16, choices=DeliveryChannel.choices)
     target = models.CharField(max_length=500, help_text="Email address or webhook URL.")
-    reason = models.CharField(max_length=32, help_text="failed, finished or alert.")
+    reason = models.CharField(
+        max_length=32,
+        help_text="failed, reminder, recovered, finished, alert (about a run); stale, "
+        "fresh (about the report).",
+    )
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    note = models.CharField(
+        max_length=500, blank=True, help_text="Why it was suppressed, or what it said."
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -309,3 +324,38 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.channel} to {self.target}: {self.status}"
+
+    def save(self, *args, **kwargs):
+        # A delivery about a run belongs to the run's report: callers give the run only.
+        if self.report_id is None and self.run is not None:
+            self.report_id = self.run.report_id
+        super().save(*args, **kwargs)
+
+
+class AlertState(models.Model):
+    """What a report's notifications last said, so that they speak on changes only
+    (runs.services.alerting owns it).
+
+    A failing streak: since when, how many failures, when the last failure notice or
+    reminder went out. Freshness: when the stale alert went out (None: fresh). Written
+    with conditional updates (``version``), so two processes deciding at once send one
+    notice between them.
+    """
+
+    report = models.OneToOneField(
+        "reports.Report", on_delete=models.CASCADE, primary_key=True, related_name="alert_state"
+    )
+    version = models.PositiveBigIntegerField(default=0)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the first failure of the streak finished."
+    )
+    failures = models.PositiveIntegerField(default=0, help_text="Failed runs in the streak.")
+    notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the streak's last failure notice or reminder went."
+    )
+    stale_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the stale alert went; None while fresh."
+    )
+
+    def __str__(self):
+        return f"alert state of report {self.report_id}"

@@ -83,6 +83,11 @@ SUCCESS_TALLY = "success_tally"
 
 
 def reports_with_freshness(now=None):
+    """``with_freshness`` of all reports."""
+    return with_freshness(Report.objects.all(), now)
+
+
+def with_freshness(reports, now=None):
     """Reports with ``last_success_at`` (when a run of theirs last succeeded, or None)
     and ``stale``, as of ``now``.
 
@@ -100,7 +105,7 @@ def reports_with_freshness(now=None):
     successes = FilteredRelation(
         "run_tallies", condition=Q(run_tallies__status=RunStatus.SUCCEEDED)
     )
-    return Report.objects.annotate(
+    return reports.annotate(
         **{SUCCESS_TALLY: successes},
         last_success_at=F(f"{SUCCESS_TALLY}__last_finished_at"),
     ).annotate(
@@ -111,6 +116,20 @@ def reports_with_freshness(now=None):
             output_field=BooleanField(),
         )
     )
+
+
+def freshness_of(slug=None, report_ids=None, now=None):
+    """``{report id: (stale, last_success_at)}`` as ``reports_with_freshness`` says, for
+    all reports, the one with ``slug``, or those in ``report_ids``: one query."""
+    reports = reports_with_freshness(now)
+    if slug is not None:
+        reports = reports.filter(slug=slug)
+    if report_ids is not None:
+        reports = reports.filter(pk__in=report_ids)
+    return {
+        pk: (stale, last_success_at)
+        for pk, stale, last_success_at in reports.values_list("pk", "stale", "last_success_at")
+    }
 
 
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
@@ -154,10 +173,10 @@ def reports_with_last_run(slug=None):
         report = ReportRow(*row[:width], run.id)
         if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
             report = report._replace(parameters=json.loads(report.parameters))
-        if isinstance(report.expect_success_within, int):  # SQLite keeps microseconds
-            report = report._replace(
-                expect_success_within=timedelta(microseconds=report.expect_success_within)
-            )
+        for name in ("expect_success_within", "notify_repeat_after"):
+            if isinstance(getattr(report, name), int):  # SQLite keeps microseconds
+                value = timedelta(microseconds=getattr(report, name))
+                report = report._replace(**{name: value})
         reports.append(report)
         if run.id is not None:
             last_runs[run.id] = run

@@ -49,12 +49,25 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Delivery
-        fields = ["channel", "target", "reason", "status", "attempts", "last_error", "sent_at"]
+        fields = [
+            "channel",
+            "target",
+            "reason",
+            "status",
+            "attempts",
+            "last_error",
+            "note",
+            "sent_at",
+        ]
         read_only_fields = fields
         extra_kwargs = {
             "target": {
                 "help_text": "Webhooks as scheme://host/… always; email addresses in full "
                 "only for users with change_report (others see …@domain)."
+            },
+            "status": {
+                "help_text": "sent; failed (last_error says why); suppressed: kept quiet on "
+                "purpose, a repeat failure between reminders (note says until when)."
             },
             "last_error": {
                 "help_text": "Why the last attempt failed. In full only for users with "

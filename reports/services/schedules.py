@@ -69,3 +69,13 @@ def save_report(report, changes=None, *, by=None, via=""):
             report.next_run_at = stored["next_run_at"]
         report.save()
     return report
+
+
+def set_enabled(reports, enabled, *, by=None, via=""):
+    """Enable (or disable) ``reports``, each through ``save_report`` (a version naming
+    ``by``, next_run_at following); those already so are left alone. The changed ones."""
+    changed = []
+    for report in reports:
+        if report.enabled != enabled:
+            changed.append(save_report(report, {"enabled": enabled}, by=by, via=via))
+    return changed

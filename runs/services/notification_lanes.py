@@ -18,7 +18,7 @@ from collections import deque
 
 from django.db import close_old_connections, connections
 
-from runs.services.notifier import notify_finished_run
+from runs.services.notifier import notify
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,11 @@ class NotificationLanes:
         self._threads = 0
 
     def submit(self, run):
-        """Notify about ``run`` (a finished run, report loaded) on its report's lane."""
+        """Notify about ``run`` (a finished run, report loaded; or a report-level
+        alerting.ReportEvent) on its report's lane."""
         with self._lock:
             if self.stopping.is_set():
-                logger.warning("notifications of run %s not sent: the worker stopped", run.pk)
+                logger.warning("notifications of %s not sent: the worker stopped", run)
                 return
             key = run.report_id
             if key in self._pending:
@@ -77,9 +78,9 @@ class NotificationLanes:
     def _notify(self, run):
         try:
             close_old_connections()
-            notify_finished_run(run, stopping=self.stopping)
+            notify(run, stopping=self.stopping)  # or a report-level event (freshness)
         except Exception:
-            logger.exception("notifications for run %s failed", run.pk)
+            logger.exception("notifications for %s failed", run)
         finally:
             close_old_connections()
 

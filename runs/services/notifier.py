@@ -14,16 +14,16 @@ import time
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.urls import reverse
 from django.utils import timezone
 
 from datasources.sandbox import without_statement_text
-from reports.models import AlertCondition, NotifyWhen, Report
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
 from runs.downloads import download_file_name, output_format_of
-from runs.models import FINISHED_STATUSES, Delivery, DeliveryChannel, DeliveryStatus, Run, RunStatus
+from runs.models import FINISHED_STATUSES, Delivery, DeliveryChannel, DeliveryStatus, Run
+from runs.services.alerting import ReportEvent, run_notices, streak_text
 from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook
 
@@ -31,43 +31,6 @@ logger = logging.getLogger("reportsvc.notify")
 events = logging.getLogger("reportsvc.events")
 
 NOTIFY_TARGET_FIELDS = ["notify_emails", "notify_webhooks", "webhook_secret"]
-
-
-def alert_holds(report, row_count):
-    condition, threshold = report.alert_condition, report.alert_threshold
-    if condition == AlertCondition.HAS_ROWS:
-        return row_count > 0
-    if condition == AlertCondition.EMPTY:
-        return row_count == 0
-    if condition == AlertCondition.ROWS_ABOVE:
-        return threshold is not None and row_count > threshold
-    if condition == AlertCondition.ROWS_BELOW:
-        return threshold is not None and row_count < threshold
-    return False
-
-
-def notification_reason(run):
-    """Why this finished run notifies ("failed", "finished", "alert"), or None.
-
-    Updates the report's alert state: an alert fires when its condition starts to
-    hold, and can fire again only after a successful run where it did not hold.
-    """
-    report = run.report
-    if run.status == RunStatus.FAILED:
-        return "failed" if report.notify_when != NotifyWhen.NEVER else None
-    if run.status != RunStatus.SUCCEEDED:
-        return None
-    reason = "finished" if report.notify_when == NotifyWhen.ALWAYS else None
-    if report.alert_condition:
-        holds = alert_holds(report, run.row_count or 0)
-        with transaction.atomic():
-            # Only the first of two racing runs flips the state (and alerts).
-            flipped = Report.objects.filter(pk=report.pk, alert_active=not holds).update(
-                alert_active=holds
-            )
-        if holds and flipped:
-            reason = "alert"
-    return reason
 
 
 def log_run_outcome(run):
@@ -118,21 +81,57 @@ def notify_finished_run(run, stopping=None):
         log_discarded_result(run)
         return []
     log_run_outcome(run)
-    reason = notification_reason(run)
     report = run.report
-    if reason is None or not (report.notify_emails or report.notify_webhooks):
+    has_targets = bool(report.notify_emails or report.notify_webhooks)
+    # What to say (runs.services.alerting), the report's alert state moved on.
+    notices = run_notices(run, has_targets=has_targets)
+    if not notices or not has_targets:
         return []
     report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
+    deliveries = []
+    for notice in notices:
+        for address in split_list(report.notify_emails):
+            if stopping is not None and stopping.is_set():
+                return deliveries
+            if notice.suppressed:
+                deliveries.append(_record(run, DeliveryChannel.EMAIL, address, notice, 0))
+            else:
+                deliveries.append(send_email(run, address, notice.reason, notice))
+        for url in webhook_lines(report.notify_webhooks):
+            if stopping is not None and stopping.is_set():
+                return deliveries
+            if notice.suppressed:
+                deliveries.append(_record(run, DeliveryChannel.WEBHOOK, url, notice, 0))
+            else:
+                deliveries.append(send_webhook(run, url, notice.reason, stopping, notice))
+    return deliveries
+
+
+def notify_report_event(event, stopping=None):
+    """Send a report-level notice (a freshness alert: ``ReportEvent``) to the report's
+    targets, read afresh; each delivery recorded against the report."""
+    report = event.report
+    try:
+        report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
+    except type(report).DoesNotExist:
+        return []  # deleted since: nobody to tell about it
     deliveries = []
     for address in split_list(report.notify_emails):
         if stopping is not None and stopping.is_set():
             return deliveries
-        deliveries.append(send_email(run, address, reason))
+        deliveries.append(send_report_email(event, address))
     for url in webhook_lines(report.notify_webhooks):
         if stopping is not None and stopping.is_set():
             return deliveries
-        deliveries.append(send_webhook(run, url, reason, stopping))
+        deliveries.append(send_report_webhook(event, url, stopping))
     return deliveries
+
+
+def notify(item, stopping=None):
+    """A finished run's notifications, or a report-level event's."""
+    if isinstance(item, ReportEvent):
+        return notify_report_event(item, stopping)
+    return notify_finished_run(item, stopping)
 
 
 def _hang_up_database():
@@ -152,15 +151,28 @@ def _links(run):
     }
 
 
-def _subject(run, reason):
-    label = {"failed": "FAILED", "finished": run.status, "alert": "ALERT"}[reason]
+SUBJECT_LABELS = {
+    "failed": "FAILED",
+    "reminder": "STILL FAILING",
+    "recovered": "RECOVERED",
+    "alert": "ALERT",
+    "stale": "STALE",
+    "fresh": "FRESH AGAIN",
+}
+
+
+def _subject(run, reason, notice=None):
+    label = SUBJECT_LABELS.get(reason, run.status)
     rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
+    if reason == "reminder" and notice is not None:
+        rows += f"; {streak_text(notice.failures, notice.since)}"
     return f"[reportsvc] {run.report.name}: {label} (run {run.pk}{rows})"
 
 
-def _email_body(run, reason, links, attach_note):
+def _email_body(run, reason, links, attach_note, notice=None):
     report = run.report
-    lines = [
+    lines = [notice.note, ""] if notice is not None and notice.note else []
+    lines += [
         f"Report:    {report.name} ({report.slug})",
         f"Run:       {run.pk} ({run.trigger})",
         f"Status:    {run.status}",
@@ -199,7 +211,7 @@ def _email_body(run, reason, links, attach_note):
     return "\n".join(lines) + "\n"
 
 
-def send_email(run, address, reason):
+def send_email(run, address, reason, notice=None):
     links = _links(run)
     attach, note = False, ""
     if run.output and run.output_bytes is not None:
@@ -214,7 +226,9 @@ def send_email(run, address, reason):
                 "attached: download it with the link above."
             )
     message = EmailMessage(
-        _subject(run, reason), _email_body(run, reason, links, note), to=[address]
+        _subject(run, reason, notice),
+        _email_body(run, reason, links, note, notice),
+        to=[address],
     )
     try:
         if attach:
@@ -223,8 +237,8 @@ def send_email(run, address, reason):
         _hang_up_database()
         message.send()
     except Exception as error:  # SMTP, network, a missing file: record, never raise
-        return _record(run, DeliveryChannel.EMAIL, address, reason, 1, error=error)
-    return _record(run, DeliveryChannel.EMAIL, address, reason, 1)
+        return _record(run, DeliveryChannel.EMAIL, address, notice or reason, 1, error=error)
+    return _record(run, DeliveryChannel.EMAIL, address, notice or reason, 1)
 
 
 def email_attachment(run, content):
@@ -233,15 +247,25 @@ def email_attachment(run, content):
     return download_file_name(run), content, output_format_of(run).media_type
 
 
-def webhook_payload(run, reason):
+ICONS = {
+    "failed": ":red_circle:",
+    "reminder": ":red_circle:",
+    "stale": ":hourglass:",
+    "alert": ":warning:",
+}
+
+
+def webhook_payload(run, reason, notice=None):
     links = _links(run)
     report = run.report
-    icon = {"failed": ":red_circle:", "alert": ":warning:"}.get(reason, ":white_check_mark:")
+    icon = ICONS.get(reason, ":white_check_mark:")
     rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
+    said = f" {notice.note}" if notice is not None and notice.note else ""
     return {
         "text": f"{icon} {report.name}: {reason if reason != 'finished' else run.status}"
-        f" (run {run.pk}{rows}) {links['admin']}",
+        f" (run {run.pk}{rows}) {links['admin']}{said}",
         "event": reason,
+        "streak": _streak_payload(notice),
         "report": {"slug": report.slug, "name": report.name},
         "run": {
             "id": run.pk,
@@ -268,14 +292,35 @@ def signature(secret, body):
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(run, url, reason, stopping=None):
+def _streak_payload(notice):
+    """A failing streak's size and start, for failure notices, reminders, recoveries."""
+    if notice is None or notice.since is None:
+        return None
+    return {"failures": notice.failures, "since": notice.since.isoformat()}
+
+
+def send_webhook(run, url, reason, stopping=None, notice=None):
     """POST the run's payload to ``url``; retried after 5xx answers, timeouts and
     connection errors, with backoff; never after 3xx/4xx or a refused target."""
-    body = json.dumps(webhook_payload(run, reason)).encode()
+    body = json.dumps(webhook_payload(run, reason, notice)).encode()
+    attempts, error = _post_signed(run.report, url, body, stopping)
+    return _record(
+        run,
+        DeliveryChannel.WEBHOOK,
+        url,
+        notice or reason,
+        attempts,
+        error=error,
+        stopping=stopping,
+    )
+
+
+def _post_signed(report, url, body, stopping=None):
+    """POST ``body`` signed with the report's secret; ``(attempts, error or None)``."""
     request_headers = {
         "Content-Type": "application/json",
         "User-Agent": "reportsvc-webhook",
-        "X-Reportsvc-Signature": signature(run.report.webhook_secret, body),
+        "X-Reportsvc-Signature": signature(report.webhook_secret, body),
     }
     _hang_up_database()
     retries = settings.NOTIFY_WEBHOOK_RETRIES
@@ -286,7 +331,7 @@ def send_webhook(run, url, reason, stopping=None):
             post_webhook(
                 url, body, request_headers, timeout=settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS
             )
-            return _record(run, DeliveryChannel.WEBHOOK, url, reason, attempts, stopping=stopping)
+            return attempts, None
         except WebhookFailed as failure:
             error = failure
         except Exception as failure:  # never let a URL reach a traceback in the log
@@ -300,23 +345,104 @@ def send_webhook(run, url, reason, stopping=None):
         elif stopping.wait(backoff):
             error = WebhookFailed(f"{error}; not retried: the worker stopped", retry=False)
             break
+    return attempts, error
+
+
+# --- report-level events (freshness) -------------------------------------------------
+
+
+def _report_links(report):
+    base = settings.PUBLIC_BASE_URL
+    return {
+        "admin": base + reverse("admin:reports_report_change", args=[report.pk]),
+        "api": base + reverse("report-detail", args=[report.slug]),
+    }
+
+
+def _event_lines(event):
+    notice, report = event.notice, event.report
+    last = (
+        f"{event.last_success_at:%Y-%m-%d %H:%M:%S %Z}"
+        if event.last_success_at
+        else f"never (created {report.created_at:%Y-%m-%d %H:%M:%S %Z})"
+    )
+    lines = [notice.note, ""] if notice.note else []
+    lines += [f"Report:        {report.name} ({report.slug})"]
+    if event.expect_success_within is not None:
+        lines.append(f"Expected:      a success within {event.expect_success_within}")
+    lines.append(f"Last success:  {last}")
+    return lines
+
+
+def send_report_email(event, address):
+    report, links = event.report, _report_links(event.report)
+    label = SUBJECT_LABELS[event.notice.kind]
+    lines = _event_lines(event)
+    lines += ["", f"Report in the admin: {links['admin']}", f"Report in the API:   {links['api']}"]
+    message = EmailMessage(
+        f"[reportsvc] {report.name}: {label}", "\n".join(lines) + "\n", to=[address]
+    )
+    try:
+        _hang_up_database()
+        message.send()
+    except Exception as error:  # SMTP, network: record, never raise
+        return _record(None, DeliveryChannel.EMAIL, address, event.notice, 1, error, report=report)
+    return _record(None, DeliveryChannel.EMAIL, address, event.notice, 1, report=report)
+
+
+def report_event_payload(event):
+    report, notice, links = event.report, event.notice, _report_links(event.report)
+    icon = ICONS.get(notice.kind, ":white_check_mark:")
+    expected = event.expect_success_within
+    return {
+        "text": f"{icon} {report.name}: {notice.kind} {links['admin']} {notice.note}".rstrip(),
+        "event": notice.kind,
+        "report": {"slug": report.slug, "name": report.name, "url": links["api"]},
+        "run": None,
+        "freshness": {
+            "expect_success_within_s": expected.total_seconds() if expected else None,
+            "last_success_at": event.last_success_at.isoformat() if event.last_success_at else None,
+        },
+    }
+
+
+def send_report_webhook(event, url, stopping=None):
+    body = json.dumps(report_event_payload(event)).encode()
+    attempts, error = _post_signed(event.report, url, body, stopping)
     return _record(
-        run, DeliveryChannel.WEBHOOK, url, reason, attempts, error=error, stopping=stopping
+        None,
+        DeliveryChannel.WEBHOOK,
+        url,
+        event.notice,
+        attempts,
+        error,
+        stopping=stopping,
+        report=event.report,
     )
 
 
-def _record(run, channel, target, reason, attempts, error=None, stopping=None):
+def _record(run, channel, target, notice, attempts, error=None, stopping=None, report=None):
+    """Record one delivery: ``notice`` a Notice (a suppressed one is never sent), or
+    a reason; about ``run``, or (run None) about ``report``."""
     if channel == DeliveryChannel.WEBHOOK:
         target = redact_url(target)  # user, password, path and query often are the secret
+    reason = notice if isinstance(notice, str) else notice.reason
+    suppressed = not isinstance(notice, str) and notice.suppressed
+    if suppressed:
+        status = DeliveryStatus.SUPPRESSED
+    else:
+        status = DeliveryStatus.FAILED if error else DeliveryStatus.SENT
     delivery = Delivery(
         run=run,
+        report_id=run.report_id if run is not None else report.pk,
         channel=channel,
         target=target,
         reason=reason,
         attempts=attempts,
-        status=DeliveryStatus.FAILED if error else DeliveryStatus.SENT,
+        status=status,
         last_error=_describe(error) if error else "",
-        sent_at=None if error else timezone.now(),
+        note="" if isinstance(notice, str) else notice.note[:500],
+        sent_at=None if error or suppressed else timezone.now(),
     )
     # Once the worker has stopped waiting for notifications (it is exiting and has
     # listed them as unsent), an attempt that ends late is only logged.
@@ -324,7 +450,8 @@ def _record(run, channel, target, reason, attempts, error=None, stopping=None):
         delivery.save()
     fields = {
         "event": "delivery",
-        "run_id": run.pk,
+        "run_id": run.pk if run is not None else None,
+        "report": run.report.slug if run is not None else report.slug,
         "channel": channel,
         "target": target,
         "reason": reason,
@@ -333,8 +460,8 @@ def _record(run, channel, target, reason, attempts, error=None, stopping=None):
         "error": delivery.last_error,
     }
     events.info(
-        "delivery run=%(run_id)s channel=%(channel)s target=%(target)s reason=%(reason)s "
-        "status=%(status)s attempts=%(attempts)s error=%(error)s",
+        "delivery run=%(run_id)s report=%(report)s channel=%(channel)s target=%(target)s "
+        "reason=%(reason)s status=%(status)s attempts=%(attempts)s error=%(error)s",
         fields,
         extra=fields,
     )

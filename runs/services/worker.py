@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
 from runs.services import heartbeats, output_storage
+from runs.services.alerting import check_freshness
 from runs.services.cancelling import (
     CANCEL_POLL_SECONDS,
     SHUTDOWN,
@@ -24,7 +25,7 @@ from runs.services.cancelling import (
     stop_cancelled_runs,
 )
 from runs.services.guard import execute_claimed_run
-from runs.services.leadership import LeaseKeeper, refuse_a_second_sqlite_worker
+from runs.services.leadership import LeaseKeeper, LeaseLost, refuse_a_second_sqlite_worker
 from runs.services.notification_lanes import NotificationLanes
 from runs.services.queue import claim_runs
 from runs.services.recovery import abandon_runs, fail_lost_runs
@@ -39,6 +40,9 @@ MAX_BACKOFF_SECONDS = 10
 STOP_MARGIN_SECONDS = 5
 # Of that margin: how long runs whose statements the stop cancelled have to record it.
 CANCELLED_RECORD_SECONDS = 3
+# The leader looks for reports gone stale (or fresh again) this often: an alert goes out
+# within a minute of the moment.
+FRESHNESS_CHECK_SECONDS = 30
 
 
 class StopTimedOut(Exception):
@@ -88,6 +92,7 @@ class Worker:
         self._heartbeat = Periodic(settings.WORKER_HEARTBEAT_SECONDS)
         self._recovery = Periodic(max(1.0, settings.WORKER_LOST_AFTER_SECONDS / 4))
         self._cancels = Periodic(CANCEL_POLL_SECONDS)
+        self._freshness = Periodic(FRESHNESS_CHECK_SECONDS)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -185,6 +190,7 @@ class Worker:
             for run in fail_lost_runs(settings.WORKER_LOST_AFTER_SECONDS, exclude_ids=own):
                 self._notifier.submit(run)
         self._lead()
+        self._check_freshness(now)
         return self._dispatch()
 
     def _shutdown(self):
@@ -211,7 +217,10 @@ class Worker:
                 "worker %s stopped before the notifications of %s run(s) were sent: %s",
                 self.name,
                 len(unsent),
-                ", ".join(f"run {run.pk} ({run.report.slug})" for run in unsent),
+                ", ".join(
+                    f"run {run.pk} ({run.report.slug})" if run.pk is not None else str(run)
+                    for run in unsent
+                ),
             )
         self.unsent_notifications = len(unsent)
         try:
@@ -277,6 +286,20 @@ class Worker:
             scheduler.start()
             self._scheduler, self._scheduler_epoch = scheduler, lease.epoch
             logger.info("worker %s is the scheduler now (lease epoch %s)", self.name, lease.epoch)
+
+    def _check_freshness(self, now):
+        """While leading: freshness alerts go out on the reports' notification lanes."""
+        lease = self._lease.current()
+        if lease is None or not self._freshness.due(now):
+            return
+        try:
+            events = check_freshness(lease)
+        except LeaseLost as refused:
+            logger.warning("freshness check refused: %s", refused)
+            return
+        for event in events:
+            logger.info("report %s is %s", event.report.slug, event.notice.kind)
+            self._notifier.submit(event)
 
     # --- executing runs --------------------------------------------------------------
 
