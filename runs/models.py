@@ -171,6 +171,12 @@ class Run(models.Model):
                 condition=models.Q(requested_by__isnull=False),
                 name="run_requested_by_idx",
             ),
+            # Deleting a user sets cancelled_by to null: found by index, not a scan.
+            models.Index(
+                fields=["cancelled_by"],
+                condition=models.Q(cancelled_by__isnull=False),
+                name="run_cancelled_by_idx",
+            ),
             models.Index(
                 fields=["retry_of"],
                 condition=models.Q(retry_of__isnull=False),
