@@ -612,3 +612,70 @@ def test_a_login_holding_another_login_as_a_role_is_refused(mysql):
             connection, service_tables=set(), peer_logins=[role]
         )
         assert found.peers == [role]
+
+
+def test_check_examines_every_login_of_a_mysql_source(mysql):
+    from django.core.management.base import SystemCheckError
+
+    powerful, password = mysql.user("powerful")
+    admin_sql(f"GRANT PROCESS ON *.* TO '{powerful}'@'%'")
+    logins = f"{powerful}:{password}"
+    with configured_source(mysql.url(mysql.reader, mysql.password), logins=logins):
+        with pytest.raises(SystemCheckError) as error:
+            call_command("check", stdout=io.StringIO())
+        assert f"MariaDB user '{powerful}'@'%', which has global privileges (PROCESS)" in str(
+            error.value
+        )
+    second, password = mysql.user("second")
+    with configured_source(mysql.url(mysql.reader, mysql.password), logins=f"{second}:{password}"):
+        call_command("check", stdout=io.StringIO())  # every login examined: no error
+
+
+@pytest.mark.long_running
+def test_a_report_cannot_watch_another_run_of_its_source(mysql):
+    from runs.services.runner import run_report_now
+    from tests.conftest import read_csv, wait_for
+
+    second, password = mysql.user("second")
+    secret = f"top-secret-{mysql.prefix}"
+    finished = []
+    with configured_source(mysql.url(mysql.reader, mysql.password), logins=f"{second}:{password}"):
+        victim = Report.objects.create(
+            name="Victim",
+            slug="victim",
+            sql=f"SELECT '{secret}' AS secret, SLEEP(3) AS slept",
+            data_source=SOURCE,
+        )
+
+        def work():
+            from django.db import connections
+
+            try:
+                finished.append(run_report_now(victim))
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        running = wait_for(
+            lambda: admin_sql(
+                "SELECT USER FROM information_schema.PROCESSLIST WHERE INFO LIKE %s "
+                "AND INFO NOT LIKE %s",
+                [f"%{secret}%", "%PROCESSLIST%"],
+            )
+        )
+        assert running[0][0] in (mysql.reader, second)
+        watcher = Report.objects.create(
+            name="Watcher",
+            slug="watcher",
+            sql="SELECT ID, USER, INFO FROM information_schema.PROCESSLIST "
+            "WHERE ID <> CONNECTION_ID()",
+            data_source=SOURCE,
+        )
+        watched = run_report_now(watcher)
+        assert watched.status == RunStatus.SUCCEEDED, watched.error
+        rows = read_csv(watched.output.path)
+        assert rows[0] == ["ID", "USER", "INFO"]
+        assert secret not in watched.output.open("rb").read().decode()
+        thread.join(20)
+    assert finished[0].status == RunStatus.SUCCEEDED, finished[0].error

@@ -350,7 +350,13 @@ def _refuse_executable_comments(tokens):
                 "timeout (MAX_EXECUTION_TIME) or change how the server runs it. Remove it."
             )
         for comment in token.comments:
-            if comment.lstrip().startswith(("!", "M!")) and comment[:1] in "!M":
+            if comment.startswith("+"):  # a hint where the server may or may not read one
+                raise ReportSQLError(
+                    "The SQL holds an optimizer hint (/*+ … */), which could lift the "
+                    "report's timeout (MAX_EXECUTION_TIME) or change how the server runs it. "
+                    "Remove it."
+                )
+            if comment.startswith(("!", "M!")):
                 raise ReportSQLError(
                     "The SQL holds an executable comment (/*! … */ or /*M! … */), which the "
                     "server runs as SQL although it looks like a comment. Remove it, or write "
@@ -369,7 +375,7 @@ def _parse_problem(tokens, error):
             )
     if words[:1] == ["SET"]:
         return _set_statement_message()
-    detail = str(error).split("\n")[0]
+    detail = str(error).split("\n")[0].rstrip(".")
     return f"MySQL cannot parse this SQL: {detail}."
 
 
