@@ -679,3 +679,46 @@ def test_a_report_cannot_watch_another_run_of_its_source(mysql):
         assert secret not in watched.output.open("rb").read().decode()
         thread.join(20)
     assert finished[0].status == RunStatus.SUCCEEDED, finished[0].error
+
+
+def test_a_named_lock_dies_with_the_run(mysql):
+    # Past the parser (which refuses GET_LOCK): the connection ends with the export.
+    backend = backend_for(mysql.connection)
+    writer = get_format("csv").open_writer(io.BytesIO())
+    name = f"{mysql.prefix}_lock"
+    count = backend.export(
+        mysql.connection,
+        f"SELECT GET_LOCK('{name}', 0) AS taken",
+        writer,
+        get_format("csv"),
+        5,
+        RowLimit(10, "x"),
+    )
+    assert count == 1
+    assert admin_sql(f"SELECT IS_FREE_LOCK('{name}')")[0][0] == 1
+
+
+def test_mysql_and_mariadb_urls_configure_the_mysql_backend():
+    from datasources.registry import reporting_databases
+
+    databases = reporting_databases(
+        {
+            "REPORTING_DATABASE_URL": "sqlite:////tmp/x.sqlite3",
+            "REPORTING_DATABASE_URL_SHOP": "mysql://reader:pw@db:3306/shop",
+            "REPORTING_DATABASE_URL_BOOKS": "mariadb://reader:pw@db/books?ssl_mode=REQUIRED",
+            "REPORTING_DATABASE_LOGINS_SHOP": "reader2:pw2",
+        },
+        "sqlite:////tmp/service.sqlite3",
+        {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/service.sqlite3"},
+        None,
+        "secret",
+    )
+    shop, books = databases["reporting_shop"], databases["reporting_books"]
+    assert shop["ENGINE"] == books["ENGINE"] == "datasources.backends.mysql_engine"
+    assert shop["OPTIONS"] == {
+        "connect_timeout": 10,
+        "charset": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
+    }
+    assert books["OPTIONS"]["ssl_mode"] == "REQUIRED"
+    assert databases["reporting_shop__2"]["USER"] == "reader2"
