@@ -374,11 +374,46 @@ def test_unreachable_server_and_wrong_password_say_so(mysql):
         assert "Cannot reach the MySQL/MariaDB server at 127.0.0.1:1" in run.error
 
 
-def test_a_missing_driver_says_what_to_install():
+def test_a_missing_driver_says_what_to_install(tmp_path):
+    """In a process where mysqlclient cannot be imported, the service starts and the
+    MySQL source's check, runs and save-time checks say what to install."""
+    import os
+    import sys
+    from pathlib import Path
+
+    project = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys, runpy\n"
+        "sys.modules['MySQLdb'] = None  # as if mysqlclient were not installed\n"
+        "sys.argv = ['manage.py', 'check']\n"
+        "runpy.run_path('manage.py', run_name='__main__')\n"
+    )
+    environment = {
+        **os.environ,
+        "SECRET_KEY": "missing-driver",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'service.sqlite3'}",
+        "REPORTING_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "REPORTING_DATABASE_URL_SHOP": "mysql://reader:pw@127.0.0.1:3306/shop",
+        "REPORTSVC_VAR_DIR": str(tmp_path),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "Data source 'shop' could not be checked: MySQL and MariaDB data sources" in output
+    assert "pip install -r requirements-mysql.txt" in output
+
+
+def test_the_backend_without_its_driver_says_what_to_install():
     from django.db import DatabaseError
 
     from datasources.backends import mysql as backend_module
-    from datasources.backends.mysql_engine.base import MISSING_DRIVER
 
     saved = backend_module.MySQLdb
     backend_module.MySQLdb = None
@@ -388,7 +423,6 @@ def test_a_missing_driver_says_what_to_install():
         assert backend_module.BACKEND.errors == ()
     finally:
         backend_module.MySQLdb = saved
-    assert "pip install -r requirements-mysql.txt" in MISSING_DRIVER
 
 
 # --- the server's text, streamed -----------------------------------------------------------
