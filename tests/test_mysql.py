@@ -756,3 +756,32 @@ def test_mysql_and_mariadb_urls_configure_the_mysql_backend():
     }
     assert books["OPTIONS"]["ssl_mode"] == "REQUIRED"
     assert databases["reporting_shop__2"]["USER"] == "reader2"
+
+
+def test_csv_blocks_match_the_value_by_value_encoding():
+    """The block and column shortcuts write what encoding each value on its own writes,
+    for every mix of NULLs, empty values, NULs and text that needs quotes."""
+    import csv
+    import random
+
+    from datasources.backends.mysql import _csv_block, _csv_line
+
+    pieces = [None, b"", b"x", b"a,b", b'say "hi"', b"line\nbreak", b"cr\r", b"\x00", b"0", b" "]
+    chooser = random.Random(24)
+    for width in (1, 2, 3, 8):
+        for _ in range(300):
+            rows = [
+                tuple(chooser.choice(pieces) for _ in range(width))
+                for _ in range(chooser.randint(1, 6))
+            ]
+            expected = b"".join(_csv_line(row) + b"\n" for row in rows)
+            assert _csv_block(rows, width) == expected, rows
+            parsed = list(csv.reader(io.StringIO(expected.decode(), newline="")))
+            # A lone NULL is an empty line, as PostgreSQL's COPY writes it; csv reads [].
+            parsed = [row or [""] for row in parsed]
+            assert parsed == [
+                ["" if value is None else value.decode() for value in row] for row in rows
+            ]
+    # A column that all needs quotes, one that needs none, one with NULLs.
+    rows = [(b"a,%d" % n, b"%d" % n, None if n % 2 else b"v") for n in range(50)]
+    assert _csv_block(rows, 3) == b"".join(_csv_line(row) + b"\n" for row in rows)
