@@ -785,3 +785,29 @@ def test_csv_blocks_match_the_value_by_value_encoding():
     # A column that all needs quotes, one that needs none, one with NULLs.
     rows = [(b"a,%d" % n, b"%d" % n, None if n % 2 else b"v") for n in range(50)]
     assert _csv_block(rows, 3) == b"".join(_csv_line(row) + b"\n" for row in rows)
+
+
+def test_saving_checks_the_sql_on_the_server_with_explain(mysql):
+    api = client_for(make_user("api-saver", "editor"))
+    good = api.post(
+        "/api/reports/",
+        {
+            "name": "Good",
+            "slug": "good",
+            "sql": "SELECT name FROM canary WHERE id >= {{ first }}",
+            "data_source": SOURCE,
+            "parameters": [{"name": "first", "type": "integer", "default": 1}],
+        },
+        format="json",
+    )
+    assert good.status_code == 201, good.json()
+    missing = api.post(
+        "/api/reports/",
+        {"name": "Bad", "slug": "bad", "sql": "SELECT * FROM nowhere", "data_source": SOURCE},
+        format="json",
+    )
+    assert missing.status_code == 400
+    message = missing.json()["sql"][0]
+    assert message.startswith("The database rejects this SQL: ")
+    assert "nowhere' doesn't exist" in message
+    assert intact(mysql)
