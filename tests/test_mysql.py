@@ -811,3 +811,46 @@ def test_saving_checks_the_sql_on_the_server_with_explain(mysql):
     assert message.startswith("The database rejects this SQL: ")
     assert "nowhere' doesn't exist" in message
     assert intact(mysql)
+
+
+def test_a_server_that_goes_silent_ends_the_export(mysql, monkeypatch):
+    """Past the deadline, the watchdog's KILL QUERY cannot reach a server that stopped
+    answering; the connection is shut STALL_MARGIN_SECONDS later and the run says so."""
+    from datasources.backends import mysql as backend_module
+    from datasources.sandbox import ExportFailed
+    from tests.faults import FaultProxy
+    from tests.mysql_source import HOST, PORT
+
+    monkeypatch.setattr(backend_module, "STALL_MARGIN_SECONDS", 1)
+    proxy = FaultProxy(HOST, PORT)
+    try:
+        url = mysql.url(mysql.reader, mysql.password, host="127.0.0.1", port=proxy.port)
+        with configured_source(url) as (connection,):
+            outcome, ready = [], threading.Event()
+
+            def work():
+                from django.db import connections
+
+                own = connections[connection.alias]
+                own.ensure_connection()
+                ready.set()
+                try:
+                    outcome.append(export(own, "SELECT SLEEP(5) AS slept", timeout=1))
+                except Exception as error:
+                    outcome.append(error)
+                finally:
+                    own.close()
+
+            thread = threading.Thread(target=work, daemon=True)
+            started = time.monotonic()
+            thread.start()
+            assert ready.wait(10)
+            time.sleep(0.3)  # the statement sent, or about to be: silent either way
+            proxy.pause()
+            thread.join(20)
+            assert not thread.is_alive()
+            assert time.monotonic() - started < 15
+            assert isinstance(outcome[0], ExportFailed), outcome
+            assert "stopped answering" in str(outcome[0])
+    finally:
+        proxy.close()

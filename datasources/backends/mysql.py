@@ -26,6 +26,7 @@
 """
 
 import contextlib
+import os
 import re
 import socket
 import threading
@@ -513,6 +514,10 @@ def _powers(grants):
 class _Run:
     def __init__(self, connection, raw):
         self.connection, self.raw = connection, raw
+        # The connection's socket, duplicated: the watchdog can shut it while the driver
+        # waits on it (mysqlclient refuses fileno() from a second thread then), and the
+        # duplicate never names another socket once the connection is closed.
+        self.socket = socket.socket(fileno=os.dup(raw.fileno()))
         self.result = None
         self.finished = False  # every row was read
         self.timed_out = False
@@ -539,8 +544,6 @@ def _statement_run(connection, timeout_seconds):
     thread_id = raw.thread_id()
     connection.reportsvc_mysql_thread = thread_id
     raw.converter = {}
-    raw.query(_server_limit(raw, timeout_seconds).encode())
-    raw.query(b"START TRANSACTION READ ONLY")
     deadline = time.monotonic() + timeout_seconds
     stop = threading.Event()
 
@@ -552,22 +555,25 @@ def _statement_run(connection, timeout_seconds):
         if stop.wait(STALL_MARGIN_SECONDS):
             return
         run.stalled = True
-        _shut_socket(raw)
+        _shut_socket(run.socket)
 
     watchdog = threading.Thread(target=watch, name="mysql-statement-watchdog", daemon=True)
-    watchdog.start()
+    watchdog.start()  # before the first round trip: a silent server is caught there too
     try:
+        raw.query(_server_limit(raw, timeout_seconds).encode())
+        raw.query(b"START TRANSACTION READ ONLY")
         yield run
     finally:
         stop.set()
         if run.result is not None and not run.finished:
             # Rows the report will not read: stop the server before letting go of them.
             _kill_query(connection, thread_id)
-            _shut_socket(raw)
+            _shut_socket(run.socket)
         connection.reportsvc_mysql_thread = None
         run.result = None
         with contextlib.suppress(Exception):
             connection.close()  # named locks, variables, temporary tables end with it
+        run.socket.close()
 
 
 def _kill_query(connection, thread_id):
@@ -589,14 +595,11 @@ def _kill_query(connection, thread_id):
             killer.close()
 
 
-def _shut_socket(raw):
-    """End the connection's socket under a thread that waits on it: its read fails."""
-    with contextlib.suppress(Exception):
-        duplicate = socket.socket(fileno=socket.dup(raw.fileno()))
-        try:
-            duplicate.shutdown(socket.SHUT_RDWR)
-        finally:
-            duplicate.close()
+def _shut_socket(duplicate):
+    """End the connection's socket (``duplicate``: a socket object on a duplicate of its
+    descriptor) under a thread that waits on it: its read fails at once."""
+    with contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 # --- conversions: the server's text for CSV, typed values for the rest ------------------
