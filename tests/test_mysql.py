@@ -646,6 +646,11 @@ def test_a_login_holding_another_login_as_a_role_is_refused(mysql):
             connection, service_tables=set(), peer_logins=[role]
         )
         assert found.peers == [role]
+        assert found.powers == []
+        # A role it could SET ROLE to counts as its own grants.
+        admin_sql(f"GRANT SHUTDOWN ON *.* TO '{role}'")
+        found = backend_for(connection).examine(connection, service_tables=set(), peer_logins=[])
+        assert found.powers == ["global privileges (SHUTDOWN)"]
 
 
 def test_check_examines_every_login_of_a_mysql_source(mysql):

@@ -469,15 +469,11 @@ def _grants(cursor):
     seen = set()
     while pending:
         role = pending.pop()
-        try:
-            if role is None:
-                cursor.execute("SHOW GRANTS")
-            else:
-                cursor.execute("SHOW GRANTS FOR %s", [role])
-        except DatabaseError:
+        found = _grant_lines(cursor, role)
+        if found is None:
             unreadable.append(role)
             continue
-        for (line,) in cursor.fetchall():
+        for line in found:
             grant = GRANT_LINE.match(line)
             if grant:
                 lines.append((grant["what"], grant["target"]))
@@ -491,6 +487,38 @@ def _grants(cursor):
                         roles.append(name)
                         pending.append(name)
     return lines, roles, unreadable
+
+
+def _grant_lines(cursor, role):
+    """The grant lines of the current user (``role`` None) or of a role it holds; None
+    when the server shows them in none of the ways it may.
+
+    MariaDB shows a role's grants to its holder only while the role is set (``SHOW
+    GRANTS FOR role`` needs access to the mysql schema); MySQL 8 with ``USING``. The
+    role in force before is set again afterwards."""
+    if role is None:
+        cursor.execute("SHOW GRANTS")
+        return [row[0] for row in cursor.fetchall()]
+    for statement in ("SHOW GRANTS FOR %s", "SHOW GRANTS FOR CURRENT_USER() USING %s"):
+        try:
+            cursor.execute(statement, [role])
+            return [row[0] for row in cursor.fetchall()]
+        except DatabaseError:
+            continue
+    try:
+        cursor.execute("SELECT CURRENT_ROLE()")
+        (before,) = cursor.fetchone()
+        cursor.execute("SET ROLE %s", [role])
+        try:
+            cursor.execute("SHOW GRANTS")
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            if before and before != "NONE":
+                cursor.execute("SET ROLE %s", [before])
+            else:
+                cursor.execute("SET ROLE NONE")
+    except DatabaseError:
+        return None
 
 
 def _powers(grants):
