@@ -89,6 +89,7 @@ class MySQLSource:
         self.prefix = prefix()
         self.database = self.prefix
         self.users = []
+        self.roles = []
         admin_sql(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4")
 
     def sql(self, statement, params=None):
@@ -104,6 +105,13 @@ class MySQLSource:
             admin_sql(f"GRANT {', '.join(grants)} ON `{self.database}`.* TO '{name}'@'%'")
         return name, password
 
+    def role(self, suffix):
+        """A role ``<prefix>_<suffix>``, dropped with the database."""
+        name = f"{self.prefix}_{suffix}"
+        admin_sql(f"CREATE ROLE '{name}'")
+        self.roles.append(name)
+        return name
+
     def url(self, user, password, scheme="mysql", host=HOST, port=PORT):
         return f"{scheme}://{user}:{password}@{host}:{port}/{self.database}"
 
@@ -115,6 +123,8 @@ class MySQLSource:
                 with contextlib.suppress(Exception):
                     admin_sql(f"KILL {int(thread)}")
             admin_sql(f"DROP USER IF EXISTS '{name}'@'%'")
+        for name in self.roles:
+            admin_sql(f"DROP ROLE IF EXISTS '{name}'")
         admin_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
 
 

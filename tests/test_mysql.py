@@ -637,9 +637,7 @@ def test_each_login_is_examined_and_other_sessions_counted(mysql):
 
 def test_a_login_holding_another_login_as_a_role_is_refused(mysql):
     second, password = mysql.user("second")
-    role = f"{mysql.prefix}_role"
-    admin_sql(f"CREATE ROLE '{role}'")
-    mysql.users.append(role)
+    role = mysql.role("role")
     admin_sql(f"GRANT '{role}' TO '{second}'@'%'")
     with configured_source(mysql.url(second, password)) as (connection,):
         found = backend_for(connection).examine(
