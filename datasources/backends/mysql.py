@@ -529,9 +529,7 @@ def _powers(grants):
             powers.append("PROXY")
         elif target == "*.*" and what.upper() != "USAGE":
             powers.append(f"global privileges ({what})")
-        elif target.strip("`").lower().startswith("mysql") and (
-            target.lower().startswith(("`mysql`.", "mysql."))
-        ):
+        elif target.lower().startswith(("`mysql`.", "mysql.")):
             powers.append(f"privileges on the mysql schema ({what})")
     return powers
 
