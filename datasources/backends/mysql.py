@@ -314,9 +314,14 @@ def _require_driver():
 
 
 def _sqlglot():
+    import logging
+
     import sqlglot
     import sqlglot.errors
 
+    # It warns when it reads a statement it does not know as a command: report authors'
+    # text, refused with a message of ours, is no news for the service's log.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
     return sqlglot
 
 
