@@ -8,8 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Runtime dependencies first (no test tools): rebuilt only when requirements.txt changes.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-mysql.txt ./
+# MySQL/MariaDB sources: mysqlclient builds against libmariadb's headers, then runs on
+# its shared library alone (the compiler and headers leave the image again).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmariadb3 libmariadb-dev gcc pkg-config \
+    && pip install -r requirements.txt -r requirements-mysql.txt \
+    && apt-get purge -y --auto-remove libmariadb-dev gcc pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY . .
 RUN SECRET_KEY=collectstatic-only REPORTSVC_VAR_DIR=/tmp/build python manage.py collectstatic --noinput \

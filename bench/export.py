@@ -22,10 +22,18 @@ against ``sqlite3 -csv -header`` of the same query.
                            [--xlsx-rows N] [--sqlite-rows N] [--only csv,csv_gz,xlsx,sqlite]
                            [--gzip-levels 1,6]
     python bench/export.py --s3 [--rows 2000000] [--repeat 5]
+    python bench/export.py --mysql [--rows 1000000] [--repeat 5] [--drivers]
 
 ``--s3`` measures instead what object storage adds: the upload of the exported file
 into an S3 API server (moto's server mode, started on loopback by the benchmark) with
 the service's own upload code, against the export of the same rows.
+
+``--mysql`` exports a MariaDB/MySQL table of N rows and the same 8 column kinds, read as
+root over the local socket (``MYSQL_BENCH_SOCKET``, default /run/mysqld/mysqld.sock;
+database ``reportsvc_bench_export``, created if missing), against ``mariadb --batch
+--raw -e "<same query>" > file`` in the same run, and checks every value against the
+CLI's. ``--drivers`` also times fetching the same rows into CSV with each MySQL driver
+installed (mysqlclient, PyMySQL, mysql-connector-python), unbuffered.
 
 DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reportsvc_bench_export) picks a
 scratch database, created if missing. The engine reads it as its default data source
@@ -430,6 +438,195 @@ def measure_xlsx(url, table, small_table, repeat, folder):
     return result
 
 
+# --- --mysql: a MySQL/MariaDB source against the mariadb CLI ------------------------------
+
+MYSQL_SOCKET = os.environ.get("MYSQL_BENCH_SOCKET", "/run/mysqld/mysqld.sock")
+MYSQL_DATABASE = "reportsvc_bench_export"
+MYSQL_TABLE_SQL = """
+CREATE TABLE {table} (
+    id int PRIMARY KEY, label char(32), amount decimal(12, 2), created_at datetime(6),
+    flag tinyint(1), ratio double, note varchar(40), day date)
+SELECT seq AS id, md5(seq) AS label, (seq % 100000) * 1.25 AS amount,
+       TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq * 17 SECOND AS created_at,
+       seq % 3 = 0 AS flag, seq / 7e0 AS ratio,
+       concat('note, with "quotes" #', seq) AS note,
+       DATE '2026-01-01' + INTERVAL seq % 365 DAY AS day
+FROM seq_1_to_{rows}
+"""
+
+
+def mysql_cli():
+    return shutil.which("mariadb") or shutil.which("mysql")
+
+
+def mysql_admin(statement, database=None):
+    command = [mysql_cli(), f"--socket={MYSQL_SOCKET}", "--user=root", "--batch", "--raw"]
+    if database:
+        command.append(database)
+    return subprocess.run(
+        [*command, "-e", statement], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def ensure_mysql_table(rows):
+    table = f"bench_export_{rows}"
+    mysql_admin(f"CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE}")
+    found = mysql_admin(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA = '{MYSQL_DATABASE}' AND TABLE_NAME = '{table}'"
+    )
+    if found.strip():
+        count = mysql_admin(f"SELECT COUNT(*) FROM {table}", MYSQL_DATABASE).split()[-1]
+        if int(count) == rows:
+            return table
+        mysql_admin(f"DROP TABLE {table}", MYSQL_DATABASE)
+    mysql_admin(MYSQL_TABLE_SQL.format(table=table, rows=rows), MYSQL_DATABASE)
+    return table
+
+
+def mysql_source_url():
+    return f"mysql://root@localhost/{MYSQL_DATABASE}?unix_socket={MYSQL_SOCKET}"
+
+
+def time_mysql_cli(table, output):
+    started = time.perf_counter()
+    with open(output, "wb") as file:
+        subprocess.run(
+            [
+                mysql_cli(),
+                f"--socket={MYSQL_SOCKET}",
+                "--user=root",
+                "--batch",
+                "--raw",
+                "--default-character-set=utf8mb4",
+                MYSQL_DATABASE,
+                "-e",
+                f"SELECT * FROM {table}",
+            ],
+            stdout=file,
+            check=True,
+        )
+    return time.perf_counter() - started
+
+
+def same_as_cli(engine_csv, cli_tsv):
+    """Every value of the engine's CSV is the CLI's (NULL: empty), row for row."""
+    with open(engine_csv, newline="", encoding="utf-8") as ours, open(cli_tsv, "rb") as theirs:
+        for row, line in zip(csv.reader(ours), theirs, strict=True):
+            values = line.rstrip(b"\n").split(b"\t")
+            if row != ["" if value == b"NULL" else value.decode() for value in values]:
+                return False
+    return True
+
+
+def measure_mysql(rows, repeat, folder):
+    table = ensure_mysql_table(rows)
+    engine_out, cli_out = str(folder / "engine-mysql.csv"), str(folder / "cli.tsv")
+    engine_runs, cli_seconds = alternate(
+        repeat,
+        lambda: time_engine(mysql_source_url(), table, engine_out),
+        lambda: time_mysql_cli(table, cli_out),
+    )
+    return summary(engine_runs, cli_seconds, identical=same_as_cli(engine_out, cli_out))
+
+
+def fetch_with_driver(driver, table, output):
+    """Child mode: fetch ``table`` unbuffered with ``driver`` and write it as CSV with
+    the csv module, as a backend on that driver would; seconds taken."""
+    started = time.perf_counter()
+    query = f"SELECT * FROM {table}"
+    if driver == "mysqlclient":
+        import MySQLdb
+        import MySQLdb.cursors
+
+        connection = MySQLdb.connect(
+            unix_socket=MYSQL_SOCKET, user="root", database=MYSQL_DATABASE, charset="utf8mb4"
+        )
+        cursor = connection.cursor(MySQLdb.cursors.SSCursor)
+    elif driver == "PyMySQL":
+        import pymysql
+        import pymysql.cursors
+
+        connection = pymysql.connect(
+            unix_socket=MYSQL_SOCKET, user="root", database=MYSQL_DATABASE, charset="utf8mb4"
+        )
+        cursor = connection.cursor(pymysql.cursors.SSCursor)
+    else:
+        import mysql.connector
+
+        connection = mysql.connector.connect(
+            unix_socket=MYSQL_SOCKET, user="root", database=MYSQL_DATABASE, charset="utf8mb4"
+        )
+        cursor = connection.cursor(raw=False, buffered=False)
+    cursor.execute(query)
+    with open(output, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow([column[0] for column in cursor.description])
+        while rows := cursor.fetchmany(4096):
+            writer.writerows(rows)
+    connection.close()
+    return time.perf_counter() - started
+
+
+def compare_mysql_drivers(rows, folder):
+    """Seconds per driver to fetch the table into CSV (a child process each)."""
+    import importlib.util
+
+    table = ensure_mysql_table(rows)
+    modules = {"mysqlclient": "MySQLdb", "PyMySQL": "pymysql", "mysql-connector": "mysql.connector"}
+    found = {}
+    for driver, module in modules.items():
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        if not present:
+            found[driver] = None
+            continue
+        completed = subprocess.run(
+            [sys.executable, __file__, "--driver-child", driver, table, str(folder / "d.csv")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found[driver] = float(completed.stdout.strip().splitlines()[-1])
+    return found
+
+
+def mysql_main(args):
+    if not mysql_cli():
+        raise SystemExit("--mysql needs the mariadb (or mysql) client")
+    rows = args.rows if args.rows_given else 1_000_000
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as folder_name:
+        folder = Path(folder_name)
+        # The engine's own database: a file of its own (nothing in it is read).
+        os.environ["BENCH_SERVICE_URL"] = f"sqlite:///{folder / 'service.sqlite3'}"
+        result = measure_mysql(rows, args.repeat, folder)
+        print_table("MySQL/MariaDB csv against mariadb --batch --raw", "mariadb", [("csv", result)])
+        checks += [
+            (
+                f"MySQL csv time <= 2.0 x mariadb CLI at {result['rows']:,} rows "
+                f"({result['ratio']:.2f})",
+                result["ratio"] <= 2.0,
+            ),
+            (
+                f"MySQL csv peak RSS <= 100 MiB ({result['peak_rss_mib']:.1f})",
+                result["peak_rss_mib"] <= 100,
+            ),
+            ("MySQL csv values = the mariadb CLI's", result["identical"]),
+        ]
+        if args.drivers:
+            print(f"\n== drivers: {rows:,} rows fetched unbuffered into csv.writer")
+            for driver, seconds in compare_mysql_drivers(rows, folder).items():
+                shown = "not installed" if seconds is None else f"{seconds:.2f} s"
+                print(f"   {driver:<16} {shown}")
+    print()
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+    return 0
+
+
 def measure_sqlite(rows, repeat, folder):
     path = ensure_sqlite_file(folder, rows)
     engine_out, cli_out = str(folder / "engine-sqlite.csv"), str(folder / "cli.csv")
@@ -445,7 +642,7 @@ def measure_sqlite(rows, repeat, folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rows", type=int)
     parser.add_argument("--small-rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--xlsx-rows", type=int, help="default: --rows / 2")
@@ -461,7 +658,16 @@ def main():
     parser.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--make-sqlite", nargs=2, metavar=("PATH", "ROWS"), help=argparse.SUPPRESS)
     parser.add_argument("--compare-writers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mysql", action="store_true", help="a MySQL/MariaDB source")
+    parser.add_argument("--drivers", action="store_true", help="--mysql: compare drivers")
+    parser.add_argument("--driver-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.rows_given = args.rows is not None
+    if args.rows is None:
+        args.rows = 2_000_000
+    if args.driver_child:
+        print(fetch_with_driver(*args.driver_child))
+        return 0
     if args.compare_writers:
         print(json.dumps(xlsx_writer_comparison(args.compare_writers)))
         return 0
@@ -474,6 +680,8 @@ def main():
     if args.s3_child:
         upload_in_this_process(*args.s3_child)
         return 0
+    if args.mysql:
+        return mysql_main(args)
     sections = [section for section in args.only.split(",") if section]
     unknown = set(sections) - set(SECTIONS)
     if unknown:

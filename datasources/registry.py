@@ -28,7 +28,12 @@ from urllib.parse import unquote, urlsplit
 
 import environ
 
-from datasources.backends import UnsupportedVendor, backend_for, backend_for_engine
+from datasources.backends import (
+    UnsupportedVendor,
+    backend_for,
+    backend_for_engine,
+    backend_for_scheme,
+)
 from datasources.backends.base import Backend
 
 ENV_PREFIX = "REPORTING_DATABASE_URL"
@@ -141,7 +146,11 @@ def demo_backends():
 
 
 def backend_of_url(variable, url):
-    """The backend serving ``url`` (of the environment variable ``variable``)."""
+    """The backend serving ``url`` (of the environment variable ``variable``): the one
+    naming its scheme, else the one of the Django engine django-environ gives it."""
+    backend = backend_for_scheme(urlsplit(url).scheme)
+    if backend is not None:
+        return backend
     engine = environ.Env.db_url_config(url).get("ENGINE", "")
     try:
         return backend_for_engine(engine)
@@ -161,7 +170,7 @@ def reporting_databases(environment, service_url, service_database, var_dir, sec
     logins = source_logins_from_environment(environment, urls)
     for name, url in urls.items():
         config = environ.Env.db_url_config(url)
-        backend_of_url(source_variable(name), url)
+        config["ENGINE"] = backend_of_url(source_variable(name), url).engine
         if url == service_url:
             config["TEST"] = {"MIRROR": "default"}
         configs[name] = config

@@ -14,8 +14,10 @@ from django.test.testcases import QuietWSGIRequestHandler
 
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.services.demo_source import demo_source_writer
+from tests.mysql_source import add_placeholder_aliases
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+add_placeholder_aliases()  # a MySQL data source's, for the tests that configure one
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only (runs in CI)")
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only")
 
@@ -272,7 +274,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         options = database.setdefault("OPTIONS", {})
         if database["ENGINE"].endswith("sqlite3"):
             options["init_command"] = f"{options.get('init_command', '')}PRAGMA synchronous=OFF;"
-        else:
+        elif database["ENGINE"].endswith("postgresql"):
             options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
 
 

@@ -41,7 +41,7 @@ def test_an_unsupported_vendor_is_refused_with_the_supported_ones_named():
     with pytest.raises(UnsupportedVendor) as refused:
         backend_for_vendor("oracle")
     assert str(refused.value).startswith(
-        "Data sources on oracle are not supported; use one of: postgres://, sqlite://"
+        "Data sources on oracle are not supported; use one of: postgres://, sqlite://, mysql://"
     )
     with pytest.raises(UnsupportedVendor, match="Data sources on oracle are not supported"):
         backend_for_engine("django.db.backends.oracle")

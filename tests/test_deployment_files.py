@@ -159,7 +159,9 @@ def test_dockerfile_uses_a_supported_python_and_serves_the_wsgi_app():
     required = re.search(r'requires-python = ">=3\.(\d+)"', _read("pyproject.toml"))
     assert version and int(version.group(1)) >= int(required.group(1)), base
     copies = [args for op, args in instructions if op == "COPY"]
-    assert copies[0] == "requirements.txt ."  # dependency layer before the code
+    # The dependency layer before the code; the image reads MySQL/MariaDB sources too.
+    assert copies[0] == "requirements.txt requirements-mysql.txt ./"
+    assert "-r requirements-mysql.txt" in _read("Dockerfile")
     assert any(op == "USER" and args != "root" for op, args in instructions)
     command = next(args for op, args in instructions if op == "CMD")
     assert "reportsvc.wsgi" in command and "gunicorn.conf.py" in command
@@ -188,7 +190,8 @@ def _requirements(name):
 def test_requirements_are_pinned_and_the_image_gets_the_runtime_set_only():
     runtime, development = _requirements("requirements.txt"), _requirements("requirements-dev.txt")
     assert runtime and development
-    assert all("==" in line for line in runtime + development)
+    mysql = _requirements("requirements-mysql.txt")
+    assert all("==" in line for line in runtime + development + mysql)
     assert "-r requirements.txt" in _read("requirements-dev.txt")
     names = {line.split("==")[0].split("[")[0].lower() for line in runtime}
     assert not names & {

@@ -10,7 +10,7 @@ chooses its own (``django/db/backends/<vendor>/``).
 import functools
 from importlib import import_module
 
-BACKEND_MODULES = ("postgresql", "sqlite")
+BACKEND_MODULES = ("postgresql", "sqlite", "mysql")
 
 
 class UnsupportedVendor(ValueError):
@@ -44,6 +44,14 @@ def backend_for_vendor(vendor):
 def backend_for(connection):
     """The backend of the data source behind the Django connection ``connection``."""
     return backend_for_vendor(connection.vendor)
+
+
+def backend_for_scheme(scheme):
+    """The backend whose URLs start with ``scheme``:// (``mariadb``), or None."""
+    for backend in backends().values():
+        if scheme in backend.url_schemes:
+            return backend
+    return None
 
 
 def backend_for_engine(engine):
