@@ -361,6 +361,8 @@ REST_FRAMEWORK = {
     # offers them leads generated clients to send "None" for it.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_RATES": {"report-runs": API_RUN_THROTTLE_RATE},
+    # The services' refusals (a bad parameter value, a full queue) as the API's errors.
+    "EXCEPTION_HANDLER": "reportsvc.web.errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
