@@ -1,5 +1,4 @@
 import math
-from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
@@ -15,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from datasources.sandbox import without_statement_text
-from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
+from reports.cron import CronError, describe_crontab, next_fire_times
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.parameters import (
@@ -26,12 +25,13 @@ from reports.parameters import (
     declared_parameters,
 )
 from reports.services import history
-from reports.services.schedules import save_report
+from reports.services.schedules import parsed_schedule, save_report
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
+from reportsvc.moments import named_zone
 from reportsvc.web.display import (
     SQL_HIDDEN,
     hidden_note,
@@ -384,8 +384,8 @@ class ReportAdmin(admin.ModelAdmin):
         if not report.schedule:
             return "Manual runs only."
         try:
-            zone = ZoneInfo(report.timezone)
-            fires = next_fire_times(parse_crontab(report.schedule), zone, timezone.now(), 5)
+            schedule, zone = parsed_schedule(report.schedule, report.timezone)
+            fires = next_fire_times(schedule, zone, timezone.now(), 5)
         except (CronError, ValueError, KeyError):
             return "—"
         return format_html(
@@ -761,8 +761,4 @@ class ReportAdmin(admin.ModelAdmin):
 
 def _when(value, zone_name):
     """A moment in the report's own zone (the one its schedule is read in)."""
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ValueError, KeyError):
-        zone = None
-    return moment_html(value, zone)
+    return moment_html(value, named_zone(zone_name))

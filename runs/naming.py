@@ -2,9 +2,9 @@
 folder of outputs reads like a series (``daily-revenue_2026-11-25.csv``)."""
 
 from datetime import UTC, timedelta
-from zoneinfo import ZoneInfo
 
 from reports.parameters import BUILT_IN_NAMES
+from reports.services.statements import report_zone
 from reportsvc.moments import in_zone
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
@@ -18,10 +18,7 @@ def interval_label(run):
         return None
     if not any(name in (run.parameters or {}) for name in BUILT_IN_NAMES):
         return None
-    try:
-        zone = ZoneInfo(run.report.timezone)
-    except (ValueError, KeyError):
-        zone = ZoneInfo("UTC")
+    zone = report_zone(run.report)
     # A run stored before bounds were checked may start where the zone's calendar does
     # not reach (year 1 in New York): its name then reads the start in UTC.
     start = in_zone(run.interval_start, zone) or in_zone(run.interval_start, UTC)

@@ -3,8 +3,6 @@
 import contextlib
 import logging
 import threading
-from datetime import UTC
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
@@ -21,7 +19,7 @@ from reports.services.logins import (
     renew_leases,
     run_holder,
 )
-from reports.services.statements import statement_for_run
+from reports.services.statements import report_zone, statement_for_run
 from reportsvc.text import escaped
 from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger, output_upload_path
@@ -263,13 +261,6 @@ def writer_options(report, scratch_dir=None):
         timezone=report_zone(report),
         scratch_dir=scratch_dir,
     )
-
-
-def report_zone(report):
-    try:
-        return ZoneInfo(report.timezone)
-    except (ValueError, KeyError):
-        return UTC
 
 
 def _export_to_storage(connection, statement, name, run):
