@@ -1,11 +1,18 @@
-"""Names of run outputs: a run whose SQL uses its data interval is named for it, so a
-folder of outputs reads like a series (``daily-revenue_2026-11-25.csv``)."""
+"""Names of run outputs, stored and downloaded: the one place that says how they read.
 
+A run whose SQL uses its data interval is named for it, so a folder of outputs reads
+like a series (``daily-revenue_2026-11-25.csv``). A stored output is
+``<slug>/<slug>_<label>_run<id><extension>``: unique per run, and found by its run id
+even when the label is unknown (a run that died before recording what it used).
+"""
+
+import re
 from datetime import UTC, timedelta
 
 from reports.parameters import BUILT_IN_NAMES
 from reports.services.statements import report_zone
 from reportsvc.moments import in_zone
+from runs.models import output_upload_path
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
 
@@ -34,6 +41,32 @@ def output_file_stem(run):
     if label:
         return f"{run.report.slug}_{label}_run{run.pk}"
     return f"{run.report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}"
+
+
+def output_name(run, output_format):
+    """The name the run's output is stored under, in its report's folder."""
+    return output_upload_path(run, f"{output_file_stem(run)}{output_format.suffix}")
+
+
+def report_outputs_prefix(run):
+    """What the stored name of every output of the run's report starts with, whatever
+    each run was named for (its interval or its start)."""
+    return output_upload_path(run, f"{run.report.slug}_")
+
+
+def report_folder(run):
+    """The folder of the run's report's outputs in the storage."""
+    return report_outputs_prefix(run).rpartition("/")[0]
+
+
+_RUN_OF_NAME = re.compile(r"_run(\d+)\.[^/]+$")
+
+
+def run_id_of_name(name):
+    """The id of the run a stored output name (or an S3 key) belongs to; None for
+    names that are no run's output."""
+    match = _RUN_OF_NAME.search(name)
+    return int(match.group(1)) if match else None
 
 
 def download_file_stem(run):

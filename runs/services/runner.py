@@ -22,8 +22,8 @@ from reports.services.logins import (
 from reports.services.statements import report_zone, statement_for_run
 from reportsvc.text import escaped
 from runs.downloads import output_media_type
-from runs.models import Run, RunStatus, RunTrigger, output_upload_path
-from runs.naming import output_file_stem
+from runs.models import Run, RunStatus, RunTrigger
+from runs.naming import output_name
 from runs.services import output_storage
 from runs.services.exporter import export_query
 from runs.services.formats import WriterOptions, report_format
@@ -213,10 +213,9 @@ def _perform_run(run, stop_waiting, lease):
         )
     recorded = {"sql": statement, "parameters": values, **interval}
     run.sql, run.parameters = statement, values  # the output's name and the guard read them
-    file_name = f"{output_file_stem(run)}{report_format(report).suffix}"
     try:
-        output_name, result = _export_to_storage(
-            connection, statement, output_upload_path(run, file_name), run
+        stored_name, result = _export_to_storage(
+            connection, statement, output_name(run, report_format(report)), run
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
@@ -229,18 +228,18 @@ def _perform_run(run, stop_waiting, lease):
             RunStatus.SUCCEEDED,
             stop_waiting=stop_waiting,
             **recorded,
-            output=output_name,
+            output=stored_name,
             row_count=result.row_count,
             output_bytes=result.output_bytes,
             output_sha256=result.output_sha256,
         )
     except BaseException:
-        output_storage.remove_output(output_name)  # unrecorded, nothing would remove it
+        output_storage.remove_output(stored_name)  # unrecorded, nothing would remove it
         raise
     if not succeeded:
         # Someone gave up on this run meanwhile (worker stop, lost heartbeat): its record
         # says failed, so the file must not outlive it.
-        output_storage.remove_output(output_name)
+        output_storage.remove_output(stored_name)
     else:
         logger.info(
             "run %s of %s succeeded: %s rows, %s bytes",
