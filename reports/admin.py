@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
+from django.db.models import F
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -41,7 +41,12 @@ from reportsvc.web.display import (
 )
 from reportsvc.web.permissions import can_run_reports, visibility_of
 from runs.models import Run, RunStatus, RunTrigger
-from runs.selectors import latest_successful_output, latest_successful_run_id
+from runs.selectors import (
+    NEWEST_FIRST,
+    latest_successful_output,
+    latest_successful_run_id,
+    with_last_run,
+)
 from runs.services.backfill import plan_backfill, queue_backfill
 from runs.services.formats import format_of_file
 from runs.services.intervals import default_interval
@@ -165,11 +170,6 @@ class LastStatusFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(last_run_status=self.value())
         return queryset
-
-
-def _newest(field, **filters):
-    runs = Run.objects.filter(report=OuterRef("pk"), **filters).order_by("-queued_at", "-id")
-    return Subquery(runs.values(field)[:1])
 
 
 @admin.register(Report)
@@ -307,18 +307,14 @@ class ReportAdmin(admin.ModelAdmin):
                 report.delete()
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                last_run_id=_newest("pk"),
-                last_run_status=_newest("status"),
-                last_run_started=_newest("started_at"),
-                last_run_finished=_newest("finished_at"),
-                last_run_rows=_newest("row_count"),
-                last_success_id=latest_successful_run_id(),
-                last_success_output=latest_successful_output(),
-            )
+        return with_last_run(super().get_queryset(request)).annotate(
+            last_run_id=F("last_run__id"),
+            last_run_status=F("last_run__status"),
+            last_run_started=F("last_run__started_at"),
+            last_run_finished=F("last_run__finished_at"),
+            last_run_rows=F("last_run__row_count"),
+            last_success_id=latest_successful_run_id(),
+            last_success_output=latest_successful_output(),
         )
 
     @admin.display(description="Schedule")
@@ -743,7 +739,7 @@ class ReportAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         recent = (
-            Run.objects.filter(report_id=object_id).order_by("-queued_at", "-id")[:RECENT_RUNS]
+            Run.objects.filter(report_id=object_id).order_by(*NEWEST_FIRST)[:RECENT_RUNS]
             if str(object_id).isdigit()
             else []
         )

@@ -534,3 +534,37 @@ def test_admin_and_api_agree_on_the_latest_successful_run(admin_client):
 
 def test_migrations_match_the_models():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_the_admin_and_the_api_agree_on_each_report_s_last_run(admin_client):
+    """The run queued last, the higher id among runs queued at one moment; not the one
+    that started or finished last."""
+    tie, late, _ = (
+        Report.objects.create(name=name, slug=name, sql="SELECT 1")
+        for name in ("tie", "late", "never")
+    )
+    moment = timezone.now() - timedelta(hours=1)
+    first, second = (
+        Run.objects.create(report=tie, trigger="api", queued_at=moment) for _ in range(2)
+    )
+    newest = Run.objects.create(report=late, trigger="api", queued_at=moment)
+    Run.objects.create(
+        report=late,
+        trigger="api",
+        status=RunStatus.SUCCEEDED,
+        queued_at=moment - timedelta(minutes=5),
+        started_at=moment + timedelta(minutes=1),
+        finished_at=moment + timedelta(minutes=2),
+    )  # queued earlier, finished later
+    expected = {"tie": second.pk, "late": newest.pk, "never": None}
+    api = admin_client.get("/api/reports/").json()
+    assert {report["slug"]: (report["last_run"] or {}).get("id") for report in api} == expected
+    for slug, run_id in expected.items():
+        one = admin_client.get(f"/api/reports/{slug}/").json()
+        assert (one["last_run"] or {}).get("id") == run_id
+    page = admin_client.get("/admin/reports/report/").content.decode()
+    for run_id in (second.pk, newest.pk):
+        assert f"/admin/runs/run/{run_id}/change/" in page
+    assert f"/admin/runs/run/{first.pk}/change/" not in page
+    never_run = admin_client.get("/admin/reports/report/?last_status=never").content.decode()
+    assert ">never<" in never_run and ">tie<" not in never_run and ">late<" not in never_run
