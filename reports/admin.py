@@ -22,12 +22,11 @@ from reports.parameters import (
     INTERVAL_END,
     INTERVAL_START,
     ParameterError,
-    declared_parameters,
 )
 from reports.services import history
 from reports.services.schedules import parsed_schedule, save_report
-from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
+from reports.services.validation import check_report
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
@@ -100,20 +99,13 @@ class ReportForm(forms.ModelForm):
                 [without_statement_text(message) for message in self._errors["sql"]]
             )
 
-    def clean(self):
-        cleaned = super().clean()
-        sql, source = cleaned.get("sql"), cleaned.get("data_source")
-        if sql and source and "sql" not in self.errors and "parameters" not in self.errors:
-            zone = report_zone(Report(timezone=cleaned.get("timezone") or "UTC"))
+    def _post_clean(self):
+        super()._post_clean()  # the instance, with the fields' and the model's checks
+        if not self._errors.keys() & {"sql", "parameters", "data_source", "timezone"}:
             try:
-                declared = declared_parameters(cleaned.get("parameters"), zone)
-            except ParameterError:
-                return cleaned  # the model's clean() says what is wrong, by the field
-            check = check_sql(source, sql, declared, zone)
-            if check.problem:
-                self.add_error("sql", check.problem)
-            self.sql_warning = check.warning
-        return cleaned
+                self.sql_warning = check_report(self.instance, model_checked=True)
+            except ValidationError as error:
+                self.add_error(None, error)
 
 
 class RunWithParametersForm(forms.Form):

@@ -1,6 +1,7 @@
 """The Django admin as the ops UI: lists, filters, run-now, report and run pages."""
 
 import html as html_module
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -568,3 +569,37 @@ def test_the_admin_and_the_api_agree_on_each_report_s_last_run(admin_client):
     assert f"/admin/runs/run/{first.pk}/change/" not in page
     never_run = admin_client.get("/admin/reports/report/?last_status=never").content.decode()
     assert ">never<" in never_run and ">tie<" not in never_run and ">late<" not in never_run
+
+
+DAY_WITHOUT_DEFAULT = '[{"name": "day", "type": "date", "label": "Day"}]'
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sql": "SELECT * FROM no_such_table"},  # the database's verdict
+        {"sql": "SELECT 1; SELECT 2"},  # the parser's
+        {"sql": "SELECT {{ nope }}"},  # a placeholder naming no parameter
+        {"schedule": "0 6 * * *", "parameters": DAY_WITHOUT_DEFAULT, "sql": "SELECT {{ day }}"},
+        {"output_format": "xlsx", "csv_bom": "on"},  # a CSV option on another format
+        {"alert_condition": "rows_above"},  # without its threshold
+    ],
+)
+def test_the_admin_and_the_api_refuse_a_report_with_the_same_words(admin_client, changes):
+    form = form_data(**changes)
+    page = admin_client.post("/admin/reports/report/add/", form)
+    assert page.status_code == 200
+    shown = {
+        name: [str(message) for message in messages]
+        for name, messages in page.context["adminform"].form.errors.items()
+    }
+    body = {name: value for name, value in form.items() if value != ""}
+    body = {**body, "enabled": True, "max_retries": 0}
+    if "csv_bom" in body:
+        body["csv_bom"] = True
+    if "parameters" in body:
+        body["parameters"] = json.loads(body["parameters"])
+    response = admin_client.post("/api/reports/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == shown
+    assert not Report.objects.exists()
