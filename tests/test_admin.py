@@ -17,11 +17,10 @@ from reportsvc.web.display import moment
 from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 from runs.selectors import latest_successful_run
 from runs.services.leadership import acquire_lease
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import ON_POSTGRES, execute_run, record_scheduled_fire
+from tests.conftest import ON_POSTGRES, enqueue_run, execute_run, record_scheduled_fire
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -37,13 +37,12 @@ from runs.services.formats import get_format
 from runs.services.housekeeping import purge_expired_runs, run_housekeeping
 from runs.services.notifier import send_email
 from runs.services.preview import PREVIEW_MAX_BYTES, preview_rows
-from runs.services.queue import enqueue_run
 from runs.services.recovery import fail_lost_runs
 from runs.services.runner import fail_run, run_report_now
 from runs.services.transitions import transition_run
 from tests import s3
 from tests.api_helpers import client_for, make_user, token_key
-from tests.conftest import execute_run, files_under, needs_commits, parse_csv_text
+from tests.conftest import enqueue_run, execute_run, files_under, needs_commits, parse_csv_text
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = pytest.mark.django_db(databases="__all__")

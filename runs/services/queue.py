@@ -31,21 +31,6 @@ logger = logging.getLogger(__name__)
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
-def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
-    """Record a queued run of ``report``; a worker picks it up. It covers the latest
-    complete interval as of now (see runs.services.intervals)."""
-    start, end = default_interval(report, timezone.now())
-    return Run.objects.create(
-        report=report,
-        trigger=trigger,
-        status=RunStatus.QUEUED,
-        requested_by=requested_by,
-        scheduled_for=scheduled_for,
-        interval_start=start,
-        interval_end=end,
-    )
-
-
 def validated_request(report, given, now=None):
     """``(values to store, interval)`` for a run of ``report`` with the ``given``
     parameter values (JSON or text; ``interval_start``/``interval_end`` among them set
