@@ -14,7 +14,7 @@ from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from datasources.registry import alias_for_source, login_aliases_by_source, reporting_databases
-from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+from reportsvc.networks import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
 
 BASE_DIR = Path(__file__).resolve().parent.parent
