@@ -12,7 +12,7 @@ from http import HTTPStatus
 from django.conf import settings
 
 from access.client_address import client_ip
-from reports.targets import parse_networks
+from reportsvc.networks import parse_networks
 
 
 @functools.lru_cache(maxsize=8)

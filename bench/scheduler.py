@@ -314,7 +314,7 @@ def measure_sleep_batch(run_count, worker_count, log_dir):
 def measure_manual_lag(count, log_dir):
     from reports.models import Report
     from runs.models import Run, RunStatus
-    from runs.services.queue import enqueue_run
+    from runs.services.queue import request_run
 
     progress(f"{count} manual runs, one at a time")
     reset(1, schedule="")
@@ -324,7 +324,7 @@ def measure_manual_lag(count, log_dir):
     try:
         time.sleep(1)
         for _ in range(count):
-            run = enqueue_run(report, "api")
+            run, _ = request_run(report, "api")
             wait_until(
                 lambda run=run: Run.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(),
                 30,

@@ -1,12 +1,11 @@
 import math
-from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
+from django.db.models import F
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -15,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from datasources.sandbox import without_statement_text
-from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
+from reports.cron import CronError, describe_crontab, next_fire_times
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.parameters import (
@@ -23,15 +22,15 @@ from reports.parameters import (
     INTERVAL_END,
     INTERVAL_START,
     ParameterError,
-    declared_parameters,
 )
 from reports.services import history
-from reports.services.schedules import save_report, set_enabled
-from reports.services.sql_check import check_sql
+from reports.services.schedules import parsed_schedule, save_report, set_enabled
 from reports.services.statements import declared_of, report_zone
+from reports.services.validation import check_report
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
+from reportsvc.moments import named_zone
 from reportsvc.web.display import (
     SQL_HIDDEN,
     hidden_note,
@@ -42,10 +41,12 @@ from reportsvc.web.display import (
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.models import Delivery, Run, RunStatus, RunTrigger
 from runs.selectors import (
+    NEWEST_FIRST,
     freshness_of,
     latest_successful_output,
     latest_successful_run_id,
     with_freshness,
+    with_last_run,
 )
 from runs.services.backfill import plan_backfill, queue_backfill
 from runs.services.formats import format_of_file
@@ -100,20 +101,13 @@ class ReportForm(forms.ModelForm):
                 [without_statement_text(message) for message in self._errors["sql"]]
             )
 
-    def clean(self):
-        cleaned = super().clean()
-        sql, source = cleaned.get("sql"), cleaned.get("data_source")
-        if sql and source and "sql" not in self.errors and "parameters" not in self.errors:
-            zone = report_zone(Report(timezone=cleaned.get("timezone") or "UTC"))
+    def _post_clean(self):
+        super()._post_clean()  # the instance, with the fields' and the model's checks
+        if not self._errors.keys() & {"sql", "parameters", "data_source", "timezone"}:
             try:
-                declared = declared_parameters(cleaned.get("parameters"), zone)
-            except ParameterError:
-                return cleaned  # the model's clean() says what is wrong, by the field
-            check = check_sql(source, sql, declared, zone)
-            if check.problem:
-                self.add_error("sql", check.problem)
-            self.sql_warning = check.warning
-        return cleaned
+                self.sql_warning = check_report(self.instance, model_checked=True)
+            except ValidationError as error:
+                self.add_error(None, error)
 
 
 class RunWithParametersForm(forms.Form):
@@ -187,11 +181,6 @@ class StaleFilter(admin.SimpleListFilter):
         if self.value() == "none":
             return queryset.filter(expect_success_within__isnull=True)
         return queryset
-
-
-def _newest(field, **filters):
-    runs = Run.objects.filter(report=OuterRef("pk"), **filters).order_by("-queued_at", "-id")
-    return Subquery(runs.values(field)[:1])
 
 
 @admin.register(Report)
@@ -339,12 +328,12 @@ class ReportAdmin(admin.ModelAdmin):
                 report.delete()
 
     def get_queryset(self, request):
-        return with_freshness(super().get_queryset(request)).annotate(
-            last_run_id=_newest("pk"),
-            last_run_status=_newest("status"),
-            last_run_started=_newest("started_at"),
-            last_run_finished=_newest("finished_at"),
-            last_run_rows=_newest("row_count"),
+        return with_freshness(with_last_run(super().get_queryset(request))).annotate(
+            last_run_id=F("last_run__id"),
+            last_run_status=F("last_run__status"),
+            last_run_started=F("last_run__started_at"),
+            last_run_finished=F("last_run__finished_at"),
+            last_run_rows=F("last_run__row_count"),
             last_success_id=latest_successful_run_id(),
             last_success_output=latest_successful_output(),
         )
@@ -461,8 +450,8 @@ class ReportAdmin(admin.ModelAdmin):
         if not report.schedule:
             return "Manual runs only."
         try:
-            zone = ZoneInfo(report.timezone)
-            fires = next_fire_times(parse_crontab(report.schedule), zone, timezone.now(), 5)
+            schedule, zone = parsed_schedule(report.schedule, report.timezone)
+            fires = next_fire_times(schedule, zone, timezone.now(), 5)
         except (CronError, ValueError, KeyError):
             return "—"
         return format_html(
@@ -857,7 +846,7 @@ class ReportAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         recent = (
-            Run.objects.filter(report_id=object_id).order_by("-queued_at", "-id")[:RECENT_RUNS]
+            Run.objects.filter(report_id=object_id).order_by(*NEWEST_FIRST)[:RECENT_RUNS]
             if str(object_id).isdigit()
             else []
         )
@@ -875,8 +864,4 @@ class ReportAdmin(admin.ModelAdmin):
 
 def _when(value, zone_name):
     """A moment in the report's own zone (the one its schedule is read in)."""
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ValueError, KeyError):
-        zone = None
-    return moment_html(value, zone)
+    return moment_html(value, named_zone(zone_name))

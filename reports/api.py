@@ -16,7 +16,6 @@ from rest_framework.reverse import reverse
 
 from reports.history import recorded
 from reports.models import Report
-from reports.parameters import ParameterError
 from reports.serializers import (
     BackfillRequestSerializer,
     ReportSerializer,
@@ -50,9 +49,7 @@ from runs.run_requests import (
     QUEUING_ACTION_OPTIONS,
     RUN_PARAMETERS,
     THROTTLED,
-    ReportQueueFull,
     idempotency_key,
-    parameter_error,
     queued_run_response,
 )
 from runs.selectors import (
@@ -64,7 +61,7 @@ from runs.selectors import (
 from runs.serializers import BackfillCancelSerializer, BackfillSerializer, RunSerializer
 from runs.services.backfill import queue_backfill
 from runs.services.cancelling import cancel_backfill
-from runs.services.queue import QueueFull, request_run, validated_request
+from runs.services.queue import request_run, validated_request
 
 READ = "Needs view_report."
 SQL_WARNING = OpenApiParameter(
@@ -186,20 +183,15 @@ class ReportViewSet(viewsets.ModelViewSet):
         key = idempotency_key(request)
         body = RunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            parameters, interval = validated_request(report, body.validated_data.get("parameters"))
-            run, created = request_run(
-                report,
-                RunTrigger.API,
-                requested_by=request.user,
-                idempotency_key=key,
-                parameters=parameters,
-                interval=interval,
-            )
-        except ParameterError as error:
-            raise parameter_error(error) from None
-        except QueueFull as error:
-            raise ReportQueueFull(str(error)) from error
+        parameters, interval = validated_request(report, body.validated_data.get("parameters"))
+        run, created = request_run(
+            report,
+            RunTrigger.API,
+            requested_by=request.user,
+            idempotency_key=key,
+            parameters=parameters,
+            interval=interval,
+        )
         return queued_run_response(request, run, created, self.get_serializer_context())
 
     @extend_schema(
@@ -241,20 +233,15 @@ class ReportViewSet(viewsets.ModelViewSet):
         body = BackfillRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        try:
-            runs, skipped, created = queue_backfill(
-                report,
-                data["start"],
-                data["end"],
-                rerun=data["rerun"],
-                given=data.get("parameters"),
-                requested_by=request.user,
-                idempotency_key=key,
-            )
-        except ParameterError as error:
-            raise parameter_error(error) from None
-        except QueueFull as error:
-            raise ReportQueueFull(str(error)) from error
+        runs, skipped, created = queue_backfill(
+            report,
+            data["start"],
+            data["end"],
+            rerun=data["rerun"],
+            given=data.get("parameters"),
+            requested_by=request.user,
+            idempotency_key=key,
+        )
         batch = runs[0].backfill_id if runs else None
         query = urlencode(
             {"report": report.slug, "backfill": batch} if batch else {"report": report.slug}

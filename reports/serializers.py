@@ -10,8 +10,7 @@ from datasources.parameters import TYPES
 from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services import history
-from reports.services.sql_check import check_sql
-from reports.services.statements import declared_of, report_zone
+from reports.services.validation import check_report
 from reports.targets import redacted_emails, redacted_webhooks
 from reportsvc.moments import span_text
 from reportsvc.text import shown
@@ -119,7 +118,7 @@ class ReportSerializer(serializers.ModelSerializer):
         database's own check of the SQL on its data source."""
         report = Report(**{**self._current_settings(), **attrs})
         try:
-            report.clean()
+            self.sql_warning = check_report(report)  # the view sends it as a Warning header
         except ModelValidationError as error:
             errors = error.message_dict
             if "sql" in errors:
@@ -127,10 +126,6 @@ class ReportSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(errors) from None
         if "parameters" in attrs:
             attrs["parameters"] = report.parameters  # normalised by clean()
-        check = check_sql(report.data_source, report.sql, declared_of(report), report_zone(report))
-        if check.problem:
-            raise serializers.ValidationError({"sql": [self._shown_problem(check.problem, attrs)]})
-        self.sql_warning = check.warning  # the view sends it as a Warning header
         return attrs
 
     def _shown_problem(self, problem, attrs):

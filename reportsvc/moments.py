@@ -8,6 +8,7 @@ is taken only if it exists in both, so every conversion between them succeeds.
 
 import functools
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 EARLIEST_UTC = datetime.min.replace(tzinfo=UTC)
 LATEST_UTC = datetime.max.replace(tzinfo=UTC)
@@ -15,6 +16,15 @@ LATEST_UTC = datetime.max.replace(tzinfo=UTC)
 
 def zone_name(zone):
     return getattr(zone, "key", None) or str(zone)
+
+
+def named_zone(name):
+    """The time zone called ``name`` (an IANA name); None when there is none by that
+    name, e.g. a report's zone written to the database without validation."""
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -14,9 +14,9 @@ from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from datasources.registry import alias_for_source, login_aliases_by_source, reporting_databases
-from reports.reminders import DEFAULT_REPEAT_AFTER, parse_repeat_after
-from reports.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+from reportsvc.networks import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from reportsvc.object_storage import check_s3_options, filesystem_storages, s3_storages
+from reportsvc.reminders import DEFAULT_REPEAT_AFTER, parse_repeat_after
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -362,6 +362,8 @@ REST_FRAMEWORK = {
     # offers them leads generated clients to send "None" for it.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_RATES": {"report-runs": API_RUN_THROTTLE_RATE},
+    # The services' refusals (a bad parameter value, a full queue) as the API's errors.
+    "EXCEPTION_HANDLER": "reportsvc.web.errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -1,5 +1,4 @@
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
@@ -13,7 +12,7 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.parameters import ParameterError
 from reports.services.history import newest_version_number
-from reportsvc.moments import in_zone
+from reportsvc.moments import in_zone, named_zone
 from reportsvc.text import escaped
 from reportsvc.web.display import (
     ROWS_HIDDEN,
@@ -316,9 +315,8 @@ class RunAdmin(admin.ModelAdmin):
         if value is None:
             return "— (not a scheduled run)"
         shown = moment(value)
-        try:
-            zone = ZoneInfo(run.report.timezone)
-        except (ValueError, KeyError):
+        zone = named_zone(run.report.timezone)
+        if zone is None:
             return shown
         local, here = in_zone(value, zone), in_zone(value, timezone.get_current_timezone())
         if local is None or here is None or local.utcoffset() == here.utcoffset():

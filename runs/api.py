@@ -10,7 +10,6 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from reports.parameters import ParameterError
 from reportsvc.web.pagination import NewestFirstCursorPagination
 from reportsvc.web.permissions import CanRunReports, CanViewReports
 from reportsvc.web.renderers import download_view_options
@@ -27,15 +26,13 @@ from runs.run_requests import (
     QUEUING_ACTION_OPTIONS,
     RUN_PARAMETERS,
     THROTTLED,
-    ReportQueueFull,
     idempotency_key,
-    parameter_error,
     queued_run_response,
 )
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 from runs.services.formats import output_formats
-from runs.services.queue import QueueFull, request_rerun
+from runs.services.queue import request_rerun
 from runs.services.transitions import RunNotCancellable, cancel_run
 
 
@@ -151,14 +148,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """
         original = self.get_object()
         key = idempotency_key(request)
-        try:
-            run, created = request_rerun(
-                original, RunTrigger.API, requested_by=request.user, idempotency_key=key
-            )
-        except ParameterError as error:
-            raise parameter_error(error) from None
-        except QueueFull as error:
-            raise ReportQueueFull(str(error)) from error
+        run, created = request_rerun(
+            original, RunTrigger.API, requested_by=request.user, idempotency_key=key
+        )
         return queued_run_response(request, run, created, self.get_serializer_context())
 
     @extend_schema(request=None, responses=CANCEL_RESPONSES)

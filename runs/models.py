@@ -30,6 +30,8 @@ FINISHED_STATUSES = (
 
 
 def output_upload_path(run, filename):
+    """``filename`` in the folder of the run's report (Run.output's upload_to, named
+    here by the migrations); runs.naming builds the names on it."""
     return f"{run.report.slug}/{filename}"
 
 

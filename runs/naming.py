@@ -1,11 +1,18 @@
-"""Names of run outputs: a run whose SQL uses its data interval is named for it, so a
-folder of outputs reads like a series (``daily-revenue_2026-11-25.csv``)."""
+"""Names of run outputs, stored and downloaded: the one place that says how they read.
 
+A run whose SQL uses its data interval is named for it, so a folder of outputs reads
+like a series (``daily-revenue_2026-11-25.csv``). A stored output is
+``<slug>/<slug>_<label>_run<id><extension>``: unique per run, and found by its run id
+even when the label is unknown (a run that died before recording what it used).
+"""
+
+import re
 from datetime import UTC, timedelta
-from zoneinfo import ZoneInfo
 
 from reports.parameters import BUILT_IN_NAMES
+from reports.services.statements import report_zone
 from reportsvc.moments import in_zone
+from runs.models import output_upload_path
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
 
@@ -18,10 +25,7 @@ def interval_label(run):
         return None
     if not any(name in (run.parameters or {}) for name in BUILT_IN_NAMES):
         return None
-    try:
-        zone = ZoneInfo(run.report.timezone)
-    except (ValueError, KeyError):
-        zone = ZoneInfo("UTC")
+    zone = report_zone(run.report)
     # A run stored before bounds were checked may start where the zone's calendar does
     # not reach (year 1 in New York): its name then reads the start in UTC.
     start = in_zone(run.interval_start, zone) or in_zone(run.interval_start, UTC)
@@ -37,6 +41,32 @@ def output_file_stem(run):
     if label:
         return f"{run.report.slug}_{label}_run{run.pk}"
     return f"{run.report.slug}_{run.started_at:%Y%m%dT%H%M%SZ}_run{run.pk}"
+
+
+def output_name(run, output_format):
+    """The name the run's output is stored under, in its report's folder."""
+    return output_upload_path(run, f"{output_file_stem(run)}{output_format.suffix}")
+
+
+def report_outputs_prefix(run):
+    """What the stored name of every output of the run's report starts with, whatever
+    each run was named for (its interval or its start)."""
+    return output_upload_path(run, f"{run.report.slug}_")
+
+
+def report_folder(run):
+    """The folder of the run's report's outputs in the storage."""
+    return report_outputs_prefix(run).rpartition("/")[0]
+
+
+_RUN_OF_NAME = re.compile(r"_run(\d+)\.[^/]+$")
+
+
+def run_id_of_name(name):
+    """The id of the run a stored output name (or an S3 key) belongs to; None for
+    names that are no run's output."""
+    match = _RUN_OF_NAME.search(name)
+    return int(match.group(1)) if match else None
 
 
 def download_file_stem(run):

@@ -1,9 +1,9 @@
-"""What the API's queuing endpoints share (run, backfill, rerun): the Idempotency-Key,
-errors naming the parameter, and the 202 answer."""
+"""What the API's queuing endpoints share (run, backfill, rerun): the Idempotency-Key
+and the 202 answer (their errors: reportsvc.web.errors)."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -12,7 +12,6 @@ from reportsvc.text import storage_problem
 from reportsvc.web.permissions import CanRunReports
 from reportsvc.web.schema import ERROR
 from runs.serializers import RunSerializer
-from runs.services.backfill import BackfillRangeError
 
 # Every endpoint that queues runs: a POST on one object, needing run_report, counted by
 # the run-trigger throttle all web processes share.
@@ -80,11 +79,6 @@ BACKFILL_PARAMETERS = [
 ]
 
 
-class ReportQueueFull(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "queue_full"
-
-
 def idempotency_key(request):
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
@@ -92,14 +86,6 @@ def idempotency_key(request):
     if problem := storage_problem(key):
         raise ValidationError({"Idempotency-Key": [problem]})
     return key
-
-
-def parameter_error(error):
-    """A 400 naming the parameter (``parameters.<name>``) or field that is wrong."""
-    name = error.field
-    if not isinstance(error, BackfillRangeError) and name != "parameters":
-        name = f"parameters.{name}"
-    return ValidationError({name: [error.message]})
 
 
 def queued_run_response(request, run, created, context):

@@ -1,5 +1,6 @@
 """Read-side queries about runs, shared by the API, the admin and health checks."""
 
+import functools
 import json
 from collections import namedtuple
 from datetime import timedelta
@@ -132,40 +133,54 @@ def freshness_of(slug=None, report_ids=None, now=None):
     }
 
 
+# What "a report's last run" means everywhere: the run queued last.
+NEWEST_FIRST = ("-queued_at", "-id")
+
+
+def with_last_run(reports):
+    """``reports`` joined to each one's last run, ``last_run``: filter, order and read
+    its fields as ``last_run__<field>`` (None for a report that has never run).
+
+    One lookup per report through the (report, queued_at) index, however many of the
+    run's fields are read.
+    """
+    newest = Run.objects.filter(report=OuterRef("pk")).order_by(*NEWEST_FIRST)
+    return reports.annotate(
+        last_run=FilteredRelation("runs", condition=Q(runs__pk=Subquery(newest.values("pk")[:1])))
+    )
+
+
 REPORT_ROW_FIELDS = ("id", *REPORT_SETTINGS_FIELDS, "next_run_at", "created_at", "updated_at")
 LAST_RUN_FIELDS = ("id", "status", "queued_at", "finished_at", "row_count", "output")
 ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])
 LastRunRow = namedtuple("LastRunRow", LAST_RUN_FIELDS)
 
-# One query: each report with its newest run, found through the (report, queued_at)
-# index. Listing 500 reports as model instances plus a second query cost more than
-# the lookups themselves (bench/api.py).
-_REPORTS_WITH_LAST_RUN = """
-SELECT {report_columns}, {run_columns}
-FROM reports_report AS report
-LEFT JOIN runs_run AS last_run ON last_run.id = (
-    SELECT newest.id FROM runs_run AS newest
-    WHERE newest.report_id = report.id
-    ORDER BY newest.queued_at DESC, newest.id DESC
-    LIMIT 1
-)
-{where}
-ORDER BY report.name, report.id
-"""
+
+@functools.cache
+def _reports_with_last_run_sql(vendor, *, by_slug):
+    """The SQL of ``reports_with_last_run`` for the database ``vendor`` (its only
+    parameter: the slug, if ``by_slug``)."""
+    reports = with_last_run(Report.objects.all())
+    if by_slug:
+        reports = reports.filter(slug="")
+    columns = (*REPORT_ROW_FIELDS, *(f"last_run__{name}" for name in LAST_RUN_FIELDS))
+    query, params = reports.order_by("name", "id").values_list(*columns).query.sql_with_params()
+    assert list(params) == ([""] if by_slug else []), params
+    return query
 
 
 def reports_with_last_run(slug=None):
     """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``.
 
-    Rows are named tuples with the attributes the serializers read.
+    Rows are named tuples with the attributes the serializers read. One query, compiled
+    once and read by a plain cursor: listing 500 reports as model instances, or through
+    the ORM's conversion of each value, cost more than the query itself (bench/api.py).
     """
-    query = _REPORTS_WITH_LAST_RUN.format(
-        report_columns=", ".join(f"report.{name}" for name in REPORT_ROW_FIELDS),
-        run_columns=", ".join(f"last_run.{name}" for name in LAST_RUN_FIELDS),
-        where="WHERE report.slug = %s" if slug is not None else "",
-    )
     with connection.cursor() as cursor:
-        cursor.execute(query, [slug] if slug is not None else [])
+        if slug is None:
+            cursor.execute(_reports_with_last_run_sql(connection.vendor, by_slug=False))
+        else:
+            cursor.execute(_reports_with_last_run_sql(connection.vendor, by_slug=True), [slug])
         rows = cursor.fetchall()
     reports, last_runs, width = [], {}, len(REPORT_ROW_FIELDS)
     for row in rows:

@@ -297,6 +297,27 @@ def lease():
     return acquire_lease("test:1", 60)
 
 
+def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
+    """A queued run of ``report`` over the latest complete interval as of now, inserted
+    as it is: no queue cap, no idempotency key (the service's ways in are
+    runs.services.queue's request_run and record_scheduled_fires)."""
+    from django.utils import timezone
+
+    from runs.models import Run, RunStatus
+    from runs.services.intervals import default_interval
+
+    start, end = default_interval(report, timezone.now())
+    return Run.objects.create(
+        report=report,
+        trigger=trigger,
+        status=RunStatus.QUEUED,
+        requested_by=requested_by,
+        scheduled_for=scheduled_for,
+        interval_start=start,
+        interval_end=end,
+    )
+
+
 def record_scheduled_fire(report_id, scheduled_for):
     """Record one fire of a report's schedule at ``scheduled_for`` as the leader's fire
     pass would (its interval from the previous fire time); the new run, or None if the

@@ -1,6 +1,7 @@
 """The Django admin as the ops UI: lists, filters, run-now, report and run pages."""
 
 import html as html_module
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,11 +17,10 @@ from reportsvc.web.display import moment
 from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 from runs.selectors import latest_successful_run
 from runs.services.leadership import acquire_lease
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import ON_POSTGRES, execute_run, record_scheduled_fire
+from tests.conftest import ON_POSTGRES, enqueue_run, execute_run, record_scheduled_fire
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -534,3 +534,71 @@ def test_admin_and_api_agree_on_the_latest_successful_run(admin_client):
 
 def test_migrations_match_the_models():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_the_admin_and_the_api_agree_on_each_report_s_last_run(admin_client):
+    """The run queued last, the higher id among runs queued at one moment; not the one
+    that started or finished last."""
+    tie, late, _ = (
+        Report.objects.create(name=name, slug=name, sql="SELECT 1")
+        for name in ("tie", "late", "never")
+    )
+    moment = timezone.now() - timedelta(hours=1)
+    first, second = (
+        Run.objects.create(report=tie, trigger="api", queued_at=moment) for _ in range(2)
+    )
+    newest = Run.objects.create(report=late, trigger="api", queued_at=moment)
+    Run.objects.create(
+        report=late,
+        trigger="api",
+        status=RunStatus.SUCCEEDED,
+        queued_at=moment - timedelta(minutes=5),
+        started_at=moment + timedelta(minutes=1),
+        finished_at=moment + timedelta(minutes=2),
+    )  # queued earlier, finished later
+    expected = {"tie": second.pk, "late": newest.pk, "never": None}
+    api = admin_client.get("/api/reports/").json()
+    assert {report["slug"]: (report["last_run"] or {}).get("id") for report in api} == expected
+    for slug, run_id in expected.items():
+        one = admin_client.get(f"/api/reports/{slug}/").json()
+        assert (one["last_run"] or {}).get("id") == run_id
+    page = admin_client.get("/admin/reports/report/").content.decode()
+    for run_id in (second.pk, newest.pk):
+        assert f"/admin/runs/run/{run_id}/change/" in page
+    assert f"/admin/runs/run/{first.pk}/change/" not in page
+    never_run = admin_client.get("/admin/reports/report/?last_status=never").content.decode()
+    assert ">never<" in never_run and ">tie<" not in never_run and ">late<" not in never_run
+
+
+DAY_WITHOUT_DEFAULT = '[{"name": "day", "type": "date", "label": "Day"}]'
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sql": "SELECT * FROM no_such_table"},  # the database's verdict
+        {"sql": "SELECT 1; SELECT 2"},  # the parser's
+        {"sql": "SELECT {{ nope }}"},  # a placeholder naming no parameter
+        {"schedule": "0 6 * * *", "parameters": DAY_WITHOUT_DEFAULT, "sql": "SELECT {{ day }}"},
+        {"output_format": "xlsx", "csv_bom": "on"},  # a CSV option on another format
+        {"alert_condition": "rows_above"},  # without its threshold
+    ],
+)
+def test_the_admin_and_the_api_refuse_a_report_with_the_same_words(admin_client, changes):
+    form = form_data(**changes)
+    page = admin_client.post("/admin/reports/report/add/", form)
+    assert page.status_code == 200
+    shown = {
+        name: [str(message) for message in messages]
+        for name, messages in page.context["adminform"].form.errors.items()
+    }
+    body = {name: value for name, value in form.items() if value != ""}
+    body = {**body, "enabled": True, "max_retries": 0}
+    if "csv_bom" in body:
+        body["csv_bom"] = True
+    if "parameters" in body:
+        body["parameters"] = json.loads(body["parameters"])
+    response = admin_client.post("/api/reports/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == shown
+    assert not Report.objects.exists()

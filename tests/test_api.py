@@ -16,11 +16,10 @@ from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
 from runs.services.intervals import default_interval
 from runs.services.leadership import acquire_lease
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import parse_csv_text, record_scheduled_fire
+from tests.conftest import enqueue_run, parse_csv_text, record_scheduled_fire
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

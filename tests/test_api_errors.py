@@ -6,7 +6,10 @@ from django.contrib.auth.models import Permission
 
 from reports.api import ReportViewSet
 from reports.models import Report
+from reports.parameters import ParameterError
 from runs.models import Run
+from runs.services.backfill import BackfillRangeError
+from runs.services.queue import QueueFull
 from tests.api_helpers import client_for, make_user
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -98,3 +101,24 @@ def test_the_admin_keeps_html_error_pages(admin_client):
     )
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "body"),
+    [
+        (ParameterError("region", "Use EU or US."), 400, {"parameters.region": ["Use EU or US."]}),
+        (ParameterError("parameters", "Not an object."), 400, {"parameters": ["Not an object."]}),
+        (BackfillRangeError("end", "Too late."), 400, {"end": ["Too late."]}),
+        (QueueFull("Too many runs waiting."), 409, {"detail": "Too many runs waiting."}),
+    ],
+)
+def test_a_service_refusal_gets_the_same_answer_from_any_view(
+    report, staff, monkeypatch, refusal, status, body
+):
+    def refusing(self, request, *args, **kwargs):
+        raise refusal
+
+    monkeypatch.setattr(ReportViewSet, "list", refusing)
+    response = staff.get("/api/reports/")
+    assert response.status_code == status
+    assert response.json() == body

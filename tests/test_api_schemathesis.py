@@ -16,9 +16,9 @@ from django.core.cache import cache
 from django.db import connections
 
 from reports.models import Report
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user, token_key
+from tests.conftest import enqueue_run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),

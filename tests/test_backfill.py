@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
@@ -160,6 +161,34 @@ def test_backfill_with_an_idempotency_key_replays_its_runs(runner, daily):
     assert replay["Idempotent-Replayed"] == "true"
     assert [r["id"] for r in replay.json()["runs"]] == [r["id"] for r in first.json()["runs"]]
     assert Run.objects.count() == 7
+
+
+def test_a_backfill_key_is_free_again_after_24_hours(runner, daily):
+    def with_key():
+        path = "/api/reports/daily-revenue/backfill/"
+        return runner.post(path, LAST_WEEK, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    first = with_key().json()
+    Run.objects.update(status=RunStatus.FAILED, queued_at=timezone.now() - timedelta(hours=25))
+    again = with_key()
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again
+    assert again.json()["backfill_id"] != first["backfill_id"]
+    assert again.json()["queued"] == 7 and Run.objects.count() == 14
+
+
+def test_a_key_that_queued_a_single_run_is_refused_for_a_backfill(runner, daily):
+    run = runner.post("/api/reports/daily-revenue/run/", HTTP_IDEMPOTENCY_KEY="k")
+    assert run.status_code == 202
+    response = runner.post(
+        "/api/reports/daily-revenue/backfill/", LAST_WEEK, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "Idempotency-Key": [
+            "This key was used for a run of this report that is not a backfill; use a new key."
+        ]
+    }
+    assert Run.objects.count() == 1
 
 
 @pytest.mark.parametrize(

@@ -126,8 +126,8 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
     every column, the error included, without scrolling sideways."""
     from playwright.sync_api import expect, sync_playwright
 
-    from runs.services.queue import enqueue_run
     from runs.services.transitions import transition_run
+    from tests.conftest import enqueue_run
 
     user = make_user("ops", staff=True)
     user.is_superuser = True
@@ -317,8 +317,8 @@ def test_history_pages_and_the_failures_at_a_glance_fit_800_and_1400_px(live_ser
     from playwright.sync_api import expect, sync_playwright
 
     from reports.services.schedules import save_report
-    from runs.services.queue import enqueue_run
     from runs.services.transitions import transition_run
+    from tests.conftest import enqueue_run
 
     user = make_user("ops", staff=True)
     user.is_superuser = True

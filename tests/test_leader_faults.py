@@ -19,8 +19,7 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunTrigger, WorkerHeartbeat
-from runs.services.queue import enqueue_run
-from tests.conftest import postgres_only, wait_for
+from tests.conftest import enqueue_run, postgres_only, wait_for
 from tests.faults import FaultProxy
 from tests.workers import (
     FAST_WORKER_SETTINGS,

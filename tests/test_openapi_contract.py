@@ -16,10 +16,9 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Delivery, Run
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
-from tests.conftest import parse_csv_text
+from tests.conftest import enqueue_run, parse_csv_text
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -9,7 +9,10 @@ from django.db import connection
 from django.test import override_settings
 
 from reports.models import Report
+from reports.services.statements import UTC_ZONE, report_zone
+from reportsvc.moments import named_zone
 from runs.models import Delivery, Run, RunStatus
+from runs.services.runner import writer_options
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES
 
@@ -227,3 +230,12 @@ def test_acting_on_them_is_refused_with_a_message(client, superuser, poisoned):
     page = client.post(f"/admin/runs/run/{year_1.pk}/rerun/", follow=True)
     assert "Cannot rerun: parameter interval_start" in page.content.decode()
     assert Run.objects.count() == len(poisoned["runs"])
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", None, "../../etc/passwd"])
+def test_a_stored_zone_that_is_no_zone_is_read_as_utc_everywhere(name):
+    report = Report(name="Broken", slug="broken", sql="SELECT 1", timezone=name)
+    assert named_zone(name) is None
+    assert report_zone(report) is UTC_ZONE
+    assert writer_options(report).timezone is UTC_ZONE  # the outputs' time stamps
+    assert named_zone("Europe/Berlin").key == "Europe/Berlin"

@@ -11,11 +11,18 @@ from django.utils import timezone
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.housekeeping import purge_expired_runs
-from runs.services.queue import claim_runs, enqueue_run
+from runs.services.queue import claim_runs
 from runs.services.recovery import fail_lost_runs
 from runs.services.runner import perform_run, run_report_now
 from runs.services.transitions import transition_run
-from tests.conftest import ON_POSTGRES, execute_run, needs_commits, record_scheduled_fire, wait_for
+from tests.conftest import (
+    ON_POSTGRES,
+    enqueue_run,
+    execute_run,
+    needs_commits,
+    record_scheduled_fire,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

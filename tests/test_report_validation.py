@@ -2,7 +2,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from reports.models import Report
-from reports.services.sql_check import sql_problem
+from reports.services.validation import check_report
 
 pytestmark = pytest.mark.django_db
 
@@ -55,10 +55,11 @@ def test_unknown_data_source_lists_the_configured_ones():
 def save_time_problem(report):
     """What the admin and the API say on save: the model's rules, then the database's."""
     try:
-        report.full_clean()
+        report.clean_fields()
+        check_report(report)
     except ValidationError as error:
         return error.message_dict["sql"][0]
-    return sql_problem(report.data_source, report.sql)
+    return None
 
 
 @pytest.mark.django_db(databases="__all__")

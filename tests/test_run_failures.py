@@ -10,10 +10,10 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from datasources.sandbox import ExportFailed, ReportSQLError
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.exporter import export_query_to_csv
-from runs.services.queue import enqueue_run
+from runs.services.exporter import export_query
 from runs.services.runner import run_report_now
 from tests.conftest import (
+    enqueue_run,
     execute_run,
     executes_reports,
     files_under,
@@ -110,7 +110,7 @@ def test_sqlite_driver_refuses_writes_at_prepare_time(guarded, tmp_path):
     # (PRAGMA query_only stands behind it).
     before = guarded()
     with open(tmp_path / "out.csv", "wb") as file, pytest.raises(ExportFailed) as error:
-        export_query_to_csv(
+        export_query(
             connection_for_source(DEFAULT_SOURCE),
             "DELETE FROM guarded RETURNING id",
             file,
@@ -254,7 +254,7 @@ def test_the_copy_wrapper_is_checked_by_the_parser(guarded, source_sql, tmp_path
     before = guarded()
     statement = INJECTION.replace("name'\\'", "'x'")
     with open(tmp_path / "out.csv", "wb") as file, pytest.raises(ExportFailed) as error:
-        export_query_to_csv(
+        export_query(
             connection_for_source(DEFAULT_SOURCE), statement, file, timeout_seconds=5, max_rows=10
         )
     assert "does not fit in one COPY statement" in str(error.value)

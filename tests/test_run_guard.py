@@ -11,8 +11,14 @@ from django.core.management import CommandError, call_command
 from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.services.guard import execute_claimed_run
-from runs.services.queue import enqueue_run
-from tests.conftest import execute_run, executes_reports, files_under, read_csv, sqlite_only
+from tests.conftest import (
+    enqueue_run,
+    execute_run,
+    executes_reports,
+    files_under,
+    read_csv,
+    sqlite_only,
+)
 from tests.faults import REFUSAL, refused_success, refused_updates
 
 pytestmark = executes_reports

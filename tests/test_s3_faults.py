@@ -23,12 +23,11 @@ from runs.naming import output_file_stem
 from runs.services import output_storage
 from runs.services.housekeeping import clean_up_object_storage
 from runs.services.preview import preview_rows
-from runs.services.queue import enqueue_run
 from runs.services.runner import fail_run, run_report_now
 from runs.services.transitions import transition_run
 from tests import s3
 from tests.api_helpers import client_for, make_user
-from tests.conftest import needs_commits, wait_for
+from tests.conftest import enqueue_run, needs_commits, wait_for
 from tests.test_openapi_contract import assert_matches, fetch_schema
 
 pytestmark = pytest.mark.django_db(databases="__all__")

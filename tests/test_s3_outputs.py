@@ -31,18 +31,18 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.downloads import download_file_name
 from runs.models import Run, RunStatus
-from runs.naming import output_file_stem
+from runs.naming import interval_label, output_file_stem, output_name
 from runs.services import output_storage
+from runs.services.formats import get_format
 from runs.services.housekeeping import purge_expired_runs, run_housekeeping
 from runs.services.notifier import send_email
 from runs.services.preview import PREVIEW_MAX_BYTES, preview_rows
-from runs.services.queue import enqueue_run
 from runs.services.recovery import fail_lost_runs
 from runs.services.runner import fail_run, run_report_now
 from runs.services.transitions import transition_run
 from tests import s3
 from tests.api_helpers import client_for, make_user, token_key
-from tests.conftest import execute_run, files_under, needs_commits, parse_csv_text
+from tests.conftest import enqueue_run, execute_run, files_under, needs_commits, parse_csv_text
 from tests.workers import PROJECT_DIR, process_environment
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -634,3 +634,32 @@ def test_sessions_share_the_parsed_service_description_and_keep_their_own_creden
     new_session()
     assert loader.search_paths == paths
     assert len(set(paths)) == len(paths)
+
+
+def test_a_lost_run_named_for_its_interval_has_its_objects_removed(s3_outputs):
+    """The worker names the output for the interval the SQL uses, from the values it
+    records only when the run ends: recovery finds the name by the run's id."""
+    report = Report.objects.create(
+        name="Daily", slug="daily", sql="SELECT {{ interval_start }} AS day", timezone="Asia/Tokyo"
+    )
+    run = enqueue_run(report, "schedule")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    transition_run(
+        run, RunStatus.RUNNING, worker="gone:1", started_at=long_ago, heartbeat_at=long_ago
+    )
+    run.refresh_from_db()
+    as_named = Run.objects.get(pk=run.pk)  # as the worker had it when it named the output
+    as_named.parameters = {"interval_start": as_named.interval_start.isoformat()}
+    name = output_name(as_named, get_format("csv"))
+    assert interval_label(as_named) in name and output_file_stem(run) not in name
+    key = f"{s3_outputs.prefix}/{name}"
+    s3_outputs.client.create_multipart_upload(Bucket=s3_outputs.bucket, Key=key)
+    s3_outputs.put(key)
+    other = enqueue_run(report, "schedule")
+    other.started_at = long_ago
+    kept = f"{s3_outputs.prefix}/{output_name(other, get_format('csv'))}"
+    s3_outputs.put(kept)  # another run's object
+    [lost] = fail_lost_runs(60)
+    assert lost.pk == run.pk
+    assert s3_outputs.uploads() == []
+    assert s3_outputs.keys() == [kept]

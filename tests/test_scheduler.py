@@ -19,7 +19,7 @@ from runs.models import Run, RunStatus, RunTrigger, SchedulerLease
 from runs.services import scheduler as scheduler_module
 from runs.services.fires import fire_due_reports, repair_next_runs
 from runs.services.leadership import LeaseKeeper, acquire_lease
-from runs.services.queue import claim_runs, enqueue_run
+from runs.services.queue import claim_runs
 from runs.services.scheduler import (
     FIRE_JOB,
     HOUSEKEEPING_JOB,
@@ -27,7 +27,7 @@ from runs.services.scheduler import (
     RETIRED_JOBS,
     ReportScheduler,
 )
-from tests.conftest import needs_commits, postgres_only, wait_for
+from tests.conftest import enqueue_run, needs_commits, postgres_only, wait_for
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -18,9 +18,8 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.services import output_storage
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
-from tests.conftest import files_under, needs_commits, wait_for
+from tests.conftest import enqueue_run, files_under, needs_commits, wait_for
 from tests.workers import PROJECT_DIR, WorkerProcess, process_environment
 
 pytestmark = pytest.mark.django_db(databases="__all__")

@@ -214,3 +214,18 @@ def test_a_lease_too_short_to_renew_is_refused():
     )
     assert result.returncode != 0
     assert "SCHEDULE_LEADER_LEASE_SECONDS must be at least 3." in result.stderr
+
+
+def test_the_settings_import_no_app_code():
+    """Loading the settings imports none of the apps (nor the web layer they share): an
+    app's module may read settings when it is imported. The data-source registry, which
+    turns the environment into DATABASES, is no app."""
+    result = settings_in_a_fresh_process(
+        "sorted(__import__('sys').modules) if settings.DEBUG else None", DEBUG="1"
+    )
+    assert result.returncode == 0, result.stderr
+    modules = ast.literal_eval(result.stdout.strip())
+    assert "reportsvc.settings" in modules
+    apps = ("access", "reports", "runs", "reportsvc.web")
+    assert [name for name in modules if name.startswith(tuple(f"{app}." for app in apps))] == []
+    assert [name for name in modules if name in apps] == []

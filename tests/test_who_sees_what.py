@@ -19,11 +19,10 @@ from django.test import Client
 
 from reports.models import Report
 from runs.models import Delivery, RunStatus
-from runs.services.queue import enqueue_run
 from runs.services.runner import run_report_now
 from runs.services.transitions import transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import postgres_only
+from tests.conftest import enqueue_run, postgres_only
 from tests.receivers import Receiver, RefusingMailServer
 
 pytestmark = pytest.mark.django_db(databases="__all__")

@@ -10,8 +10,14 @@ from django.utils import timezone
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.queue import enqueue_run
-from tests.conftest import ON_POSTGRES, files_under, postgres_only, sqlite_only, wait_for
+from tests.conftest import (
+    ON_POSTGRES,
+    enqueue_run,
+    files_under,
+    postgres_only,
+    sqlite_only,
+    wait_for,
+)
 from tests.faults import REFUSAL, refused_success
 from tests.receivers import HTTP_OK, TcpReceiver
 from tests.workers import (

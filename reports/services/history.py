@@ -16,14 +16,12 @@ import difflib
 import json
 from dataclasses import dataclass
 
-from django.core.exceptions import ValidationError
 from django.utils.text import capfirst
 
 from reports.history import REDACTED_FIELDS, SECRET_FIELDS
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services.schedules import save_report
-from reports.services.sql_check import sql_problem
-from reports.services.statements import declared_of, report_zone
+from reports.services.validation import check_report
 from reports.targets import redacted_emails, redacted_webhooks
 
 HistoricalReport = Report.history.model
@@ -381,11 +379,7 @@ def revert_report(report, version, *, by=None, via=""):
     for name in RESTORED_FIELDS:
         setattr(candidate, name, getattr(version, name))
     candidate.full_clean()
-    problem = sql_problem(
-        candidate.data_source, candidate.sql, declared_of(candidate), report_zone(candidate)
-    )
-    if problem:
-        raise ValidationError({"sql": problem})
+    check_report(candidate, model_checked=True)
     newest = newest_version_id(report.pk)
     note = f"reverted to version {version.history_version}"
     save_report(

@@ -38,11 +38,6 @@ class SQLCheck:
     warning: str | None = None  # saved, but checked less than usual
 
 
-def sql_problem(data_source, sql, declared=(), zone=UTC):
-    """Why ``sql`` cannot run on ``data_source`` (a message for the user), or None."""
-    return check_sql(data_source, sql, declared, zone).problem
-
-
 def check_sql(data_source, sql, declared=(), zone=UTC):
     """The database's verdict on ``sql`` for ``data_source``, as a :class:`SQLCheck`.
 

@@ -5,19 +5,18 @@ backend's ``read_only_statement``: one statement, read-only; then its export's
 read-only transaction, timeout and row cap).
 """
 
-from zoneinfo import ZoneInfo
-
 from datasources.backends import backend_for
 from datasources.placeholders import TemplateError, find_placeholders
 from reports import parameters as params
-from reportsvc.moments import out_of_range_message, representable, utc_text
+from reportsvc.moments import named_zone, out_of_range_message, representable, utc_text
+
+UTC_ZONE = named_zone("UTC")
 
 
 def report_zone(report):
-    try:
-        return ZoneInfo(report.timezone)
-    except (ValueError, KeyError):
-        return ZoneInfo("UTC")
+    """The zone a report's schedule, intervals, values and outputs are read in: its
+    own, or UTC when its stored name is no zone."""
+    return named_zone(report.timezone) or UTC_ZONE
 
 
 def declared_of(report):

@@ -10,16 +10,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from reports.models import Report
-from reports.parameters import ParameterError, all_parameters, json_value, resolve_values
-from reports.services.statements import declared_of, report_zone
+from reports.parameters import ParameterError
+from reports.services.statements import report_zone
 from reportsvc.moments import out_of_range_message, representable
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.intervals import COUNT_LIMIT_FACTOR, given_without_bounds, intervals_in_range
-from runs.services.queue import IDEMPOTENCY_WINDOW, QueueFull
+from runs.services.intervals import COUNT_LIMIT_FACTOR, intervals_in_range
+from runs.services.queue import QueueFull, checked_values, insert_requested_runs
 
 
 class BackfillRangeError(ParameterError):
@@ -43,16 +41,6 @@ def _iso(moment):
     """A moment for a message, with the offset it came with ("Z" for UTC)."""
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _checked_parameters(report, given, interval):
-    if given is not None and not isinstance(given, dict):
-        raise ParameterError("parameters", 'Give the values as an object: {"name": value}.')
-    declared = declared_of(report)
-    rest = given_without_bounds(given)
-    values = resolve_values(declared, rest, interval, report_zone(report))
-    by_name = all_parameters(declared)
-    return {name: json_value(by_name[name], values[name]) for name in rest}
 
 
 def plan_backfill(report, start, end, *, rerun=False, given=None):
@@ -79,8 +67,8 @@ def plan_backfill(report, start, end, *, rerun=False, given=None):
             f"end with the fire time {_iso(intervals[-1][1])}.",
         )
     if not intervals:
-        return BackfillPlan(parameters=_checked_parameters(report, given, (start, end)))
-    parameters = _checked_parameters(report, given, intervals[0])
+        return BackfillPlan(parameters=checked_values(report, given, (start, end)))
+    parameters = checked_values(report, given, intervals[0])
     covered = _covered_intervals(report, intervals, parameters, rerun)
     plan = BackfillPlan(parameters=parameters)
     for interval in intervals:
@@ -116,31 +104,27 @@ def queue_backfill(
     """Queue the runs of a backfill; ``(runs, skipped, created)``.
 
     With an idempotency key, a repeat within 24 hours returns the runs the first
-    request queued (``created`` False). The report's waiting backfilled runs may not
-    exceed BACKFILL_MAX_RUNS (QueueFull). Backfills of one report take turns on its
-    row, so two at once cannot queue the same interval twice.
+    request queued (``created`` False); a key that queued a run of another kind is
+    refused. The report's waiting backfilled runs may not exceed BACKFILL_MAX_RUNS
+    (QueueFull). Backfills of one report take turns on its row, so two at once cannot
+    queue the same interval twice.
     """
-    with transaction.atomic():
-        list(Report.objects.select_for_update().filter(pk=report.pk).values_list("pk"))
-        if idempotency_key:
-            earlier = Run.objects.filter(report=report, idempotency_key=idempotency_key).first()
-            if earlier is not None and earlier.backfill_id is not None:
-                if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
-                    runs = list(Run.objects.filter(backfill_id=earlier.backfill_id).order_by("id"))
-                    return runs, 0, False
-                Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired
-            elif earlier is not None:
-                raise BackfillRangeError(
-                    "Idempotency-Key",
-                    "This key was used for a run of this report that is not a backfill; "
-                    "use a new key.",
-                )
+
+    def replay(earlier):
+        if earlier.backfill_id is None:
+            raise BackfillRangeError(
+                "Idempotency-Key",
+                "This key was used for a run of this report that is not a backfill; use a new key.",
+            )
+        return list(Run.objects.filter(backfill_id=earlier.backfill_id).order_by("id")), 0
+
+    def insert(key):
         plan = plan_backfill(report, start, end, rerun=rerun, given=given)
         if not plan.to_queue:
-            return [], plan.skipped, True
+            return [], plan.skipped
         _check_backfill_room(report, len(plan.to_queue))
         batch, now = uuid.uuid4(), timezone.now()
-        runs = [
+        Run.objects.bulk_create(
             Run(
                 report=report,
                 trigger=RunTrigger.BACKFILL,
@@ -150,22 +134,14 @@ def queue_backfill(
                 interval_end=interval_end,
                 backfill_id=batch,
                 queued_at=now,  # one time stamp: the worker takes them by id, oldest first
-                idempotency_key=idempotency_key if index == 0 else "",
+                idempotency_key=key if index == 0 else "",
             )
             for index, (interval_start, interval_end) in enumerate(plan.to_queue)
-        ]
-        try:
-            with transaction.atomic():
-                Run.objects.bulk_create(runs)
-        except IntegrityError:  # a concurrent request with the same key got there first
-            earlier = Run.objects.get(report=report, idempotency_key=idempotency_key)
-            return (
-                list(Run.objects.filter(backfill_id=earlier.backfill_id).order_by("id")),
-                0,
-                False,
-            )
-    runs = list(Run.objects.filter(backfill_id=batch).order_by("id"))
-    return runs, plan.skipped, True
+        )
+        return list(Run.objects.filter(backfill_id=batch).order_by("id")), plan.skipped
+
+    (runs, skipped), created = insert_requested_runs(report, idempotency_key, insert, replay)
+    return runs, skipped, created
 
 
 def _check_backfill_room(report, adding):

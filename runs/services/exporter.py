@@ -138,10 +138,3 @@ def export_query(
         raise
     sink.flush()
     return ExportResult(row_count, sink.bytes_written, sink.hexdigest())
-
-
-def export_query_to_csv(connection, statement, file, *, timeout_seconds, max_rows):
-    """:func:`export_query` in plain CSV."""
-    return export_query(
-        connection, statement, file, timeout_seconds=timeout_seconds, max_rows=max_rows
-    )

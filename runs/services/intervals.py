@@ -37,12 +37,6 @@ def _local_midnight(day, zone):
     return datetime.combine(day, time(0), tzinfo=zone)
 
 
-def calendar_day_containing(moment, zone):
-    """Midnight to midnight (local) of the day ``moment`` falls on: 23, 24 or 25 hours."""
-    day = moment.astimezone(zone).date()
-    return _local_midnight(day, zone), _local_midnight(day + timedelta(days=1), zone)
-
-
 def interval_ending_at(report, end):
     """The interval whose end is ``end``: from the previous fire (or the same wall time a
     calendar day earlier, for reports without a schedule)."""

@@ -118,11 +118,6 @@ def _rows_of(lease):
     return SchedulerLease.objects.filter(pk=LEASE_ID, holder=lease.holder, epoch=lease.epoch)
 
 
-def lease_row():
-    """The lease as stored, or None before any worker took it."""
-    return SchedulerLease.objects.filter(pk=LEASE_ID).first()
-
-
 # --- the leader's sessions ---------------------------------------------------------------
 
 _bounded = threading.local()

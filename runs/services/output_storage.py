@@ -46,7 +46,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 
 from datasources.sandbox import ExportFailed
-from runs.models import output_upload_path
+from runs.naming import report_folder, report_outputs_prefix, run_id_of_name
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,6 @@ SHORT_CONNECT_SECONDS = 1.0
 SCRATCH_FOLDER = ".partial-runs"
 REMOTE_SCRATCH_FOLDER = "partial-outputs"
 _SCRATCH_NAME = re.compile(r"^(?:\.partial-)?run(\d+)-")
-# An output's key ends in "_run<id>.<extension>" (runs.naming).
-_RUN_OF_KEY = re.compile(r"_run(\d+)\.[^/]+$")
 
 
 def on_object_storage():
@@ -523,7 +521,7 @@ def _scratch_entries_of(run):
         entries += root.glob(f".partial-run{run.pk}-*")
     if not on_object_storage():  # earlier versions' temp files, next to the destination
         with contextlib.suppress(NotImplementedError, SuspiciousFileOperation):
-            folder = Path(default_storage.path(output_upload_path(run, "x"))).parent
+            folder = Path(default_storage.path(report_folder(run)))
             entries += folder.glob(f".partial-run{run.pk}-*")
     return entries
 
@@ -561,16 +559,15 @@ def remove_local_partial_files():
 
 
 def _remove_objects_of_unfinished_run(run):
-    """The run's unfinished uploads and objects it does not record. Its key is
-    ``<prefix>/<slug>/<slug>_<label>_run<id>.<extension>``; the label depends on the
-    values the run used, which a lost run never recorded, so the report's folder is
-    listed and its keys matched by their run id."""
+    """The run's unfinished uploads and objects it does not record. Its name's label
+    depends on the values the run used, which a lost run never recorded, so the
+    report's outputs are listed and matched by their run id (runs.naming)."""
     client, bucket = _client(), _bucket()
-    key_prefix = object_key(output_upload_path(run, f"{run.report.slug}_"))
+    key_prefix = object_key(report_outputs_prefix(run))
     recorded = object_key(run.output.name) if run.output else None
 
     def of_this_run(key):
-        return _run_of_key(key) == run.pk and key != recorded
+        return run_id_of_name(key) == run.pk and key != recorded
 
     removed = []
     for page in client.get_paginator("list_multipart_uploads").paginate(
@@ -595,16 +592,11 @@ def _failed_runs(keys):
     never records an output, so its objects and uploads are garbage at any age."""
     from runs.models import Run, RunStatus
 
-    ids = {_run_of_key(key) for key in keys} - {None}
+    ids = {run_id_of_name(key) for key in keys} - {None}
     if not ids:
         return set()
     ended = (RunStatus.FAILED, RunStatus.CANCELLED)
     return set(Run.objects.filter(pk__in=ids, status__in=ended).values_list("pk", flat=True))
-
-
-def _run_of_key(key):
-    match = _RUN_OF_KEY.search(key)
-    return int(match.group(1)) if match else None
 
 
 def remove_stray_objects(now=None):
@@ -629,7 +621,7 @@ def remove_stray_objects(now=None):
         uploads = page.get("Uploads", [])
         failed = _failed_runs(upload["Key"] for upload in uploads if upload["Initiated"] >= cutoff)
         for upload in uploads:
-            if upload["Initiated"] < cutoff or _run_of_key(upload["Key"]) in failed:
+            if upload["Initiated"] < cutoff or run_id_of_name(upload["Key"]) in failed:
                 client.abort_multipart_upload(
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
@@ -642,7 +634,7 @@ def remove_stray_objects(now=None):
         candidates = {
             item["Key"][len(prefix) :]: item["Key"]
             for item in items
-            if item["LastModified"] < cutoff or _run_of_key(item["Key"]) in failed
+            if item["LastModified"] < cutoff or run_id_of_name(item["Key"]) in failed
         }
         recorded = set(
             Run.objects.filter(output__in=list(candidates)).values_list("output", flat=True)

@@ -31,34 +31,31 @@ logger = logging.getLogger(__name__)
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
-def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
-    """Record a queued run of ``report``; a worker picks it up. It covers the latest
-    complete interval as of now (see runs.services.intervals)."""
-    start, end = default_interval(report, timezone.now())
-    return Run.objects.create(
-        report=report,
-        trigger=trigger,
-        status=RunStatus.QUEUED,
-        requested_by=requested_by,
-        scheduled_for=scheduled_for,
-        interval_start=start,
-        interval_end=end,
-    )
-
-
 def validated_request(report, given, now=None):
     """``(values to store, interval)`` for a run of ``report`` with the ``given``
     parameter values (JSON or text; ``interval_start``/``interval_end`` among them set
     the interval). Raises ParameterError naming the parameter that is wrong."""
-    if given is not None and not isinstance(given, dict):
-        raise ParameterError("parameters", 'Give the values as an object: {"name": value}.')
-    given = given or {}
+    given = _values_object(given)
     interval = requested_interval(report, given, now or timezone.now())
+    return checked_values(report, given, interval), interval
+
+
+def checked_values(report, given, interval):
+    """The ``given`` parameter values to store on a run of ``report`` over ``interval``:
+    the declared ones each in its type's JSON form (the interval's bounds go on the run
+    itself). Raises ParameterError naming the parameter that is wrong."""
+    given = _values_object(given)
     declared = declared_of(report)
     rest = given_without_bounds(given)
     values = resolve_values(declared, rest, interval, report_zone(report))
     by_name = all_parameters(declared)
-    return {name: json_value(by_name[name], values[name]) for name in rest}, interval
+    return {name: json_value(by_name[name], values[name]) for name in rest}
+
+
+def _values_object(given):
+    if given is not None and not isinstance(given, dict):
+        raise ParameterError("parameters", 'Give the values as an object: {"name": value}.')
+    return given or {}
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -66,6 +63,36 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 class QueueFull(Exception):
     """The report has as many runs waiting as it may; ``str()`` says so to the user."""
+
+
+def insert_requested_runs(report, idempotency_key, insert, replay):
+    """Insert the runs one request queues for ``report``, at most once per idempotency
+    key; ``(what insert or replay returned, created)``.
+
+    Requests for one report take turns on its row lock, so checks made in ``insert``
+    (room in the queue, intervals covered already) hold until the runs are in.
+    ``insert(key)`` creates the runs, the first carrying ``key``. With a key used for
+    this report within IDEMPOTENCY_WINDOW, ``replay(earlier run)`` answers instead
+    (``created`` False): the request that used it first queued ``earlier``. An older
+    key is free again.
+    """
+    with transaction.atomic():
+        # SQLite has no row locks; its IMMEDIATE transactions already take turns.
+        list(Report.objects.select_for_update().filter(pk=report.pk).values_list("pk"))
+        if idempotency_key:
+            earlier = Run.objects.filter(report=report, idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
+                    return replay(earlier), False
+                Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired
+        if not idempotency_key:
+            return insert(""), True
+        try:
+            with transaction.atomic():
+                return insert(idempotency_key), True
+        except IntegrityError:  # a concurrent request with the same key got there first
+            earlier = Run.objects.get(report=report, idempotency_key=idempotency_key)
+            return replay(earlier), False
 
 
 def request_run(
@@ -86,37 +113,24 @@ def request_run(
 
     With an idempotency key, a repeat for the same report within 24 hours returns the
     run the first request queued instead of queuing another. A report that already has
-    ``REPORT_MAX_QUEUED_RUNS`` runs waiting gets no more: :class:`QueueFull`. Requests
-    for one report take turns on its row lock, so concurrent ones cannot overshoot.
+    ``REPORT_MAX_QUEUED_RUNS`` runs waiting gets no more: :class:`QueueFull`.
     """
-    with transaction.atomic():
-        # SQLite has no row locks; its IMMEDIATE transactions already take turns.
-        list(Report.objects.select_for_update().filter(pk=report.pk).values_list("pk"))
-        if idempotency_key:
-            earlier = Run.objects.filter(report=report, idempotency_key=idempotency_key).first()
-            if earlier is not None:
-                if earlier.queued_at >= timezone.now() - IDEMPOTENCY_WINDOW:
-                    return earlier, False
-                Run.objects.filter(pk=earlier.pk).update(idempotency_key="")  # expired
+
+    def insert(key):
         _check_queue_room(report)
         start, end = interval or default_interval(report, timezone.now())
-        fields = {
-            "report": report,
-            "trigger": trigger,
-            "requested_by": requested_by,
-            "parameters": parameters or {},
-            "interval_start": start,
-            "interval_end": end,
-            "rerun_of": rerun_of,
-        }
-        if not idempotency_key:
-            return Run.objects.create(**fields), True
-        try:
-            with transaction.atomic():
-                run = Run.objects.create(**fields, idempotency_key=idempotency_key)
-        except IntegrityError:  # a concurrent request with the same key got there first
-            return Run.objects.get(report=report, idempotency_key=idempotency_key), False
-    return run, True
+        return Run.objects.create(
+            report=report,
+            trigger=trigger,
+            requested_by=requested_by,
+            parameters=parameters or {},
+            interval_start=start,
+            interval_end=end,
+            rerun_of=rerun_of,
+            idempotency_key=key,
+        )
+
+    return insert_requested_runs(report, idempotency_key, insert, replay=lambda earlier: earlier)
 
 
 def _check_queue_room(report):

@@ -4,8 +4,6 @@ import contextlib
 import logging
 import threading
 import time
-from datetime import UTC
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
@@ -22,11 +20,11 @@ from reports.services.logins import (
     renew_leases,
     run_holder,
 )
-from reports.services.statements import statement_for_run
+from reports.services.statements import report_zone, statement_for_run
 from reportsvc.text import escaped
 from runs.downloads import output_media_type
-from runs.models import Run, RunStatus, RunTrigger, output_upload_path
-from runs.naming import output_file_stem
+from runs.models import Run, RunStatus, RunTrigger
+from runs.naming import output_name
 from runs.services import output_storage
 from runs.services.cancelling import CANCEL_POLL_SECONDS, RunControl, stop_cancelled_runs
 from runs.services.exporter import export_query
@@ -231,10 +229,9 @@ def _perform_run(run, stop_waiting, lease, control):
         return fail(str(error).strip() or type(error).__name__, **interval)
     recorded = {"sql": statement, "parameters": values, **interval}
     run.sql, run.parameters = statement, values  # the output's name and the guard read them
-    file_name = f"{output_file_stem(run)}{report_format(report).suffix}"
     try:
-        output_name, result = _export_to_storage(
-            connection, statement, output_upload_path(run, file_name), run
+        stored_name, result = _export_to_storage(
+            connection, statement, output_name(run, report_format(report)), run
         )
     except ExportFailed as error:
         logger.info("run %s of %s failed: %s", run.pk, report.slug, error)
@@ -247,19 +244,19 @@ def _perform_run(run, stop_waiting, lease, control):
             RunStatus.SUCCEEDED,
             stop_waiting=stop_waiting,
             **recorded,
-            output=output_name,
+            output=stored_name,
             row_count=result.row_count,
             output_bytes=result.output_bytes,
             output_sha256=result.output_sha256,
         )
     except BaseException:
-        output_storage.remove_output(output_name)  # unrecorded, nothing would remove it
+        output_storage.remove_output(stored_name)  # unrecorded, nothing would remove it
         raise
     if not succeeded:
         # Someone gave up on this run meanwhile (worker stop, lost heartbeat) or
         # cancelled it: its record says failed or cancelled, so the file must not
         # outlive it.
-        output_storage.remove_output(output_name)
+        output_storage.remove_output(stored_name)
     else:
         logger.info(
             "run %s of %s succeeded: %s rows, %s bytes",
@@ -280,13 +277,6 @@ def writer_options(report, scratch_dir=None):
         timezone=report_zone(report),
         scratch_dir=scratch_dir,
     )
-
-
-def report_zone(report):
-    try:
-        return ZoneInfo(report.timezone)
-    except (ValueError, KeyError):
-        return UTC
 
 
 def _export_to_storage(connection, statement, name, run):

@@ -94,14 +94,6 @@ def report_format(report):
     return get_format(report.output_format) or output_formats()[DEFAULT_FORMAT]
 
 
-def format_for_extension(extension):
-    """The format whose files end in ``.extension``, or None."""
-    for output_format in output_formats().values():
-        if output_format.extension == extension:
-            return output_format
-    return None
-
-
 def format_of_file(name):
     """The format of a stored output, by its name's extension (``.csv.gz`` before
     ``.csv``); CSV for a name with none of them (outputs of older runs)."""

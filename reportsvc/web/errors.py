@@ -1,0 +1,40 @@
+"""How the API answers what the services refuse: one mapping, for every view.
+
+The services raise plain exceptions (a parameter value that does not fit, a full
+queue); views let them propagate and DRF calls ``api_exception_handler``
+(``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), which turns them into the API's errors.
+"""
+
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.views import exception_handler
+
+from datasources.parameters import ParameterError
+from runs.services.backfill import BackfillRangeError
+from runs.services.queue import QueueFull
+
+
+class ReportQueueFull(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "queue_full"
+
+
+def parameter_error(error):
+    """A 400 naming the parameter (``parameters.<name>``) or field that is wrong."""
+    name = error.field
+    if not isinstance(error, BackfillRangeError) and name != "parameters":
+        name = f"parameters.{name}"
+    return ValidationError({name: [error.message]})
+
+
+def api_error(error):
+    """The API's error for a service's exception; others are returned as they are."""
+    if isinstance(error, ParameterError):
+        return parameter_error(error)
+    if isinstance(error, QueueFull):
+        return ReportQueueFull(str(error))
+    return error
+
+
+def api_exception_handler(error, context):
+    return exception_handler(api_error(error), context)
