@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from datasources.sandbox import without_statement_text
+from reports import forms as report_forms
 from reports.cron import CronError, describe_crontab, next_fire_times, parse_crontab
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
@@ -63,15 +64,25 @@ class ReportForm(forms.ModelForm):
         widgets = {
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
-            "sql": forms.Textarea(attrs={"class": "rs-sql", "rows": 14, "spellcheck": "false"}),
+            "sql": report_forms.SQLTextarea(),
             "description": forms.Textarea(attrs={"rows": 3}),
-            "parameters": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
         }
 
     sql_warning = None  # saved, but the SQL was checked less than usual
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Parameters as rows, the data source as a choice (reports.forms).
+        self.parameter_rows = report_forms.parameter_rows(
+            self.data if self.is_bound else None, self.initial.get("parameters")
+        )
+        if "parameters" in self.fields:
+            self.fields["parameters"].widget = report_forms.ParameterRowsWidget(self.parameter_rows)
+            self.fields["parameters"].help_text = ""
+        if "data_source" in self.fields:
+            self.fields["data_source"] = report_forms.data_source_field(
+                self.fields["data_source"], self.instance.data_source if self.instance.pk else None
+            )
         if self.sql_hidden and "sql" in self.fields:
             self.initial["sql"] = ""  # never the stored SQL
             field = self.fields["sql"]
@@ -86,8 +97,20 @@ class ReportForm(forms.ModelForm):
             return self.instance.sql
         return sql
 
+    def clean_parameters(self):
+        if self.parameter_rows.is_bound:
+            return self.parameter_rows.declarations()
+        return self.cleaned_data["parameters"]
+
+    def clean_data_source(self):
+        return report_forms.clean_data_source(self.cleaned_data["data_source"])
+
     def full_clean(self):
         super().full_clean()
+        if self.parameter_rows.is_bound and "parameters" in self._errors:
+            # The model's word on a declaration goes to its row too.
+            marked = self.parameter_rows.mark(self._errors["parameters"])
+            self._errors["parameters"] = self.error_class(marked)
         kept = self.sql_hidden and not self.data.get(self.add_prefix("sql"), "").strip()
         if kept and "sql" in self._errors:
             # What is wrong with SQL the user may not see, without the lines quoting it.
@@ -121,23 +144,31 @@ class RunWithParametersForm(forms.Form):
         for name, bound in ((INTERVAL_START, start), (INTERVAL_END, end)):
             self.fields[name] = forms.CharField(
                 label=name.replace("_", " ").capitalize(),
-                initial=bound.astimezone(zone).isoformat(),
-                help_text="ISO 8601; without an offset, in the report's time zone "
-                f"({zone.key}). Filled in: the latest complete interval.",
+                initial=report_forms.local_text(bound, zone),
+                widget=report_forms.moment_input(zone),
+                help_text=f"{report_forms.moment_help(zone)} Filled in: the latest complete "
+                "interval.",
             )
         for parameter in declared_of(report):
-            self.fields[parameter.name] = _parameter_field(parameter)
+            self.fields[parameter.name] = _parameter_field(parameter, zone)
 
 
-def _parameter_field(parameter):
+def _parameter_field(parameter, zone):
     """The field of the parameter's type, its default filled in (a bound of the
-    interval, left blank: the run fills it in)."""
+    interval, left blank: the run fills it in); times in the report's zone."""
     options = {"label": parameter.label, "required": not parameter.has_default}
     initial, note = parameter.default_text, ""
+    moments = parameter.kind.sql_type == "timestamp"
     if initial in BUILT_IN_NAMES:
         initial, note = None, f" (default: from {initial})"
         options["required"] = False
-    return parameter.kind.form_field(parameter, initial=initial, note=note, **options)
+    elif moments and parameter.has_default:
+        initial = report_forms.local_text(parameter.default, zone)
+    field = parameter.kind.form_field(parameter, initial=initial, note=note, **options)
+    if moments:
+        field.widget = report_forms.moment_input(zone)
+        field.help_text = f"{report_forms.moment_help(zone)}{note}"
+    return field
 
 
 class BackfillForm(forms.Form):
@@ -146,6 +177,19 @@ class BackfillForm(forms.Form):
         "the report's time zone."
     )
     end = forms.DateTimeField(help_text="Fire times before this are counted.")
+
+    def __init__(self, zone, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, first in (
+            ("start", "The first fire time counted"),
+            ("end", "Fire times before this are counted"),
+        ):
+            self.fields[name].widget = report_forms.moment_input(zone)
+            self.fields[name].help_text = (
+                f"{first}: a date, or a date and time, in {zone.key} (e.g. 2026-11-16 or "
+                "2026-11-16 06:00)."
+            )
+
     rerun = forms.BooleanField(
         required=False, help_text="Also run fire times that already have a succeeded run."
     )
@@ -367,17 +411,21 @@ class ReportAdmin(admin.ModelAdmin):
 
     # Moments as the rest of the admin shows them (reportsvc.web.display), also where
     # the admin's zone does not reach them (Django's own display would fail there).
-    @admin.display(description="Next run at")
+    # A report's page shows every time in the report's zone (the one its schedule is
+    # read in), and names it.
+    @admin.display(description="Next run")
     def next_run_at_moment(self, report):
-        return moment(report.next_run_at)
+        if report.next_run_at is None:
+            return "— (manual runs only)" if not report.schedule else "— (disabled)"
+        return report_forms.zoned(report.next_run_at, report_zone(report))
 
     @admin.display(description="Created at")
     def created_at_moment(self, report):
-        return moment(report.created_at)
+        return report_forms.zoned(report.created_at, report_zone(report))
 
     @admin.display(description="Updated at")
     def updated_at_moment(self, report):
-        return moment(report.updated_at)
+        return report_forms.zoned(report.updated_at, report_zone(report))
 
     @admin.display(description="Next five runs")
     def next_fire_times(self, report):
@@ -389,8 +437,9 @@ class ReportAdmin(admin.ModelAdmin):
         except (CronError, ValueError, KeyError):
             return "—"
         return format_html(
-            "{}<ul class='rs-fires'>{}</ul>",
+            "{}, in {}:<ul class='rs-fires'>{}</ul>",
             describe_crontab(report.schedule),
+            zone.key,
             format_html_join(
                 "",
                 "<li>{}</li>",
@@ -414,7 +463,7 @@ class ReportAdmin(admin.ModelAdmin):
             '<a href="{}">all versions</a>',
             reverse("admin:reports_report_version", args=[report.pk, version.history_version]),
             version.history_version,
-            moment(version.history_date),
+            report_forms.zoned(version.history_date, report_zone(report)),
             f" by {version.history_user.get_username()}" if version.history_user else "",
             reverse("admin:reports_report_history", args=[report.pk]),
         )
@@ -438,7 +487,7 @@ class ReportAdmin(admin.ModelAdmin):
         return format_html(
             "<code id='webhook-secret'>{}</code><div class='help'>Key of the "
             "X-Reportsvc-Signature HMAC-SHA256 header on webhooks. Replace it with "
-            "“Rotate webhook secret” at the top of the page.</div>",
+            "“Rotate webhook secret” under Dangerous actions, below.</div>",
             report.webhook_secret,
         )
 
@@ -533,6 +582,7 @@ class ReportAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.model._meta,
                 "original": report,
+                "report_zone": report_zone(report),
                 "title": title,
                 **context,
             },
@@ -572,7 +622,7 @@ class ReportAdmin(admin.ModelAdmin):
             messages.error(request, "You are not allowed to run reports.")
             return redirect("admin:reports_report_change", report_id)
         zone = report_zone(report)
-        form, plan, status = BackfillForm(request.POST or None), None, 200
+        form, plan, status = BackfillForm(zone, request.POST or None), None, 200
         wait = run_trigger_wait(request) if request.method == "POST" else None
         if wait is not None:
             # Planning a range costs CPU: the API's run-trigger throttle counts it too.
@@ -755,7 +805,12 @@ class ReportAdmin(admin.ModelAdmin):
             "recent_runs": recent,
             "can_run": can_run_reports(request.user),
             "can_change": self.has_change_permission(request),
+            # Delete stands with the other dangerous actions, apart from Save.
+            "show_delete": False,
         }
+        if str(object_id).isdigit():
+            report = Report.objects.filter(pk=object_id).only("timezone").first()
+            extra_context["report_zone"] = report_zone(report) if report else None
         return super().change_view(request, object_id, form_url, extra_context)
 
 
