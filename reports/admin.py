@@ -7,6 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Substr
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -35,12 +36,13 @@ from reports.targets import redacted_emails, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reportsvc.web.display import (
     SQL_HIDDEN,
+    first_line,
     hidden_note,
     moment,
     moment_html,
     status_badge,
 )
-from reportsvc.web.permissions import can_run_reports, visibility_of
+from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.models import Run, RunStatus, RunTrigger
 from runs.selectors import latest_successful_output, latest_successful_run_id
 from runs.services.backfill import plan_backfill, queue_backfill
@@ -79,6 +81,7 @@ class ReportForm(forms.ModelForm):
         if "parameters" in self.fields:
             self.fields["parameters"].widget = report_forms.ParameterRowsWidget(self.parameter_rows)
             self.fields["parameters"].help_text = ""
+            self.fields["parameters"].show_hidden_initial = False
         if "data_source" in self.fields:
             self.fields["data_source"] = report_forms.data_source_field(
                 self.fields["data_source"], self.instance.data_source if self.instance.pk else None
@@ -216,6 +219,12 @@ def _newest(field, **filters):
     return Subquery(runs.values(field)[:1])
 
 
+def _newest_error_head():
+    """The start of the newest run's error: enough for its first line in the list."""
+    runs = Run.objects.filter(report=OuterRef("pk")).order_by("-queued_at", "-id")
+    return Subquery(runs.annotate(head=Substr("error", 1, 500)).values("head")[:1])
+
+
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     empty_value_display = "—"  # the dash the other columns use
@@ -331,9 +340,16 @@ class ReportAdmin(admin.ModelAdmin):
         return tuple(field for field in self.search_fields if field != "sql")
 
     def get_list_display(self, request):
-        if visibility_of(request).outputs:
-            return self.list_display
-        return tuple(name for name in self.list_display if name != "download")
+        visibility = visibility_of(request)
+
+        @admin.display(description="Last run", ordering="last_run_started")
+        def last_run(report):
+            return self.last_run(report, visibility)
+
+        shown = self.list_display
+        if not visibility.outputs:
+            shown = tuple(name for name in shown if name != "download")
+        return tuple(last_run if name == "last_run" else name for name in shown)
 
     def save_model(self, request, obj, form, change):
         # A changed schedule moves next_run_at at once; the version names the user.
@@ -360,6 +376,7 @@ class ReportAdmin(admin.ModelAdmin):
                 last_run_started=_newest("started_at"),
                 last_run_finished=_newest("finished_at"),
                 last_run_rows=_newest("row_count"),
+                last_run_error=_newest_error_head(),
                 last_success_id=latest_successful_run_id(),
                 last_success_output=latest_successful_output(),
             )
@@ -381,7 +398,9 @@ class ReportAdmin(admin.ModelAdmin):
         return _when(report.next_run_at, report.timezone) if report.next_run_at else "—"
 
     @admin.display(description="Last run", ordering="last_run_started")
-    def last_run(self, report):
+    def last_run(self, report, visibility=NOBODY):
+        """Status, when and how long; a failure's first line below, as the user may see
+        it (each request's own visibility: get_list_display)."""
         if not report.last_run_id:
             return status_badge(None)
         url = reverse("admin:runs_run_change", args=[report.last_run_id])
@@ -390,11 +409,15 @@ class ReportAdmin(admin.ModelAdmin):
         if report.last_run_started and report.last_run_finished:
             seconds = (report.last_run_finished - report.last_run_started).total_seconds()
             details = format_html("{} · {} s", details, f"{seconds:.1f}")
+        error = visibility.error(getattr(report, "last_run_error", None) or "")
         return format_html(
-            '<a href="{}">{}</a> <span class="rs-muted">{}</span>',
+            '<a href="{}">{}</a> <span class="rs-muted">{}</span>{}',
             url,
             status_badge(report.last_run_status),
             details,
+            format_html('<div class="rs-error-line rs-last-error">{}</div>', first_line(error))
+            if error
+            else "",
         )
 
     @admin.display(description="Rows")

@@ -53,8 +53,8 @@ class ParameterRowForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for field in self.fields.values():  # the column's header, for screen readers
-            field.widget.attrs.setdefault("aria-label", field.label)
+        for name, field in self.fields.items():  # the column's header, for screen readers
+            field.widget.attrs.setdefault("aria-label", field.label or name.capitalize())
         lines = str(self.initial.get("choices") or "").count("\n") + 1
         self.fields["choices"].widget.attrs["rows"] = min(lines, 5)
 
