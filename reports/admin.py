@@ -86,6 +86,10 @@ class ReportForm(forms.ModelForm):
             self.fields["data_source"] = report_forms.data_source_field(
                 self.fields["data_source"], self.instance.data_source if self.instance.pk else None
             )
+        if "sql" in self.fields:  # the editor highlights the source's dialect
+            self.fields["sql"].widget.attrs["data-sql-dialect"] = report_forms.dialect_of(
+                self.instance.data_source
+            )
         if self.sql_hidden and "sql" in self.fields:
             self.initial["sql"] = ""  # never the stored SQL
             field = self.fields["sql"]

@@ -303,6 +303,14 @@ def moment_input(zone):
 # --- The SQL ------------------------------------------------------------------------------
 
 
+def dialect_of(name):
+    """The vendor of the source ``name`` (the editor's SQL dialect), or "" when unknown."""
+    try:
+        return source_for(name).backend.vendor
+    except KeyError:
+        return ""
+
+
 class SQLTextarea(forms.Textarea):
     """A textarea that static/reportsvc/sql-editor.js turns into an editor with line
     numbers and highlighting; without JavaScript it stays a textarea."""
