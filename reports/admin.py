@@ -443,7 +443,9 @@ class ReportAdmin(admin.ModelAdmin):
     @admin.display(description="Next run")
     def next_run_at_moment(self, report):
         if report.next_run_at is None:
-            return "— (manual runs only)" if not report.schedule else "— (disabled)"
+            if not report.schedule:
+                return "— (manual runs only)"
+            return "—" if report.enabled else "— (disabled)"
         return report_forms.zoned(report.next_run_at, report_zone(report))
 
     @admin.display(description="Created at")
