@@ -4,8 +4,9 @@
 // textarea. Built into static/reportsvc/sql-editor.js (README.md here); no CDN.
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import { PostgreSQL, SQLite, StandardSQL, sql } from "@codemirror/lang-sql";
-import { bracketMatching, defaultHighlightStyle, syntaxHighlighting } from "@codemirror/language";
+import { bracketMatching, syntaxHighlighting } from "@codemirror/language";
 import { EditorState } from "@codemirror/state";
+import { classHighlighter } from "@lezer/highlight";
 import {
   EditorView,
   drawSelection,
@@ -32,7 +33,9 @@ function attach(textarea) {
         drawSelection(),
         bracketMatching(),
         highlightActiveLine(),
-        syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+        // Tokens get classes (tok-keyword, ...), coloured by static/reportsvc/admin.css
+        // for the light and the dark theme.
+        syntaxHighlighting(classHighlighter),
         sql({ dialect }),
         EditorView.lineWrapping,
         keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
