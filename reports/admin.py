@@ -256,6 +256,7 @@ class ReportAdmin(admin.ModelAdmin):
         "webhook_signing_secret",
         "notify_emails_redacted",
         "notify_webhooks_redacted",
+        "parameters_table",
     )
     actions = ["run_now", "rotate_webhook_secrets"]
     fieldsets = (
@@ -313,7 +314,7 @@ class ReportAdmin(admin.ModelAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets  # the form hides the SQL itself (get_form)
-        redacted = dict(self.REDACTED_FIELDS)
+        redacted = {**self.REDACTED_FIELDS, "parameters": "parameters_table"}  # rows, read
         if not visibility_of(request).sql:
             redacted["sql"] = "sql_hidden"
         return [
@@ -473,6 +474,31 @@ class ReportAdmin(admin.ModelAdmin):
                 "",
                 "<li>{}</li>",
                 ((moment(fire, zone, weekday=True),) for fire in fires),
+            ),
+        )
+
+    @admin.display(description="Parameters")
+    def parameters_table(self, report):
+        """The declared parameters as the rows show them, for those who may not edit."""
+        rows = report_forms.rows_initial(report.parameters)
+        if not rows:
+            return "— (the SQL uses only interval_start and interval_end, if any)"
+        return format_html(
+            '<table class="rs-table" id="parameters-table"><tr><th>Name</th><th>Type</th>'
+            "<th>Label</th><th>Default</th><th>Choices</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        row["name"],
+                        row["type"],
+                        row["label"],
+                        row["default"] or "—",
+                        ", ".join(row["choices"].splitlines()) or "—",
+                    )
+                    for row in rows
+                ),
             ),
         )
 

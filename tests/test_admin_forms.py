@@ -239,7 +239,10 @@ def test_rows_need_the_change_permission(client):
     )
     client.force_login(viewer)
     page = client.get(f"/admin/reports/report/{report.pk}/change/").content.decode()
-    assert 'id="parameter-rows"' not in page and "region" in page
+    assert 'id="parameter-rows"' not in page
+    table = page.split('id="parameters-table"')[1].split("</table>")[0]
+    assert "<td><code>region</code></td><td>choice</td><td>Region</td><td>EU</td>" in table
+    assert "<td>EU, US, Asia, Pacific</td>" in table
     body = {**form_data(name="Regions", slug="regions", sql=SQL), **rows_data([{"name": "x"}])}
     assert client.post(f"/admin/reports/report/{report.pk}/change/", body).status_code == 403
     report.refresh_from_db()
