@@ -367,3 +367,19 @@ def test_dangerous_actions_stand_apart_from_run_now(admin_client):
     change_form = page.split('id="report_form"')[1]
     assert 'id="rotate-webhook-secret-form"' not in change_form
     assert 'id="rotate-webhook-secret-form"' in page
+
+
+def test_a_default_that_reads_like_sql_stays_one_value(admin_client):
+    """A row's default never becomes SQL: the run quotes it as one text value."""
+    from runs.services.preview import preview_rows
+    from runs.services.runner import run_report_now
+
+    smuggled = "x'); DROP TABLE demo_orders; SELECT ('"
+    rows = [{"name": "note", "type": "text", "default": smuggled}, {}]
+    body = {**form_data(sql="SELECT {{ note }} AS note"), **rows_data(rows)}
+    assert admin_client.post("/admin/reports/report/add/", body).status_code == 302
+    report = Report.objects.get()
+    assert report.parameters[0]["default"] == smuggled
+    run = run_report_now(report)
+    assert run.status == "succeeded" and run.row_count == 1, run.error
+    assert [cell.text for cell in preview_rows(run).rows[0]] == [smuggled]
