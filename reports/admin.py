@@ -40,6 +40,7 @@ from reportsvc.web.display import (
     hidden_note,
     moment,
     moment_html,
+    named_moment,
     status_badge,
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
@@ -85,10 +86,6 @@ class ReportForm(forms.ModelForm):
         if "data_source" in self.fields:
             self.fields["data_source"] = report_forms.data_source_field(
                 self.fields["data_source"], self.instance.data_source if self.instance.pk else None
-            )
-        if "sql" in self.fields:  # the editor highlights the source's dialect
-            self.fields["sql"].widget.attrs["data-sql-dialect"] = report_forms.dialect_of(
-                self.instance.data_source
             )
         if self.sql_hidden and "sql" in self.fields:
             self.initial["sql"] = ""  # never the stored SQL
@@ -179,28 +176,22 @@ def _parameter_field(parameter, zone):
 
 
 class BackfillForm(forms.Form):
-    start = forms.DateTimeField(
-        help_text="The first fire time counted (e.g. 2026-11-16 or 2026-11-16 06:00), in "
-        "the report's time zone."
-    )
-    end = forms.DateTimeField(help_text="Fire times before this are counted.")
-
-    def __init__(self, zone, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name, first in (
-            ("start", "The first fire time counted"),
-            ("end", "Fire times before this are counted"),
-        ):
-            self.fields[name].widget = report_forms.moment_input(zone)
-            self.fields[name].help_text = (
-                f"{first}: a date, or a date and time, in {zone.key} (e.g. 2026-11-16 or "
-                "2026-11-16 06:00)."
-            )
-
+    start = forms.DateTimeField(help_text="The first fire time counted")
+    end = forms.DateTimeField(help_text="Fire times before this are counted")
     rerun = forms.BooleanField(
         required=False, help_text="Also run fire times that already have a succeeded run."
     )
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, zone, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("start", "end"):  # read in the report's zone, which they name
+            field = self.fields[name]
+            field.widget = report_forms.moment_input(zone)
+            field.help_text = (
+                f"{field.help_text}: a date, or a date and time, in {zone.key} (e.g. "
+                "2026-11-16 or 2026-11-16 06:00)."
+            )
 
 
 class LastStatusFilter(admin.SimpleListFilter):
@@ -447,15 +438,15 @@ class ReportAdmin(admin.ModelAdmin):
             if not report.schedule:
                 return "— (manual runs only)"
             return "—" if report.enabled else "— (disabled)"
-        return report_forms.zoned(report.next_run_at, report_zone(report))
+        return named_moment(report.next_run_at, report_zone(report))
 
     @admin.display(description="Created at")
     def created_at_moment(self, report):
-        return report_forms.zoned(report.created_at, report_zone(report))
+        return named_moment(report.created_at, report_zone(report))
 
     @admin.display(description="Updated at")
     def updated_at_moment(self, report):
-        return report_forms.zoned(report.updated_at, report_zone(report))
+        return named_moment(report.updated_at, report_zone(report))
 
     @admin.display(description="Next five runs")
     def next_fire_times(self, report):
@@ -482,7 +473,7 @@ class ReportAdmin(admin.ModelAdmin):
         """The declared parameters as the rows show them, for those who may not edit."""
         rows = report_forms.rows_initial(report.parameters)
         if not rows:
-            return "— (the SQL uses only interval_start and interval_end, if any)"
+            return "— (none declared)"
         return format_html(
             '<table class="rs-table" id="parameters-table"><tr><th>Name</th><th>Type</th>'
             "<th>Label</th><th>Default</th><th>Choices</th></tr>{}</table>",
@@ -518,7 +509,7 @@ class ReportAdmin(admin.ModelAdmin):
             '<a href="{}">all versions</a>',
             reverse("admin:reports_report_version", args=[report.pk, version.history_version]),
             version.history_version,
-            report_forms.zoned(version.history_date, report_zone(report)),
+            named_moment(version.history_date, report_zone(report)),
             f" by {version.history_user.get_username()}" if version.history_user else "",
             reverse("admin:reports_report_history", args=[report.pk]),
         )

@@ -9,7 +9,7 @@ import re
 from django import forms
 from django.core.exceptions import ValidationError
 from django.template.loader import render_to_string
-from django.utils.html import escape, format_html
+from django.utils.html import escape
 
 from datasources.parameters import parameter_types
 from datasources.parameters.base import MAX_TEXT_LENGTH
@@ -17,7 +17,6 @@ from datasources.registry import data_source_names, is_demo_source, source_for, 
 from reports.parameters import BUILT_IN_NAMES, LABEL_MAX_LENGTH, MAX_PARAMETERS, NAME_MAX_LENGTH
 from reportsvc.moments import in_zone
 from reportsvc.text import shown
-from reportsvc.web.display import moment
 
 PARAMETER_ROWS_PREFIX = "parameters"
 ROW_KEYS = ("name", "type", "label", "default", "choices")
@@ -125,12 +124,10 @@ class BaseParameterRows(forms.BaseFormSet):
                 left.append(message)
                 continue
             row = rows[index]
-            row.add_error(match[2], match[3])
+            name = shown(row.cleaned_data.get("name", ""))
+            row.add_error(match[2], match[3])  # takes the field out of cleaned_data
             number = self.forms.index(row) + 1
-            left.append(
-                f"Parameter row {number} ({shown(row.cleaned_data.get('name', ''))}), "
-                f"{match[2]}: {match[3]}"
-            )
+            left.append(f"Parameter row {number} ({name}), {match[2]}: {match[3]}")
         return left
 
 
@@ -264,16 +261,6 @@ def clean_data_source(value):
 # --- Times in the report's zone ----------------------------------------------------------
 
 
-def zoned(value, zone):
-    """``2026-11-26 06:00:00 CET (Europe/Berlin)``: a moment in the report's zone, named."""
-    if value is None:
-        return "—"
-    shown_moment = moment(value, zone)
-    if shown_moment.endswith(f" {zone.key}"):  # UTC: named already
-        return shown_moment
-    return format_html('{} <span class="rs-zone">({})</span>', shown_moment, zone.key)
-
-
 def local_text(value, zone):
     """A moment as an input shows it: ``2026-11-26 06:00`` in ``zone``, no offset (the
     seconds only when there are some)."""
@@ -301,14 +288,6 @@ def moment_input(zone):
 
 
 # --- The SQL ------------------------------------------------------------------------------
-
-
-def dialect_of(name):
-    """The vendor of the source ``name`` (the editor's SQL dialect), or "" when unknown."""
-    try:
-        return source_for(name).backend.vendor
-    except KeyError:
-        return ""
 
 
 class SQLTextarea(forms.Textarea):

@@ -196,6 +196,7 @@ def test_the_second_of_two_rows_named_alike_is_marked(admin_client):
     page = response.content.decode()
     assert "declared twice" in text_of(cell(row_html(page, 2), "name"))
     assert "declared twice" not in text_of(row_html(page, 1))
+    assert "Parameter row 2 (n), name: 'n' is declared twice." in text_of(page)
     assert not Report.objects.exists()
 
 

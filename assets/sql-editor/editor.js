@@ -3,7 +3,7 @@
 // editor writes every change into it. Without this script (or JavaScript) it is the
 // textarea. Built into static/reportsvc/sql-editor.js (README.md here); no CDN.
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
-import { PostgreSQL, SQLite, StandardSQL, sql } from "@codemirror/lang-sql";
+import { StandardSQL, sql } from "@codemirror/lang-sql";
 import { bracketMatching, syntaxHighlighting } from "@codemirror/language";
 import { EditorState } from "@codemirror/state";
 import { classHighlighter } from "@lezer/highlight";
@@ -16,13 +16,10 @@ import {
   lineNumbers,
 } from "@codemirror/view";
 
-const DIALECTS = { postgresql: PostgreSQL, sqlite: SQLite };
-
 function attach(textarea) {
   // Styles go in through constructed style sheets, or a <style> with the page's nonce
   // (the Content-Security-Policy refuses others): the nonce of the page's own <style>.
   const styled = document.querySelector("style[nonce]");
-  const dialect = DIALECTS[textarea.dataset.sqlDialect] || StandardSQL;
   const view = new EditorView({
     state: EditorState.create({
       doc: textarea.value,
@@ -36,7 +33,7 @@ function attach(textarea) {
         // Tokens get classes (tok-keyword, ...), coloured by static/reportsvc/admin.css
         // for the light and the dark theme.
         syntaxHighlighting(classHighlighter),
-        sql({ dialect }),
+        sql({ dialect: StandardSQL }), // the keywords every source reads
         EditorView.lineWrapping,
         keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
         EditorView.cspNonce.of(styled ? styled.nonce : ""),
