@@ -54,6 +54,9 @@ class ParameterRowForm(forms.Form):
         super().__init__(*args, **kwargs)
         for name, field in self.fields.items():  # the column's header, for screen readers
             field.widget.attrs.setdefault("aria-label", field.label or name.capitalize())
+        kind = self.initial.get("type")
+        if kind and kind not in parameter_types():  # shown as stored; the save says why not
+            self.fields["type"].choices = [*_type_choices(), (kind, f"{kind} (unknown)")]
         lines = str(self.initial.get("choices") or "").count("\n") + 1
         self.fields["choices"].widget.attrs["rows"] = min(lines, 5)
 
@@ -154,7 +157,7 @@ def rows_initial(declared):
         rows.append(
             {
                 "name": str(item.get("name") or ""),
-                "type": item.get("type") if item.get("type") in parameter_types() else "text",
+                "type": str(item.get("type") or "text"),
                 "label": str(item.get("label") or ""),
                 "default": "" if item.get("default") is None else str(item.get("default")),
                 "choices": "\n".join(map(str, choices)) if isinstance(choices, list) else "",

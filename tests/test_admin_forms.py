@@ -384,3 +384,21 @@ def test_a_default_that_reads_like_sql_stays_one_value(admin_client):
     run = run_report_now(report)
     assert run.status == "succeeded" and run.row_count == 1, run.error
     assert [cell.text for cell in preview_rows(run).rows[0]] == [smuggled]
+
+
+def test_a_stored_type_no_longer_known_is_shown_and_refused_at_its_row(admin_client):
+    report = Report.objects.create(name="Odd", slug="odd", sql="SELECT 1 AS one")
+    Report.objects.filter(pk=report.pk).update(parameters=[{"name": "n", "type": "money"}])
+    url = f"/admin/reports/report/{report.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert '<option value="money" selected>money (unknown)</option>' in cell(
+        row_html(page, 1), "type"
+    )
+    body = {
+        **form_data(name="Odd", slug="odd", sql="SELECT 1 AS one"),
+        **rows_data([{"name": "n", "type": "money"}], 1),
+    }
+    page = admin_client.post(url, body).content.decode()
+    assert "Select a valid choice" in text_of(cell(row_html(page, 1), "type"))
+    report.refresh_from_db()
+    assert report.parameters == [{"name": "n", "type": "money"}]
