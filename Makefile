@@ -50,3 +50,9 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+
+# The admin's SQL editor (CodeMirror), bundled into static/reportsvc/sql-editor.js: run
+# after changing assets/sql-editor (its package.json pins what is bundled).
+.PHONY: editor
+editor:
+	cd assets/sql-editor && npm ci --no-audit --no-fund && npm run build

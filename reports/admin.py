@@ -6,6 +6,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import F
+from django.db.models.functions import Substr
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -14,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from datasources.sandbox import without_statement_text
+from reports import forms as report_forms
 from reports.cron import CronError, describe_crontab, next_fire_times
 from reports.history import recorded
 from reports.models import REPORT_SETTINGS_FIELDS, Report
@@ -33,9 +35,11 @@ from reports.throttling import run_trigger_wait
 from reportsvc.moments import named_zone
 from reportsvc.web.display import (
     SQL_HIDDEN,
+    first_line,
     hidden_note,
     moment,
     moment_html,
+    named_moment,
     status_badge,
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
@@ -69,15 +73,26 @@ class ReportForm(forms.ModelForm):
         widgets = {
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
-            "sql": forms.Textarea(attrs={"class": "rs-sql", "rows": 14, "spellcheck": "false"}),
+            "sql": report_forms.SQLTextarea(),
             "description": forms.Textarea(attrs={"rows": 3}),
-            "parameters": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
         }
 
     sql_warning = None  # saved, but the SQL was checked less than usual
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Parameters as rows, the data source as a choice (reports.forms).
+        self.parameter_rows = report_forms.parameter_rows(
+            self.data if self.is_bound else None, self.initial.get("parameters")
+        )
+        if "parameters" in self.fields:
+            self.fields["parameters"].widget = report_forms.ParameterRowsWidget(self.parameter_rows)
+            self.fields["parameters"].help_text = ""
+            self.fields["parameters"].show_hidden_initial = False
+        if "data_source" in self.fields:
+            self.fields["data_source"] = report_forms.data_source_field(
+                self.fields["data_source"], self.instance.data_source if self.instance.pk else None
+            )
         if self.sql_hidden and "sql" in self.fields:
             self.initial["sql"] = ""  # never the stored SQL
             field = self.fields["sql"]
@@ -92,8 +107,20 @@ class ReportForm(forms.ModelForm):
             return self.instance.sql
         return sql
 
+    def clean_parameters(self):
+        if self.parameter_rows.is_bound:
+            return self.parameter_rows.declarations()
+        return self.cleaned_data["parameters"]
+
+    def clean_data_source(self):
+        return report_forms.clean_data_source(self.cleaned_data["data_source"])
+
     def full_clean(self):
         super().full_clean()
+        if self.parameter_rows.is_bound and "parameters" in self._errors:
+            # The model's word on a declaration goes to its row too.
+            marked = self.parameter_rows.mark(self._errors["parameters"])
+            self._errors["parameters"] = self.error_class(marked)
         kept = self.sql_hidden and not self.data.get(self.add_prefix("sql"), "").strip()
         if kept and "sql" in self._errors:
             # What is wrong with SQL the user may not see, without the lines quoting it.
@@ -120,35 +147,50 @@ class RunWithParametersForm(forms.Form):
         for name, bound in ((INTERVAL_START, start), (INTERVAL_END, end)):
             self.fields[name] = forms.CharField(
                 label=name.replace("_", " ").capitalize(),
-                initial=bound.astimezone(zone).isoformat(),
-                help_text="ISO 8601; without an offset, in the report's time zone "
-                f"({zone.key}). Filled in: the latest complete interval.",
+                initial=report_forms.local_text(bound, zone),
+                widget=report_forms.moment_input(zone),
+                help_text=f"{report_forms.moment_help(zone)} Filled in: the latest complete "
+                "interval.",
             )
         for parameter in declared_of(report):
-            self.fields[parameter.name] = _parameter_field(parameter)
+            self.fields[parameter.name] = _parameter_field(parameter, zone)
 
 
-def _parameter_field(parameter):
+def _parameter_field(parameter, zone):
     """The field of the parameter's type, its default filled in (a bound of the
-    interval, left blank: the run fills it in)."""
+    interval, left blank: the run fills it in); times in the report's zone."""
     options = {"label": parameter.label, "required": not parameter.has_default}
     initial, note = parameter.default_text, ""
+    moments = parameter.kind.sql_type == "timestamp"
     if initial in BUILT_IN_NAMES:
         initial, note = None, f" (default: from {initial})"
         options["required"] = False
-    return parameter.kind.form_field(parameter, initial=initial, note=note, **options)
+    elif moments and parameter.has_default:
+        initial = report_forms.local_text(parameter.default, zone)
+    field = parameter.kind.form_field(parameter, initial=initial, note=note, **options)
+    if moments:
+        field.widget = report_forms.moment_input(zone)
+        field.help_text = f"{report_forms.moment_help(zone)}{note}"
+    return field
 
 
 class BackfillForm(forms.Form):
-    start = forms.DateTimeField(
-        help_text="The first fire time counted (e.g. 2026-11-16 or 2026-11-16 06:00), in "
-        "the report's time zone."
-    )
-    end = forms.DateTimeField(help_text="Fire times before this are counted.")
+    start = forms.DateTimeField(help_text="The first fire time counted")
+    end = forms.DateTimeField(help_text="Fire times before this are counted")
     rerun = forms.BooleanField(
         required=False, help_text="Also run fire times that already have a succeeded run."
     )
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, zone, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("start", "end"):  # read in the report's zone, which they name
+            field = self.fields[name]
+            field.widget = report_forms.moment_input(zone)
+            field.help_text = (
+                f"{field.help_text}: a date, or a date and time, in {zone.key} (e.g. "
+                "2026-11-16 or 2026-11-16 06:00)."
+            )
 
 
 class LastStatusFilter(admin.SimpleListFilter):
@@ -212,6 +254,7 @@ class ReportAdmin(admin.ModelAdmin):
         "notify_emails_redacted",
         "notify_webhooks_redacted",
         "freshness_details",
+        "parameters_table",
     )
     actions = ["run_now", "enable_reports", "disable_reports", "rotate_webhook_secrets"]
     fieldsets = (
@@ -271,7 +314,7 @@ class ReportAdmin(admin.ModelAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets  # the form hides the SQL itself (get_form)
-        redacted = dict(self.REDACTED_FIELDS)
+        redacted = {**self.REDACTED_FIELDS, "parameters": "parameters_table"}  # rows, read
         if not visibility_of(request).sql:
             redacted["sql"] = "sql_hidden"
         return [
@@ -308,9 +351,16 @@ class ReportAdmin(admin.ModelAdmin):
         return tuple(field for field in self.search_fields if field != "sql")
 
     def get_list_display(self, request):
-        if visibility_of(request).outputs:
-            return self.list_display
-        return tuple(name for name in self.list_display if name != "download")
+        visibility = visibility_of(request)
+
+        @admin.display(description="Last run", ordering="last_run_started")
+        def last_run(report):
+            return self.last_run(report, visibility)
+
+        shown = self.list_display
+        if not visibility.outputs:
+            shown = tuple(name for name in shown if name != "download")
+        return tuple(last_run if name == "last_run" else name for name in shown)
 
     def save_model(self, request, obj, form, change):
         # A changed schedule moves next_run_at at once; the version names the user.
@@ -334,6 +384,7 @@ class ReportAdmin(admin.ModelAdmin):
             last_run_started=F("last_run__started_at"),
             last_run_finished=F("last_run__finished_at"),
             last_run_rows=F("last_run__row_count"),
+            last_run_error=Substr("last_run__error", 1, 500),
             last_success_id=latest_successful_run_id(),
             last_success_output=latest_successful_output(),
         )
@@ -354,7 +405,9 @@ class ReportAdmin(admin.ModelAdmin):
         return _when(report.next_run_at, report.timezone) if report.next_run_at else "—"
 
     @admin.display(description="Last run", ordering="last_run_started")
-    def last_run(self, report):
+    def last_run(self, report, visibility=NOBODY):
+        """Status, when and how long; a failure's first line below, as the user may see
+        it (each request's own visibility: get_list_display)."""
         if not report.last_run_id:
             return status_badge(None)
         url = reverse("admin:runs_run_change", args=[report.last_run_id])
@@ -363,11 +416,15 @@ class ReportAdmin(admin.ModelAdmin):
         if report.last_run_started and report.last_run_finished:
             seconds = (report.last_run_finished - report.last_run_started).total_seconds()
             details = format_html("{} · {} s", details, f"{seconds:.1f}")
+        error = visibility.error(getattr(report, "last_run_error", None) or "")
         return format_html(
-            '<a href="{}">{}</a> <span class="rs-muted">{}</span>',
+            '<a href="{}">{}</a> <span class="rs-muted">{}</span>{}',
             url,
             status_badge(report.last_run_status),
             details,
+            format_html('<div class="rs-error-line rs-last-error">{}</div>', first_line(error))
+            if error
+            else "",
         )
 
     @admin.display(description="Freshness", ordering="stale")
@@ -433,17 +490,23 @@ class ReportAdmin(admin.ModelAdmin):
 
     # Moments as the rest of the admin shows them (reportsvc.web.display), also where
     # the admin's zone does not reach them (Django's own display would fail there).
-    @admin.display(description="Next run at")
+    # A report's page shows every time in the report's zone (the one its schedule is
+    # read in), and names it.
+    @admin.display(description="Next run")
     def next_run_at_moment(self, report):
-        return moment(report.next_run_at)
+        if report.next_run_at is None:
+            if not report.schedule:
+                return "— (manual runs only)"
+            return "—" if report.enabled else "— (disabled)"
+        return named_moment(report.next_run_at, report_zone(report))
 
     @admin.display(description="Created at")
     def created_at_moment(self, report):
-        return moment(report.created_at)
+        return named_moment(report.created_at, report_zone(report))
 
     @admin.display(description="Updated at")
     def updated_at_moment(self, report):
-        return moment(report.updated_at)
+        return named_moment(report.updated_at, report_zone(report))
 
     @admin.display(description="Next five runs")
     def next_fire_times(self, report):
@@ -455,12 +518,38 @@ class ReportAdmin(admin.ModelAdmin):
         except (CronError, ValueError, KeyError):
             return "—"
         return format_html(
-            "{}<ul class='rs-fires'>{}</ul>",
+            "{}, in {}:<ul class='rs-fires'>{}</ul>",
             describe_crontab(report.schedule),
+            zone.key,
             format_html_join(
                 "",
                 "<li>{}</li>",
                 ((moment(fire, zone, weekday=True),) for fire in fires),
+            ),
+        )
+
+    @admin.display(description="Parameters")
+    def parameters_table(self, report):
+        """The declared parameters as the rows show them, for those who may not edit."""
+        rows = report_forms.rows_initial(report.parameters)
+        if not rows:
+            return "— (none declared)"
+        return format_html(
+            '<table class="rs-table" id="parameters-table"><tr><th>Name</th><th>Type</th>'
+            "<th>Label</th><th>Default</th><th>Choices</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        row["name"],
+                        row["type"],
+                        row["label"],
+                        row["default"] or "—",
+                        ", ".join(row["choices"].splitlines()) or "—",
+                    )
+                    for row in rows
+                ),
             ),
         )
 
@@ -480,7 +569,7 @@ class ReportAdmin(admin.ModelAdmin):
             '<a href="{}">all versions</a>',
             reverse("admin:reports_report_version", args=[report.pk, version.history_version]),
             version.history_version,
-            moment(version.history_date),
+            named_moment(version.history_date, report_zone(report)),
             f" by {version.history_user.get_username()}" if version.history_user else "",
             reverse("admin:reports_report_history", args=[report.pk]),
         )
@@ -504,7 +593,7 @@ class ReportAdmin(admin.ModelAdmin):
         return format_html(
             "<code id='webhook-secret'>{}</code><div class='help'>Key of the "
             "X-Reportsvc-Signature HMAC-SHA256 header on webhooks. Replace it with "
-            "“Rotate webhook secret” at the top of the page.</div>",
+            "“Rotate webhook secret” under Dangerous actions, below.</div>",
             report.webhook_secret,
         )
 
@@ -622,6 +711,7 @@ class ReportAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.model._meta,
                 "original": report,
+                "report_zone": report_zone(report),
                 "title": title,
                 **context,
             },
@@ -661,7 +751,7 @@ class ReportAdmin(admin.ModelAdmin):
             messages.error(request, "You are not allowed to run reports.")
             return redirect("admin:reports_report_change", report_id)
         zone = report_zone(report)
-        form, plan, status = BackfillForm(request.POST or None), None, 200
+        form, plan, status = BackfillForm(zone, request.POST or None), None, 200
         wait = run_trigger_wait(request) if request.method == "POST" else None
         if wait is not None:
             # Planning a range costs CPU: the API's run-trigger throttle counts it too.
@@ -858,7 +948,12 @@ class ReportAdmin(admin.ModelAdmin):
             "recent_runs": recent,
             "can_run": can_run_reports(request.user),
             "can_change": self.has_change_permission(request),
+            # Delete stands with the other dangerous actions, apart from Save.
+            "show_delete": False,
         }
+        if str(object_id).isdigit():
+            report = Report.objects.filter(pk=object_id).only("timezone").first()
+            extra_context["report_zone"] = report_zone(report) if report else None
         return super().change_view(request, object_id, form_url, extra_context)
 
 

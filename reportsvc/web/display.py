@@ -49,6 +49,17 @@ def moment_html(value, zone=None):
     )
 
 
+def named_moment(value, zone):
+    """``moment`` in ``zone``, the zone named: ``2026-11-26 06:00:00 CET (Europe/Berlin)``
+    (a report's pages show every time in the report's zone)."""
+    if value is None:
+        return "—"
+    shown = moment(value, zone)
+    if shown.endswith(f" {zone.key}"):  # UTC: named already
+        return shown
+    return format_html('{} <span class="rs-zone">({})</span>', shown, zone.key)
+
+
 def first_line(text, length=100):
     """The first non-empty line of ``text``, shortened to ``length`` characters."""
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
