@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DOCS_PORT ?= 8001
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench docs docs-build screenshot clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,18 @@ format: $(BIN)/.installed
 ## bench: export benchmark against PostgreSQL (DATABASE_URL, default local postgres)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/export.py
+
+## docs: the documentation site on http://127.0.0.1:$(DOCS_PORT)/, rebuilt as docs/ changes
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+## docs-build: the site into var/site/, strictly: a broken link, anchor or page fails (CI)
+docs-build: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --clean
+
+## screenshot: docs/admin-reports.png anew from the demo (Playwright, the system Chromium)
+screenshot: $(BIN)/.installed
+	$(BIN)/python bench/screenshot.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

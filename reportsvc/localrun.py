@@ -4,7 +4,9 @@
   ``REPORTING_DATABASE_URL*`` from its environment) in ``var/make-run.env`` (under
   ``REPORTSVC_VAR_DIR`` when that is in the environment); manage.py uses them when
   ``DATABASE_URL`` is not set, so ``.venv/bin/python manage.py …`` in another terminal
-  reaches the database the service is using.
+  reaches the database the service is using. It also notes its address in
+  ``var/make-run.address``: ``python -m reportsvc.localrun address`` prints it, so the
+  documentation's commands reach the server at its real port.
 - The first admin password is also written to ``<var>/admin-password`` (mode 0600).
 
 Importable before Django's settings are loaded (manage.py reads the file first).
@@ -18,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MAKE_RUN_ENV_NAME = "make-run.env"
+MAKE_RUN_ADDRESS_NAME = "make-run.address"
+DEFAULT_ADDRESS = "http://127.0.0.1:8000"
 ADMIN_PASSWORD_FILE_NAME = "admin-password"
 
 
@@ -61,6 +65,37 @@ def remember_databases(environment=None):
         + "".join(f"{name}={value}\n" for name, value in remembered.items()),
     )
     return remembered
+
+
+def served_address(environment):
+    """The address ``make run``'s web server answers at, from its HOST and PORT."""
+    host = environment.get("HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"  # listening everywhere: this machine reaches it on loopback
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{environment.get('PORT') or 8000}"
+
+
+def remember_address(environment=None):
+    """Record where ``make run`` serves, so commands in another terminal can ask."""
+    environment = os.environ if environment is None else environment
+    path = make_run_env(environment).with_name(MAKE_RUN_ADDRESS_NAME)
+    address = served_address(environment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(address + "\n", encoding="utf-8")
+    return address
+
+
+def remembered_address(environment=None):
+    """Where the last ``make run`` served (the default address before any)."""
+    environment = os.environ if environment is None else environment
+    path = make_run_env(environment).with_name(MAKE_RUN_ADDRESS_NAME)
+    try:
+        address = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return DEFAULT_ADDRESS
+    return address if address.startswith(("http://", "https://")) else DEFAULT_ADDRESS
 
 
 def read_remembered(path):
@@ -136,7 +171,21 @@ def admin_password_file(var_dir):
     return path if path.is_file() else None
 
 
+USAGE = """usage: python -m reportsvc.localrun COMMAND
+  remember-databases  record the databases and the address of this `make run`
+  address             print the address `make run` serves (http://127.0.0.1:8000 before any)
+"""
+
+
+def main(arguments):
+    if arguments == ["remember-databases"]:
+        remember_databases()
+        remember_address()
+    elif arguments == ["address"]:
+        print(remembered_address())
+    else:
+        sys.exit(USAGE)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["remember-databases"]:
-        sys.exit("usage: python -m reportsvc.localrun remember-databases")
-    remember_databases()
+    main(sys.argv[1:])

@@ -33,9 +33,10 @@ from reportsvc.localrun import (
     without_password,
 )
 from tests.conftest import ON_POSTGRES, postgres_only
+from tests.docs_blocks import all_text, shell_lines
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-README = (PROJECT_DIR / "README.md").read_text()
+README = all_text()  # README.md and the documentation site
 # Variables a developer's shell may carry that would change what a command does.
 CLEARED = ("DATABASE_URL", "REPORTING_DATABASE_URL", "SECRET_KEY", "DEBUG", "OUTPUTS_DIR")
 CLEARED += ("PUBLIC_BASE_URL", "HOST", "PORT", "REPORTSVC_VAR_DIR", "MAKEFLAGS", "MAKELEVEL")
@@ -181,14 +182,8 @@ def test_a_token_made_in_another_terminal_works_on_the_postgresql_make_run_serve
 
 
 def readme_shell_lines():
-    """Commands in the README's ```sh blocks, one per line, comments dropped."""
-    lines = []
-    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL):
-        for line in block.replace("\\\n", " ").splitlines():
-            command = re.sub(r"\s+#.*$", "", line).strip()
-            if command and not command.startswith("#"):
-                lines.append(command)
-    return lines
+    """Commands in the shell blocks of README.md and docs/, one per line, comments dropped."""
+    return shell_lines()
 
 
 def test_readme_commands_name_things_that_exist():
