@@ -33,7 +33,7 @@ from reportsvc.localrun import (
     without_password,
 )
 from tests.conftest import ON_POSTGRES, postgres_only
-from tests.docs_blocks import all_text, shell_lines
+from tests.docs_blocks import RUN_ORDER, SETUP_PAGE, all_text, shell_blocks, shell_lines
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 README = all_text()  # README.md and the documentation site
@@ -258,6 +258,42 @@ class MakeRun:
             self.process.wait()
 
 
+def run_the_runnable_blocks(folder, environment):
+    """Every block titled runnable, page by page, each page in a terminal of its own.
+
+    The terminal's folder stands for the project folder (the files the blocks name are
+    links to the project's), so what the blocks download lands there, not in the project.
+    """
+    folder.mkdir()
+    for name in (".venv", "manage.py", "reportsvc"):
+        (folder / name).symlink_to(PROJECT_DIR / name)
+    setup = next(block for block in shell_blocks(SETUP_PAGE) if block.runnable)
+    for page in RUN_ORDER:
+        runnable = [block for block in shell_blocks(page) if block.runnable]
+        if not any("TOKEN=$(" in block.code for block in runnable):
+            runnable = [setup, *runnable]  # "with API and AUTH as the quick start sets them"
+        script = "set -e\n" + "".join(
+            f"{block.code}\necho; echo '--- ok {block}'\n" for block in runnable
+        )
+        result = subprocess.run(
+            ["bash", "-c", script],
+            cwd=folder,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            start_new_session=True,
+        )
+        done = re.findall(r"^--- ok (\S+)$", result.stdout, flags=re.M)
+        assert result.returncode == 0, (page, "passed:", done, result.stdout[-3000:], result.stderr)
+        assert done == [str(block) for block in runnable]
+    # The tour's end: a workbook and a CSV, saved under their own names.
+    workbooks = list(folder.glob("daily-revenue-by-currency_*.xlsx"))
+    assert workbooks and workbooks[0].read_bytes()[:2] == b"PK", list(folder.iterdir())
+    assert list(folder.glob("top-customers-this-week_*.csv")), list(folder.iterdir())
+
+
+@pytest.mark.long_running
 @pytest.mark.skipif(ON_POSTGRES, reason="uses a SQLite file of its own: runs in the SQLite pass")
 def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
     port = free_port()
@@ -320,12 +356,16 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         )
         assert summary["status"] == "succeeded" and summary["row_count"] > 0
 
+        run_the_runnable_blocks(tmp_path / "terminal", terminal)
+
         changed = paste(change_it, input="a-brand-new-password-7\na-brand-new-password-7\n")
         assert changed.returncode == 0, changed.stderr
         assert "Password changed successfully for user 'admin'" in changed.stdout
         with sqlite3.connect(served) as database:
             kept = database.execute("SELECT digest FROM authtoken_token").fetchall()
-        assert kept == [(hashlib.sha256(token.encode()).hexdigest(),)]  # never the key itself
+        # Never a key itself: the first token's digest, and those the pasted blocks made.
+        assert (hashlib.sha256(token.encode()).hexdigest(),) in kept
+        assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for (digest,) in kept)
         assert not (var / "reportsvc.sqlite3").exists()  # nothing went to the default
     finally:
         status = service.ctrl_c() if service.process.poll() is None else service.process.poll()
