@@ -59,7 +59,7 @@ docs-build: $(BIN)/.installed
 
 ## screenshot: docs/admin-reports.png anew from the demo (Playwright, the system Chromium)
 screenshot: $(BIN)/.installed
-	$(BIN)/python bench/screenshot.py
+	$(BIN)/python tools/screenshot.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

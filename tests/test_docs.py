@@ -172,3 +172,26 @@ def test_the_layout_map_is_the_tree():
     assert in_apps - actual == set(), "in docs/architecture.md, gone from the tree"
     for path in set(mapped) - in_apps:  # the other top-level folders it describes
         assert (PROJECT_DIR / path).is_dir(), path
+
+
+# --- the admin screenshot ---------------------------------------------------------------
+
+
+@pytest.mark.long_running
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/chromium") and os.environ.get("REQUIRE_BROWSER_TESTS") != "1",
+    reason="/usr/bin/chromium is not installed (apt-get install chromium)",
+)
+def test_the_admin_screenshot_is_made_from_the_demo(tmp_path):
+    output = tmp_path / "admin-reports.png"
+    result = subprocess.run(
+        [sys.executable, "tools/screenshot.py", "--output", str(output)],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = (int.from_bytes(output.read_bytes()[at : at + 4], "big") for at in (16, 20))
+    assert (width, height) == (1400, 900)
