@@ -14,9 +14,13 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 ## run: install, migrate, seed demo data, then web server + worker (Ctrl-C stops both)
-# It remembers the databases it serves (var/make-run.env), so manage.py in another
-# terminal reaches them too. Ctrl-C reaches make, the recipe's shell and honcho;
-# honcho stops both processes and exits 130: that is a normal stop, so say so, exit 0.
+# It remembers the databases it serves and its address (var/make-run.env,
+# var/make-run.address), so manage.py and the docs' commands in another terminal reach
+# them. The last line execs the supervisor (reportsvc/localrun.py), so it is make's own
+# child: Ctrl-C reaches it, and so does `kill <make's pid>` (make passes SIGTERM on to
+# its children and waits for them). It stops the web server and the worker, a run in
+# progress finishing within the worker's shutdown grace, frees the port, ends with
+# "Stopped." and exits 0 (1 when a process failed).
 run: export DEBUG ?= 1
 run: export HOST := $(HOST)
 run: export PORT := $(PORT)
@@ -25,8 +29,7 @@ run: $(BIN)/.installed
 	$(BIN)/python -m reportsvc.localrun remember-databases
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	@trap : INT; PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile; \
-	status=$$?; if [ $$status -eq 130 ]; then echo "Stopped."; exit 0; fi; exit $$status
+	@PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python -m reportsvc.localrun serve Procfile
 
 ## test: the whole test suite (SQLite by default; set DATABASE_URL for PostgreSQL),
 ## in parallel test processes, each with databases of its own

@@ -106,7 +106,7 @@ COMPOSE_ENV_FILE = ".env.compose"
 
 
 def test_compose_and_local_runs_read_different_env_files():
-    # Local runs (settings.py, honcho under make run) read .env; the stack reads its
+    # Local runs (settings.py, make run) read .env; the stack reads its
     # own file, so `cp .env.example` for compose can never break `make run`.
     assert 'BASE_DIR / ".env"' in SETTINGS_SOURCE
     assert COMPOSE_ENV_FILE != ".env"

@@ -374,8 +374,103 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
     # Ctrl-C is a normal stop: both processes exit 0, make reports no error.
     output = service.output()
     assert output.rstrip().endswith("Stopped."), output[-2000:]
-    assert re.search(r"web\.1 stopped \(rc=0\)", output) and re.search(
-        r"worker\.1 stopped \(rc=0\)", output
-    ), output[-2000:]
+    assert re.search(r"web\s+\| stopped \(rc=0\)", output), output[-2000:]
+    assert re.search(r"worker\s+\| stopped \(rc=0\)", output), output[-2000:]
     assert "rc=-" not in output and "make: ***" not in output and "Traceback" not in output
     assert status in (0, -signal.SIGINT)  # make itself ends by the SIGINT, quietly
+    assert port_is_free(port)
+
+
+def port_is_free(port):
+    """Nothing listens there, and a new server can bind it (as servers do: SO_REUSEADDR,
+    past the closed connections' TIME_WAIT)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def process_is_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")  # a zombie runs nothing and holds no port
+    return stat.exists() and stat.read_text().split(") ")[1].startswith("Z")
+
+
+# Some seconds of SQLite's work, and one statement: a run to stop in the middle of.
+SLOW_SQL = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) "
+    "SELECT count(*) AS n FROM c"
+)
+
+
+@pytest.mark.long_running
+@pytest.mark.skipif(ON_POSTGRES, reason="uses a SQLite file of its own: runs in the SQLite pass")
+def test_kill_of_make_stops_everything_and_lets_the_running_run_finish(tmp_path):
+    port = free_port()
+    served = tmp_path / "served.sqlite3"
+    var = tmp_path / "var"
+    service = MakeRun(
+        clean_environment(
+            DATABASE_URL=f"sqlite:///{served}", PORT=str(port), REPORTSVC_VAR_DIR=str(var)
+        ),
+        tmp_path / "make-run.log",
+    )
+    try:
+        service.wait_for(f"Starting development server at http://127.0.0.1:{port}/", "started:")
+        pids = [int(pid) for pid in re.findall(r"\| started \(pid (\d+)\)", service.output())]
+        assert len(pids) == 2
+        token = subprocess.run(
+            [sys.executable, "manage.py", "createapitoken", "admin"],
+            cwd=PROJECT_DIR,
+            env=clean_environment(REPORTSVC_VAR_DIR=str(var), DEBUG="1"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
+
+        def call(method, path, body=None):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/{path}",
+                method=method,
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+
+        call("POST", "reports/", {"name": "Slow", "slug": "slow", "sql": SLOW_SQL})
+        run = call("POST", "reports/slow/run/")
+        deadline = time.monotonic() + 60
+        while call("GET", f"runs/{run['id']}/")["status"] == "queued":
+            assert time.monotonic() < deadline, service.output()
+            time.sleep(0.1)
+        os.kill(service.process.pid, signal.SIGTERM)  # `kill <make's pid>`
+        status = service.process.wait(90)
+    finally:
+        service.kill()
+        service._log.close()
+
+    output = service.output()
+    assert status == -signal.SIGTERM  # make says it was terminated
+    assert output.rstrip().endswith("Stopped."), output[-3000:]
+    assert re.search(r"worker\s+\| stopped \(rc=0\)", output), output[-3000:]
+    assert re.search(r"web\s+\| stopped \(rc=0\)", output), output[-3000:]
+    assert all(process_is_gone(pid) for pid in pids), output[-3000:]
+    assert port_is_free(port)
+    with sqlite3.connect(served) as database:
+        (final,) = database.execute(
+            "SELECT status FROM runs_run WHERE id = ?", [run["id"]]
+        ).fetchone()
+    assert final == "succeeded", output[-3000:]  # finished within the grace, not left running
+    # It was running when the stop came, and finished after it.
+    assert output.index("stopping: SIGTERM") < output.index(f"run {run['id']} of slow succeeded")
