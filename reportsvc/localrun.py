@@ -7,7 +7,9 @@
   reaches the database the service is using. It also notes its address in
   ``var/make-run.address``: ``python -m reportsvc.localrun address`` prints it, so the
   documentation's commands reach the server at its real port.
-- The first admin password is also written to ``<var>/admin-password`` (mode 0600).
+- The first admin password is also written to ``<var>/admin-password-<database>``
+  (mode 0600), one file per database, so switching databases never shows a password
+  that does not open the login of the one served.
 - ``serve`` is the small supervisor ``make run`` ends in: it starts the Procfile's
   processes (web server and worker), prefixes their output with their names, and stops
   them all however it is stopped itself (Ctrl-C, SIGTERM to ``make``, a closed
@@ -18,7 +20,9 @@ Importable before Django's settings are loaded (manage.py reads the file first).
 
 import contextlib
 import ctypes
+import hashlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -170,16 +174,54 @@ def manage_command(*arguments, environment=None):
     return prefix + shlex.join([str(python), "manage.py", *arguments])
 
 
-def write_admin_password(password, var_dir):
-    """Keep the generated admin password where only this user can read it."""
-    path = Path(var_dir) / ADMIN_PASSWORD_FILE_NAME
+def database_label(database):
+    """A file-name-safe name of a database (Django settings), the same each time.
+
+    Readable (vendor and database name) and unique (a digest of where it is), so each
+    database `make run` serves keeps its own admin password file.
+    """
+    vendor = database.get("ENGINE", "").rsplit(".", 1)[-1] or "database"
+    name = str(database.get("NAME") or "")
+    readable = Path(name).stem if vendor == "sqlite3" else name
+    where = "|".join(str(database.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{vendor}-{readable}")[:60]
+    return f"{safe}-{digest}"
+
+
+def admin_password_path(var_dir, database):
+    return Path(var_dir) / f"{ADMIN_PASSWORD_FILE_NAME}-{database_label(database)}"
+
+
+def write_admin_password(password, var_dir, database):
+    """Keep the generated admin password of this database where only this user reads it."""
+    path = admin_password_path(var_dir, database)
     _write_private(path, password + "\n")
     return path
 
 
-def admin_password_file(var_dir):
-    path = Path(var_dir) / ADMIN_PASSWORD_FILE_NAME
-    return path if path.is_file() else None
+def admin_password_file(var_dir, database, opens):
+    """The file holding this database's admin password, if it still opens the login.
+
+    ``opens(password)`` says whether a password opens the login. A file whose password
+    no longer does (changed since) is removed rather than shown; a password kept by an
+    earlier version in ``<var>/admin-password``, one file for every database, moves to
+    this database's file when it opens this database's login.
+    """
+    path = admin_password_path(var_dir, database)
+    legacy = Path(var_dir) / ADMIN_PASSWORD_FILE_NAME
+    for candidate in (path, legacy):
+        try:
+            password = candidate.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if password and opens(password):
+            if candidate == legacy:
+                candidate.replace(path)
+            return path
+        if candidate == path:
+            candidate.unlink(missing_ok=True)
+    return None
 
 
 # --- the supervisor of `make run` --------------------------------------------------------

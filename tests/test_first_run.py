@@ -311,7 +311,8 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         banner = service.output()
         assert f"Open http://127.0.0.1:{port}/admin/" in banner  # the real address
         password = re.search(r"user 'admin', password '([^']+)'", banner).group(1)
-        assert (var / "admin-password").read_text().strip() == password
+        (saved,) = var.glob("admin-password-sqlite3-served-*")  # this database's own file
+        assert saved.read_text().strip() == password
         change_it = re.search(r"Change it: (.+)", banner).group(1)
         assert change_it == "DEBUG=1 .venv/bin/python manage.py changepassword admin"
 

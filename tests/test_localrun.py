@@ -18,11 +18,15 @@ import pytest
 
 from reportsvc.localrun import (
     DEFAULT_ADDRESS,
+    admin_password_file,
+    admin_password_path,
+    database_label,
     procfile_processes,
     remember_address,
     remembered_address,
     served_address,
     stop_timeout,
+    write_admin_password,
 )
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -243,3 +247,35 @@ def test_an_unknown_command_says_how_to_call_it():
     )
     assert result.returncode == 1
     assert "serve [PROCFILE]" in result.stderr
+
+
+SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/x/var/reportsvc.sqlite3"}
+POSTGRES = {"ENGINE": "django.db.backends.postgresql", "NAME": "reportsvc", "HOST": "h"}
+
+
+def test_each_database_keeps_its_own_admin_password(tmp_path):
+    assert database_label(SQLITE).startswith("sqlite3-reportsvc-")
+    assert database_label(POSTGRES).startswith("postgresql-reportsvc-")
+    assert database_label(POSTGRES) != database_label({**POSTGRES, "HOST": "other"})
+    assert database_label({"ENGINE": "x", "NAME": "../../etc/passwd"}).count("/") == 0
+    write_admin_password("sqlite-one", tmp_path, SQLITE)
+    write_admin_password("postgres-one", tmp_path, POSTGRES)  # then PostgreSQL ...
+    # ... then SQLite again: its own password, which still opens its login.
+    found = admin_password_file(tmp_path, SQLITE, opens=lambda password: password == "sqlite-one")
+    assert found == admin_password_path(tmp_path, SQLITE)
+    assert found.read_text() == "sqlite-one\n"
+
+
+def test_a_password_file_that_opens_nothing_goes(tmp_path):
+    write_admin_password("old", tmp_path, SQLITE)
+    assert admin_password_file(tmp_path, SQLITE, opens=lambda password: False) is None
+    assert not admin_password_path(tmp_path, SQLITE).exists()
+
+
+def test_the_one_file_of_earlier_versions_moves_to_the_database_it_opens(tmp_path):
+    (tmp_path / "admin-password").write_text("kept\n")
+    assert admin_password_file(tmp_path, POSTGRES, opens=lambda password: False) is None
+    assert (tmp_path / "admin-password").exists()  # not this database's: left alone
+    found = admin_password_file(tmp_path, SQLITE, opens=lambda password: password == "kept")
+    assert found == admin_password_path(tmp_path, SQLITE)
+    assert not (tmp_path / "admin-password").exists()
