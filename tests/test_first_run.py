@@ -117,14 +117,14 @@ def test_printed_commands_carry_what_they_need():
 # --- manage.py's own errors ------------------------------------------------------------
 
 
-def manage(*arguments, environment=None, python=(sys.executable,), **kwargs):
+def manage(*arguments, environment=None, python=(sys.executable,), timeout=60, **kwargs):
     return subprocess.run(
         [*python, "manage.py", *arguments],
         cwd=PROJECT_DIR,
         env=environment or clean_environment(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         **kwargs,
     )
 
@@ -475,3 +475,52 @@ def test_kill_of_make_stops_everything_and_lets_the_running_run_finish(tmp_path)
     assert final == "succeeded", output[-3000:]  # finished within the grace, not left running
     # It was running when the stop came, and finished after it.
     assert output.index("stopping: SIGTERM") < output.index(f"run {run['id']} of slow succeeded")
+
+
+@postgres_only
+@pytest.mark.long_running
+def test_migrate_by_a_createrole_owner_says_nothing_alarming(tmp_path):
+    """A fresh database owned by a role with CREATEROLE (no superuser): the first migrate
+    creates the demo source's roles without warning that they do not exist yet, and
+    later ones say nothing about them either."""
+    import psycopg
+    from django.db import connection
+
+    owner = f"reportsvc_owner_{os.getpid()}"
+    database = f"reportsvc_quiet_{os.getpid()}"
+    settings_dict = connection.settings_dict
+    admin = psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"],
+        password=settings_dict.get("PASSWORD") or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+    roles = [owner, f"{owner}_demo_reader", *(f"{owner}_demo_reader_{n}" for n in range(1, 5))]
+    try:
+        admin.execute(f"CREATE ROLE \"{owner}\" LOGIN CREATEROLE PASSWORD 'pw'")
+        admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
+        environment = clean_environment(
+            DATABASE_URL=(
+                f"postgres://{owner}:pw@{settings_dict['HOST'] or '127.0.0.1'}:"
+                f"{settings_dict['PORT'] or 5432}/{database}"
+            ),
+            DEBUG="1",
+            REPORTSVC_VAR_DIR=str(tmp_path),
+        )
+        for attempt in ("first", "again"):
+            result = manage("migrate", "--noinput", environment=environment, timeout=300)
+            said = result.stdout + result.stderr
+            assert result.returncode == 0, said
+            assert not re.search(r"W001|Warning|NOTICE|could not|does not exist", said), (
+                attempt,
+                said,
+            )
+        checked = manage("check", environment=environment)
+        assert "System check identified no issues" in checked.stdout, checked.stderr
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in reversed(roles):
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
