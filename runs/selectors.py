@@ -135,18 +135,29 @@ ORDER BY report.name, report.id
 """
 
 
-def reports_with_last_run(slug=None):
-    """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``.
+def reports_with_last_run(slug=None, after=None, limit=None):
+    """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``;
+    by name, those after the ``(name, id)`` ``after``, at most ``limit`` of them.
 
     Rows are named tuples with the attributes the serializers read.
     """
+    where, parameters = [], []
+    if slug is not None:
+        where.append("report.slug = %s")
+        parameters.append(slug)
+    if after is not None:
+        where.append("(report.name > %s OR (report.name = %s AND report.id > %s))")
+        parameters += [after[0], after[0], after[1]]
     query = _REPORTS_WITH_LAST_RUN.format(
         report_columns=", ".join(f"report.{name}" for name in REPORT_ROW_FIELDS),
         run_columns=", ".join(f"last_run.{name}" for name in LAST_RUN_FIELDS),
-        where="WHERE report.slug = %s" if slug is not None else "",
+        where=f"WHERE {' AND '.join(where)}" if where else "",
     )
+    if limit is not None:
+        query += " LIMIT %s"
+        parameters.append(limit)
     with connection.cursor() as cursor:
-        cursor.execute(query, [slug] if slug is not None else [])
+        cursor.execute(query, parameters)
         rows = cursor.fetchall()
     reports, last_runs, width = [], {}, len(REPORT_ROW_FIELDS)
     for row in rows:
