@@ -111,6 +111,17 @@ def timed(connection, url, count, token):
     return statistics.median(latencies), p95
 
 
+def server_cpu_seconds(server):
+    """CPU time (user + system) of gunicorn's worker processes so far: what requests
+    cost the server, whatever else keeps the machine busy."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    total = 0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def start_gunicorn(port):
     server = subprocess.Popen(
         [
@@ -195,20 +206,25 @@ def main():
         cases[2] = (*cases[2][:2], False)
     runs = Run.objects.count()
     print(f"{runs:,} runs over {args.reports:,} reports; {args.requests} requests each")
-    print(f"{'request':<46} {'median':>8} {'p95':>8} {'queries':>8} {'bytes':>10}")
+    print(f"{'request':<46} {'median':>8} {'p95':>8} {'CPU/req':>8} {'queries':>8} {'bytes':>10}")
     server = start_gunicorn(args.port)
     worst = 0.0
     try:
         connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
         for label, url, targeted in cases:
             timed(connection, url, 3, key)  # warm up
+            cpu_before = server_cpu_seconds(server)
             median, p95 = timed(connection, url, args.requests, key)
+            cpu = (server_cpu_seconds(server) - cpu_before) / args.requests * 1000
             if targeted:
                 worst = max(worst, p95)
             queries = query_count(client, url, headers)
             size = len(client.get(url, **headers).content)
             note = "" if targeted else "  (no target)"
-            print(f"{label:<46} {median:>6.1f}ms {p95:>6.1f}ms {queries:>8} {size:>10,}{note}")
+            print(
+                f"{label:<46} {median:>6.1f}ms {p95:>6.1f}ms {cpu:>6.1f}ms {queries:>8} "
+                f"{size:>10,}{note}"
+            )
     finally:
         server.terminate()
         server.wait(30)
