@@ -21,7 +21,8 @@ def main():
 
     use_database_of_make_run()
     if sys.argv[1:2] == ["runserver"]:
-        # `make run` (honcho) stops the development server with SIGTERM: a normal stop.
+        # `make run` (reportsvc.localrun) stops the development server with SIGTERM: a
+        # normal stop.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         execute_from_command_line(sys.argv)

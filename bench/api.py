@@ -1,13 +1,14 @@
-"""API benchmark (PostgreSQL): latency with 1,000,000 runs over 500 reports.
+"""API benchmark (PostgreSQL): latency with 1,000,000 runs over 500 (or more) reports.
 
-Fills its own database (reportsvc_bench_api) once, then measures through a local
-gunicorn (one sync worker, reportsvc.wsgi, over a kept-alive HTTP connection) the
-median and p95 of:
-the first and the 50th page of GET /api/runs/?report=<slug>, GET /api/reports/ (all
-500 reports with their last run) and GET /api/runs/{id}/; and shows that the number
-of queries does not grow with the page size.
+Fills its own database (reportsvc_bench_api, or BENCH_DATABASE) anew, then measures
+through a local gunicorn (one sync worker, reportsvc.wsgi, over a kept-alive HTTP
+connection) the median and p95 of: the first and the 50th page of
+GET /api/runs/?report=<slug>, GET /api/reports/ (every report with its last run), its
+pages (?page_size=), and GET /api/runs/{id}/; and shows that the number of queries
+does not grow with the page size. The target is a p95 of 50 ms for each; with more
+than 500 reports the whole list has none (its pages have).
 
-    python bench/api.py [--requests 100]
+    python bench/api.py [--requests 100] [--reports 500] [--page-size 100]
 """
 
 import argparse
@@ -22,8 +23,8 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgres://postgres@127.0.0.1:5432")
-DATABASE = "reportsvc_bench_api"
-REPORTS, RUNS_PER_REPORT = 500, 2000
+DATABASE = os.environ.get("BENCH_DATABASE", "reportsvc_bench_api")
+TOTAL_RUNS = 1_000_000
 
 FILL_RUNS = """
 INSERT INTO runs_run (report_id, status, trigger, scheduled_for, queued_at, started_at,
@@ -43,7 +44,7 @@ CROSS JOIN LATERAL (SELECT now() - g * interval '15 minutes' - r.id * interval '
 """
 
 
-def setup(requests_per_case):
+def setup(reports):
     os.environ.update(
         DATABASE_URL=f"{SERVER_URL}/{DATABASE}",
         SECRET_KEY="benchmark",
@@ -64,26 +65,25 @@ def setup(requests_per_case):
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    fill()
+    fill(reports)
 
 
-def fill():
+def fill(reports):
     from django.db import connection
 
     from reports.models import Report
     from runs.models import Run
 
-    if Run.objects.count() == REPORTS * RUNS_PER_REPORT:
-        return
-    print(f"filling {REPORTS * RUNS_PER_REPORT:,} runs (once)...", flush=True)
+    runs_per_report = TOTAL_RUNS // reports
+    print(f"filling {reports * runs_per_report:,} runs over {reports:,} reports...", flush=True)
     Run.objects.all().delete()
     Report.objects.all().delete()
     Report.objects.bulk_create(
         Report(name=f"Report {i}", slug=f"report-{i}", sql="SELECT 1", schedule="*/15 * * * *")
-        for i in range(REPORTS)
+        for i in range(reports)
     )
     with connection.cursor() as cursor:
-        cursor.execute(FILL_RUNS, [RUNS_PER_REPORT])
+        cursor.execute(FILL_RUNS, [runs_per_report])
         cursor.execute("VACUUM ANALYZE runs_run")
 
 
@@ -109,6 +109,17 @@ def timed(connection, url, count, token):
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
     return statistics.median(latencies), p95
+
+
+def server_cpu_seconds(server):
+    """CPU time (user + system) of gunicorn's worker processes so far: what requests
+    cost the server, whatever else keeps the machine busy."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    total = 0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_gunicorn(port):
@@ -144,8 +155,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--reports", type=int, default=500, help="reports (1,000,000 runs over them)"
+    )
+    parser.add_argument("--page-size", type=int, default=100, help="of GET /api/reports/ pages")
     args = parser.parse_args()
-    setup(args.requests)
+    setup(args.reports)
 
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -160,36 +175,56 @@ def main():
     headers = {"HTTP_AUTHORIZATION": f"Token {key}"}
     client = Client()
 
-    # 2,000 runs per report: 20 a page reaches page 50.
+    # 20 runs a page, as far as the report's runs go (page 50 at 500 reports).
     first = "/api/runs/?report=report-250&page_size=20"
+    pages = min(50, TOTAL_RUNS // args.reports // 20)
     page = client.get(first, **headers).json()
-    for _ in range(49):
+    for _ in range(pages - 2):
         page = client.get(page["next"], **headers).json()
-    fiftieth = page["next"].replace("http://testserver", "")
+    last_runs_page = page["next"].replace("http://testserver", "")
     run_id = (
         Run.objects.filter(report__slug="report-250")
         .order_by("-id")
-        .values_list("pk", flat=True)[1000]
+        .values_list("pk", flat=True)[TOTAL_RUNS // args.reports // 2]
     )
+    # The reports list in pages (?page_size=, the next page's URL in the Link header).
+    reports_pages = [f"/api/reports/?page_size={args.page_size}"]
+    while len(reports_pages) < args.reports // args.page_size:
+        link = client.get(reports_pages[-1], **headers).headers["Link"]
+        reports_pages.append(link.split(">", 1)[0].lstrip("<").replace("http://testserver", ""))
+    middle = reports_pages[len(reports_pages) // 2]
 
     cases = [
-        ("GET /api/runs/?report=<slug> (page 1)", first),
-        ("GET /api/runs/?report=<slug> (page 50)", fiftieth),
-        ("GET /api/reports/ (500 with last run)", "/api/reports/"),
-        ("GET /api/runs/{id}/", f"/api/runs/{run_id}/"),
+        ("GET /api/runs/?report=<slug> (page 1)", first, True),
+        (f"GET /api/runs/?report=<slug> (page {pages})", last_runs_page, True),
+        (f"GET /api/reports/ (all {args.reports:,}, last runs)", "/api/reports/", True),
+        (f"GET /api/reports/?page_size={args.page_size} (first)", reports_pages[0], True),
+        (f"GET /api/reports/?page_size={args.page_size} (middle)", middle, True),
+        ("GET /api/runs/{id}/", f"/api/runs/{run_id}/", True),
     ]
-    print(f"{Run.objects.count():,} runs over {REPORTS} reports; {args.requests} requests each")
-    print(f"{'request':<42} {'median':>8} {'p95':>8} {'queries':>8}")
+    if args.reports > 500:  # the whole list is the pages' job past the 500 of the target
+        cases[2] = (*cases[2][:2], False)
+    runs = Run.objects.count()
+    print(f"{runs:,} runs over {args.reports:,} reports; {args.requests} requests each")
+    print(f"{'request':<46} {'median':>8} {'p95':>8} {'CPU/req':>8} {'queries':>8} {'bytes':>10}")
     server = start_gunicorn(args.port)
     worst = 0.0
     try:
         connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
-        for label, url in cases:
+        for label, url, targeted in cases:
             timed(connection, url, 3, key)  # warm up
+            cpu_before = server_cpu_seconds(server)
             median, p95 = timed(connection, url, args.requests, key)
-            worst = max(worst, p95)
+            cpu = (server_cpu_seconds(server) - cpu_before) / args.requests * 1000
+            if targeted:
+                worst = max(worst, p95)
             queries = query_count(client, url, headers)
-            print(f"{label:<42} {median:>6.1f}ms {p95:>6.1f}ms {queries:>8}")
+            size = len(client.get(url, **headers).content)
+            note = "" if targeted else "  (no target)"
+            print(
+                f"{label:<46} {median:>6.1f}ms {p95:>6.1f}ms {cpu:>6.1f}ms {queries:>8} "
+                f"{size:>10,}{note}"
+            )
     finally:
         server.terminate()
         server.wait(30)
@@ -203,7 +238,7 @@ def main():
     admin_times.sort()
     admin_p95 = admin_times[min(len(admin_times) - 1, int(len(admin_times) * 0.95))]
     print(
-        f"{'admin runs list (test client)':<42} {statistics.median(admin_times):>6.1f}ms "
+        f"{'admin runs list (test client)':<46} {statistics.median(admin_times):>6.1f}ms "
         f"{admin_p95:>6.1f}ms {query_count(admin, '/admin/runs/run/', {}):>8}"
     )
     print("queries per runs page by page size:", end=" ")
@@ -215,7 +250,7 @@ def main():
         print(f"{size}: {counts[-1]}", end="  ")
     print()
     for label, ok in [
-        ("p95 < 50 ms for each request", worst < 50),
+        ("p95 <= 50 ms for each request with a target", worst <= 50),
         ("query count does not grow with page size", len(set(counts)) == 1),
         ("admin runs list p95 < 300 ms", admin_p95 < 300),
     ]:

@@ -27,7 +27,7 @@ from reports.serializers import (
 from reports.services import history as report_history
 from reports.services import webhook_secrets
 from reports.services.schedules import save_report
-from reportsvc.web.pagination import NewestFirstCursorPagination
+from reportsvc.web.pagination import LinkHeaderPages, NewestFirstCursorPagination
 from reportsvc.web.permissions import (
     CanChangeReports,
     CanRunReports,
@@ -47,6 +47,7 @@ from runs.run_requests import (
     BACKFILL_PARAMETERS,
     QUEUE_FULL,
     QUEUING_ACTION_OPTIONS,
+    RUN_EXAMPLES,
     RUN_PARAMETERS,
     THROTTLED,
     idempotency_key,
@@ -80,8 +81,18 @@ class VersionCursorPagination(NewestFirstCursorPagination):
     items = "versions"
 
 
+class ReportPages(LinkHeaderPages):
+    max_page_size = 500
+    items = "reports"
+
+
 @extend_schema_view(
-    list=extend_schema(description=f"All reports, by name, each with its last run. {READ}"),
+    list=extend_schema(
+        description=f"All reports, by name, each with its last run; in pages with "
+        f"`page_size` (the next page's address in the `Link` header). {READ}",
+        parameters=ReportPages.schema_parameters(),
+        responses={200: ReportSerializer(many=True), 400: VALIDATION_ERROR},
+    ),
     retrieve=extend_schema(description=f"One report, with its last run. {READ}"),
     create=extend_schema(
         description="Create a report (validated like the admin). Needs add_report.",
@@ -147,7 +158,15 @@ class ReportViewSet(viewsets.ModelViewSet):
         return response
 
     def list(self, request, *args, **kwargs):
-        return Response(self._represent(*reports_with_last_run()))
+        pages = ReportPages(request)
+        if not pages.requested:
+            return Response(self._represent(*reports_with_last_run()))
+        reports, last_runs = reports_with_last_run(after=pages.after, limit=pages.size + 1)
+        response = Response(self._represent(reports[: pages.size], last_runs))
+        if len(reports) > pages.size:
+            last = reports[pages.size - 1]
+            response["Link"] = pages.next_link((last.name, last.id))
+        return response
 
     def retrieve(self, request, *args, **kwargs):
         self.get_object()  # 404 and permission checks
@@ -157,6 +176,7 @@ class ReportViewSet(viewsets.ModelViewSet):
     @extend_schema(
         request=RunRequestSerializer,
         parameters=RUN_PARAMETERS,
+        examples=RUN_EXAMPLES,
         responses={
             202: OpenApiResponse(
                 RunSerializer,

@@ -3,12 +3,23 @@ or ``manage.py check`` starts, so an unsafe source is reported before a report r
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from datasources.backends import backend_for
-from datasources.registry import logins_variable
+from datasources.registry import is_demo_source, logins_variable
 from datasources.safety import assess_source
 from reports.services.logins import examine_logins
+
+
+def migrations_pending():
+    """Whether the service's database lacks migrations (Django says so itself)."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        return bool(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    except DatabaseError:
+        return False
 
 
 @register()
@@ -19,6 +30,10 @@ def check_data_sources(app_configs, **kwargs):
             if outcome is None:
                 continue  # in use: its holder examined it when it connected
             if not hasattr(outcome, "refusals"):
+                if is_demo_source(name) and migrations_pending():
+                    # `migrate` sets the built-in demo source up after these checks, and
+                    # until then every command is told to migrate: nothing to add.
+                    break
                 where = f"'{name}'" if len(aliases) == 1 else f"'{name}' (login '{login}')"
                 messages.append(
                     Warning(

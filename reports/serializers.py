@@ -215,7 +215,9 @@ class WebhookSecretSerializer(serializers.Serializer):
     {
         "type": "object",
         "additionalProperties": {},
-        "example": {"region": "EU", "interval_end": "2026-11-26T06:00:00+01:00"},
+        # Valid for every report: no values, so the defaults and the latest interval.
+        # What values look like is in the descriptions (a report's own names).
+        "example": {},
     }
 )
 class ParameterValuesField(serializers.JSONField):
@@ -228,7 +230,8 @@ class RunRequestSerializer(serializers.Serializer):
         required=False,
         help_text="Values by parameter name: declared parameters (missing ones take their "
         "default) and interval_start / interval_end (ISO 8601; default: the latest "
-        "complete interval of the schedule, or yesterday for reports without one).",
+        "complete interval of the schedule, or yesterday for reports without one), e.g. "
+        '`{"status": "refunded", "interval_end": "2026-11-26T06:00:00+01:00"}`.',
     )
 
 

@@ -368,7 +368,9 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "reportsvc API",
-    "DESCRIPTION": "Reports, their runs, on-demand triggers and CSV downloads.",
+    "DESCRIPTION": "Reports, their runs, on-demand triggers and backfills, and downloads "
+    "of each run's file in the report's format: CSV, gzip-compressed CSV (CSV.gz) or an "
+    "Excel workbook (XLSX).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Like everything under /api/: a token or the admin session (README, REST API).

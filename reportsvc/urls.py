@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from reports.api import ReportViewSet, latest_output_view
+from reportsvc.views import favicon
 from runs.api import RunViewSet
 from runs.services.formats import output_formats
 from runs.views import healthz, metrics
@@ -29,6 +30,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
     *latest_outputs,
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A browser page: people without a session log in to the admin first. The split

@@ -1,7 +1,11 @@
+import functools
+
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.http import require_safe
 
 # Django's own error pages are HTML; under /api/ every error is JSON, as the API promises.
 
@@ -37,3 +41,17 @@ def server_error(request):
     if _is_api(request):
         return JsonResponse({"detail": "Internal server error; it has been logged."}, status=500)
     return defaults.server_error(request)
+
+
+@functools.cache
+def _favicon_bytes():
+    with open(finders.find("reportsvc/favicon.ico"), "rb") as icon:
+        return icon.read()
+
+
+@require_safe
+def favicon(request):
+    """/favicon.ico, which browsers ask for on every page of the admin and the API docs."""
+    response = HttpResponse(_favicon_bytes(), content_type="image/vnd.microsoft.icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

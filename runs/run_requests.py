@@ -1,7 +1,7 @@
 """What the API's queuing endpoints share (run, backfill, rerun): the Idempotency-Key
 and the 202 answer (their errors: reportsvc.web.errors)."""
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -30,6 +30,23 @@ QUEUE_FULL = OpenApiResponse(
 )
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Swagger UI's "Try it out" sends the first example: one that every report accepts.
+RUN_EXAMPLES = [
+    OpenApiExample(
+        "Defaults",
+        value={},
+        request_only=True,
+        description="The declared parameters' defaults, over the latest complete interval.",
+    ),
+    OpenApiExample(
+        "With values",
+        value={"parameters": {"status": "refunded", "interval_end": "2026-11-26T06:00:00+01:00"}},
+        request_only=True,
+        description="Values by name (the demo's daily-revenue report declares `status`) "
+        "and the end of the data interval; other reports declare other names.",
+    ),
+]
+
 RUN_PARAMETERS = [
     OpenApiParameter(
         "Idempotency-Key",

@@ -156,31 +156,42 @@ ReportRow = namedtuple("ReportRow", [*REPORT_ROW_FIELDS, "last_run_id"])
 LastRunRow = namedtuple("LastRunRow", LAST_RUN_FIELDS)
 
 
+# Stand-ins compiled into the cached SQL, replaced by the real values at each call.
+_SLUG, _NAME, _ID = "\x01slug", "\x01name", -0x7AB0_0001
+
+
 @functools.cache
-def _reports_with_last_run_sql(vendor, *, by_slug):
-    """The SQL of ``reports_with_last_run`` for the database ``vendor`` (its only
-    parameter: the slug, if ``by_slug``)."""
+def _reports_with_last_run_sql(vendor, *, by_slug, paged=False, limit=None):
+    """The SQL of ``reports_with_last_run`` for the database ``vendor``, and the
+    stand-ins its parameters take the place of, in order."""
     reports = with_last_run(Report.objects.all())
     if by_slug:
-        reports = reports.filter(slug="")
+        reports = reports.filter(slug=_SLUG)
+    if paged:
+        reports = reports.filter(Q(name__gt=_NAME) | Q(name=_NAME, id__gt=_ID))
     columns = (*REPORT_ROW_FIELDS, *(f"last_run__{name}" for name in LAST_RUN_FIELDS))
-    query, params = reports.order_by("name", "id").values_list(*columns).query.sql_with_params()
-    assert list(params) == ([""] if by_slug else []), params
-    return query
+    rows = reports.order_by("name", "id").values_list(*columns)
+    if limit is not None:
+        rows = rows[:limit]
+    query, params = rows.query.sql_with_params()
+    assert set(params) <= {_SLUG, _NAME, _ID}, params
+    return query, tuple(params)
 
 
-def reports_with_last_run(slug=None):
-    """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``.
+def reports_with_last_run(slug=None, after=None, limit=None):
+    """``(report rows, {run id: last run row})`` for all reports, or the one with ``slug``;
+    by name, those after the ``(name, id)`` ``after``, at most ``limit`` of them.
 
     Rows are named tuples with the attributes the serializers read. One query, compiled
     once and read by a plain cursor: listing 500 reports as model instances, or through
     the ORM's conversion of each value, cost more than the query itself (bench/api.py).
     """
+    query, placeholders = _reports_with_last_run_sql(
+        connection.vendor, by_slug=slug is not None, paged=after is not None, limit=limit
+    )
+    values = {_SLUG: slug, _NAME: after and after[0], _ID: after and after[1]}
     with connection.cursor() as cursor:
-        if slug is None:
-            cursor.execute(_reports_with_last_run_sql(connection.vendor, by_slug=False))
-        else:
-            cursor.execute(_reports_with_last_run_sql(connection.vendor, by_slug=True), [slug])
+        cursor.execute(query, [values[placeholder] for placeholder in placeholders])
         rows = cursor.fetchall()
     reports, last_runs, width = [], {}, len(REPORT_ROW_FIELDS)
     for row in rows:

@@ -4,9 +4,11 @@ import stat
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
 
 from reports.models import Report
 from reports.services.demo import DEMO_REPORTS
+from reportsvc.localrun import admin_password_path
 from runs.models import Run, RunStatus
 from runs.services.runner import run_report_now
 from tests.conftest import read_csv
@@ -87,14 +89,15 @@ def test_admin_password_is_printed_once_and_kept_where_only_the_user_reads_it(
     second = capsys.readouterr().out
     password = re.search(r"user 'admin', password '([^']+)'", first).group(1)
     assert "Admin login (shown only this once)" in first
-    saved = var_dir / "admin-password"
+    saved = admin_password_path(var_dir, connection.settings_dict)
+    assert saved.name.startswith("admin-password-")  # one file per database
     assert saved.read_text() == password + "\n"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert f"The password is also in {saved} (only you can read it)." in first
     assert "Change it: " in first and "manage.py changepassword admin" in first
     assert first.rstrip().endswith("Open http://127.0.0.1:8761/admin/")
     assert password not in second
-    assert f"the superuser 'admin' exists already; its first password is in {saved}." in second
+    assert f"the superuser 'admin' exists already; the password of 'admin' is in {saved}." in second
     assert "Reset a password: " in second and "manage.py changepassword admin" in second
     assert "Open http://127.0.0.1:8761/admin/" in second
 
@@ -106,7 +109,24 @@ def test_later_runs_name_the_existing_superuser(source_sql, scratch_tables, caps
     out = capsys.readouterr().out
     assert "the superuser 'ops-lead' exists already." in out  # no password file to point at
     assert "manage.py changepassword ops-lead" in out
-    assert not (var_dir / "admin-password").exists()
+    assert not list(var_dir.glob("admin-password*"))
+
+
+def test_a_password_that_no_longer_opens_the_login_is_not_shown(
+    source_sql, scratch_tables, capsys, var_dir
+):
+    scratch_tables.extend(["demo_orders", "demo_customers"])
+    call_command("seed_demo")
+    saved = admin_password_path(var_dir, connection.settings_dict)
+    capsys.readouterr()
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("changed-by-hand-42")
+    admin.save()
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert "the superuser 'admin' exists already." in out
+    assert "password of 'admin' is in" not in out
+    assert not saved.exists()  # removed: it opened nothing
 
 
 def test_the_parameterised_demo_report_covers_its_interval(demo, source_sql):

@@ -68,7 +68,7 @@ def test_the_s3_profile_adds_minio_and_creates_the_bucket_before_web_and_worker(
     assert block["AWS_ACCESS_KEY_ID"] == block["MINIO_ROOT_USER"]
     assert block["AWS_SECRET_ACCESS_KEY"] == block["MINIO_ROOT_PASSWORD"]
     assert block["OUTPUTS_S3_BUCKET"]
-    assert "docker compose --profile s3 up -d" in _read("README.md")
+    assert "docker compose --profile s3 up -d" in _read("docs/deployment.md")
 
 
 def test_compose_commands_exist():
@@ -106,16 +106,16 @@ COMPOSE_ENV_FILE = ".env.compose"
 
 
 def test_compose_and_local_runs_read_different_env_files():
-    # Local runs (settings.py, honcho under make run) read .env; the stack reads its
+    # Local runs (settings.py, make run) read .env; the stack reads its
     # own file, so `cp .env.example` for compose can never break `make run`.
     assert 'BASE_DIR / ".env"' in SETTINGS_SOURCE
     assert COMPOSE_ENV_FILE != ".env"
     services = compose()["services"]
     assert {service.get("env_file") for service in services.values()} == {COMPOSE_ENV_FILE}
     assert "${" not in _read("docker-compose.yml")  # nothing comes from compose's own .env
-    readme = _read("README.md")
-    assert f"cp .env.example {COMPOSE_ENV_FILE} " in readme
-    assert "cp .env.example .env " not in readme
+    deployment = _read("docs/deployment.md")
+    assert f"cp .env.example {COMPOSE_ENV_FILE} " in deployment
+    assert "cp .env.example .env " not in deployment
     for ignore in (".gitignore", ".dockerignore"):
         assert COMPOSE_ENV_FILE in _read(ignore).splitlines(), ignore
 
@@ -206,9 +206,9 @@ def test_requirements_are_pinned_and_the_image_gets_the_runtime_set_only():
     assert "requirements-dev" not in _read("Dockerfile")
 
 
-def test_every_setting_is_documented_in_the_readme_and_env_example():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`", readme, flags=re.MULTILINE))
+def test_every_setting_is_documented_on_the_configuration_page_and_in_env_example():
+    configuration = (PROJECT_DIR / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`", configuration, flags=re.MULTILINE))
     assert documented >= SETTINGS_VARIABLES, SETTINGS_VARIABLES - documented
     example = (PROJECT_DIR / ".env.example").read_text()
     in_example = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.MULTILINE))

@@ -33,9 +33,10 @@ from reportsvc.localrun import (
     without_password,
 )
 from tests.conftest import ON_POSTGRES, postgres_only
+from tests.docs_blocks import RUN_ORDER, SETUP_PAGE, all_text, shell_blocks, shell_lines
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-README = (PROJECT_DIR / "README.md").read_text()
+README = all_text()  # README.md and the documentation site
 # Variables a developer's shell may carry that would change what a command does.
 CLEARED = ("DATABASE_URL", "REPORTING_DATABASE_URL", "SECRET_KEY", "DEBUG", "OUTPUTS_DIR")
 CLEARED += ("PUBLIC_BASE_URL", "HOST", "PORT", "REPORTSVC_VAR_DIR", "MAKEFLAGS", "MAKELEVEL")
@@ -116,14 +117,14 @@ def test_printed_commands_carry_what_they_need():
 # --- manage.py's own errors ------------------------------------------------------------
 
 
-def manage(*arguments, environment=None, python=(sys.executable,), **kwargs):
+def manage(*arguments, environment=None, python=(sys.executable,), timeout=60, **kwargs):
     return subprocess.run(
         [*python, "manage.py", *arguments],
         cwd=PROJECT_DIR,
         env=environment or clean_environment(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         **kwargs,
     )
 
@@ -181,14 +182,8 @@ def test_a_token_made_in_another_terminal_works_on_the_postgresql_make_run_serve
 
 
 def readme_shell_lines():
-    """Commands in the README's ```sh blocks, one per line, comments dropped."""
-    lines = []
-    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL):
-        for line in block.replace("\\\n", " ").splitlines():
-            command = re.sub(r"\s+#.*$", "", line).strip()
-            if command and not command.startswith("#"):
-                lines.append(command)
-    return lines
+    """Commands in the shell blocks of README.md and docs/, one per line, comments dropped."""
+    return shell_lines()
 
 
 def test_readme_commands_name_things_that_exist():
@@ -263,6 +258,42 @@ class MakeRun:
             self.process.wait()
 
 
+def run_the_runnable_blocks(folder, environment):
+    """Every block titled runnable, page by page, each page in a terminal of its own.
+
+    The terminal's folder stands for the project folder (the files the blocks name are
+    links to the project's), so what the blocks download lands there, not in the project.
+    """
+    folder.mkdir()
+    for name in (".venv", "manage.py", "reportsvc"):
+        (folder / name).symlink_to(PROJECT_DIR / name)
+    setup = next(block for block in shell_blocks(SETUP_PAGE) if block.runnable)
+    for page in RUN_ORDER:
+        runnable = [block for block in shell_blocks(page) if block.runnable]
+        if not any("TOKEN=$(" in block.code for block in runnable):
+            runnable = [setup, *runnable]  # "with API and AUTH as the quick start sets them"
+        script = "set -e\n" + "".join(
+            f"{block.code}\necho; echo '--- ok {block}'\n" for block in runnable
+        )
+        result = subprocess.run(
+            ["bash", "-c", script],
+            cwd=folder,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            start_new_session=True,
+        )
+        done = re.findall(r"^--- ok (\S+)$", result.stdout, flags=re.M)
+        assert result.returncode == 0, (page, "passed:", done, result.stdout[-3000:], result.stderr)
+        assert done == [str(block) for block in runnable]
+    # The tour's end: a workbook and a CSV, saved under their own names.
+    workbooks = list(folder.glob("daily-revenue-by-currency_*.xlsx"))
+    assert workbooks and workbooks[0].read_bytes()[:2] == b"PK", list(folder.iterdir())
+    assert list(folder.glob("top-customers-this-week_*.csv")), list(folder.iterdir())
+
+
+@pytest.mark.long_running
 @pytest.mark.skipif(ON_POSTGRES, reason="uses a SQLite file of its own: runs in the SQLite pass")
 def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
     port = free_port()
@@ -280,7 +311,8 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         banner = service.output()
         assert f"Open http://127.0.0.1:{port}/admin/" in banner  # the real address
         password = re.search(r"user 'admin', password '([^']+)'", banner).group(1)
-        assert (var / "admin-password").read_text().strip() == password
+        (saved,) = var.glob("admin-password-sqlite3-served-*")  # this database's own file
+        assert saved.read_text().strip() == password
         change_it = re.search(r"Change it: (.+)", banner).group(1)
         assert change_it == "DEBUG=1 .venv/bin/python manage.py changepassword admin"
 
@@ -325,12 +357,16 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
         )
         assert summary["status"] == "succeeded" and summary["row_count"] > 0
 
+        run_the_runnable_blocks(tmp_path / "terminal", terminal)
+
         changed = paste(change_it, input="a-brand-new-password-7\na-brand-new-password-7\n")
         assert changed.returncode == 0, changed.stderr
         assert "Password changed successfully for user 'admin'" in changed.stdout
         with sqlite3.connect(served) as database:
             kept = database.execute("SELECT digest FROM authtoken_token").fetchall()
-        assert kept == [(hashlib.sha256(token.encode()).hexdigest(),)]  # never the key itself
+        # Never a key itself: the first token's digest, and those the pasted blocks made.
+        assert (hashlib.sha256(token.encode()).hexdigest(),) in kept
+        assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for (digest,) in kept)
         assert not (var / "reportsvc.sqlite3").exists()  # nothing went to the default
     finally:
         status = service.ctrl_c() if service.process.poll() is None else service.process.poll()
@@ -339,8 +375,152 @@ def test_make_run_then_the_readme_commands_in_another_terminal(tmp_path):
     # Ctrl-C is a normal stop: both processes exit 0, make reports no error.
     output = service.output()
     assert output.rstrip().endswith("Stopped."), output[-2000:]
-    assert re.search(r"web\.1 stopped \(rc=0\)", output) and re.search(
-        r"worker\.1 stopped \(rc=0\)", output
-    ), output[-2000:]
+    assert re.search(r"web\s+\| stopped \(rc=0\)", output), output[-2000:]
+    assert re.search(r"worker\s+\| stopped \(rc=0\)", output), output[-2000:]
     assert "rc=-" not in output and "make: ***" not in output and "Traceback" not in output
     assert status in (0, -signal.SIGINT)  # make itself ends by the SIGINT, quietly
+    assert port_is_free(port)
+
+
+def port_is_free(port):
+    """Nothing listens there, and a new server can bind it (as servers do: SO_REUSEADDR,
+    past the closed connections' TIME_WAIT)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def process_is_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")  # a zombie runs nothing and holds no port
+    return stat.exists() and stat.read_text().split(") ")[1].startswith("Z")
+
+
+# Some seconds of SQLite's work, and one statement: a run to stop in the middle of.
+SLOW_SQL = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) "
+    "SELECT count(*) AS n FROM c"
+)
+
+
+@pytest.mark.long_running
+@pytest.mark.skipif(ON_POSTGRES, reason="uses a SQLite file of its own: runs in the SQLite pass")
+def test_kill_of_make_stops_everything_and_lets_the_running_run_finish(tmp_path):
+    port = free_port()
+    served = tmp_path / "served.sqlite3"
+    var = tmp_path / "var"
+    service = MakeRun(
+        clean_environment(
+            DATABASE_URL=f"sqlite:///{served}", PORT=str(port), REPORTSVC_VAR_DIR=str(var)
+        ),
+        tmp_path / "make-run.log",
+    )
+    try:
+        service.wait_for(f"Starting development server at http://127.0.0.1:{port}/", "started:")
+        pids = [int(pid) for pid in re.findall(r"\| started \(pid (\d+)\)", service.output())]
+        assert len(pids) == 2
+        token = subprocess.run(
+            [sys.executable, "manage.py", "createapitoken", "admin"],
+            cwd=PROJECT_DIR,
+            env=clean_environment(REPORTSVC_VAR_DIR=str(var), DEBUG="1"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
+
+        def call(method, path, body=None):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/{path}",
+                method=method,
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+
+        call("POST", "reports/", {"name": "Slow", "slug": "slow", "sql": SLOW_SQL})
+        run = call("POST", "reports/slow/run/")
+        deadline = time.monotonic() + 60
+        while call("GET", f"runs/{run['id']}/")["status"] == "queued":
+            assert time.monotonic() < deadline, service.output()
+            time.sleep(0.1)
+        os.kill(service.process.pid, signal.SIGTERM)  # `kill <make's pid>`
+        status = service.process.wait(90)
+    finally:
+        service.kill()
+        service._log.close()
+
+    output = service.output()
+    assert status == -signal.SIGTERM  # make says it was terminated
+    assert output.rstrip().endswith("Stopped."), output[-3000:]
+    assert re.search(r"worker\s+\| stopped \(rc=0\)", output), output[-3000:]
+    assert re.search(r"web\s+\| stopped \(rc=0\)", output), output[-3000:]
+    assert all(process_is_gone(pid) for pid in pids), output[-3000:]
+    assert port_is_free(port)
+    with sqlite3.connect(served) as database:
+        (final,) = database.execute(
+            "SELECT status FROM runs_run WHERE id = ?", [run["id"]]
+        ).fetchone()
+    assert final == "succeeded", output[-3000:]  # finished within the grace, not left running
+    # It was running when the stop came, and finished after it.
+    assert output.index("stopping: SIGTERM") < output.index(f"run {run['id']} of slow succeeded")
+
+
+@postgres_only
+@pytest.mark.long_running
+def test_migrate_by_a_createrole_owner_says_nothing_alarming(tmp_path):
+    """A fresh database owned by a role with CREATEROLE (no superuser): the first migrate
+    creates the demo source's roles without warning that they do not exist yet, and
+    later ones say nothing about them either."""
+    import psycopg
+    from django.db import connection
+
+    owner = f"reportsvc_owner_{os.getpid()}"
+    database = f"reportsvc_quiet_{os.getpid()}"
+    settings_dict = connection.settings_dict
+    admin = psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"],
+        password=settings_dict.get("PASSWORD") or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+    roles = [owner, f"{owner}_demo_reader", *(f"{owner}_demo_reader_{n}" for n in range(1, 5))]
+    try:
+        admin.execute(f"CREATE ROLE \"{owner}\" LOGIN CREATEROLE PASSWORD 'pw'")
+        admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
+        environment = clean_environment(
+            DATABASE_URL=(
+                f"postgres://{owner}:pw@{settings_dict['HOST'] or '127.0.0.1'}:"
+                f"{settings_dict['PORT'] or 5432}/{database}"
+            ),
+            DEBUG="1",
+            REPORTSVC_VAR_DIR=str(tmp_path),
+        )
+        for attempt in ("first", "again"):
+            result = manage("migrate", "--noinput", environment=environment, timeout=300)
+            said = result.stdout + result.stderr
+            assert result.returncode == 0, said
+            assert not re.search(r"W001|Warning|NOTICE|could not|does not exist", said), (
+                attempt,
+                said,
+            )
+        checked = manage("check", environment=environment)
+        assert "System check identified no issues" in checked.stdout, checked.stderr
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in reversed(roles):
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()

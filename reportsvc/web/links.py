@@ -4,7 +4,7 @@
 Each builder reverses once with a marker and then only formats strings.
 """
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -61,14 +61,21 @@ def api_links(context):
     return context["api_links"]
 
 
+ZERO = timedelta(0)
+
+
 def iso_datetime(value, zone=None):
     """A datetime as DRF's DateTimeField writes it (current time zone, "Z" for UTC)."""
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite's rows read by a plain cursor: stored in UTC
         value = value.replace(tzinfo=UTC)
-    # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
-    local = in_zone(value, zone or timezone.get_current_timezone()) or in_zone(value, UTC)
+    zone = zone or timezone.get_current_timezone()
+    if getattr(zone, "key", None) == "UTC" and value.utcoffset() == ZERO:
+        local = value  # already so (the default zone, and how databases hand them over)
+    else:
+        # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
+        local = in_zone(value, zone) or in_zone(value, UTC)
     text = local.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

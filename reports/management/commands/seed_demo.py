@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from datasources.registry import DEFAULT_SOURCE, is_demo_source
 from reports.history import recorded
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         password = ensure_demo_admin()
         var_dir = settings.VAR_DIR
         if password:
-            saved = write_admin_password(password, var_dir)
+            saved = write_admin_password(password, var_dir, connection.settings_dict)
             self.stdout.write(
                 self.style.SUCCESS(
                     f"\nAdmin login (shown only this once): user 'admin', password '{password}'"
@@ -60,8 +61,11 @@ class Command(BaseCommand):
                 .values_list("username", flat=True)
                 .first()
             )
-            saved = admin_password_file(var_dir)
-            where = f"; its first password is in {display_path(saved)}" if saved else ""
+            admin = get_user_model().objects.filter(username="admin").first()
+            saved = admin and admin_password_file(
+                var_dir, connection.settings_dict, opens=admin.check_password
+            )
+            where = f"; the password of 'admin' is in {display_path(saved)}" if saved else ""
             self.stdout.write(
                 f"Admin login: the superuser '{username}' exists already{where}.\n"
                 f"  Reset a password: {manage_command('changepassword', username)}"
