@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from django.core.management import call_command
 
 from reports.models import Report
-from runs.services.queue import enqueue_run
 from runs.services.transitions import transition_run
 from tests.api_helpers import make_user
+from tests.conftest import enqueue_run
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR, RECORD_CSP_VIOLATIONS
 from tests.test_browser import pytestmark as browser_marks
 

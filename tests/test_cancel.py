@@ -15,11 +15,11 @@ from reports.models import Report
 from runs.models import Run, RunStatus, RunTally
 from runs.services.cancelling import RunControl
 from runs.services.guard import execute_claimed_run
-from runs.services.queue import claim_runs, enqueue_run
+from runs.services.queue import claim_runs
 from runs.services.runner import record_outcome, run_report_now
 from runs.services.transitions import cancel_run, transition_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import files_under, needs_commits, wait_for
+from tests.conftest import enqueue_run, files_under, needs_commits, wait_for
 from tests.test_openapi_contract import assert_matches, fetch_schema
 
 pytestmark = pytest.mark.django_db(databases="__all__")

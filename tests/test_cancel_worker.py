@@ -11,9 +11,8 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTally
-from runs.services.queue import enqueue_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import ON_POSTGRES, files_under, wait_for
+from tests.conftest import ON_POSTGRES, enqueue_run, files_under, wait_for
 from tests.test_cancel import slow_sql
 from tests.test_worker_process import start_worker, status_of, wait_for_heartbeat  # noqa: F401
 

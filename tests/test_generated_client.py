@@ -26,10 +26,10 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.queue import claim_runs, enqueue_run
+from runs.services.queue import claim_runs
 from runs.services.runner import perform_run, run_report_now
 from tests.api_helpers import make_user, token_key
-from tests.conftest import executes_reports
+from tests.conftest import enqueue_run, executes_reports
 
 # One test process for both tests: the client is generated once.
 pytestmark = [executes_reports, pytest.mark.xdist_group("generated-client")]

@@ -35,6 +35,7 @@ LAYERS = (
             *(f"{app}.{name}" for app in APPS for name in ("admin", "apps", "management")),
             *(f"{app}.{name}" for app in APPS for name in ("api", "serializers", "views")),
             "access.authentication",
+            "reports.forms",
             "reports.throttling",
             "runs.downloads",
             "runs.run_requests",

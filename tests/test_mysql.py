@@ -30,10 +30,10 @@ from datasources.sandbox import (
 from reports.models import Report
 from runs.models import RunStatus, RunTrigger
 from runs.services.formats import get_format
-from runs.services.queue import claim_runs, enqueue_run
+from runs.services.queue import claim_runs
 from runs.services.runner import perform_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import needs_commits
+from tests.conftest import enqueue_run, needs_commits
 from tests.mysql_source import (
     ADMIN_SOCKET,
     SOURCE,
