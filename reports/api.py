@@ -41,8 +41,9 @@ from reportsvc.web.schema import (
     download_parameters,
     download_responses,
 )
-from runs.downloads import output_download_response, output_format_of
+from runs.downloads import output_download_response
 from runs.models import RunTrigger
+from runs.naming import output_format_of
 from runs.run_requests import (
     BACKFILL_PARAMETERS,
     QUEUE_FULL,

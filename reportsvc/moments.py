@@ -10,6 +10,8 @@ import functools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from django.utils import timezone
+
 EARLIEST_UTC = datetime.min.replace(tzinfo=UTC)
 LATEST_UTC = datetime.max.replace(tzinfo=UTC)
 
@@ -86,3 +88,24 @@ def utc_text(value):
     moment = in_zone(value, UTC) or value
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# The one way pages and messages show a moment: "2026-11-26 09:26:44 UTC". Django's own
+# rendering of dates (the admin's read-only fields, lists) uses the same pattern:
+# reportsvc/formats.
+MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def moment(value, zone=None, *, weekday=False):
+    """``value`` as "2026-11-26 09:26:44 UTC" in ``zone`` (default: the current zone).
+
+    The zone's abbreviation comes from the moment itself, so it is right in the hour
+    that repeats when clocks fall back too.
+    """
+    if value is None:
+        return "—"
+    # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
+    local = in_zone(value, zone or timezone.get_current_timezone()) or in_zone(value, UTC)
+    # MOMENT_FORMAT, with the year in four digits (strftime writes year 1 as "1").
+    text = f"{local.date().isoformat()} {local:%H:%M:%S} {local.tzname()}"
+    return f"{local:%a} {text}" if weekday else text

@@ -25,8 +25,8 @@ from reportsvc.web.display import (
     status_badge,
 )
 from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
-from runs.downloads import output_format_of
 from runs.models import Run, RunStatus, RunTrigger, SchedulerLease, WorkerHeartbeat
+from runs.naming import output_format_of
 from runs.selectors import RECENT_FAILURES_WINDOW, report_version_number
 from runs.services.cancelling import cancel_backfill, cancel_runs, unfinished_backfill_runs
 from runs.services.preview import preview_rows

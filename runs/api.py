@@ -6,7 +6,6 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -33,7 +32,7 @@ from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
 from runs.services.formats import output_formats
 from runs.services.queue import request_rerun
-from runs.services.transitions import RunNotCancellable, cancel_run
+from runs.services.transitions import cancel_run
 
 
 class RunCursorPagination(NewestFirstCursorPagination):
@@ -75,11 +74,6 @@ class RunFilter(filters.FilterSet):
 
 
 ALL_FORMATS = list(output_formats().values())
-
-
-class RunAlreadyEnded(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "run_ended"
 
 
 CANCEL_RESPONSES = {
@@ -163,10 +157,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         retried. Idempotent. Needs view_report and run_report.
         """
         run = self.get_object()
-        try:
-            cancel_run(run, request.user)
-        except RunNotCancellable as error:
-            raise RunAlreadyEnded(str(error)) from None
+        cancel_run(run, request.user)
         return Response(
             RunSerializer(run, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED,

@@ -1,10 +1,11 @@
 """Serving run outputs: only ever from storage, by the run's recorded file name.
 
-The small functions here say what a download is called and what it is (file name,
-media type) for any way of serving it. On the filesystem the web sends the file
-itself; on S3 it answers with a redirect to a short-lived presigned URL, and the
-storage sends the bytes. A storage that cannot answer gives a 503 saying why, at
-once or within a few seconds (runs.services.output_storage bounds the wait).
+What a download is called and what it is (file name, media type) is runs.naming's
+and runs.services.formats' to say, for any way of serving it. On the filesystem the
+web sends the file itself; on S3 it answers with a redirect to a short-lived
+presigned URL, and the storage sends the bytes. A storage that cannot answer gives a
+503 saying why, at once or within a few seconds (runs.services.output_storage bounds
+the wait).
 """
 
 from django.contrib import admin
@@ -17,29 +18,10 @@ from django.utils.http import parse_etags
 from rest_framework import status
 from rest_framework.response import Response
 
-from runs.naming import download_file_stem
+from runs.naming import download_file_name, output_format_of
 from runs.selectors import download_problem
 from runs.services import output_storage
-from runs.services.formats import format_of_file
-
-OCTET_STREAM = "application/octet-stream"
-
-
-def output_format_of(run):
-    """The format of the run's file: its name's extension says (a report may have
-    changed format since the run)."""
-    return format_of_file(run.output.name)
-
-
-def download_file_name(run):
-    return f"{download_file_stem(run)}{output_format_of(run).suffix}"
-
-
-def output_media_type(output_format):
-    """The Content-Type of a file of this format (text says its encoding)."""
-    if output_format.media_type.startswith("text/"):
-        return f"{output_format.media_type}; charset=utf-8"
-    return output_format.media_type
+from runs.services.formats import OCTET_STREAM, output_media_type
 
 
 def download_content_type(request, output_format):

@@ -13,6 +13,7 @@ from reports.parameters import BUILT_IN_NAMES
 from reports.services.statements import report_zone
 from reportsvc.moments import in_zone
 from runs.models import output_upload_path
+from runs.services.formats import format_of_file
 
 DAY_LIKE = timedelta(hours=23)  # a calendar day across a DST change is 23 to 25 hours
 
@@ -67,6 +68,17 @@ def run_id_of_name(name):
     names that are no run's output."""
     match = _RUN_OF_NAME.search(name)
     return int(match.group(1)) if match else None
+
+
+def output_format_of(run):
+    """The format of the run's file: its name's extension says (a report may have
+    changed format since the run)."""
+    return format_of_file(run.output.name)
+
+
+def download_file_name(run):
+    """The name a download of the run's file (or a mail's attachment) is saved under."""
+    return f"{download_file_stem(run)}{output_format_of(run).suffix}"
 
 
 def download_file_stem(run):

@@ -10,6 +10,7 @@ from reports.parameters import ParameterError
 from runs.models import Run
 from runs.services.backfill import BackfillRangeError
 from runs.services.queue import QueueFull
+from runs.services.transitions import RunNotCancellable
 from tests.api_helpers import client_for, make_user
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -110,6 +111,7 @@ def test_the_admin_keeps_html_error_pages(admin_client):
         (ParameterError("parameters", "Not an object."), 400, {"parameters": ["Not an object."]}),
         (BackfillRangeError("end", "Too late."), 400, {"end": ["Too late."]}),
         (QueueFull("Too many runs waiting."), 409, {"detail": "Too many runs waiting."}),
+        (RunNotCancellable("Run 7 has ended."), 409, {"detail": "Run 7 has ended."}),
     ],
 )
 def test_a_service_refusal_gets_the_same_answer_from_any_view(

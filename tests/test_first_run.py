@@ -202,11 +202,13 @@ def test_readme_commands_name_things_that_exist():
             assert not re.search(r"(?:^|[\s(=])python3? ", line), line
             if ".venv/bin/python manage.py" in line:
                 assert re.search(r"(?:^|\()(?:DEBUG=1|SECRET_KEY=\S+) \.venv/bin/python", line)
-        for script in re.findall(r"\b(bench/\w+\.py)", line):
+        for script in re.findall(r"\b((?:bench|tools)/\w+\.py)", line):
             assert (PROJECT_DIR / script).is_file(), line
     inline = re.findall(r"`((?:DEBUG=1 )?(?:\.venv/bin/)?python3? [^`]+)`", README)
     for command in (command for command in inline if "…" not in command):  # … = a pattern
-        assert command.startswith(("DEBUG=1 .venv/bin/python ", ".venv/bin/python bench/")), command
+        assert command.startswith(
+            ("DEBUG=1 .venv/bin/python ", ".venv/bin/python bench/", ".venv/bin/python tools/")
+        ), command
 
 
 def readme_line(prefix):

@@ -1,24 +1,101 @@
-"""The two apps' web layers do not import each other; data sources import no app.
+"""Every module of the project sits in one layer, and imports run one way: down.
 
-``runs`` builds on ``reports``' models and services; ``reports``' admin and API show
-runs through ``runs``' models, selectors, services and serializers. What both web
-layers need (permissions, schema pieces, renderers, links, display helpers) lives in
-``reportsvc.web``, which imports neither app's web modules.
+The layers, top to bottom (``LAYERS``):
 
-Imports run one way: web layers -> runs -> reports -> datasources. ``datasources`` (the
-data-source registry, the backends, parameter types) imports none of the apps, nor the
-shared web layer; the apps import it.
+- the entry points: the apps' web layers (admin, API, views, serializers, what the
+  API's endpoints share), their management commands and app configs, the URLs;
+- ``reportsvc.web``, the web layer both apps share (permissions, schema pieces,
+  renderers, links, display helpers, the API's error mapping);
+- ``runs``: runs, their queue, worker, storage and notifications;
+- ``reports`` and ``access``: reports, their parameters, schedules and history; API
+  tokens;
+- the output formats (``runs.services.formats``: writers that know no app);
+- ``datasources``: the data-source registry, the backends, parameter types;
+- the project's plain helpers (moments, text, networks, storage settings).
+
+A module imports from its own layer and those below it, never from one above. The two
+apps' pages (admin, API views) do not import each other's either, and only the top
+two layers use the web frameworks (DRF, the admin, Django's HTTP and templates).
 """
 
 import ast
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+PACKAGES = ("access", "datasources", "reports", "reportsvc", "runs")
 APPS = ("access", "reports", "runs")
-WEB_MODULES = {
-    "reports": ("reports.admin", "reports.api", "reports.serializers", "reports.views"),
+
+ENTRY_POINTS = "entry points"
+SHARED_WEB = "shared web"
+# Top to bottom. A module belongs to the layer of the longest prefix naming it.
+LAYERS = (
+    (
+        ENTRY_POINTS,
+        (
+            *(f"{app}.{name}" for app in APPS for name in ("admin", "apps", "management")),
+            *(f"{app}.{name}" for app in APPS for name in ("api", "serializers", "views")),
+            "access.authentication",
+            "reports.forms",
+            "reports.throttling",
+            "runs.downloads",
+            "runs.run_requests",
+            "runs.templatetags",
+            *(f"reportsvc.{name}" for name in ("asgi", "middleware", "openapi", "settings")),
+            *(f"reportsvc.{name}" for name in ("urls", "views", "wsgi")),
+        ),
+    ),
+    (SHARED_WEB, ("reportsvc.web",)),
+    ("runs", ("runs",)),
+    ("reports and access", ("reports", "access")),
+    ("output formats", ("runs.services.formats",)),
+    ("data sources", ("datasources",)),
+    ("plain helpers", ("reportsvc",)),
+)
+DEPTH = {name: depth for depth, (name, _) in enumerate(LAYERS)}
+PAGES = {
+    "reports": ("reports.admin", "reports.api"),
     "runs": ("runs.admin", "runs.api", "runs.templatetags", "runs.views"),
 }
+WEB_FRAMEWORKS = (
+    "rest_framework",
+    "drf_spectacular",
+    "django_filters",
+    "django.contrib.admin",
+    "django.http",
+    "django.shortcuts",
+    "django.template",
+)
+
+
+def _named(module, prefix):
+    return module == prefix or module.startswith(f"{prefix}.")
+
+
+def layer_of(module):
+    """The layer of a project module (or of a name imported from one); None outside
+    the project."""
+    matches = [
+        (len(prefix), layer)
+        for layer, prefixes in LAYERS
+        for prefix in prefixes
+        if _named(module, prefix)
+    ]
+    return max(matches)[1] if matches else None
+
+
+def project_modules(root=None):
+    """``{dotted name: path}`` of every module of the project's packages."""
+    root = root or PROJECT
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if "migrations" in path.relative_to(root).parts:
+                continue  # history: they import what the models were
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    return modules
 
 
 def imported_modules(path):
@@ -31,26 +108,56 @@ def imported_modules(path):
             yield from (alias.name for alias in node.names)
 
 
+def upward_imports(root=None):
+    """``(module, its layer, imported, that layer)`` for each import of a higher layer."""
+    found = []
+    for module, path in project_modules(root).items():
+        own = layer_of(module)
+        for imported in imported_modules(path):
+            theirs = layer_of(imported)
+            if theirs is not None and DEPTH[theirs] < DEPTH[own]:
+                found.append((module, own, imported, theirs))
+    return found
+
+
 def imports_of(package, forbidden):
     """``(file, module)`` for each import under ``package`` of a module in ``forbidden``."""
     found = []
     for path in sorted((PROJECT / package).rglob("*.py")):
         for module in imported_modules(path):
-            if any(module == name or module.startswith(f"{name}.") for name in forbidden):
+            if any(_named(module, name) for name in forbidden):
                 found.append((str(path.relative_to(PROJECT)), module))
     return found
 
 
-def test_runs_does_not_import_the_web_layer_of_reports():
-    assert imports_of("runs", WEB_MODULES["reports"]) == []
+def test_every_module_of_the_project_has_a_layer():
+    modules = project_modules()
+    assert {"reports.models", "runs.services.queue", "reportsvc.web.errors"} <= set(modules)
+    assert [module for module in modules if layer_of(module) is None] == []
 
 
-def test_reports_does_not_import_the_web_layer_of_runs():
-    assert imports_of("reports", WEB_MODULES["runs"]) == []
+def test_imports_run_one_way_down_the_layers():
+    assert upward_imports() == []
 
 
-def test_the_shared_web_layer_imports_no_web_module_of_either_app():
-    assert imports_of("reportsvc/web", WEB_MODULES["reports"] + WEB_MODULES["runs"]) == []
+def test_only_the_web_layers_use_the_web_frameworks():
+    web = (DEPTH[ENTRY_POINTS], DEPTH[SHARED_WEB])
+    found = [
+        (module, imported)
+        for module, path in project_modules().items()
+        if DEPTH[layer_of(module)] not in web
+        for imported in imported_modules(path)
+        if any(_named(imported, framework) for framework in WEB_FRAMEWORKS)
+    ]
+    assert found == []
+
+
+def test_runs_does_not_import_the_pages_of_reports():
+    assert imports_of("runs", PAGES["reports"]) == []
+
+
+def test_reports_does_not_import_the_pages_of_runs():
+    assert imports_of("reports", PAGES["runs"]) == []
 
 
 def test_datasources_imports_no_app_and_no_web_layer():
@@ -62,12 +169,23 @@ def test_the_apps_build_on_datasources():
     assert imports_of("runs", ("datasources",)) != []
 
 
-def test_the_check_sees_an_import_across(tmp_path, monkeypatch):
+def test_the_check_sees_an_import_up_the_layers(tmp_path):
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / "reports" / "models.py").write_text("from runs.services.queue import claim_runs\n")
+    (tmp_path / "runs" / "naming.py").write_text("from runs.services.formats import get_format\n")
+    assert upward_imports(tmp_path) == [
+        ("reports.models", "reports and access", "runs.services.queue", "runs"),
+        ("reports.models", "reports and access", "runs.services.queue.claim_runs", "runs"),
+    ]
+
+
+def test_the_check_sees_an_import_of_the_other_app_s_pages(tmp_path, monkeypatch):
     package = tmp_path / "runs"
     package.mkdir()
     (package / "admin.py").write_text("from reports.admin import ReportAdmin\n")
     monkeypatch.setattr(f"{__name__}.PROJECT", tmp_path)
-    assert imports_of("runs", WEB_MODULES["reports"]) == [
+    assert imports_of("runs", PAGES["reports"]) == [
         ("runs/admin.py", "reports.admin"),
         ("runs/admin.py", "reports.admin.ReportAdmin"),
     ]

@@ -18,8 +18,8 @@ from django.core.exceptions import ValidationError
 from openpyxl.utils.escape import unescape
 
 from reports.models import Report
-from runs.downloads import download_file_name
 from runs.models import RunStatus
+from runs.naming import download_file_name
 from runs.services import preview as preview_module
 from runs.services.formats import format_of_file, get_format, output_formats
 from runs.services.formats import xlsx as xlsx_format

@@ -29,9 +29,8 @@ from django.utils import timezone
 
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
-from runs.downloads import download_file_name
 from runs.models import Run, RunStatus
-from runs.naming import interval_label, output_file_stem, output_name
+from runs.naming import download_file_name, interval_label, output_file_stem, output_name
 from runs.services import output_storage
 from runs.services.formats import get_format
 from runs.services.housekeeping import purge_expired_runs, run_housekeeping

@@ -26,6 +26,7 @@
 """
 
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -37,7 +38,7 @@ from decimal import Decimal
 from django.db import DatabaseError
 
 from datasources.backends.base import Backend, Examination
-from datasources.backends.mysql_engine.base import MISSING_DRIVER, mysql_base
+from datasources.backends.mysql_engine import MISSING_DRIVER
 from datasources.placeholders import (
     TemplateError,
     bind_parameter_message,
@@ -55,11 +56,6 @@ from datasources.sandbox import (
     service_tables_message,
     timeout_message,
 )
-
-try:
-    import MySQLdb
-except ImportError:  # optional: requirements-mysql.txt
-    MySQLdb = None
 
 CONNECT_TIMEOUT_SECONDS = 10
 # The watchdog's KILL QUERY lands this long after the server's own limit should have.
@@ -117,7 +113,8 @@ class MySQLBackend(Backend):
 
     @property
     def errors(self):
-        return (MySQLdb.Error,) if MySQLdb is not None else ()
+        driver = _driver()
+        return (driver.Error,) if driver is not None else ()
 
     # --- connection options --------------------------------------------------------
 
@@ -254,7 +251,7 @@ class MySQLBackend(Backend):
         """The statement as it is, unbuffered; rows past the cap are never read (the
         server is stopped with KILL QUERY). CSV formats get the server's text of each
         value; others typed values."""
-        _require_driver()
+        driver = _require_driver()
         connection.reportsvc_cancelled = False
         csv_output = output_format.reads_csv_copy
         run = None
@@ -268,7 +265,7 @@ class MySQLBackend(Backend):
                     raise ExportFailed("The statement returned no result set.")
                 export_rows = _export_csv if csv_output else _export_typed
                 return export_rows(run, writer, limit)
-        except MySQLdb.Error as error:
+        except driver.Error as error:
             code = error.args[0] if error.args else None
             if getattr(connection, "reportsvc_cancelled", False):
                 raise StatementCancelled(f"The query was cancelled: {_message(error)}") from error
@@ -284,13 +281,13 @@ class MySQLBackend(Backend):
             raise ExportFailed(str(error).strip()) from error
 
     def explain(self, connection, statement, timeout_seconds):
-        _require_driver()
+        driver = _require_driver()
         try:
             with _statement_run(connection, timeout_seconds) as run:
                 run.raw.converter = {}
                 run.raw.query(f"EXPLAIN {statement}".encode())
                 run.raw.store_result()
-        except MySQLdb.Error as error:
+        except driver.Error as error:
             if error.args and error.args[0] in INTERRUPTED:
                 raise DatabaseError(f"EXPLAIN took longer than {timeout_seconds} s") from error
             raise DatabaseError(_message(error)) from error
@@ -299,7 +296,7 @@ class MySQLBackend(Backend):
         """``KILL QUERY`` of the connection's thread, from a connection of its own: the
         server stops the statement; the connection stays its user's."""
         thread_id = getattr(connection, "reportsvc_mysql_thread", None)
-        if MySQLdb is None or connection.connection is None or thread_id is None:
+        if _driver() is None or connection.connection is None or thread_id is None:
             return
         connection.reportsvc_cancelled = True
         _kill_query(connection, thread_id)
@@ -308,9 +305,23 @@ class MySQLBackend(Backend):
 # --- the driver and the parser ---------------------------------------------------------
 
 
+@functools.cache
+def _driver():
+    """mysqlclient's MySQLdb, or None without it; imported on first use, so processes
+    that never read a MySQL source do not load it."""
+    try:
+        import MySQLdb
+    except ImportError:  # optional: requirements-mysql.txt
+        return None
+    return MySQLdb
+
+
 def _require_driver():
-    if MySQLdb is None or mysql_base is None:
+    """MySQLdb; DatabaseError saying what to install without it."""
+    driver = _driver()
+    if driver is None:
         raise DatabaseError(MISSING_DRIVER)
+    return driver
 
 
 def _sqlglot():
@@ -610,16 +621,17 @@ def _statement_run(connection, timeout_seconds):
 def _kill_query(connection, thread_id):
     """``KILL QUERY`` from a second connection of the same login (the server lets a
     user stop its own threads). Best effort."""
+    driver = _driver()
     try:
         params = connection.get_connection_params()
         params["connect_timeout"] = 5
         params.pop("init_command", None)
-        killer = MySQLdb.connect(**params)
+        killer = driver.connect(**params)
     except Exception:
         return
     try:
         killer.query(f"KILL QUERY {int(thread_id)}".encode())
-    except MySQLdb.Error:
+    except driver.Error:
         pass
     finally:
         with contextlib.suppress(Exception):

@@ -1,20 +1,14 @@
 """How the admin shows run statuses, moments and messages: one way, everywhere."""
 
 import json
-from datetime import UTC
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from reportsvc.moments import in_zone
+from reportsvc.moments import moment
 from reportsvc.text import escaped
-
-# The one way the admin shows a moment: "2026-11-26 09:26:44 UTC". Django's own
-# rendering of dates (read-only fields, lists) uses the same pattern: reportsvc/formats.
-MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def status_badge(status, label=None):
@@ -22,21 +16,6 @@ def status_badge(status, label=None):
     if not status:
         return mark_safe('<span class="rs-badge rs-none">never run</span>')
     return format_html('<span class="rs-badge rs-{}">{}</span>', status, label or status)
-
-
-def moment(value, zone=None, *, weekday=False):
-    """``value`` as "2026-11-26 09:26:44 UTC" in ``zone`` (default: the current zone).
-
-    The zone's abbreviation comes from the moment itself, so it is right in the hour
-    that repeats when clocks fall back too.
-    """
-    if value is None:
-        return "—"
-    # Near year 1 or 9999 the zone's calendar may not reach the moment: then UTC.
-    local = in_zone(value, zone or timezone.get_current_timezone()) or in_zone(value, UTC)
-    # MOMENT_FORMAT, with the year in four digits (strftime writes year 1 as "1").
-    text = f"{local.date().isoformat()} {local:%H:%M:%S} {local.tzname()}"
-    return f"{local:%a} {text}" if weekday else text
 
 
 def moment_html(value, zone=None):

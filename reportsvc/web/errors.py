@@ -1,8 +1,9 @@
 """How the API answers what the services refuse: one mapping, for every view.
 
 The services raise plain exceptions (a parameter value that does not fit, a full
-queue); views let them propagate and DRF calls ``api_exception_handler``
-(``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), which turns them into the API's errors.
+queue, a run that ended before it could be cancelled); views let them propagate and
+DRF calls ``api_exception_handler`` (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), which
+turns them into the API's errors.
 """
 
 from rest_framework import status
@@ -12,11 +13,17 @@ from rest_framework.views import exception_handler
 from datasources.parameters import ParameterError
 from runs.services.backfill import BackfillRangeError
 from runs.services.queue import QueueFull
+from runs.services.transitions import RunNotCancellable
 
 
 class ReportQueueFull(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "queue_full"
+
+
+class RunAlreadyEnded(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "run_ended"
 
 
 def parameter_error(error):
@@ -33,6 +40,8 @@ def api_error(error):
         return parameter_error(error)
     if isinstance(error, QueueFull):
         return ReportQueueFull(str(error))
+    if isinstance(error, RunNotCancellable):
+        return RunAlreadyEnded(str(error))
     return error
 
 

@@ -5,7 +5,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_seri
 from rest_framework import serializers
 
 from reportsvc.web.renderers import renders_csv_errors
-from runs.downloads import OCTET_STREAM, output_media_type
+from runs.services.formats import OCTET_STREAM, output_media_type
 
 ERROR = inline_serializer("Error", fields={"detail": serializers.CharField()})
 # The component is added by reportsvc.openapi (a map drf-spectacular cannot derive).

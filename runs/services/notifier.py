@@ -21,8 +21,8 @@ from django.utils import timezone
 from datasources.sandbox import without_statement_text
 from reports.targets import redact_url, webhook_lines
 from reports.validators import split_list
-from runs.downloads import download_file_name, output_format_of
 from runs.models import FINISHED_STATUSES, Delivery, DeliveryChannel, DeliveryStatus, Run
+from runs.naming import download_file_name, output_format_of
 from runs.services.alerting import ReportEvent, run_notices, streak_text
 from runs.services.output_storage import open_output
 from runs.services.webhooks import WebhookFailed, post_webhook

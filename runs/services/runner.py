@@ -22,13 +22,12 @@ from reports.services.logins import (
 )
 from reports.services.statements import report_zone, statement_for_run
 from reportsvc.text import escaped
-from runs.downloads import output_media_type
 from runs.models import Run, RunStatus, RunTrigger
 from runs.naming import output_name
 from runs.services import output_storage
 from runs.services.cancelling import CANCEL_POLL_SECONDS, RunControl, stop_cancelled_runs
 from runs.services.exporter import export_query
-from runs.services.formats import WriterOptions, report_format
+from runs.services.formats import WriterOptions, output_media_type, report_format
 from runs.services.heartbeats import worker_name
 from runs.services.intervals import default_interval
 from runs.services.queue import schedule_retry, start_run_in_this_process

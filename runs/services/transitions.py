@@ -14,7 +14,7 @@ import functools
 from django.db import connection, transaction
 from django.utils import timezone
 
-from reportsvc.web.display import moment
+from reportsvc.moments import moment
 from runs.models import FINISHED_STATUSES, Run, RunStatus, RunTally
 
 # Target status -> the statuses a run may leave for it.

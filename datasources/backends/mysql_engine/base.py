@@ -12,11 +12,8 @@
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 
-MISSING_DRIVER = (
-    "MySQL and MariaDB data sources need the mysqlclient driver, which is not installed: "
-    "pip install -r requirements-mysql.txt (it builds against libmariadb-dev or "
-    "libmysqlclient-dev and pkg-config; docs/mysql.md)."
-)
+from datasources.backends.mysql_engine import MISSING_DRIVER
+
 # mysql_set_server_option(MYSQL_OPTION_MULTI_STATEMENTS_OFF)
 MULTI_STATEMENTS_OFF = 1
 # Client errors: the server could not be reached, or went away while connecting.

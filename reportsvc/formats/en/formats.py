@@ -1,5 +1,5 @@
 # How Django renders dates and times in the admin (read-only fields, lists): the same
-# pattern as reportsvc.web.display.moment, "2026-11-26 09:26:44 UTC".
+# pattern as reportsvc.moments.moment, "2026-11-26 09:26:44 UTC".
 DATETIME_FORMAT = "Y-m-d H:i:s T"
 SHORT_DATETIME_FORMAT = "Y-m-d H:i:s T"
 DATE_FORMAT = "Y-m-d"

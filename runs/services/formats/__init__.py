@@ -30,6 +30,8 @@ from os import PathLike
 
 FORMAT_MODULES = ("csv", "csv_gz", "xlsx")
 DEFAULT_FORMAT = "csv"
+# What any file may be served as, to clients that prefer it (the bytes are the same).
+OCTET_STREAM = "application/octet-stream"
 
 
 class FormatError(Exception):
@@ -87,6 +89,13 @@ def get_format(name):
 def format_choices():
     """(name, label) pairs for the report's output_format field."""
     return [(each.name, each.label) for each in output_formats().values()]
+
+
+def output_media_type(output_format):
+    """The Content-Type of a file of this format (text says its encoding)."""
+    if output_format.media_type.startswith("text/"):
+        return f"{output_format.media_type}; charset=utf-8"
+    return output_format.media_type
 
 
 def report_format(report):
