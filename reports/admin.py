@@ -225,6 +225,19 @@ class StaleFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _stale_badge(report):
+    """A Stale badge beside the last run's status, when no run succeeded within the
+    report's expect_success_within (the list's freshness filter finds them all)."""
+    if not getattr(report, "stale", False):
+        return ""
+    last = report.last_success_at
+    return format_html(
+        ' <span class="rs-badge rs-stale" title="{}">stale</span>',
+        f"No success within {report.expect_success_within}; last: "
+        + (moment(last) if last else "never"),
+    )
+
+
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     empty_value_display = "—"  # the dash the other columns use
@@ -236,7 +249,6 @@ class ReportAdmin(admin.ModelAdmin):
         "enabled",
         "next_run",
         "last_run",
-        "freshness",
         "rows",
         "download",
     )
@@ -409,7 +421,7 @@ class ReportAdmin(admin.ModelAdmin):
         """Status, when and how long; a failure's first line below, as the user may see
         it (each request's own visibility: get_list_display)."""
         if not report.last_run_id:
-            return status_badge(None)
+            return format_html("{}{}", status_badge(None), _stale_badge(report))
         url = reverse("admin:runs_run_change", args=[report.last_run_id])
         when = report.last_run_finished or report.last_run_started
         details = _when(when, report.timezone) if when else ""
@@ -418,27 +430,15 @@ class ReportAdmin(admin.ModelAdmin):
             details = format_html("{} · {} s", details, f"{seconds:.1f}")
         error = visibility.error(getattr(report, "last_run_error", None) or "")
         return format_html(
-            '<a href="{}">{}</a> <span class="rs-muted">{}</span>{}',
+            '<a href="{}">{}</a>{} <span class="rs-muted">{}</span>{}',
             url,
             status_badge(report.last_run_status),
+            _stale_badge(report),
             details,
             format_html('<div class="rs-error-line rs-last-error">{}</div>', first_line(error))
             if error
             else "",
         )
-
-    @admin.display(description="Freshness", ordering="stale")
-    def freshness(self, report):
-        if report.expect_success_within is None:
-            return "—"
-        if report.stale:
-            last = report.last_success_at
-            return format_html(
-                '<span class="rs-badge rs-stale" title="{}">stale</span>',
-                f"No success within {report.expect_success_within}; last: "
-                + (moment(last) if last else "never"),
-            )
-        return mark_safe('<span class="rs-muted">fresh</span>')
 
     @admin.display(description="Freshness")
     def freshness_details(self, report):

@@ -99,7 +99,7 @@ def test_the_admin_at_800_and_1400_px(live_server, monkeypatch):
             expect(row.locator(".rs-last-error")).to_have_text(ERROR)
             assert_in_view(row.locator(".rs-last-error"), width)
             results = page.locator("#changelist-form .results")
-            assert results.evaluate("e => e.scrollWidth - e.clientWidth") <= 0
+            assert results.evaluate("e => e.scrollWidth - e.clientWidth") <= 0, f"{width} px"
             assert_fits(page, "reports-list", width)
 
             # The runs list: status, started, the error's first line.
