@@ -182,7 +182,7 @@ def database_label(database):
     """
     vendor = database.get("ENGINE", "").rsplit(".", 1)[-1] or "database"
     name = str(database.get("NAME") or "")
-    readable = Path(name).stem if vendor == "sqlite3" else name
+    readable = Path(name).stem  # a file's name without its folder, or the database's name
     where = "|".join(str(database.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
     digest = hashlib.sha256(where.encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{vendor}-{readable}")[:60]
