@@ -38,7 +38,6 @@ ALLOWED = {
     ("reportsvc/settings.py", "_service_database"): "the service database's options",
     ("reportsvc/text.py", "read_sqlite_text_leniently"): "the service's SQLite text",
     ("runs/services/metrics.py", "_report_rows"): "/metrics' SQL, compiled per service database",
-    ("reportsvc/localrun.py", "database_label"): "the service database's password file",
     ("runs/selectors.py", "reports_with_last_run"): "the reports list's SQL, compiled per database",
 }
 
