@@ -154,6 +154,8 @@ def reports_with_last_run(slug=None):
         report = ReportRow(*row[:width], run.id)
         if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
             report = report._replace(parameters=json.loads(report.parameters))
+        if isinstance(report.targets, str):
+            report = report._replace(targets=json.loads(report.targets))
         if isinstance(report.expect_success_within, int):  # SQLite keeps microseconds
             report = report._replace(
                 expect_success_within=timedelta(microseconds=report.expect_success_within)
