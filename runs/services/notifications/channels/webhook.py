@@ -61,7 +61,8 @@ def event_payload(event):
     rows = f", {run.row_count:,} rows" if run is not None and run.row_count is not None else ""
     where = run_links(run)["admin"] if run is not None else report_link(report)
     about = f" (run {run.pk}{rows})" if run is not None else ""
-    status = run.status if event.kind == "success" else delivery_reason(event.kind)
+    success = event.kind == "success" and run is not None
+    status = run.status if success else delivery_reason(event.kind)
     icon = ICONS.get(event.kind, ":white_check_mark:")
     return {
         "text": f"{icon} {report.name}: {status}{about} {where}",
