@@ -3,22 +3,15 @@ uploads with slack-sdk, rate limits), Teams (Adaptive Card), the HTML email, and
 hostile rows, receivers and input. Slack and Teams are a local server behaving like
 their endpoints (tests/chat_servers.py), reached through the real HTTP path."""
 
-import email
 import importlib
 import json
-import time
-from html.parser import HTMLParser
 
 import pytest
 from django.apps import apps
-from django.core import mail
 
 from reports.models import Report
-from runs.models import Delivery, RunStatus
 from runs.services.notifications.channels import CHANNEL_MODULES, channels, get_channel
 from runs.services.notifications.channels.base import EVENT_KINDS, Event, Target, summarize
-from runs.services.notifications.channels.email import HTML_MAX_BYTES
-from runs.services.notifier import send_event
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.chat_servers import ChatServer
