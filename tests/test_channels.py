@@ -3,15 +3,22 @@ uploads with slack-sdk, rate limits), Teams (Adaptive Card), the HTML email, and
 hostile rows, receivers and input. Slack and Teams are a local server behaving like
 their endpoints (tests/chat_servers.py), reached through the real HTTP path."""
 
+import email
 import importlib
 import json
+import time
+from html.parser import HTMLParser
 
 import pytest
 from django.apps import apps
+from django.core import mail
 
 from reports.models import Report
+from runs.models import Delivery, RunStatus
 from runs.services.notifications.channels import CHANNEL_MODULES, channels, get_channel
 from runs.services.notifications.channels.base import EVENT_KINDS, Event, Target, summarize
+from runs.services.notifications.channels.email import HTML_MAX_BYTES
+from runs.services.notifier import send_event
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.chat_servers import ChatServer
@@ -250,3 +257,392 @@ def test_the_migration_moves_slack_and_teams_webhooks_to_their_channels():
         ("teams", lines[3]),
     ]
     assert report.notify_webhooks == "https://receiver.example/h"
+
+
+# --- Slack: incoming webhooks ----------------------------------------------------------------
+
+
+def test_slack_gets_a_block_kit_message_with_hostile_rows_as_text(chat):
+    report = make_report(
+        HOSTILE_SQL, targets=[{"channel": "slack", "address": chat.slack_webhook}], inline_rows=5
+    )
+    run = run_report_now(report)
+    [message] = chat.bodies("/services/")
+    assert message["mrkdwn"] is False
+    assert message["text"] == "\u2705 Refunds: succeeded"
+    header, what, facts, *rest = message["blocks"]
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "\u2705 Refunds: succeeded", "emoji": False},
+    }
+    shown_facts = [field["text"] for field in facts["fields"]]
+    assert "Status: succeeded" in shown_facts and "Rows: 1" in shown_facts
+    assert any(text.startswith("Duration: ") for text in shown_facts)
+    # The rows: a preformatted rich_text block, each value literally there.
+    [table] = [block for block in rest if block["type"] == "rich_text"]
+    text = table["elements"][0]["elements"][0]["text"]
+    assert table["elements"][0]["elements"][0]["type"] == "text"
+    for value in HOSTILE:
+        assert value in text
+    assert "NULL" in text
+    # Nothing that Slack would read as mrkdwn carries report text.
+    for block in objects(message["blocks"]):
+        assert block.get("type") != "mrkdwn"
+    buttons = [block for block in rest if block["type"] == "actions"][0]["elements"]
+    assert [(b["text"]["text"], b["url"]) for b in buttons] == [
+        ("Open the run", f"https://reports.example.com/admin/runs/run/{run.pk}/change/"),
+        ("Download", f"https://reports.example.com/api/runs/{run.pk}/download/"),
+    ]
+    [delivery] = Delivery.objects.all()
+    assert (delivery.channel, delivery.status, delivery.attempts) == ("slack", "sent", 1)
+    assert delivery.target == f"{chat.origin}/…"
+
+
+def test_a_slack_failure_shows_the_first_line_of_the_reason_as_viewers_see_it(chat):
+    report = make_report(
+        "SELECT * FROM missing_table", targets=[{"channel": "slack", "address": chat.slack_webhook}]
+    )
+    run = run_report_now(report)
+    assert run.status == RunStatus.FAILED
+    [message] = chat.bodies("/services/")
+    assert message["blocks"][0]["text"]["text"] == "\U0001f534 Refunds: FAILED"
+    [reason] = [block for block in message["blocks"] if block["type"] == "rich_text"]
+    line = reason["elements"][0]["elements"][0]["text"]
+    assert "missing_table" in line and "\n" not in line
+
+
+def test_slack_rate_limits_are_waited_out_as_asked_and_recorded(chat):
+    chat.webhook = [(429, "rate_limited", {"Retry-After": "1"})]
+    report = make_report(targets=[{"channel": "slack", "address": chat.slack_webhook}])
+    started = time.monotonic()
+    run_report_now(report)
+    assert time.monotonic() - started >= 1
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
+    assert len(chat.bodies("/services/")) == 2
+
+
+def test_slack_rate_limits_are_retried_a_bounded_number_of_times(chat):
+    chat.webhook = [(429, "rate_limited", {"Retry-After": "0"})] * 5
+    run = run_report_now(make_report(targets=[{"channel": "slack", "address": chat.slack_webhook}]))
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.attempts) == ("failed", 3)
+    assert delivery.last_error == (
+        "HTTP 429 Too Many Requests rate_limited: still rate limited after 2 waits "
+        "(NOTIFY_RATE_LIMIT_RETRIES)"
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+
+
+def test_a_retry_after_longer_than_allowed_is_not_waited_for(chat):
+    chat.webhook = [(429, "rate_limited", {"Retry-After": "600"})]
+    started = time.monotonic()
+    run_report_now(make_report(targets=[{"channel": "slack", "address": chat.slack_webhook}]))
+    assert time.monotonic() - started < 5
+    [delivery] = Delivery.objects.all()
+    assert delivery.attempts == 1
+    assert "Retry-After 600 s is longer than the 2 s waited" in delivery.last_error
+
+
+def test_a_revoked_slack_webhook_is_a_failed_delivery_saying_so(chat):
+    chat.webhook = [(404, "no_service")]
+    run = run_report_now(make_report(targets=[{"channel": "slack", "address": chat.slack_webhook}]))
+    [delivery] = Delivery.objects.all()
+    assert delivery.status == "failed"
+    assert (
+        delivery.last_error
+        == "HTTP 404 Not Found no_service (the webhook was removed or its app uninstalled)"
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+
+
+def test_slack_targets_reach_only_slack_hosts_even_if_stored_otherwise(chat, settings):
+    report = make_report()
+    Report.objects.filter(pk=report.pk).update(
+        targets=[
+            {"channel": "slack", "address": "http://127.0.0.1:9/services/T/B/X", "options": {}}
+        ]
+    )
+    report.refresh_from_db()
+    run_report_now(report)
+    [delivery] = Delivery.objects.all()
+    assert delivery.status == "failed"
+    assert (
+        delivery.last_error == "refused: 127.0.0.1 is not one of Slack's incoming-webhook's hosts"
+    )
+
+
+def test_a_slow_slack_receiver_is_cut_off_at_the_deadline(settings):
+    server = ChatServer(delay=3)
+    settings.NOTIFY_CHAT_TEST_ORIGIN = server.origin
+    settings.NOTIFY_WEBHOOK_RETRIES = 0
+    try:
+        started = time.monotonic()
+        run = run_report_now(
+            make_report(targets=[{"channel": "slack", "address": server.slack_webhook}])
+        )
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.last_error) == ("failed", "timed out after 1 s")
+    assert run.status == RunStatus.SUCCEEDED
+
+
+# --- Slack: a bot token, files_upload_v2 ---------------------------------------------------------
+
+
+@pytest.fixture
+def bot(chat, settings):
+    settings.SLACK_BOT_TOKEN = "xoxb-test-token"
+    return chat
+
+
+def test_with_a_bot_token_the_message_is_posted_and_the_file_uploaded_in_its_thread(bot):
+    report = make_report(
+        "SELECT 1 AS n UNION ALL SELECT 2", targets=[{"channel": "slack", "address": "C0123456"}]
+    )
+    run = run_report_now(report)
+    assert bot.calls == [
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    ]
+    assert "files.upload" not in bot.calls
+    [posted] = bot.api_params("chat.postMessage")
+    assert posted["channel"] == "C0123456" and posted["blocks"]
+    [(_, headers, _)] = [r for r in bot.requests if r[0] == "/api/chat.postMessage"]
+    assert headers["Authorization"] == "Bearer xoxb-test-token"
+    [asked] = bot.api_params("files.getUploadURLExternal")
+    assert int(asked["length"]) == run.output_bytes
+    assert asked["filename"].startswith("refunds_") and asked["filename"].endswith(".csv")
+    assert list(bot.uploads.values()) == [b"n\n1\n2\n"]
+    [completed] = bot.api_params("files.completeUploadExternal")
+    assert completed["channel_id"] == "C0123456"
+    assert completed["thread_ts"] == "1700000000.000100"
+    [delivery] = Delivery.objects.all()
+    assert (delivery.channel, delivery.target, delivery.status) == ("slack", "C0123456", "sent")
+
+
+def test_a_file_over_the_attachment_limit_is_linked_not_uploaded(bot, settings):
+    settings.NOTIFY_ATTACH_MAX_BYTES = 3
+    run_report_now(make_report(targets=[{"channel": "slack", "address": "C0123456"}]))
+    assert bot.calls == ["chat.postMessage"]
+    assert bot.uploads == {}
+    assert Delivery.objects.get().status == "sent"
+
+
+def test_a_revoked_token_is_a_failed_delivery_and_the_run_stays_as_it_was(bot):
+    bot.revoked.add("xoxb-test-token")
+    run = run_report_now(make_report(targets=[{"channel": "slack", "address": "C0123456"}]))
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.last_error) == (
+        "failed",
+        "Slack API chat.postMessage: token_revoked",
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+
+
+def test_a_channel_id_slack_does_not_know_is_a_failed_delivery(bot):
+    report = make_report()
+    Report.objects.filter(pk=report.pk).update(
+        targets=[{"channel": "slack", "address": "G0000000", "options": {}}]
+    )
+    report.refresh_from_db()
+    run_report_now(report)
+    assert Delivery.objects.get().last_error == "Slack API chat.postMessage: channel_not_found"
+
+
+def test_the_web_api_rate_limit_is_honoured_and_counted(bot):
+    bot.api = [(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})]
+    run_report_now(make_report(targets=[{"channel": "slack", "address": "C0123456"}]))
+    assert bot.calls[:2] == ["chat.postMessage", "chat.postMessage"]
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
+
+
+# --- Teams -------------------------------------------------------------------------------------
+
+
+def test_teams_gets_an_adaptive_card_with_hostile_rows_as_text_runs(chat):
+    report = make_report(
+        HOSTILE_SQL, targets=[{"channel": "teams", "address": chat.teams_workflow}], inline_rows=5
+    )
+    run = run_report_now(report)
+    [message] = chat.bodies("/workflows/")
+    assert message["type"] == "message"
+    [attachment] = message["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.5"
+    runs = [each["text"] for each in objects(card["body"]) if each.get("type") == "TextRun"]
+    assert "\u2705 Refunds: succeeded" in runs
+    for value in HOSTILE:
+        assert value in runs
+    assert "NULL" in runs and "" in runs
+    # Markdown is read only by TextBlock and FactSet: the card has neither.
+    assert not [each for each in objects(card) if each.get("type") in ("TextBlock", "FactSet")]
+    assert card["actions"] == [
+        {
+            "type": "Action.OpenUrl",
+            "title": "Open the run",
+            "url": f"https://reports.example.com/admin/runs/run/{run.pk}/change/",
+        },
+        {
+            "type": "Action.OpenUrl",
+            "title": "Download",
+            "url": f"https://reports.example.com/api/runs/{run.pk}/download/",
+        },
+    ]
+    assert Delivery.objects.get().status == "sent"
+
+
+def test_a_teams_workflow_that_refuses_is_recorded(chat):
+    chat.teams = [(400, "BadRequest")]
+    run_report_now(make_report(targets=[{"channel": "teams", "address": chat.teams_workflow}]))
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.last_error) == ("failed", "HTTP 400 Bad Request")
+    assert delivery.target == f"{chat.origin}/…"
+
+
+def test_a_retired_office_connector_target_is_not_sent_to():
+    report = make_report()
+    Report.objects.filter(pk=report.pk).update(
+        targets=[
+            {
+                "channel": "teams",
+                "address": "https://corp.webhook.office.com/webhookb2/x",
+                "options": {},
+            }
+        ]
+    )
+    report.refresh_from_db()
+    run_report_now(report)
+    [delivery] = Delivery.objects.all()
+    assert delivery.status == "failed" and "retired" in delivery.last_error
+
+
+# --- email ------------------------------------------------------------------------------------
+
+
+class Cells(HTMLParser):
+    """The rows table of an HTML email: (tag, attributes, text) of each cell."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.styled, self.in_rows, self.current = [], 0, False, None
+        self.text_parts = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "style" in attrs:
+            self.styled += 1
+        if tag == "table" and "rows" in (attrs.get("class") or ""):
+            self.in_rows = True
+        if self.in_rows and tag in ("td", "th"):
+            self.current = [tag, attrs, ""]
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.in_rows = False
+        if self.current and tag in ("td", "th"):
+            self.cells.append(tuple(self.current))
+            self.current = None
+
+    def handle_data(self, data):
+        self.text_parts.append(data)
+        if self.current:
+            self.current[2] += data
+
+
+def html_of(message):
+    parsed = email.message_from_bytes(message.message().as_bytes())
+    [html] = [part for part in parsed.walk() if part.get_content_type() == "text/html"]
+    assert any(part.get_content_type() == "multipart/alternative" for part in parsed.walk())
+    return html.get_payload(decode=True).decode()
+
+
+def test_the_html_email_carries_the_first_rows_escaped_with_inlined_style():
+    sql = HOSTILE_SQL + ", REPLACE(printf('%.300c', 'x'), ' ', 'x') AS g"
+    report = make_report(
+        HOSTILE_SQL + ", '" + "x" * 300 + "' AS g", notify_emails="ops@example.com", inline_rows=5
+    )
+    del sql
+    run_report_now(report)
+    [message] = mail.outbox
+    assert "First rows:" in message.body  # the text part has them too
+    html = html_of(message)
+    assert "<style" not in html  # inlined into style attributes
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    parser = Cells()
+    parser.feed(html)
+    assert parser.styled > 10
+    header = [text for tag, _, text in parser.cells if tag == "th"]
+    assert header == ["a", "b", "c", "d", "e", "f", "g"]
+    row = [(attrs.get("class"), text) for tag, attrs, text in parser.cells if tag == "td"]
+    assert [text for _, text in row[:4]] == HOSTILE
+    assert row[4] == ("null", "NULL")  # NULL marked apart from ''
+    assert row[5] == (None, "")
+    assert row[6][1] == "x" * 100 + "… (300 chars)"
+    assert all("style" in attrs for tag, attrs, _ in parser.cells)
+
+
+def test_the_html_email_stays_under_100_kb_and_says_how_it_was_cut(source_sql, scratch_tables):
+    scratch_tables.append("wide_rows")
+    columns = ", ".join(f"c{i} TEXT" for i in range(25))
+    source_sql(f"CREATE TABLE wide_rows ({columns})")
+    value = "<&>" * 60
+    for _ in range(60):
+        source_sql(f"INSERT INTO wide_rows VALUES ({', '.join(['%s'] * 25)})", [value] * 25)
+    report = make_report("SELECT * FROM wide_rows", notify_emails="ops@example.com", inline_rows=50)
+    run_report_now(report)
+    html = html_of(mail.outbox[0])
+    assert len(html.encode()) < HTML_MAX_BYTES
+    parser = Cells()
+    parser.feed(html)
+    assert len([1 for tag, _, _ in parser.cells if tag == "th"]) == 20
+    text = " ".join(parser.text_parts)
+    assert "of the first 50 rows shown: the message is kept under 100 KB, as Gmail clips" in text
+    assert "5 more columns not shown." in text
+
+
+@pytest.mark.parametrize("output_format", ["csv", "csv_gz", "xlsx"])
+def test_rows_come_from_the_stored_file_never_from_the_query_again(
+    output_format, source_sql, scratch_tables, chat
+):
+    scratch_tables.append("changing")
+    source_sql("CREATE TABLE changing (label TEXT)")
+    source_sql("INSERT INTO changing VALUES ('before')")
+    report = make_report(
+        "SELECT label FROM changing",
+        notify_when="never",
+        output_format=output_format,
+        inline_rows=3,
+        targets=[
+            {"channel": "email", "address": "ops@example.com"},
+            {"channel": "slack", "address": chat.slack_webhook},
+            {"channel": "teams", "address": chat.teams_workflow},
+        ],
+    )
+    run = run_report_now(report)
+    source_sql("UPDATE changing SET label = 'after'")
+    deliveries = send_event(Event("success", report, run))
+    assert [d.status for d in deliveries] == ["sent"] * 3
+    assert "before" in html_of(mail.outbox[0]) and "after" not in html_of(mail.outbox[0])
+    slack, teams = chat.bodies("/services/")[0], chat.bodies("/workflows/")[0]
+    assert "before" in " ".join(texts(slack)) and "after" not in " ".join(texts(slack))
+    assert "before" in list(texts(teams)) and "after" not in list(texts(teams))
+
+
+def test_without_inline_rows_no_channel_reads_the_file(chat, settings):
+    report = make_report(
+        targets=[{"channel": "slack", "address": chat.slack_webhook}], notify_when="never"
+    )
+    run = run_report_now(report)
+    run.output.storage.delete(run.output.name)  # reading it would be noticed
+    [delivery] = send_event(Event("success", report, run))
+    assert delivery.status == "sent"
+    assert not [b for b in chat.bodies("/services/")[0]["blocks"] if b["type"] == "rich_text"]

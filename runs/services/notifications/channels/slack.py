@@ -34,7 +34,7 @@ from runs.services.output_storage import open_output
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,20}$")
 HEADER_CHARS = 150
 FIELD_CHARS = 300
-CELL_CHARS = 40
+CELL_CHARS = 80
 TABLE_CHARS = 2800  # of a rich_text block's preformatted text; Slack takes 4000 a block
 
 # What Slack's incoming webhooks answer, said in words.

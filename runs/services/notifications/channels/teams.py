@@ -20,7 +20,7 @@ from runs.services.notifications.channels.base import (
 )
 from runs.services.notifications.posting import post_with_retries
 
-CELL_CHARS = 60
+CELL_CHARS = 100
 CARD_VERSION = "1.5"
 
 
