@@ -22,6 +22,7 @@ from runs.services.notifier import send_event
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.chat_servers import ChatServer
+from tests.conftest import executes_reports
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -270,7 +271,7 @@ def test_slack_gets_a_block_kit_message_with_hostile_rows_as_text(chat):
     [message] = chat.bodies("/services/")
     assert message["mrkdwn"] is False
     assert message["text"] == "\u2705 Refunds: succeeded"
-    header, what, facts, *rest = message["blocks"]
+    header, _, facts, *rest = message["blocks"]
     assert header == {
         "type": "header",
         "text": {"type": "plain_text", "text": "\u2705 Refunds: succeeded", "emoji": False},
@@ -288,7 +289,7 @@ def test_slack_gets_a_block_kit_message_with_hostile_rows_as_text(chat):
     # Nothing that Slack would read as mrkdwn carries report text.
     for block in objects(message["blocks"]):
         assert block.get("type") != "mrkdwn"
-    buttons = [block for block in rest if block["type"] == "actions"][0]["elements"]
+    buttons = next(block for block in rest if block["type"] == "actions")["elements"]
     assert [(b["text"]["text"], b["url"]) for b in buttons] == [
         ("Open the run", f"https://reports.example.com/admin/runs/run/{run.pk}/change/"),
         ("Download", f"https://reports.example.com/api/runs/{run.pk}/download/"),
@@ -590,6 +591,7 @@ def test_the_html_email_carries_the_first_rows_escaped_with_inlined_style():
     assert all("style" in attrs for tag, attrs, _ in parser.cells)
 
 
+@executes_reports  # tables the report connection reads
 def test_the_html_email_stays_under_100_kb_and_says_how_it_was_cut(source_sql, scratch_tables):
     scratch_tables.append("wide_rows")
     columns = ", ".join(f"c{i} TEXT" for i in range(25))
@@ -609,6 +611,7 @@ def test_the_html_email_stays_under_100_kb_and_says_how_it_was_cut(source_sql, s
     assert "5 more columns not shown." in text
 
 
+@executes_reports
 @pytest.mark.parametrize("output_format", ["csv", "csv_gz", "xlsx"])
 def test_rows_come_from_the_stored_file_never_from_the_query_again(
     output_format, source_sql, scratch_tables, chat
