@@ -586,7 +586,7 @@ def test_the_html_email_carries_the_first_rows_escaped_with_inlined_style():
     row = [(attrs.get("class"), text) for tag, attrs, text in parser.cells if tag == "td"]
     assert [text for _, text in row[:4]] == HOSTILE
     assert row[4] == ("null", "NULL")  # NULL marked apart from ''
-    assert row[5] == (None, "")
+    assert row[5] == ("short", "")
     assert row[6][1] == "x" * 100 + "… (300 chars)"
     assert all("style" in attrs for tag, attrs, _ in parser.cells)
 

@@ -62,6 +62,7 @@ h1 { font-size: 18px; margin: 0 0 4px 0; }
 .rows td { padding: 4px 8px; border: 1px solid #dcdfe4; vertical-align: top;
            font-family: Menlo, Consolas, monospace; white-space: pre-wrap; }
 .rows td.null { color: #98a2b3; font-style: italic; }
+.rows td.short { white-space: pre; }
 .rows .cut { color: #98a2b3; }
 .small { color: #667085; font-size: 12px; margin-top: 12px; }
 """
@@ -86,7 +87,13 @@ def _html_cells(table):
                 "+" if cell.cut and cell.length <= len(cell.text) else ""
             )
             shown.append(
-                {"null": cell.is_null, "text": cell.text[:CELL_CHARS], "cut": cut, "length": length}
+                {
+                    "null": cell.is_null,
+                    "text": cell.text[:CELL_CHARS],
+                    "cut": cut,
+                    "length": length,
+                    "short": len(cell.text) <= 24,  # kept on one line: dates, numbers
+                }
             )
         rows.append(shown)
     return rows
