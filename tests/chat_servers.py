@@ -27,6 +27,7 @@ class ChatServer:
         self.requests, self.calls, self.uploads = [], [], {}
         self.webhook, self.api, self.teams = [], [], []  # queued answers
         self.revoked, self.delay = set(), delay
+        self.slow_paths = {}  # path prefix -> seconds to wait before answering
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,9 @@ class ChatServer:
                 body = self.rfile.read(length)
                 server.requests.append((self.path, dict(self.headers), body))
                 time.sleep(server.delay)
+                for prefix, seconds in server.slow_paths.items():
+                    if self.path.startswith(prefix):
+                        time.sleep(seconds)
                 path = urllib.parse.urlsplit(self.path).path
                 if path.startswith("/services/"):
                     self.answer(*(server.webhook.pop(0) if server.webhook else (200, "ok")))

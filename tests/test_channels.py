@@ -15,6 +15,7 @@ from django.core import mail
 
 from reports.models import Report
 from runs.models import Delivery, RunStatus
+from runs.services.notification_lanes import NotificationLanes
 from runs.services.notifications.channels import CHANNEL_MODULES, channels, get_channel
 from runs.services.notifications.channels.base import EVENT_KINDS, Event, Target, summarize
 from runs.services.notifications.channels.email import HTML_MAX_BYTES
@@ -22,7 +23,7 @@ from runs.services.notifier import send_event
 from runs.services.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.chat_servers import ChatServer
-from tests.conftest import executes_reports
+from tests.conftest import executes_reports, needs_commits, wait_for
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -389,6 +390,52 @@ def test_a_slow_slack_receiver_is_cut_off_at_the_deadline(settings):
         server.close()
     [delivery] = Delivery.objects.all()
     assert (delivery.status, delivery.last_error) == ("failed", "timed out after 1 s")
+    assert run.status == RunStatus.SUCCEEDED
+
+
+@needs_commits
+def test_a_slow_slack_receiver_holds_up_only_its_own_report(settings, chat):
+    settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS = 5
+    chat.slow_paths["/services/TSLOW/"] = 2
+    runs = []
+    for slug in ("slow", "quick"):
+        report = Report.objects.create(
+            name=slug, slug=slug, sql="SELECT 1 AS n", notify_when="never"
+        )
+        runs.append(run_report_now(report))
+        report.notify_when = "always"
+        report.targets = [
+            {"channel": "slack", "address": f"{chat.origin}/services/T{slug.upper()}/B/X"}
+        ]
+        report.save()
+    lanes = NotificationLanes()
+    started = time.monotonic()
+    lanes.submit(runs[0])
+    lanes.submit(runs[1])
+    wait_for(lambda: Delivery.objects.filter(run=runs[1], status="sent").exists(), timeout=5)
+    assert time.monotonic() - started < 1.5  # not behind the slow report's 2 s
+    assert not Delivery.objects.filter(run=runs[0]).exists()
+    assert lanes.close(timeout=10) == []
+    assert Delivery.objects.get(run=runs[0]).status == "sent"
+
+
+def test_a_stalled_slack_web_api_is_left_behind_at_the_deadline(settings):
+    server = ChatServer(delay=3)
+    settings.NOTIFY_CHAT_TEST_ORIGIN = server.origin
+    settings.SLACK_BOT_TOKEN = "xoxb-test-token"
+    settings.NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS = 1
+    settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS = 10  # slack-sdk's own timeout comes later
+    try:
+        started = time.monotonic()
+        run = run_report_now(make_report(targets=[{"channel": "slack", "address": "C0123456"}]))
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.last_error) == (
+        "failed",
+        "Slack API: timed out after 1 s (NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS)",
+    )
     assert run.status == RunStatus.SUCCEEDED
 
 

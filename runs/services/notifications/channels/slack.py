@@ -11,6 +11,7 @@ message sets ``mrkdwn: false``.
 import json
 import re
 import threading
+import time
 
 from django.conf import settings
 from slack_sdk import WebClient
@@ -263,8 +264,14 @@ class SlackChannel(Channel):
 
         thread = threading.Thread(target=converse, name="slack-upload", daemon=True)
         thread.start()
-        thread.join(settings.NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS)
+        # A daemon thread: a Slack that stalls is left behind at the deadline, or as
+        # soon as the worker stops, never waited for.
+        deadline = time.monotonic() + settings.NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS
+        while thread.is_alive() and time.monotonic() < deadline and not attempt.stopped():
+            thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
         attempts = 1 + rate_limits.retries
+        if thread.is_alive() and attempt.stopped():
+            raise DeliveryFailed("Slack API: not finished: the worker stopped", attempts)
         if thread.is_alive():
             raise DeliveryFailed(
                 f"Slack API: timed out after {settings.NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS:g} s "
