@@ -24,6 +24,8 @@ from reports.validators import (
 from runs.services.formats import DEFAULT_FORMAT, format_choices, get_format
 
 INLINE_ROWS_MAX = 50
+MAX_TARGETS = 50
+MAX_ADDRESS_CHARS = 2000
 _UNSEEN = object()  # a deferred field, never read: not changed
 
 
@@ -36,11 +38,22 @@ def cleaned_targets(targets, skipped=()):
 
     if not isinstance(targets, list):
         raise ValidationError({"targets": "A list of {channel, address, options} objects."})
+    if len(targets) > MAX_TARGETS:
+        raise ValidationError(
+            {"targets": f"At most {MAX_TARGETS} targets ({len(targets):,} given)."}
+        )
     cleaned = []
     for index, item in enumerate(targets):
         where = f"targets[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("address"), str):
             raise ValidationError({"targets": f"{where}: an object with channel and address."})
+        if len(item["address"]) > MAX_ADDRESS_CHARS:
+            raise ValidationError(
+                {
+                    "targets": f"{where}.address: at most {MAX_ADDRESS_CHARS:,} characters "
+                    f"({len(item['address']):,} given)."
+                }
+            )
         unknown = sorted(set(item) - {"channel", "address", "options"})
         if unknown:
             raise ValidationError({"targets": f"{where}.{unknown[0]}: not a target field."})

@@ -237,6 +237,44 @@ def test_bad_targets_get_a_field_error_and_nothing_changes(target, message):
     assert [t["address"] for t in report.targets] == ["kept@example.com"]
 
 
+def test_huge_target_lists_and_addresses_are_refused():
+    editor = client_for(make_user("editor", "editor"))
+    make_report(notify_emails="kept@example.com")
+    many = [{"channel": "email", "address": f"a{i}@example.com"} for i in range(10_000)]
+    response = editor.patch(
+        "/api/reports/refunds/", {"targets": many}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"targets": ["At most 50 targets (10,000 given)."]}
+    long = [{"channel": "webhook", "address": "https://receiver.example/" + "x" * 1_000_000}]
+    response = editor.patch(
+        "/api/reports/refunds/", {"targets": long}, content_type="application/json"
+    )
+    assert response.json() == {
+        "targets": ["targets[0].address: at most 2,000 characters (1,000,025 given)."]
+    }
+    response = editor.patch(
+        "/api/reports/refunds/", {"inline_rows": 51}, content_type="application/json"
+    )
+    assert response.status_code == 400 and "inline_rows" in response.json()
+    assert Report.objects.get().targets == [
+        {"channel": "email", "address": "kept@example.com", "options": {}}
+    ]
+
+
+def test_people_who_may_not_change_reports_cannot_set_targets(chat):
+    make_report(notify_emails="kept@example.com")
+    for role in ("view", "run", "sql"):
+        client = client_for(make_user(f"user-{role}", role))
+        response = client.patch(
+            "/api/reports/refunds/",
+            {"targets": [{"channel": "slack", "address": chat.slack_webhook}]},
+            content_type="application/json",
+        )
+        assert response.status_code == 403
+    assert [t["channel"] for t in Report.objects.get().targets] == ["email"]
+
+
 def test_the_migration_moves_slack_and_teams_webhooks_to_their_channels():
     migration = importlib.import_module("reports.migrations.0011_report_targets")
     report = make_report()
