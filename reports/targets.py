@@ -169,12 +169,22 @@ def redact_text(text):
 
 
 def shown_target(delivery, show_addresses):
-    """A delivery's target as shown: URLs always as scheme and host, email addresses
-    in full only if ``show_addresses`` (the viewer may change reports), Slack channel
-    ids as they are."""
-    if delivery.channel != "email":
-        return redact_url(delivery.target) if "://" in delivery.target else delivery.target
-    return delivery.target if show_addresses else redact_email(delivery.target)
+    """A delivery's target as shown: email addresses in full only if
+    ``show_addresses`` (the viewer may change reports); other targets as their channel
+    redacts them (URLs as scheme and host, Slack channel ids as they are)."""
+    if delivery.channel == "email" and show_addresses:
+        return delivery.target
+    return _redact(delivery.channel, delivery.target)
+
+
+def _redact(channel_name, address):
+    """``address`` as its channel shows it to people who may not change the report."""
+    from runs.services.notifications.channels import get_channel  # the registry, as formats
+
+    channel = get_channel(channel_name)
+    if channel is not None:
+        return channel.redact(address)
+    return redact_url(address) if "://" in address else ELIDED
 
 
 def shown_delivery_error(delivery, show_addresses):
@@ -249,10 +259,8 @@ def redacted_targets(targets, show_addresses=False):
     ``show_addresses``."""
     shown = []
     for target in targets or []:
-        address = target.get("address", "")
-        if target.get("channel") == "email":
-            address = address if show_addresses else redact_email(address)
-        elif "://" in address:
-            address = redact_url(address)
+        address, channel = target.get("address", ""), target.get("channel")
+        if not (channel == "email" and show_addresses):
+            address = _redact(channel, address)
         shown.append({**target, "address": address})
     return shown

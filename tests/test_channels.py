@@ -734,3 +734,20 @@ def test_without_inline_rows_no_channel_reads_the_file(chat, settings):
     [delivery] = send_event(Event("success", report, run))
     assert delivery.status == "sent"
     assert not [b for b in chat.bodies("/services/")[0]["blocks"] if b["type"] == "rich_text"]
+
+
+def test_the_migration_back_returns_slack_and_teams_urls_to_notify_webhooks():
+    migration = importlib.import_module("reports.migrations.0011_report_targets")
+    report = make_report(
+        targets=[
+            {"channel": "email", "address": "a@example.com"},
+            {"channel": "webhook", "address": "https://receiver.example/h"},
+            {"channel": "slack", "address": "https://hooks.slack.com/services/T1/B1/abc"},
+        ]
+    )
+    migration.empty_targets(apps, None)
+    report.refresh_from_db()
+    assert report.notify_webhooks == (
+        "https://receiver.example/h\nhttps://hooks.slack.com/services/T1/B1/abc"
+    )
+    assert report.notify_emails == "a@example.com"
