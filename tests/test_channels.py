@@ -206,6 +206,10 @@ BAD_TARGETS = [
         "is neither a Slack incoming-webhook URL",
     ),
     ({"channel": "slack", "address": "c-general"}, "is neither a Slack incoming-webhook URL"),
+    (
+        {"channel": "slack", "address": "https://hooks.slack.com/triggers/T/1/x"},
+        "is neither a Slack incoming-webhook URL",
+    ),
     ({"channel": "slack", "address": "C0123456789"}, "needs a bot token (SLACK_BOT_TOKEN)"),
     (
         {"channel": "teams", "address": "https://corp.webhook.office.com/webhookb2/x"},
@@ -530,6 +534,22 @@ def test_a_revoked_token_is_a_failed_delivery_and_the_run_stays_as_it_was(bot):
     )
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
+
+
+def test_a_channel_id_target_without_a_bot_token_is_not_sent(chat):
+    report = make_report()
+    Report.objects.filter(pk=report.pk).update(
+        targets=[{"channel": "slack", "address": "C0123456", "options": {}}]
+    )
+    report.refresh_from_db()
+    run_report_now(report)
+    assert chat.calls == []
+    [delivery] = Delivery.objects.all()
+    assert (delivery.status, delivery.attempts) == ("failed", 0)
+    assert (
+        delivery.last_error
+        == "not sent: posting to a channel id needs a bot token (SLACK_BOT_TOKEN)"
+    )
 
 
 def test_a_channel_id_slack_does_not_know_is_a_failed_delivery(bot):

@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 
 from django.conf import settings
 from slack_sdk import WebClient
@@ -210,7 +211,12 @@ class SlackChannel(Channel):
                 )
             return address, options
         where = chat_hosts.host_of(address)
-        if where is None or not chat_hosts.slack_webhook_host(*where) or not address.count("/") > 3:
+        path = urllib.parse.urlsplit(address).path if where is not None else ""
+        if (
+            where is None
+            or not chat_hosts.slack_webhook_host(*where)
+            or not path.startswith("/services/")
+        ):
             raise TargetProblem(
                 f"'{redact_url(address) if '://' in address else address[:40]}' is neither a Slack "
                 "incoming-webhook URL (https://hooks.slack.com/services/…) nor a channel id "
@@ -226,6 +232,10 @@ class SlackChannel(Channel):
 
     def send(self, target, message, attempt):
         if CHANNEL_ID.match(target.address):
+            if not settings.SLACK_BOT_TOKEN:
+                raise DeliveryFailed(
+                    "not sent: posting to a channel id needs a bot token (SLACK_BOT_TOKEN)", 0
+                )
             return self._send_with_token(target.address, message, attempt)
         body = json.dumps(message["payload"]).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "reportsvc-slack"}
