@@ -232,10 +232,20 @@ def channel_of_webhook(url):
 def legacy_views(targets):
     """``(notify_emails, notify_webhooks)`` text of ``targets``: the email targets and
     the (generic) webhook targets, as the deprecated fields show them."""
-    targets = targets or []
-    emails = ", ".join(t["address"] for t in targets if t.get("channel") == "email")
-    webhooks = "\n".join(t["address"] for t in targets if t.get("channel") == "webhook")
-    return emails, webhooks
+    return _addresses(targets, "email", ", "), _addresses(targets, "webhook", "\n")
+
+
+def _well_formed(targets):
+    """The items of ``targets`` that are targets at all (the rest is refused on save)."""
+    if not isinstance(targets, list):
+        return []
+    return [t for t in targets if isinstance(t, dict) and isinstance(t.get("address"), str)]
+
+
+def _addresses(targets, channel, separator):
+    return separator.join(
+        t["address"] for t in _well_formed(targets) if t.get("channel") == channel
+    )
 
 
 def targets_from_views(targets, emails, webhooks):
@@ -243,7 +253,7 @@ def targets_from_views(targets, emails, webhooks):
     deprecated fields' text; a webhook line on Slack's or Teams' hosts becomes a target
     of that channel. Other targets stay, in their order."""
     split = [item.strip() for item in (emails or "").replace("\n", ",").split(",") if item.strip()]
-    kept = [dict(t) for t in targets or [] if t.get("channel") not in ("email", "webhook")]
+    kept = [dict(t) for t in _well_formed(targets) if t.get("channel") not in ("email", "webhook")]
     new = [{"channel": "email", "address": address, "options": {}} for address in split]
     for url in webhook_lines(webhooks or ""):
         channel = channel_of_webhook(url)
@@ -258,7 +268,7 @@ def redacted_targets(targets, show_addresses=False):
     keep them): URLs as scheme and host, addresses as their domain unless
     ``show_addresses``."""
     shown = []
-    for target in targets or []:
+    for target in _well_formed(targets):
         address, channel = target.get("address", ""), target.get("channel")
         if not (channel == "email" and show_addresses):
             address = _redact(channel, address)

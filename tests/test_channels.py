@@ -241,6 +241,30 @@ def test_bad_targets_get_a_field_error_and_nothing_changes(target, message):
     assert [t["address"] for t in report.targets] == ["kept@example.com"]
 
 
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ({"channel": "email"}, "A list of {channel, address, options} objects."),
+        (["ops@example.com"], "targets[0]: an object with channel and address."),
+        ([{"channel": "email"}], "targets[0]: an object with channel and address."),
+        ([{"channel": "email", "address": 5}], "targets[0]: an object with channel and address."),
+        (
+            [{"channel": "email", "address": "a@example.com", "to": "b"}],
+            "targets[0].to: not a target field.",
+        ),
+    ],
+)
+def test_malformed_targets_are_refused_with_a_message(targets, message):
+    make_report(notify_emails="kept@example.com")
+    editor = client_for(make_user("editor", "editor"))
+    response = editor.patch(
+        "/api/reports/refunds/", {"targets": targets}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"targets": [message]}
+    assert Report.objects.get().notify_emails == "kept@example.com"
+
+
 def test_huge_target_lists_and_addresses_are_refused():
     editor = client_for(make_user("editor", "editor"))
     make_report(notify_emails="kept@example.com")
