@@ -19,6 +19,7 @@ from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of
 from runs.serializers import RunSummarySerializer, context_visibility, summarize_run
+from runs.services.notifications.channels import channel_choices
 
 TARGET_FIELDS = (("targets", []), ("notify_emails", ""), ("notify_webhooks", ""))
 REDACTED_HELP = (
@@ -54,7 +55,7 @@ class ParameterDeclarationsField(serializers.JSONField):
 class TargetSerializer(serializers.Serializer):
     """How a notification target reads in the schema (checked by its channel's module)."""
 
-    channel = serializers.ChoiceField(choices=["email", "webhook", "slack", "teams"])
+    channel = serializers.ChoiceField(choices=channel_choices())
     address = serializers.CharField(
         help_text="email: an address; webhook: an http(s) URL; slack: an incoming-webhook "
         "URL (https://hooks.slack.com/services/…) or, with SLACK_BOT_TOKEN, a channel id "
