@@ -30,7 +30,7 @@ from reports.services.schedules import save_report, set_enabled
 from reports.services.sql_check import check_sql
 from reports.services.statements import declared_of, report_zone
 from reports.services.webhook_secrets import rotate_webhook_secret
-from reports.targets import redacted_emails, redacted_webhooks
+from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reportsvc.web.display import (
     SQL_HIDDEN,
@@ -66,6 +66,7 @@ class ReportForm(forms.ModelForm):
         model = Report
         fields = list(REPORT_SETTINGS_FIELDS)  # the webhook secret is rotated, not typed
         widgets = {
+            "targets": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
             "sql": forms.Textarea(attrs={"class": "rs-sql", "rows": 14, "spellcheck": "false"}),
@@ -223,6 +224,7 @@ class ReportAdmin(admin.ModelAdmin):
         "notify_emails_redacted",
         "notify_webhooks_redacted",
         "freshness_details",
+        "targets_redacted",
     )
     actions = ["run_now", "enable_reports", "disable_reports", "rotate_webhook_secrets"]
     fieldsets = (
@@ -249,10 +251,12 @@ class ReportAdmin(admin.ModelAdmin):
             "Notifications",
             {
                 "fields": (
+                    "targets",
                     "notify_emails",
                     "notify_webhooks",
                     "notify_when",
                     "notify_repeat_after",
+                    "inline_rows",
                     "alert_condition",
                     "alert_threshold",
                     "webhook_signing_secret",
@@ -275,6 +279,7 @@ class ReportAdmin(admin.ModelAdmin):
     REDACTED_FIELDS = {
         "notify_emails": "notify_emails_redacted",
         "notify_webhooks": "notify_webhooks_redacted",
+        "targets": "targets_redacted",
         "webhook_signing_secret": None,
     }
 
@@ -506,6 +511,18 @@ class ReportAdmin(admin.ModelAdmin):
             "{}<div class='help'>Shown as scheme and host: only users who may change the "
             "report see the full addresses.</div>",
             redacted_webhooks(report.notify_webhooks) or "—",
+        )
+
+    @admin.display(description="Targets")
+    def targets_redacted(self, report):
+        shown = [
+            f"{target['channel']}: {target['address']}"
+            for target in redacted_targets(report.targets)
+        ]
+        return format_html(
+            "{}<div class='help'>URLs as scheme and host, addresses as their domain: only "
+            "users who may change the report see them in full.</div>",
+            "; ".join(shown) or "—",
         )
 
     @admin.display(description="Webhook secret")

@@ -634,3 +634,16 @@ def test_sessions_share_the_parsed_service_description_and_keep_their_own_creden
     new_session()
     assert loader.search_paths == paths
     assert len(set(paths)) == len(paths)
+
+
+def test_the_email_shows_the_first_rows_read_from_the_object(s3_outputs, settings):
+    from runs.services.notifications.channels.base import Event
+    from runs.services.notifier import send_event
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    run = run_sql(NUMBERS, notify_when="never", inline_rows=5, notify_emails="ops@example.com")
+    [delivery] = send_event(Event("success", run.report, run))
+    assert delivery.status == "sent"
+    [message] = mail.outbox
+    html = message.alternatives[0][0]
+    assert '<td class="short"' in html and 'say "hi"' in html and "a,b" in html
