@@ -104,7 +104,7 @@ def notify_finished_run(run, stopping=None):
     if not notices or not has_targets:
         return []
     report.refresh_from_db(fields=NOTIFY_TARGET_FIELDS)
-    deliveries = []
+    deliveries, rows = [], None
     for notice in notices:
         if stopping is not None and stopping.is_set():
             break
@@ -113,10 +113,12 @@ def notify_finished_run(run, stopping=None):
             report,
             run,
             note=notice.note,
+            rows=rows,  # the file's first rows, read once for all the run's notices
             failures=notice.failures,
             since=notice.since,
         )
         deliveries += send_event(event, stopping, suppressed=notice.suppressed)
+        rows = event.rows
     return deliveries
 
 
