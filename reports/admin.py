@@ -30,7 +30,7 @@ from reports.services.schedules import parsed_schedule, save_report, set_enabled
 from reports.services.statements import declared_of, report_zone
 from reports.services.validation import check_report
 from reports.services.webhook_secrets import rotate_webhook_secret
-from reports.targets import redacted_emails, redacted_webhooks
+from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reportsvc.moments import named_zone
 from reportsvc.web.display import (
@@ -71,6 +71,7 @@ class ReportForm(forms.ModelForm):
         model = Report
         fields = list(REPORT_SETTINGS_FIELDS)  # the webhook secret is rotated, not typed
         widgets = {
+            "targets": forms.Textarea(attrs={"class": "rs-sql", "rows": 4}),
             "notify_emails": forms.Textarea(attrs={"rows": 2}),
             "notify_webhooks": forms.Textarea(attrs={"rows": 2}),
             "sql": report_forms.SQLTextarea(),
@@ -267,6 +268,7 @@ class ReportAdmin(admin.ModelAdmin):
         "notify_webhooks_redacted",
         "freshness_details",
         "parameters_table",
+        "targets_redacted",
     )
     actions = ["run_now", "enable_reports", "disable_reports", "rotate_webhook_secrets"]
     fieldsets = (
@@ -293,10 +295,12 @@ class ReportAdmin(admin.ModelAdmin):
             "Notifications",
             {
                 "fields": (
+                    "targets",
                     "notify_emails",
                     "notify_webhooks",
                     "notify_when",
                     "notify_repeat_after",
+                    "inline_rows",
                     "alert_condition",
                     "alert_threshold",
                     "webhook_signing_secret",
@@ -319,6 +323,7 @@ class ReportAdmin(admin.ModelAdmin):
     REDACTED_FIELDS = {
         "notify_emails": "notify_emails_redacted",
         "notify_webhooks": "notify_webhooks_redacted",
+        "targets": "targets_redacted",
         "webhook_signing_secret": None,
     }
 
@@ -584,6 +589,18 @@ class ReportAdmin(admin.ModelAdmin):
             "{}<div class='help'>Shown as scheme and host: only users who may change the "
             "report see the full addresses.</div>",
             redacted_webhooks(report.notify_webhooks) or "—",
+        )
+
+    @admin.display(description="Targets")
+    def targets_redacted(self, report):
+        shown = [
+            f"{target['channel']}: {target['address']}"
+            for target in redacted_targets(report.targets)
+        ]
+        return format_html(
+            "{}<div class='help'>URLs as scheme and host, addresses as their domain: only "
+            "users who may change the report see them in full.</div>",
+            "; ".join(shown) or "—",
         )
 
     @admin.display(description="Webhook secret")

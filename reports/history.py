@@ -21,14 +21,18 @@ from django.db.models import Max
 from simple_history.models import HistoricalRecords
 from simple_history.signals import pre_create_historical_record
 
-from reports.targets import redacted_webhooks
+from reports.targets import redacted_targets, redacted_webhooks
 
 # Fields a version does not keep: the secret, bookkeeping, timestamps.
 UNVERSIONED_FIELDS = ("webhook_secret", "next_run_at", "alert_active", "created_at", "updated_at")
 # Compared on save, but never kept: a change is recorded by name only.
 SECRET_FIELDS = ("webhook_secret",)
 # Kept redacted, as for people who may not change the report.
-REDACTED_FIELDS = {"notify_webhooks": redacted_webhooks}
+REDACTED_FIELDS = {
+    "notify_webhooks": redacted_webhooks,
+    # Email addresses kept (shown redacted to viewers); URLs as scheme and host.
+    "targets": lambda targets: redacted_targets(targets, show_addresses=True),
+}
 
 _recorded_as = contextvars.ContextVar("report_history_recorded_as", default=(None, ""))
 

@@ -1,3 +1,4 @@
+import copy
 import secrets
 
 from django.conf import settings
@@ -7,10 +8,12 @@ from django.db import models, router, transaction
 
 from datasources.registry import DEFAULT_SOURCE
 from reports.history import SECRET_FIELDS, ReportHistory
+from reports.targets import legacy_views, targets_from_views, webhook_lines
 from reports.validators import (
     MAX_ROWS_LIMIT,
     MAX_TIMEOUT_SECONDS,
     report_sql_problem,
+    split_list,
     validate_crontab,
     validate_data_source,
     validate_email_list,
@@ -20,6 +23,58 @@ from reports.validators import (
     validate_webhook_list,
 )
 from runs.services.formats import DEFAULT_FORMAT, format_choices, get_format
+
+INLINE_ROWS_MAX = 50
+MAX_TARGETS = 50
+MAX_ADDRESS_CHARS = 2000
+_UNSEEN = object()  # a deferred field, never read: not changed
+
+
+def cleaned_targets(targets, skipped=()):
+    """``targets`` checked by their channels and normalised; ValidationError on
+    ``targets`` naming the item and what is wrong with it. Targets of the channels in
+    ``skipped`` are kept as they are (checked elsewhere)."""
+    from runs.services.notifications.channels import channels, get_channel
+    from runs.services.notifications.channels.base import TargetProblem
+
+    if not isinstance(targets, list):
+        raise ValidationError({"targets": "A list of {channel, address, options} objects."})
+    if len(targets) > MAX_TARGETS:
+        raise ValidationError(
+            {"targets": f"At most {MAX_TARGETS} targets ({len(targets):,} given)."}
+        )
+    cleaned = []
+    for index, item in enumerate(targets):
+        where = f"targets[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("address"), str):
+            raise ValidationError({"targets": f"{where}: an object with channel and address."})
+        if len(item["address"]) > MAX_ADDRESS_CHARS:
+            raise ValidationError(
+                {
+                    "targets": f"{where}.address: at most {MAX_ADDRESS_CHARS:,} characters "
+                    f"({len(item['address']):,} given)."
+                }
+            )
+        unknown = sorted(set(item) - {"channel", "address", "options"})
+        if unknown:
+            raise ValidationError({"targets": f"{where}.{unknown[0]}: not a target field."})
+        channel = get_channel(item.get("channel"))
+        if channel is None:
+            known = ", ".join(channels())
+            raise ValidationError(
+                {"targets": f"{where}.channel: {item.get('channel')!r} is not a channel ({known})."}
+            )
+        if channel.name in skipped:
+            cleaned.append({"channel": channel.name, "address": item["address"], "options": {}})
+            continue
+        try:
+            address, options = channel.clean_target(item["address"], item.get("options") or {})
+        except TargetProblem as problem:
+            raise ValidationError({"targets": f"{where}.address: {problem}"}) from None
+        target = {"channel": channel.name, "address": address, "options": options}
+        if target not in cleaned:
+            cleaned.append(target)
+    return cleaned
 
 
 def default_timezone():
@@ -63,10 +118,12 @@ REPORT_SETTINGS_FIELDS = (
     "max_rows",
     "max_retries",
     "retention_days",
+    "targets",
     "notify_emails",
     "notify_webhooks",
     "notify_when",
     "notify_repeat_after",
+    "inline_rows",
     "alert_condition",
     "alert_threshold",
     "output_format",
@@ -152,17 +209,26 @@ class Report(models.Model):
         help_text="Delete runs and their files after this many days. "
         "Blank: the service default (RUN_RETENTION_DAYS).",
     )
+    targets = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Where notifications go: a list of {"channel": "email" | "webhook" | '
+        '"slack" | "teams", "address": …, "options": {}}. Notify emails and notify webhooks '
+        "below are views of the email and webhook targets.",
+    )
+    # Deprecated views of ``targets`` (kept in step on save, see sync_targets).
     notify_emails = models.TextField(
         "notify emails",
         blank=True,
         validators=[validate_email_list],
-        help_text="Addresses to email, separated by commas or new lines.",
+        help_text="Deprecated (use targets): addresses to email, separated by commas or new lines.",
     )
     notify_webhooks = models.TextField(
         "notify webhooks",
         blank=True,
         validators=[validate_webhook_list],
-        help_text="URLs to POST a JSON payload to, one per line (Slack incoming webhooks work).",
+        help_text="Deprecated (use targets): URLs to POST a JSON payload to, one per line. "
+        "Slack and Teams webhook URLs become Slack and Teams targets.",
     )
     notify_when = models.CharField(
         max_length=16,
@@ -193,6 +259,12 @@ class Report(models.Model):
         blank=True,
         validators=[MaxValueValidator(MAX_ROWS_LIMIT)],
         help_text="N for 'row count above/below N'.",
+    )
+    inline_rows = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(INLINE_ROWS_MAX)],
+        help_text="Show this many first rows (at most 50, and 20 columns) in the email, Slack "
+        "and Teams messages, read from the run's file. 0: none.",
     )
     output_format = models.CharField(
         max_length=16,
@@ -252,10 +324,16 @@ class Report(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or {"targets", "notify_emails", "notify_webhooks"} & set(
+            update_fields
+        ):
+            self.sync_targets()
         # The row and its version are written in one transaction (see reports.history).
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         with transaction.atomic(using=using):
             super().save(*args, **kwargs)
+        self._remember_targets()
 
     def clean(self):
         from reports.parameters import ParameterError, declared_parameters, parameters_json
@@ -285,6 +363,15 @@ class Report(models.Model):
         if needs_threshold and self.alert_threshold is None:
             raise ValidationError({"alert_threshold": "Set N for this alert condition."})
         self._check_csv_options()
+        if self.sync_targets() == "views":
+            # The views' own validators checked their addresses; the Slack and Teams
+            # URLs they held are checked by their channels, the error on the view.
+            try:
+                self.targets = cleaned_targets(self.targets, skipped=("email", "webhook"))
+            except ValidationError as error:
+                raise ValidationError({"notify_webhooks": error.message_dict["targets"]}) from None
+        else:
+            self.targets = cleaned_targets(self.targets)
 
     def _check_csv_options(self):
         """The CSV options do nothing for other formats: refuse them rather than ignore."""
@@ -299,6 +386,56 @@ class Report(models.Model):
         }
         if errors:
             raise ValidationError(errors)
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        report = super().from_db(db, field_names, values)
+        report._remember_targets()
+        return report
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_targets()
+
+    def _remember_targets(self):
+        stored = self.__dict__
+        self._targets_seen = tuple(
+            copy.deepcopy(stored.get(name, _UNSEEN))
+            for name in ("targets", "notify_emails", "notify_webhooks")
+        )
+
+    def sync_targets(self):
+        """Keep ``targets`` and its deprecated views in step. What changed since the
+        report was read wins: ``targets`` (the views are then derived from it), else the
+        views (their email and webhook targets replace those in ``targets``). A new
+        report counts every given value as changed, ``targets`` first. Returns which
+        side won: "targets", "views" or None."""
+        won = None
+        if self.targets is None:  # a form's empty field
+            self.targets = []
+        seen = self.__dict__.get("_targets_seen") or ([], "", "")
+        now = (self.targets, self.notify_emails, self.notify_webhooks)
+        changed = [
+            before is not _UNSEEN and before != after
+            for before, after in zip(seen, now, strict=True)
+        ]
+        if changed[0]:
+            won = "targets"
+            emails, webhooks = legacy_views(self.targets)
+            # The views' own text stays when it lists the same targets.
+            if split_list(self.notify_emails) != split_list(emails):
+                self.notify_emails = emails
+            if webhook_lines(self.notify_webhooks) != webhook_lines(webhooks):
+                self.notify_webhooks = webhooks
+        elif changed[1] or changed[2]:
+            won = "views"
+            self.targets = targets_from_views(
+                self.targets, self.notify_emails, self.notify_webhooks
+            )
+            webhooks = legacy_views(self.targets)[1]
+            if webhook_lines(self.notify_webhooks) != webhook_lines(webhooks):
+                self.notify_webhooks = webhooks  # Slack and Teams URLs moved to targets
+        return won
 
     @property
     def effective_timeout_seconds(self):

@@ -11,14 +11,17 @@ from reports.cron import describe_crontab
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services import history
 from reports.services.validation import check_report
-from reports.targets import redacted_emails, redacted_webhooks
+from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
+from reports.validators import validate_email_list, validate_webhook_list
 from reportsvc.moments import span_text
 from reportsvc.text import shown
 from reportsvc.web.links import api_links, iso_datetime, latest_output_link
 from reportsvc.web.permissions import visibility_of
 from runs.selectors import freshness_of
 from runs.serializers import RunSummarySerializer, context_visibility, summarize_run
+from runs.services.notifications.channels import channel_choices
 
+TARGET_FIELDS = (("targets", []), ("notify_emails", ""), ("notify_webhooks", ""))
 REDACTED_HELP = (
     "In full only for users with change_report; others see {} (user, password, path "
     "and query of URLs can be secrets)."
@@ -52,6 +55,34 @@ class ParameterDeclarationsField(serializers.JSONField):
     pass
 
 
+class TargetSerializer(serializers.Serializer):
+    """How a notification target reads in the schema (checked by its channel's module)."""
+
+    channel = serializers.ChoiceField(choices=channel_choices())
+    address = serializers.CharField(
+        help_text="email: an address; webhook: an http(s) URL; slack: an incoming-webhook "
+        "URL (https://hooks.slack.com/services/…) or, with SLACK_BOT_TOKEN, a channel id "
+        "(C…); teams: a Workflows URL. " + REDACTED_HELP.format("…@domain and scheme://host/…")
+    )
+    options = serializers.DictField(required=False, help_text="Channel options (none yet).")
+
+
+@extend_schema_field(TargetSerializer(many=True))
+class TargetsField(serializers.JSONField):
+    pass
+
+
+DEPRECATED_VIEW = (
+    " Deprecated: a view of the {} targets in `targets` (reading and writing it still "
+    "works; writing it replaces those targets)."
+)
+
+
+@extend_schema_field({"type": "string", "deprecated": True})
+class DeprecatedTextField(serializers.CharField):
+    pass
+
+
 class ReportSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     parameters = ParameterDeclarationsField(
@@ -77,6 +108,25 @@ class ReportSerializer(serializers.ModelSerializer):
         help_text="When a run of the report last succeeded (kept after retention deletes "
         "the run); null if none ever has."
     )
+    targets = TargetsField(
+        required=False,
+        help_text="Where notifications go, in order (replaced as a whole on write).",
+    )
+    notify_emails = DeprecatedTextField(
+        required=False,
+        allow_blank=True,
+        validators=[validate_email_list],
+        help_text="Addresses, comma-separated. "
+        + REDACTED_HELP.format("…@domain")
+        + DEPRECATED_VIEW.format("email"),
+    )
+    notify_webhooks = DeprecatedTextField(
+        required=False,
+        allow_blank=True,
+        validators=[validate_webhook_list],
+        help_text="URLs, one per line; Slack and Teams webhook URLs become slack and teams "
+        "targets. " + REDACTED_HELP.format("scheme://host/…") + DEPRECATED_VIEW.format("webhook"),
+    )
 
     class Meta:
         model = Report
@@ -98,8 +148,6 @@ class ReportSerializer(serializers.ModelSerializer):
             "sql": {
                 "help_text": "One read-only statement: SELECT, WITH … SELECT, VALUES or TABLE."
             },
-            "notify_emails": {"help_text": REDACTED_HELP.format("…@domain")},
-            "notify_webhooks": {"help_text": REDACTED_HELP.format("scheme://host/…")},
             "expect_success_within": {
                 "help_text": "The report is stale when no run has succeeded for this long "
                 "(since it was created, if none ever has): '[DD] [HH:[MM:]]ss', e.g. "
@@ -116,7 +164,14 @@ class ReportSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         """What the admin refuses is refused here too: the model's rules, then the
         database's own check of the SQL on its data source."""
-        report = Report(**{**self._current_settings(), **attrs})
+        current = self._current_settings()
+        report = Report(**{**current, **attrs})
+        # What the request changes wins: targets, else the deprecated views of it.
+        report._targets_seen = (
+            tuple(current.get(name, default) for name, default in TARGET_FIELDS)
+            if self.instance is not None
+            else tuple(default for _, default in TARGET_FIELDS)
+        )
         try:
             self.sql_warning = check_report(report)  # the view sends it as a Warning header
         except ModelValidationError as error:
@@ -126,6 +181,9 @@ class ReportSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(errors) from None
         if "parameters" in attrs:
             attrs["parameters"] = report.parameters  # normalised by clean()
+        if {name for name, _ in TARGET_FIELDS} & set(attrs):
+            for name, _ in TARGET_FIELDS:
+                attrs[name] = getattr(report, name)  # in step, as clean() left them
         return attrs
 
     def _shown_problem(self, problem, attrs):
@@ -189,6 +247,7 @@ class ReportSerializer(serializers.ModelSerializer):
         if not visibility.targets:
             data["notify_emails"] = redacted_emails(report.notify_emails)
             data["notify_webhooks"] = redacted_webhooks(report.notify_webhooks)
+            data["targets"] = redacted_targets(report.targets)
         data.update(
             schedule_description=describe_crontab(report.schedule),
             next_run_at=iso_datetime(report.next_run_at, zone),

@@ -489,5 +489,18 @@ try:
     )
 except ValueError as _error:
     raise ImproperlyConfigured(f"NOTIFY_REPEAT_AFTER: {_error}") from None
+# Slack: an optional bot token (xoxb-…) lets Slack targets name a channel id (C…) and
+# get the run's file uploaded (within NOTIFY_ATTACH_MAX_BYTES); without it, Slack targets
+# are incoming-webhook URLs.
+SLACK_BOT_TOKEN = env("SLACK_BOT_TOKEN", default="")
+# Slack answers 429 with Retry-After: waited at most this long, at most this many times.
+NOTIFY_RETRY_AFTER_MAX_SECONDS = env.float("NOTIFY_RETRY_AFTER_MAX_SECONDS", default=30)
+NOTIFY_RATE_LIMIT_RETRIES = env.int("NOTIFY_RATE_LIMIT_RETRIES", default=2)
+# Bounds a whole Slack file upload (three requests through slack-sdk).
+NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS = env.float("NOTIFY_SLACK_UPLOAD_TIMEOUT_SECONDS", default=60)
+# FOR TESTS ONLY: an http://host:port origin that stands in for Slack's and Teams' fixed
+# hosts (incoming webhooks, the Web API at <origin>/api/, Teams Workflows). Empty in any
+# real deployment: Slack and Teams targets then reach only their official hosts.
+NOTIFY_CHAT_TEST_ORIGIN = env("NOTIFY_CHAT_TEST_ORIGIN", default="")
 # Per socket operation; Django's default (None) lets a hung mail server hold a sender.
 EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=30)

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from runs.services.notifications.channels import channel_choices
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -289,8 +291,12 @@ class RunTally(models.Model):
 
 
 class DeliveryChannel(models.TextChoices):
+    """The channels' names as constants; the field's choices follow the registry."""
+
     EMAIL = "email", "Email"
     WEBHOOK = "webhook", "Webhook"
+    SLACK = "slack", "Slack"
+    TEAMS = "teams", "Teams"
 
 
 class DeliveryStatus(models.TextChoices):
@@ -310,12 +316,15 @@ class Delivery(models.Model):
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
     )
-    channel = models.CharField(max_length=16, choices=DeliveryChannel.choices)
-    target = models.CharField(max_length=500, help_text="Email address or webhook URL.")
+    channel = models.CharField(max_length=16, choices=channel_choices)
+    target = models.CharField(
+        max_length=500,
+        help_text="Email address, URL (scheme and host only) or Slack channel id.",
+    )
     reason = models.CharField(
         max_length=32,
-        help_text="failed, reminder, recovered, finished, alert (about a run); stale, "
-        "fresh (about the report).",
+        help_text="failed, reminder, recovered, finished, alert, cancelled (about a run); "
+        "stale, fresh (about the report).",
     )
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
     attempts = models.PositiveSmallIntegerField(default=0)

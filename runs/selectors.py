@@ -199,6 +199,8 @@ def reports_with_last_run(slug=None, after=None, limit=None):
         report = ReportRow(*row[:width], run.id)
         if isinstance(report.parameters, str):  # a JSON column read by a plain cursor
             report = report._replace(parameters=json.loads(report.parameters))
+        if isinstance(report.targets, str):
+            report = report._replace(targets=json.loads(report.targets))
         for name in ("expect_success_within", "notify_repeat_after"):
             if isinstance(getattr(report, name), int):  # SQLite keeps microseconds
                 value = timedelta(microseconds=getattr(report, name))

@@ -474,7 +474,7 @@ def test_a_cancelled_run_whose_worker_was_lost_ends_cancelled(report, runner, se
 
 
 def test_many_selected_runs_are_cancelled_in_bulk_and_the_message_stays_short(client, report):
-    Report.objects.filter(pk=report.pk).update(notify_emails="")
+    Report.objects.filter(pk=report.pk).update(targets=[], notify_emails="")
     runs = [enqueue_run(report, "manual") for _ in range(30)]
     staff(client, "ops", superuser=True)
     response = client.post(

@@ -662,3 +662,16 @@ def test_a_lost_run_named_for_its_interval_has_its_objects_removed(s3_outputs):
     assert lost.pk == run.pk
     assert s3_outputs.uploads() == []
     assert s3_outputs.keys() == [kept]
+
+
+def test_the_email_shows_the_first_rows_read_from_the_object(s3_outputs, settings):
+    from runs.services.notifications.channels.base import Event
+    from runs.services.notifier import send_event
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    run = run_sql(NUMBERS, notify_when="never", inline_rows=5, notify_emails="ops@example.com")
+    [delivery] = send_event(Event("success", run.report, run))
+    assert delivery.status == "sent"
+    [message] = mail.outbox
+    html = message.alternatives[0][0]
+    assert '<td class="short"' in html and 'say "hi"' in html and "a,b" in html

@@ -23,9 +23,15 @@ SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRETPATH"
 TOKEN_URL = "https://chat.internal.example:8443/hooks?token=tok-123"
 USERINFO_URL = "https://hook-user:pa55word@receiver.example/notify"
 SECRET_PARTS = ["XXXXSECRETPATH", "T000", "tok-123", "hook-user", "pa55word", "/notify"]
-SHOWN = (
-    "https://hooks.slack.com/…\nhttps://chat.internal.example:8443/…\nhttps://receiver.example/…"
-)
+# The Slack URL became a Slack target: notify_webhooks shows the generic webhooks.
+SHOWN = "https://chat.internal.example:8443/…\nhttps://receiver.example/…"
+SHOWN_TARGETS = [
+    {"channel": "email", "address": "…@example.com", "options": {}},
+    {"channel": "email", "address": "…@corp.example", "options": {}},
+    {"channel": "slack", "address": "https://hooks.slack.com/…", "options": {}},
+    {"channel": "webhook", "address": "https://chat.internal.example:8443/…", "options": {}},
+    {"channel": "webhook", "address": "https://receiver.example/…", "options": {}},
+]
 
 
 @pytest.fixture
@@ -56,6 +62,7 @@ def test_api_users_who_may_not_change_reports_see_targets_redacted(report, role)
     data = client.get("/api/reports/numbers/").json()
     assert data["notify_webhooks"] == SHOWN
     assert data["notify_emails"] == "…@example.com, …@corp.example"
+    assert data["targets"] == SHOWN_TARGETS
     assert "webhook_secret" not in data
 
 
@@ -63,7 +70,14 @@ def test_api_users_who_may_change_reports_see_targets_but_never_the_secret(repor
     editor = client_for(make_user("editor", "editor"))
     response = editor.get("/api/reports/numbers/")
     data = response.json()
-    assert data["notify_webhooks"] == f"{SLACK}\n{TOKEN_URL}\n{USERINFO_URL}"
+    assert data["notify_webhooks"] == f"{TOKEN_URL}\n{USERINFO_URL}"
+    assert [target["address"] for target in data["targets"]] == [
+        "alice@example.com",
+        "bob@corp.example",
+        SLACK,
+        TOKEN_URL,
+        USERINFO_URL,
+    ]
     assert data["notify_emails"] == "alice@example.com, bob@corp.example"
     assert "webhook_secret" not in data
     assert report.webhook_secret not in response.content.decode()
@@ -101,10 +115,10 @@ def test_an_editor_rotates_the_secret_and_webhooks_are_signed_with_the_new_one(r
 
     receiver = Receiver()
     try:
-        Report.objects.filter(pk=report.pk).update(
-            notify_webhooks=receiver.url, notify_emails="", notify_when="always"
-        )
         report.refresh_from_db()
+        report.notify_webhooks, report.notify_emails = receiver.url, ""
+        report.notify_when = "always"
+        report.save()
         run_report_now(report)
     finally:
         receiver.close()

@@ -22,7 +22,7 @@ from reports.history import REDACTED_FIELDS, SECRET_FIELDS
 from reports.models import REPORT_SETTINGS_FIELDS, Report
 from reports.services.schedules import save_report
 from reports.services.validation import check_report
-from reports.targets import redacted_emails, redacted_webhooks
+from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
 
 HistoricalReport = Report.history.model
 
@@ -261,6 +261,8 @@ def value_text(name, value):
         return "true" if value else "false"
     if name == "parameters":
         return json.dumps(value, indent=2, ensure_ascii=False) if value else ""
+    if name == "targets":
+        return "\n".join(json.dumps(item, ensure_ascii=False) for item in value)
     return str(value)
 
 
@@ -281,6 +283,11 @@ def describe_change(name, before, after, shows, *, new=False, budget=None):
         current = redacted_emails(current)
         note = EMAILS_CHANGED_UNSEEN if old == current else EMAILS_REDACTED
     elif name == "notify_webhooks":
+        note = WEBHOOKS_CHANGED_UNSEEN if old == current else WEBHOOKS_KEPT_SHORT
+    elif name == "targets":
+        if not shows.targets:
+            old = None if new else value_text(name, redacted_targets(before))
+            current = value_text(name, redacted_targets(after))
         note = WEBHOOKS_CHANGED_UNSEEN if old == current else WEBHOOKS_KEPT_SHORT
     diff = line_diff(old, current, budget) if name in LINE_DIFF_FIELDS and old is not None else None
     return Change(name, label, _value_shown(old), _value_shown(current), diff, note)
@@ -346,6 +353,7 @@ def version_settings(version, shows):
         del settings["sql"]
     if not shows.targets:
         settings["notify_emails"] = redacted_emails(settings["notify_emails"])
+        settings["targets"] = redacted_targets(settings["targets"])
     return settings
 
 
@@ -376,6 +384,7 @@ def revert_report(report, version, *, by=None, via=""):
         **{field.attname: getattr(report, field.attname) for field in Report._meta.concrete_fields}
     )
     candidate._state.adding = False  # the report itself: unique checks leave it out
+    candidate._remember_targets()  # the restored views are what changes
     for name in RESTORED_FIELDS:
         setattr(candidate, name, getattr(version, name))
     candidate.full_clean()

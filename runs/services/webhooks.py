@@ -31,9 +31,11 @@ _PATH_SAFE = "/%:@!$&'()*+,;=?~[]"
 class WebhookFailed(Exception):
     """An attempt failed; ``retry`` says whether asking again may help."""
 
-    def __init__(self, message, *, retry):
+    def __init__(self, message, *, retry, retry_after=None, answer=""):
         super().__init__(message)
         self.retry = retry
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
+        self.answer = answer  # the start of the body, printable characters only
 
 
 class Deadline:
@@ -48,8 +50,12 @@ class Deadline:
         return left
 
 
-def post_webhook(url, body, headers, *, timeout):
-    """POST ``body`` to ``url`` once; return the 2xx status or raise WebhookFailed."""
+def post_webhook(url, body, headers, *, timeout, allowed_host=None):
+    """POST ``body`` to ``url`` once; return the 2xx status or raise WebhookFailed.
+
+    ``allowed_host`` (a function of the URL's scheme, host and port returning why it is
+    refused, or None) replaces the blocked-network check: Slack and Teams targets go to a
+    fixed list of hosts."""
     deadline = Deadline(timeout)
     parts = urllib.parse.urlsplit(url.strip())
     scheme, host = parts.scheme.lower(), parts.hostname
@@ -67,8 +73,12 @@ def post_webhook(url, body, headers, *, timeout):
     target = urllib.parse.quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target += "?" + urllib.parse.quote(parts.query, safe=_PATH_SAFE)
+    if allowed_host is not None:
+        refused = allowed_host(scheme, host, parts.port)
+        if refused:
+            raise WebhookFailed(refused, retry=False)
     try:
-        addresses = checked_addresses(host, port, deadline)
+        addresses = checked_addresses(host, port, deadline, check=allowed_host is None)
         connection_class = PinnedHTTPSConnection if scheme == "https" else PinnedHTTPConnection
         connection = connection_class(host, port, addresses, deadline)
         try:
@@ -76,7 +86,8 @@ def post_webhook(url, body, headers, *, timeout):
             response = connection.getresponse()
             status, reason = response.status, response.reason
             location = response.getheader("Location")
-            response.read(RESPONSE_BYTES_READ)
+            retry_after = response.getheader("Retry-After")
+            answer = response.read(RESPONSE_BYTES_READ)
         finally:
             connection.close()
     except WebhookFailed:
@@ -97,10 +108,18 @@ def post_webhook(url, body, headers, *, timeout):
         raise WebhookFailed(message, retry=True) from None
     except OSError as error:
         raise WebhookFailed(_describe_os_error(error), retry=True) from None
-    return _judge(url, status, reason, location)
+    return _judge(url, status, reason, location, retry_after, answer)
 
 
-def _judge(url, status, reason, location):
+def _seconds(value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 1e9 else None
+
+
+def _judge(url, status, reason, location, retry_after=None, answer=b""):
     if 200 <= status < 300:
         return status
     if 300 <= status < 400:
@@ -114,7 +133,14 @@ def _judge(url, status, reason, location):
             message = f"redirect not followed, {status} to {to or 'an invalid location'}"
         raise WebhookFailed(message, retry=False)
     reason = "".join(c for c in reason if c.isprintable())[:REASON_MAX_CHARS]
-    raise WebhookFailed(f"HTTP {status} {reason}".rstrip(), retry=status >= 500)
+    answer = answer.decode("utf-8", "replace")
+    answer = "".join(c for c in answer if c.isprintable())[:REASON_MAX_CHARS]
+    raise WebhookFailed(
+        f"HTTP {status} {reason}".rstrip(),
+        retry=status >= 500 or status == 429,
+        retry_after=_seconds(retry_after) if status == 429 else None,
+        answer=answer,
+    )
 
 
 def _describe_os_error(error):
@@ -133,9 +159,9 @@ def resolve(host, port):
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
 
 
-def checked_addresses(host, port, deadline):
+def checked_addresses(host, port, deadline, check=True):
     """The addresses ``host`` resolves to, once, within the deadline; WebhookFailed if
-    any of them is in a blocked network."""
+    any of them is in a blocked network (unless not ``check``: an allowed host)."""
     found, done = {}, threading.Event()
 
     def look_up():
@@ -155,7 +181,7 @@ def checked_addresses(host, port, deadline):
         reason = getattr(error, "strerror", None) or type(error).__name__
         raise WebhookFailed(f"cannot resolve {host}: {reason}", retry=True)
     addresses = found["addresses"]
-    for *_, sockaddr in addresses:
+    for *_, sockaddr in addresses if check else ():
         network = blocked_network_of(sockaddr[0])
         if network is not None:
             where = sockaddr[0] if sockaddr[0] == host else f"{host} ({sockaddr[0]})"

@@ -1,0 +1,1 @@
+"""Notifications: events about reports and runs, sent to targets through channels."""
