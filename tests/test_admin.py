@@ -598,8 +598,9 @@ def test_the_admin_and_the_api_refuse_a_report_with_the_same_words(admin_client,
     body = {**body, "enabled": True, "max_retries": 0}
     if "csv_bom" in body:
         body["csv_bom"] = True
-    if "parameters" in body:
-        body["parameters"] = json.loads(body["parameters"])
+    for json_field in ("parameters", "targets"):  # JSON text in the form, JSON in the API
+        if json_field in body:
+            body[json_field] = json.loads(body[json_field])
     response = admin_client.post("/api/reports/", body, content_type="application/json")
     assert response.status_code == 400
     assert response.json() == shown

@@ -23,7 +23,7 @@ from django.template import Context, Engine
 
 from datasources.sandbox import without_statement_text
 from reports.targets import redact_email
-from runs.downloads import download_file_name, output_format_of
+from runs.naming import download_file_name, output_format_of
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,

@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.handler import RetryHandler
 
 from reports.targets import redact_url
-from runs.downloads import download_file_name
+from runs.naming import download_file_name
 from runs.services.notifications.channels import chat_hosts
 from runs.services.notifications.channels.base import (
     Channel,
