@@ -134,7 +134,9 @@ def test_a_stop_signal_stops_every_process_and_waits_for_the_slow_one(supervised
 
 def test_a_second_ctrl_c_says_what_it_still_waits_for(supervised):
     supervisor = supervised(TWO)
+    # Both have their SIGTERM handlers once they print their pids.
     supervisor.wait_for(r"worker\s+\| pid \d+")
+    supervisor.wait_for(r"web\s+\| pid \d+")
     os.kill(supervisor.process.pid, signal.SIGINT)
     supervisor.wait_for(r"worker\s+\| stopping")
     os.kill(supervisor.process.pid, signal.SIGINT)
