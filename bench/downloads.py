@@ -86,8 +86,8 @@ def setup_django(outputs_dir):
 def make_output(megabytes):
     """A succeeded run whose CSV is about ``megabytes`` MiB, made by the real runner."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
+    from access.services.tokens import create_token
     from reports.models import Report
     from runs.services.runner import run_report_now
 
@@ -98,8 +98,8 @@ def make_output(megabytes):
     run = run_report_now(report)
     assert run.status == "succeeded", run.error
     user = get_user_model().objects.create_superuser("bench", password="bench-password-1")
-    token = Token.objects.create(user=user)
-    return run, token.key
+    _, key = create_token(user, "bench")  # the service keeps only its digest
+    return run, key
 
 
 def start_gunicorn(port, timeout, workers, extra_arguments, log_path):
