@@ -133,7 +133,9 @@ def test_a_stop_signal_stops_every_process_and_waits_for_the_slow_one(supervised
 
 
 def test_a_second_ctrl_c_says_what_it_still_waits_for(supervised):
-    supervisor = supervised(TWO)
+    # The worker takes 5 s to stop: still stopping when the second Ctrl-C comes, however
+    # slowly a loaded machine delivers it.
+    supervisor = supervised("web: exec {python} {script} 0\nworker: exec {python} {script} 5\n")
     # Both have their SIGTERM handlers once they print their pids.
     supervisor.wait_for(r"worker\s+\| pid \d+")
     supervisor.wait_for(r"web\s+\| pid \d+")
