@@ -132,20 +132,6 @@ def test_a_stop_signal_stops_every_process_and_waits_for_the_slow_one(supervised
     assert not [pid for pid in pids if alive(pid)]
 
 
-def test_a_second_ctrl_c_says_what_it_still_waits_for(supervised):
-    # The worker takes 5 s to stop: still stopping when the second Ctrl-C comes, however
-    # slowly a loaded machine delivers it.
-    supervisor = supervised("web: exec {python} {script} 0\nworker: exec {python} {script} 5\n")
-    # Both have their SIGTERM handlers once they print their pids.
-    supervisor.wait_for(r"worker\s+\| pid \d+")
-    supervisor.wait_for(r"web\s+\| pid \d+")
-    os.kill(supervisor.process.pid, signal.SIGINT)
-    supervisor.wait_for(r"worker\s+\| stopping")
-    os.kill(supervisor.process.pid, signal.SIGINT)
-    assert supervisor.wait() == 0
-    assert re.search(r"SIGINT: still stopping worker, \d+ s at most", supervisor.output())
-
-
 def test_a_process_that_ends_by_itself_stops_the_others_and_fails(supervised):
     supervisor = supervised(
         "web: exec {python} -c 'import sys, time; time.sleep(0.5); sys.exit(3)'\n"
