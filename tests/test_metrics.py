@@ -18,7 +18,7 @@ from reports.models import Report
 from runs.models import Run, RunStatus, RunTally
 from runs.services.heartbeats import register_worker
 from runs.services.housekeeping import purge_expired_runs
-from runs.services.metrics import PREFIX, Family, exposition, read_metrics
+from runs.services.metrics import PREFIX, Family, exposition, metrics_text, read_metrics
 from runs.services.queue import claim_runs, record_scheduled_fires
 from runs.services.runner import run_report_now
 from runs.services.transitions import tally_finished, transition_run
@@ -159,6 +159,29 @@ def test_the_text_is_prometheus_clients_own_byte_for_byte(client, token):
     families = [*read_metrics(), odd]
 
     assert exposition(families) == generate_latest(_registry_of(families))
+    # A scrape's text, each report's lines reused from the scrape before or written anew.
+    now = timezone.now()
+    for _ in range(2):
+        assert metrics_text(now) == generate_latest(_registry_of(read_metrics(now)))
+
+
+def test_a_report_whose_row_changed_between_scrapes_is_written_anew(client, token):
+    """Lines are reused only for a report whose row is the same as at the scrape before:
+    a rename, a new run, a new expectation show at the next scrape."""
+    report = make_report("before", expect_success_within=timedelta(days=1))
+    other = make_report("other")
+    run_report_now(report)
+    first = finished(families_of(scrape(client)))
+    assert first == {**counts("before", succeeded=1), **counts("other")}
+
+    Report.objects.filter(pk=report.pk).update(slug="after")
+    Report.objects.filter(pk=other.pk).update(expect_success_within=timedelta(seconds=1))
+    Report.objects.filter(pk=other.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    run_report_now(Report.objects.get(pk=report.pk))
+    families = families_of(scrape(client))
+
+    assert finished(families) == {**counts("after", succeeded=2), **counts("other")}
+    assert samples(families, "reportsvc_report_stale") == {("after",): 0, ("other",): 1}
 
 
 def _registry_of(families):

@@ -8,20 +8,24 @@ the worker heartbeats: never the runs themselves.
 
 The text is Prometheus' text format 0.0.4 as prometheus-client writes it. It is written
 here rather than by ``prometheus_client.generate_latest``, which takes about 10 µs a
-sample on the development machine, and 5,000 reports make 26,000 samples: a quarter of
-a second and more a scrape (bench/metrics.py). The tests compare the two writers' bytes
-for the same readings, odd label values included; numbers are formatted by
-prometheus-client.
+sample on the development machine, and 5,000 reports make 31,000 samples: a third of a
+second a scrape (bench/metrics.py). The tests compare the two writers' bytes for the
+same readings, odd label values included; numbers are formatted by prometheus-client.
+
+Most reports' rows are the same from one scrape to the next, so the lines of a report
+are kept, keyed by its whole row as read, until a scrape reads a different row: only
+text is reused, never a figure (see ``ReportLines``).
 """
 
 import functools
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import and_
 
 from django.db import connection
-from django.db.models import Case, Count, F, FilteredRelation, FloatField, Func, Q, When
+from django.db.models import BigIntegerField, Case, Count, F, FilteredRelation, Func, Q, When
 from django.utils import timezone
 from isal import igzip
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -35,49 +39,56 @@ PREFIX = "reportsvc_"
 # Plain strings: an enum member's hash is a Python call, 15,000 of them a scrape.
 ACTIVE_STATUSES = tuple(status.value for status in (RunStatus.QUEUED, RunStatus.RUNNING))
 FINAL_STATUSES = tuple(status.value for status in FINISHED_STATUSES)
+MICROSECONDS = 1_000_000
 
 
-class EpochSeconds(Func):
-    """A time stamp as Unix time (float seconds), computed by the database: turning
-    20,000 PostgreSQL time stamps into datetimes took longer than the whole scrape."""
+def _sqlite_epoch_microseconds(sql):
+    # Stored as UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]": whole seconds, then the
+    # fraction's digits as written, padded to six.
+    return (
+        f"(CAST(strftime('%%s', {sql}) AS INTEGER) * 1000000 "
+        f"+ CAST(substr(substr({sql}, 21) || '000000', 1, 6) AS INTEGER))"
+    )
 
-    output_field = FloatField()
+
+class EpochMicroseconds(Func):
+    """A time stamp as Unix time in whole microseconds, computed by the database.
+
+    An integer, exact on both databases: the driver reads integers about twice as fast
+    as floats, and divided by a million it is the float ``datetime.timestamp()`` gives.
+    """
+
+    output_field = BigIntegerField()
 
     def as_postgresql(self, compiler, connection, **extra):
-        # date_part() is float8 already; EXTRACT() is numeric, slower, then cast.
+        # EXTRACT is numeric: exact to the microsecond before the cast.
         return self.as_sql(
-            compiler, connection, template="date_part('epoch', %(expressions)s)", **extra
+            compiler,
+            connection,
+            template="(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint",
+            **extra,
         )
 
     def as_sqlite(self, compiler, connection, **extra):
-        # Stored as UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]": whole seconds, plus the
-        # fraction as written (julianday() would round it).
         sql, params = compiler.compile(self.source_expressions[0])
-        return (
-            f"(CAST(strftime('%%s', {sql}) AS REAL) + CAST('0' || substr({sql}, 20) AS REAL))",
-            params * 2,
-        )
+        return _sqlite_epoch_microseconds(sql), params * 2
 
 
-class SecondsBetween(Func):
-    """From the first time stamp to the second, in seconds (float), computed by the
+class MicrosecondsBetween(Func):
+    """From the first time stamp to the second, in whole microseconds, computed by the
     database."""
 
-    output_field = FloatField()
+    output_field = BigIntegerField()
 
     def as_postgresql(self, compiler, connection, **extra):
         (start, start_params), (end, end_params) = map(compiler.compile, self.source_expressions)
-        return f"date_part('epoch', {end} - {start})", [*end_params, *start_params]
+        sql = f"(EXTRACT(EPOCH FROM {end} - {start}) * 1000000)::bigint"
+        return sql, [*end_params, *start_params]
 
     def as_sqlite(self, compiler, connection, **extra):
         (start, start_params), (end, end_params) = map(compiler.compile, self.source_expressions)
-        # Whole seconds and fractions apart, so no digit of a short run is lost.
-        sql = (
-            f"((CAST(strftime('%%s', {end}) AS INTEGER) - CAST(strftime('%%s', {start}) "
-            f"AS INTEGER)) + (CAST('0' || substr({end}, 20) AS REAL) - "
-            f"CAST('0' || substr({start}, 20) AS REAL)))"
-        )
-        return sql, [*end_params, *start_params, *end_params, *start_params]
+        sql = f"({_sqlite_epoch_microseconds(end)} - {_sqlite_epoch_microseconds(start)})"
+        return sql, [*end_params, *end_params, *start_params, *start_params]
 
 
 @dataclass
@@ -91,54 +102,150 @@ class Family:
     label_names: tuple
     samples: list = field(default_factory=list)
 
+    @functools.cached_property
+    def _sample_format(self):
+        """The text around a sample's label values, labels sorted by name as
+        prometheus-client writes them: (name, start, first label's index, middle, second
+        label's index); no family has more than two labels."""
+        name = PREFIX + self.name + ("_total" if self.kind == "counter" else "")
+        first, *rest = sorted(range(len(self.label_names)), key=self.label_names.__getitem__)
+        start = f'{name}{{{self.label_names[first]}="'
+        if not rest:
+            return name, start, first, None, None
+        (second,) = rest
+        return name, start, first, f'",{self.label_names[second]}="', second
+
+    def header(self):
+        name = self._sample_format[0]
+        help_text = self.help.replace("\\", r"\\").replace("\n", r"\n")
+        return f"# HELP {name} {help_text}\n# TYPE {name} {self.kind}\n"
+
+    def lines(self, samples, escaped=None):
+        """The samples' lines; ``escaped`` maps a label value to its text (label_value,
+        or a memo of it). One f-string per sample: this is most of the writing."""
+        escaped = escaped or label_value
+        _, start, first, middle, second = self._sample_format
+        if middle is None:
+            return "".join(
+                f'{start}{escaped(values[first])}"}} {number(value)}\n' for values, value in samples
+            )
+        return "".join(
+            f'{start}{escaped(values[first])}{middle}{escaped(values[second])}"}} {number(value)}\n'
+            for values, value in samples
+        )
+
+    def text(self, escaped=None):
+        return self.header() + self.lines(self.samples, escaped)
+
+
+def report_families():
+    """The families read from the reports' rows, without samples, in the text's order."""
+    return [
+        Family(
+            "report_last_success_timestamp_seconds",
+            "gauge",
+            "When a run of the report last succeeded (Unix time); absent if none ever did.",
+            ("report",),
+        ),
+        Family(
+            "report_last_run_duration_seconds",
+            "gauge",
+            "How long the report's last run took from start to end, whatever its outcome "
+            "(skipped runs never start).",
+            ("report",),
+        ),
+        Family(
+            "report_stale",
+            "gauge",
+            "1 if the report expects a success within expect_success_within and none came, else 0.",
+            ("report",),
+        ),
+        Family(
+            "runs_finished",
+            "counter",
+            "Runs that ended, by report and final status. Deleting runs never lowers it.",
+            ("report", "status"),
+        ),
+    ]
+
+
+def report_samples(row):
+    """A report's samples in each of ``report_families``, from its row of
+    ``_report_rows``: slug, whether it expects a success, stale, when a run last
+    succeeded and how long its last run took (microseconds), then the runs of each final
+    status (FINAL_STATUSES order)."""
+    slug, expects_success, stale, last_success, took, *counts = row
+    labels = (slug,)
+    return (
+        [] if last_success is None else [(labels, last_success / MICROSECONDS)],
+        [] if took is None else [(labels, took / MICROSECONDS)],
+        [(labels, 1 if stale else 0)] if expects_success else [],
+        # Every final status of every report, 0 until its first run: a series that
+        # appeared at its first run would hide that run from increase() and rate().
+        [
+            ((slug, status), count or 0)
+            for status, count in zip(FINAL_STATUSES, counts, strict=True)
+        ],
+    )
+
 
 def read_metrics(now=None):
-    """Every family, read from the database as of ``now``."""
-    now = now or timezone.now()
-    last_success = Family(
-        "report_last_success_timestamp_seconds",
-        "gauge",
-        "When a run of the report last succeeded (Unix time); absent if none ever did.",
-        ("report",),
-    )
-    duration = Family(
-        "report_last_run_duration_seconds",
-        "gauge",
-        "How long the report's last run took from start to end, whatever its outcome "
-        "(skipped runs never start).",
-        ("report",),
-    )
-    stale = Family(
-        "report_stale",
-        "gauge",
-        "1 if the report expects a success within expect_success_within and none came, else 0.",
-        ("report",),
-    )
-    finished = Family(
-        "runs_finished",
-        "counter",
-        "Runs that ended, by report and final status. Deleting runs never lowers it.",
-        ("report", "status"),
-    )
-    rows = _report_rows(now)
-    # Per row: slug, expects a success, stale, last success, last run's duration, then
-    # the runs of each final status (FINAL_STATUSES order).
-    stale.samples = [((row[0],), 1 if row[2] else 0) for row in rows if row[1]]
-    last_success.samples = [((row[0],), row[3]) for row in rows if row[3] is not None]
-    duration.samples = [((row[0],), row[4]) for row in rows if row[4] is not None]
-    # Every final status of every report, 0 until its first run: a series that appeared
-    # at its first run would hide that run from increase() and rate().
-    counted = list(enumerate(FINAL_STATUSES, start=5))
-    finished.samples = [
-        ((row[0], status), row[column] or 0) for row in rows for column, status in counted
-    ]
-    return [last_success, duration, stale, finished, _runs_now(), _worker_heartbeats()]
+    """Every family with its samples, read from the database as of ``now``."""
+    families = report_families()
+    for row in _report_rows(now or timezone.now()):
+        for family, samples in zip(families, report_samples(row), strict=True):
+            family.samples.extend(samples)
+    return [*families, _runs_now(), _worker_heartbeats()]
+
+
+class ReportLines:
+    """Each report's lines in each report family, as ``report_samples`` of its row says,
+    remembered by row until a scrape reads a different one.
+
+    A row holds every figure its lines show, so an equal row has equal lines: reusing
+    them skips only the writing. Only the rows of the last scrape are kept, so a report
+    that changed or went costs no memory. Worth it because writing 31,000 lines took
+    longer than the database took to read them.
+    """
+
+    def __init__(self):
+        self._by_row = {}
+        self._lock = threading.Lock()
+
+    def of(self, rows, families):
+        with self._lock:
+            known = self._by_row
+        current, escaped = {}, _Memo(label_value).__getitem__
+        for row in rows:
+            lines = known.get(row)
+            if lines is None:
+                lines = tuple(
+                    family.lines(samples, escaped)
+                    for family, samples in zip(families, report_samples(row), strict=True)
+                )
+            current[row] = lines
+        with self._lock:
+            self._by_row = current
+        return [current[row] for row in rows]
+
+
+REPORT_LINES = ReportLines()
+
+
+def metrics_text(now=None):
+    """The whole text of a scrape, as ``exposition(read_metrics(now))`` writes it."""
+    families = report_families()
+    per_report = REPORT_LINES.of(_report_rows(now or timezone.now()), families)
+    parts = []
+    for index, family in enumerate(families):
+        parts.append(family.header())
+        parts.extend(lines[index] for lines in per_report)
+    parts.extend(family.text() for family in (_runs_now(), _worker_heartbeats()))
+    return "".join(parts).encode()
 
 
 def _reports_with_tallies(now):
-    """One row per report: slug, whether it expects a success, stale, when a run last
-    succeeded (Unix time), how long its last run took (the newest end among the final
-    statuses' tallies), then each final status' count, in FINAL_STATUSES order."""
+    """``_report_rows`` as a query: one row per report, by primary key."""
     reports = reports_with_freshness(now)
     ends, counts = {}, []
     for status in FINAL_STATUSES:
@@ -151,7 +258,8 @@ def _reports_with_tallies(now):
             )
         ends[tally] = F(f"{tally}__last_finished_at")
         counts.append(F(f"{tally}__count"))
-    # The database picks the newest: one column instead of three per status.
+    # The last run's duration is its tally's whose run ended last; the database picks
+    # it: one column instead of three per status.
     newest_first = [
         When(
             Q(**{f"{tally}__last_finished_at__isnull": False})
@@ -165,7 +273,7 @@ def _reports_with_tallies(now):
                 ),
                 Q(),
             ),
-            then=SecondsBetween(f"{tally}__last_started_at", f"{tally}__last_finished_at"),
+            then=MicrosecondsBetween(f"{tally}__last_started_at", f"{tally}__last_finished_at"),
         )
         for tally in ends
     ]
@@ -173,8 +281,8 @@ def _reports_with_tallies(now):
         "slug",
         Q(expect_success_within__isnull=False),
         "stale",
-        EpochSeconds("last_success_at"),
-        Case(*newest_first, output_field=FloatField()),
+        EpochMicroseconds("last_success_at"),
+        Case(*newest_first, output_field=BigIntegerField()),
         *counts,
     )
 
@@ -224,9 +332,9 @@ def _worker_heartbeats():
         ("worker",),
     )
     family.samples = [
-        ((name,), seen)
+        ((name,), seen / MICROSECONDS)
         for name, seen in WorkerHeartbeat.objects.order_by("name").values_list(
-            "name", EpochSeconds("last_seen_at")
+            "name", EpochMicroseconds("last_seen_at")
         )
     ]
     return family
@@ -240,40 +348,8 @@ def label_value(text):
 
 def exposition(families):
     """The families in Prometheus' text format (0.0.4), as bytes."""
-    lines = []
-    escaped = _Memo(label_value)  # a label value is escaped once, whatever carries it
-    for family in families:
-        name = PREFIX + family.name + ("_total" if family.kind == "counter" else "")
-        help_text = family.help.replace("\\", r"\\").replace("\n", r"\n")
-        lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.kind}\n")
-        # Labels sorted by name, as prometheus-client writes them. One f-string per
-        # sample (no join, no list): this loop is most of a scrape's work.
-        first, *rest = sorted(range(len(family.label_names)), key=family.label_names.__getitem__)
-        start = f'{name}{{{family.label_names[first]}="'
-        if not rest:
-            lines.extend(
-                f'{start}{escaped[values[first]]}"}} {number(value)}\n'
-                for values, value in family.samples
-            )
-            continue
-        (second,) = rest  # no family has more than two labels
-        middle = f'",{family.label_names[second]}="'
-        lines.extend(
-            f'{start}{escaped[values[first]]}{middle}{escaped[values[second]]}"}} {number(value)}\n'
-            for values, value in family.samples
-        )
-    return "".join(lines).encode()
-
-
-@functools.lru_cache(maxsize=1 << 15)
-def number(value):
-    """A value in the text format, as prometheus-client writes it.
-
-    Most values are the same from one scrape to the next (a count, a last success): each
-    is formatted once, which halves the writing of a scrape. Formatting only: the
-    figures are read anew at every scrape.
-    """
-    return floatToGoString(value)
+    escaped = _Memo(label_value).__getitem__  # a label value is escaped once
+    return "".join(family.text(escaped) for family in families).encode()
 
 
 class _Memo(dict):
@@ -288,8 +364,14 @@ class _Memo(dict):
         return value
 
 
-def metrics_text(now=None):
-    return exposition(read_metrics(now))
+@functools.lru_cache(maxsize=1 << 15)
+def number(value):
+    """A value in the text format, as prometheus-client writes it.
+
+    Most values are the same from one scrape to the next (a count, a last success): each
+    is formatted once. Formatting only: the figures are read anew at every scrape.
+    """
+    return floatToGoString(value)
 
 
 ACCEPTS_GZIP = re.compile(r"\bgzip\b")
@@ -298,7 +380,7 @@ ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 def metrics_body(accept_encoding, now=None):
     """``(body, content encoding or "")`` for a scraper that accepts ``accept_encoding``.
 
-    Prometheus asks for gzip: 5,000 reports' 1.9 MiB of text go as about 100 KiB, for
+    Prometheus asks for gzip: 5,000 reports' 2.2 MiB of text go as about 120 KiB, for
     1 ms of CPU (ISA-L at level 1, as for csv_gz outputs).
     """
     text = metrics_text(now)
