@@ -519,3 +519,41 @@ def test_a_run_cancelled_while_it_uploads_leaves_no_object(s3_outputs, runner):
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED and run.cancelled_by == runner
     assert s3_outputs.keys() == [] and s3_outputs.uploads() == []
+
+
+# --- who hears of a cancel ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "notify_when, told",
+    [("always", True), ("every_failure", False), ("failure", False), ("never", False)],
+)
+def test_a_run_stopped_by_a_cancel_is_told_only_to_reports_that_hear_of_every_run(
+    report, runner, notify_when, told
+):
+    from runs.services.notifier import notify_finished_run
+
+    Report.objects.filter(pk=report.pk).update(notify_when=notify_when)
+    run = enqueue_run(report, "api")
+    transition_run(run, RunStatus.RUNNING)
+    cancel_run(run, runner)
+    record_outcome(run, RunStatus.SUCCEEDED, row_count=1, output="numbers/x.csv")  # stop wins
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.CANCELLED
+
+    deliveries = notify_finished_run(run)
+
+    if not told:
+        assert deliveries == [] and mail.outbox == []  # a cancel is not a failure alert
+        return
+    [delivery] = deliveries
+    assert (delivery.reason, delivery.status) == ("cancelled", "sent")
+    [message] = mail.outbox
+    assert "cancelled" in message.subject and "FAILED" not in message.subject
+    assert "Cancelled by runner" in message.body
+    # A cancel neither starts nor ends a failing streak: the next failure is the first.
+    Report.objects.filter(pk=report.pk).update(notify_when="failure")
+    failed = enqueue_run(report, "api")
+    transition_run(failed, RunStatus.RUNNING)
+    record_outcome(failed, RunStatus.FAILED, error="boom")
+    assert [d.reason for d in notify_finished_run(Run.objects.get(pk=failed.pk))] == ["failed"]

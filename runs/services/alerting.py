@@ -92,6 +92,10 @@ def decide_run(streak, status, finished_at, notify_when, repeat_after, now):
         return _decide_failure(streak, finished_at, notify_when, repeat_after, now)
     if status == RunStatus.SUCCEEDED:
         return _decide_success(streak, finished_at, notify_when)
+    if status == RunStatus.CANCELLED and notify_when == NotifyWhen.ALWAYS:
+        # Someone stopped it: "after every run" hears of it. A cancel is no failure: the
+        # failure settings stay quiet, and a streak neither ends nor grows.
+        return [Notice("cancelled")], streak
     return [], streak  # skipped (and any other final status) tells nobody
 
 
@@ -176,7 +180,7 @@ def run_notices(run, *, has_targets, now=None):
     failing streak only for reports with targets (a report without any costs no query).
     """
     notices = []
-    if has_targets and run.status in (RunStatus.FAILED, RunStatus.SUCCEEDED):
+    if has_targets and run.status in (RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.CANCELLED):
         notices += _streak_notices(run, now or timezone.now())
     if run.status == RunStatus.SUCCEEDED and _alert_started(run):
         notices.append(Notice("alert"))
