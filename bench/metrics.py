@@ -254,7 +254,7 @@ def in_process_split(count):
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    from runs.services.metrics import PREFIX, exposition, read_metrics
+    from runs.services.infrastructure.metrics import PREFIX, exposition, read_metrics
 
     timings = {"read": [], "read_cpu": [], "write": [], "write_cpu": [], "client": []}
     for _ in range(count):

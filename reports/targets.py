@@ -10,7 +10,7 @@ every URL and address in its text.
 Webhook targets must not reach the worker's own machine or its cloud metadata service:
 addresses in ``NOTIFY_WEBHOOK_BLOCKED_NETWORKS`` are refused when a report is saved
 (address literals and ``localhost`` names) and again when a webhook is sent, after the
-host name is resolved (runs/services/webhooks.py).
+host name is resolved (runs/services/notifications/channels/bounded_post.py).
 """
 
 import functools

@@ -155,7 +155,7 @@ def imports_of(package, forbidden):
 
 def test_every_module_of_the_project_has_a_layer():
     modules = project_modules()
-    assert {"reports.models", "runs.services.queue", "reportsvc.web.errors"} <= set(modules)
+    assert {"reports.models", "runs.services.domain.queue", "reportsvc.web.errors"} <= set(modules)
     assert [module for module in modules if layer_of(module) is None] == []
 
 
@@ -198,11 +198,13 @@ def test_the_apps_build_on_datasources():
 def test_the_check_sees_an_import_up_the_layers(tmp_path):
     for package in PACKAGES:
         (tmp_path / package).mkdir()
-    (tmp_path / "reports" / "models.py").write_text("from runs.services.queue import claim_runs\n")
+    (tmp_path / "reports" / "models.py").write_text(
+        "from runs.services.domain.queue import claim_runs\n"
+    )
     (tmp_path / "runs" / "naming.py").write_text("from runs.services.formats import get_format\n")
     assert upward_imports(tmp_path) == [
-        ("reports.models", "reports and access", "runs.services.queue", "runs"),
-        ("reports.models", "reports and access", "runs.services.queue.claim_runs", "runs"),
+        ("reports.models", "reports and access", "runs.services.domain.queue", "runs"),
+        ("reports.models", "reports and access", "runs.services.domain.queue.claim_runs", "runs"),
     ]
 
 

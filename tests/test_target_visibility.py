@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from reports.models import Report
 from reports.targets import redact_text
 from runs.models import Delivery
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.receivers import Receiver
 

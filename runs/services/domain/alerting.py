@@ -2,7 +2,7 @@
 
 The decisions are plain functions of a report's alert state (AlertState) and what just
 happened: ``decide_run`` for a finished run, ``decide_freshness`` for the leader's
-freshness check. They return notices; the notifier sends them (runs.services.notifier)
+freshness check. They return notices; the notifier sends them (runs.services.notifications.notifier)
 through whatever channels the report has, with a text per kind.
 
 Kinds of notice:
@@ -259,7 +259,7 @@ def check_freshness(lease, now=None):
     two checks at once send each alert once between them.
     """
     from runs.selectors import reports_with_freshness  # reads runs and reports
-    from runs.services.leadership import fence
+    from runs.services.runtime.leadership import fence
 
     now = now or timezone.now()
     events = []

@@ -1,6 +1,6 @@
 """Tell people about finished runs and stale reports, each delivery recorded.
 
-What to say is decided by runs.services.alerting (failures on state changes, reminders,
+What to say is decided by runs.services.domain.alerting (failures on state changes, reminders,
 recoveries, alerts, stale/fresh); every notice becomes an Event that the channels (email,
 webhook, Slack, Teams: runs/services/notifications/channels/) build and send to every
 target of the report, one Delivery per target. A suppressed notice is recorded for each
@@ -9,7 +9,7 @@ target and sent to none.
 Called after the run's outcome is stored, never inside its transaction; a failing
 notification is recorded as a failed Delivery and never changes the run. No database
 connection is held while waiting on a mail server or a webhook receiver. The worker
-calls this on its notification lanes (runs/services/notification_lanes.py).
+calls this on its notification lanes (runs/services/notifications/lanes.py).
 """
 
 import logging
@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from reports.targets import redact_url
 from runs.models import FINISHED_STATUSES, Delivery, DeliveryStatus, Run
-from runs.services.alerting import ReportEvent, run_notices
+from runs.services.domain.alerting import ReportEvent, run_notices
+from runs.services.infrastructure.preview import preview_rows
 from runs.services.notifications.channels import email as email_channel
 from runs.services.notifications.channels import get_channel
 from runs.services.notifications.channels import webhook as webhook_channel
@@ -33,7 +34,6 @@ from runs.services.notifications.channels.base import (
     kind_of_reason,
     run_links,
 )
-from runs.services.preview import preview_rows
 
 logger = logging.getLogger("reportsvc.notify")
 events = logging.getLogger("reportsvc.events")
@@ -99,7 +99,7 @@ def notify_finished_run(run, stopping=None):
     log_run_outcome(run)
     report = run.report
     has_targets = bool(report.targets)
-    # What to say (runs.services.alerting), the report's alert state moved on.
+    # What to say (runs.services.domain.alerting), the report's alert state moved on.
     notices = run_notices(run, has_targets=has_targets)
     if not notices or not has_targets:
         return []

@@ -63,7 +63,7 @@ class Event:
     report: object
     run: object = None  # None for report-level events (stale, fresh)
     note: str = ""  # what the emitter adds, e.g. "failing since 06:00 (3 runs)"
-    rows: object = None  # a runs.services.preview.Preview of the run's file, or None
+    rows: object = None  # a runs.services.infrastructure.preview.Preview of the run's file, or None
     # A failing streak (failed, reminder, recovered): its failures and first failure.
     failures: int = 0
     since: object = None

@@ -24,6 +24,7 @@ from django.template import Context, Engine
 from datasources.sandbox import without_statement_text
 from reports.targets import redact_email
 from runs.naming import download_file_name, output_format_of
+from runs.services.infrastructure.output_storage import open_output
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,
@@ -33,7 +34,6 @@ from runs.services.notifications.channels.base import (
     summarize,
     table_notes,
 )
-from runs.services.output_storage import open_output
 
 HTML_MAX_BYTES = 100_000
 CELL_CHARS = 100
@@ -155,7 +155,7 @@ def subject(event):
         rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
         if event.kind == "reminder" and event.since is not None:
             # Imported here: this package is imported by the models alerting reads.
-            from runs.services.alerting import streak_text
+            from runs.services.domain.alerting import streak_text
 
             rows += f"; {streak_text(event.failures, event.since)}"
         about = f" (run {run.pk}{rows})"

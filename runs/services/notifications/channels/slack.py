@@ -21,6 +21,7 @@ from slack_sdk.http_retry.handler import RetryHandler
 
 from reports.targets import redact_url
 from runs.naming import download_file_name
+from runs.services.infrastructure.output_storage import open_output
 from runs.services.notifications.channels import chat_hosts
 from runs.services.notifications.channels.base import (
     Channel,
@@ -30,8 +31,7 @@ from runs.services.notifications.channels.base import (
     summarize,
     table_notes,
 )
-from runs.services.notifications.posting import post_with_retries
-from runs.services.output_storage import open_output
+from runs.services.notifications.channels.posting import post_with_retries
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,20}$")
 HEADER_CHARS = 150

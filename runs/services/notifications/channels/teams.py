@@ -18,7 +18,7 @@ from runs.services.notifications.channels.base import (
     summarize,
     table_notes,
 )
-from runs.services.notifications.posting import post_with_retries
+from runs.services.notifications.channels.posting import post_with_retries
 
 CELL_CHARS = 100
 CARD_VERSION = "1.5"

@@ -18,7 +18,7 @@ from runs.services.notifications.channels.base import (
     report_link,
     run_links,
 )
-from runs.services.notifications.posting import post_with_retries
+from runs.services.notifications.channels.posting import post_with_retries
 
 
 def signature(secret, body):
