@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from reports.models import AlertCondition, NotifyWhen, Report
 from runs.models import AlertState, RunStatus, RunTally
+from runs.services.notifications.channels.base import streak_text
 
 logger = logging.getLogger("reportsvc.notify")
 
@@ -72,11 +73,6 @@ class Notice:
 
 def _when(moment):
     return f"{moment:%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
-
-
-def streak_text(failures, since):
-    runs = "1 failed run" if failures == 1 else f"{failures:,} failed runs"
-    return f"{runs} since {_when(since)}"
 
 
 # --- decisions (no database) -------------------------------------------------------

@@ -10,7 +10,7 @@ import logging
 
 from django.conf import settings
 
-from reports.targets import redact_url
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import DeliveryFailed
 from runs.services.notifications.channels.bounded_post import WebhookFailed, post_webhook
 

@@ -8,8 +8,8 @@ cannot add elements or actions.
 
 import json
 
-from reports.targets import redact_url
 from runs.services.notifications.channels import chat_hosts
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,

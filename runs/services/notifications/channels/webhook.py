@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
 from datasources.sandbox import without_statement_text
-from reports.targets import blocked_target_problem, redact_url
+from runs.services.notifications.channels.addresses import blocked_target_problem, redact_url
 from runs.services.notifications.channels.base import (
     Channel,
     TargetProblem,
