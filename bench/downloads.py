@@ -89,7 +89,7 @@ def make_output(megabytes):
 
     from access.services.tokens import create_token
     from reports.models import Report
-    from runs.services.runner import run_report_now
+    from runs.services.runtime.runner import run_report_now
 
     rows = int(megabytes * MIB / BYTES_PER_ROW)
     report = Report.objects.create(

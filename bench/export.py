@@ -151,9 +151,9 @@ def export_in_this_process(table, output, output_format, options):
 
     django.setup()
     from datasources.registry import DEFAULT_SOURCE, connection_for_source
-    from runs.services.exporter import export_query
     from runs.services.formats import WriterOptions, get_format
     from runs.services.formats import csv_gz as csv_gz_format
+    from runs.services.infrastructure.exporter import export_query
 
     if "gzip_level" in options:
         csv_gz_format.COMPRESSION_LEVEL = options["gzip_level"]
@@ -865,7 +865,7 @@ def upload_in_this_process(path, name):
     import django
 
     django.setup()
-    from runs.services import output_storage
+    from runs.services.infrastructure import output_storage
 
     output_storage._client()  # the client is made once per worker thread, not per run
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

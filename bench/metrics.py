@@ -259,7 +259,7 @@ def in_process_split(count):
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    from runs.services import metrics
+    from runs.services.infrastructure import metrics
 
     def timed(name, work, before=lambda: None):
         for _ in range(count):

@@ -314,7 +314,7 @@ def measure_sleep_batch(run_count, worker_count, log_dir):
 def measure_manual_lag(count, log_dir):
     from reports.models import Report
     from runs.models import Run, RunStatus
-    from runs.services.queue import request_run
+    from runs.services.domain.queue import request_run
 
     progress(f"{count} manual runs, one at a time")
     reset(1, schedule="")

@@ -52,10 +52,10 @@ from runs.selectors import (
     with_freshness,
     with_last_run,
 )
-from runs.services.backfill import plan_backfill, queue_backfill
+from runs.services.domain.backfill import plan_backfill, queue_backfill
+from runs.services.domain.intervals import default_interval
+from runs.services.domain.queue import QueueFull, request_run, validated_request
 from runs.services.formats import format_of_file
-from runs.services.intervals import default_interval
-from runs.services.queue import QueueFull, request_run, validated_request
 
 RECENT_RUNS = 20
 VERSIONS_PER_PAGE = 20

@@ -61,9 +61,9 @@ from runs.selectors import (
     runs_with_report,
 )
 from runs.serializers import BackfillCancelSerializer, BackfillSerializer, RunSerializer
-from runs.services.backfill import queue_backfill
-from runs.services.cancelling import cancel_backfill
-from runs.services.queue import request_run, validated_request
+from runs.services.domain.backfill import queue_backfill
+from runs.services.domain.cancelling import cancel_backfill
+from runs.services.domain.queue import request_run, validated_request
 
 READ = "Needs view_report."
 SQL_WARNING = OpenApiParameter(

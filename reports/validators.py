@@ -12,8 +12,8 @@ from datasources.placeholders import TemplateError, find_placeholders, substitut
 from datasources.registry import data_source_names, source_for
 from datasources.sandbox import ReportSQLError
 from reports.cron import CronError, next_fire_time, parse_crontab
-from reports.targets import blocked_target_problem
 from reportsvc.reminders import repeat_after_problem
+from runs.services.notifications.channels.addresses import blocked_target_problem
 
 # A run must be able to finish within a day; larger values made every run fail.
 MAX_TIMEOUT_SECONDS = 86_400

@@ -28,9 +28,9 @@ from reportsvc.web.permissions import NOBODY, can_run_reports, visibility_of
 from runs.models import Run, RunStatus, RunTrigger, SchedulerLease, WorkerHeartbeat
 from runs.naming import output_format_of
 from runs.selectors import RECENT_FAILURES_WINDOW, report_version_number
-from runs.services.cancelling import cancel_backfill, cancel_runs, unfinished_backfill_runs
-from runs.services.preview import preview_rows
-from runs.services.queue import QueueFull, request_rerun
+from runs.services.domain.cancelling import cancel_backfill, cancel_runs, unfinished_backfill_runs
+from runs.services.domain.queue import QueueFull, request_rerun
+from runs.services.infrastructure.preview import preview_rows
 
 # The scheduler's job store is internal: reports show their schedule and next run, runs
 # show every fire. Its admin would offer Add/Change (and running jobs in the web process).

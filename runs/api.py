@@ -30,9 +30,9 @@ from runs.run_requests import (
 )
 from runs.selectors import runs_with_report
 from runs.serializers import RunSerializer
+from runs.services.domain.queue import request_rerun
+from runs.services.domain.transitions import cancel_run
 from runs.services.formats import output_formats
-from runs.services.queue import request_rerun
-from runs.services.transitions import cancel_run
 
 
 class RunCursorPagination(NewestFirstCursorPagination):

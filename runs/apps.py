@@ -8,4 +8,4 @@ class RunsConfig(AppConfig):
 
     def ready(self):
         from runs import cache_tables, signals  # noqa: F401 - connects the receivers
-        from runs.services import leadership  # noqa: F401 - bounds the leader's sessions
+        from runs.services.runtime import leadership  # noqa: F401 - bounds the leader's sessions

@@ -4,7 +4,7 @@ What a download is called and what it is (file name, media type) is runs.naming'
 and runs.services.formats' to say, for any way of serving it. On the filesystem the
 web sends the file itself; on S3 it answers with a redirect to a short-lived
 presigned URL, and the storage sends the bytes. A storage that cannot answer gives a
-503 saying why, at once or within a few seconds (runs.services.output_storage bounds
+503 saying why, at once or within a few seconds (runs.services.infrastructure.output_storage bounds
 the wait).
 """
 
@@ -20,8 +20,8 @@ from rest_framework.response import Response
 
 from runs.naming import download_file_name, output_format_of
 from runs.selectors import download_problem
-from runs.services import output_storage
 from runs.services.formats import OCTET_STREAM, output_media_type
+from runs.services.infrastructure import output_storage
 
 
 def download_content_type(request, output_format):

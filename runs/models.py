@@ -40,7 +40,7 @@ def output_upload_path(run, filename):
 class Run(models.Model):
     """One execution of a report: what ran, when, where, and what it produced.
 
-    Only ``runs.services.transitions`` changes ``status``.
+    Only ``runs.services.domain.transitions`` changes ``status``.
     """
 
     # Foreign keys without their default index: run_report_queued_idx leads with the
@@ -245,7 +245,7 @@ class WorkerHeartbeat(models.Model):
 
 
 class SchedulerLease(models.Model):
-    """Who schedules: one row (runs.services.leadership). A worker holds it until
+    """Who schedules: one row (runs.services.runtime.leadership). A worker holds it until
     ``expires_at``, renewing it while it leads; once it has expired, another takes it
     and ``epoch`` goes up. Times are the database's clock, never a worker's."""
 
@@ -269,7 +269,7 @@ class RunTally(models.Model):
 
     Not read from the runs table, so retention, which deletes runs, never lowers a count
     or forgets a last success; and /metrics reads one small row per report and status
-    instead of looking through runs. Only ``runs.services.transitions`` writes it, in
+    instead of looking through runs. Only ``runs.services.domain.transitions`` writes it, in
     the transaction that records the runs' final status.
     """
 
@@ -302,7 +302,7 @@ class DeliveryChannel(models.TextChoices):
 class DeliveryStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
-    # Not sent on purpose (runs.services.alerting): a repeat failure between reminders.
+    # Not sent on purpose (runs.services.domain.alerting): a repeat failure between reminders.
     SUPPRESSED = "suppressed", "Suppressed"
 
 
@@ -351,7 +351,7 @@ class Delivery(models.Model):
 
 class AlertState(models.Model):
     """What a report's notifications last said, so that they speak on changes only
-    (runs.services.alerting owns it).
+    (runs.services.domain.alerting owns it).
 
     A failing streak: since when, how many failures, when the last failure notice or
     reminder went out. Freshness: when the stale alert went out (None: fresh). Written

@@ -6,7 +6,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from runs.models import Run
-from runs.services.output_storage import remove_output
+from runs.services.infrastructure.output_storage import remove_output
 
 
 @receiver(post_delete, sender=Run)

@@ -8,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from access.metrics_access import metrics_refusal
 from runs.selectors import scheduler_health, worker_health
-from runs.services.metrics import CONTENT_TYPE, metrics_body
+from runs.services.infrastructure.metrics import CONTENT_TYPE, metrics_body
 
 
 @never_cache
@@ -39,7 +39,7 @@ def healthz(request):
 @never_cache
 @csrf_exempt  # read-only; and a CSRF refusal would tell a POST that the address exists
 def metrics(request):
-    """Prometheus metrics, read from the database now (runs.services.metrics), for a
+    """Prometheus metrics, read from the database now (runs.services.infrastructure.metrics), for a
     scraper with the token or from an allowed network; a refusal shows nothing."""
     refusal = metrics_refusal(request)
     if refusal == HTTPStatus.NOT_FOUND:

@@ -292,7 +292,7 @@ def django_db_setup(django_db_setup):
 @pytest.fixture
 def lease():
     """The scheduler lease, held by the test for a minute (fire and repair passes need it)."""
-    from runs.services.leadership import acquire_lease
+    from runs.services.runtime.leadership import acquire_lease
 
     return acquire_lease("test:1", 60)
 
@@ -300,11 +300,11 @@ def lease():
 def enqueue_run(report, trigger, *, requested_by=None, scheduled_for=None):
     """A queued run of ``report`` over the latest complete interval as of now, inserted
     as it is: no queue cap, no idempotency key (the service's ways in are
-    runs.services.queue's request_run and record_scheduled_fires)."""
+    runs.services.domain.queue's request_run and record_scheduled_fires)."""
     from django.utils import timezone
 
     from runs.models import Run, RunStatus
-    from runs.services.intervals import default_interval
+    from runs.services.domain.intervals import default_interval
 
     start, end = default_interval(report, timezone.now())
     return Run.objects.create(
@@ -326,7 +326,7 @@ def record_scheduled_fire(report_id, scheduled_for):
     from reports.models import Report
     from reports.services.schedules import parsed_schedule
     from runs.models import Run
-    from runs.services.queue import record_scheduled_fires
+    from runs.services.domain.queue import record_scheduled_fires
 
     report = Report.objects.filter(pk=report_id, enabled=True).exclude(schedule="").first()
     if report is None or Run.objects.filter(report=report, scheduled_for=scheduled_for).exists():
@@ -345,10 +345,10 @@ def execute_run(run):
 
     from reports.services.history import newest_version_id
     from runs.models import RunStatus
-    from runs.services.guard import execute_claimed_run
-    from runs.services.heartbeats import worker_name
-    from runs.services.queue import statement_to_record
-    from runs.services.transitions import transition_run
+    from runs.services.domain.queue import statement_to_record
+    from runs.services.domain.transitions import transition_run
+    from runs.services.runtime.guard import execute_claimed_run
+    from runs.services.runtime.heartbeats import worker_name
 
     now = timezone.now()
     started = transition_run(

@@ -16,9 +16,9 @@ from reports.models import Report
 from reportsvc.web.display import moment
 from runs.models import Run, RunStatus, SchedulerLease, WorkerHeartbeat
 from runs.selectors import latest_successful_run
-from runs.services.leadership import acquire_lease
-from runs.services.runner import run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.transitions import transition_run
+from runs.services.runtime.leadership import acquire_lease
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, enqueue_run, execute_run, record_scheduled_fire
 

@@ -372,8 +372,8 @@ def test_dangerous_actions_stand_apart_from_run_now(admin_client):
 
 def test_a_default_that_reads_like_sql_stays_one_value(admin_client):
     """A row's default never becomes SQL: the run quotes it as one text value."""
-    from runs.services.preview import preview_rows
-    from runs.services.runner import run_report_now
+    from runs.services.infrastructure.preview import preview_rows
+    from runs.services.runtime.runner import run_report_now
 
     smuggled = "x'); DROP TABLE demo_orders; SELECT ('"
     rows = [{"name": "note", "type": "text", "default": smuggled}, {}]

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import AlertState, Delivery, DeliveryStatus, RunStatus
-from runs.services.alerting import Notice, Streak, decide_run
-from runs.services.runner import run_report_now
+from runs.services.domain.alerting import Notice, Streak, decide_run
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import needs_commits
 from tests.receivers import Receiver
@@ -327,7 +327,7 @@ def test_two_failures_deciding_at_once_tell_once():
 
     from django.db import connections
 
-    from runs.services.alerting import run_notices
+    from runs.services.domain.alerting import run_notices
 
     report = make_report(notify_emails="")
     runs = [run(report, FAILING) for _ in range(4)]

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import AlertState, Delivery, DeliveryStatus
-from runs.services.alerting import check_freshness
-from runs.services.leadership import acquire_lease
-from runs.services.notifier import notify
-from runs.services.runner import run_report_now
+from runs.services.domain.alerting import check_freshness
+from runs.services.notifications.notifier import notify
+from runs.services.runtime.leadership import acquire_lease
+from runs.services.runtime.runner import run_report_now
 from tests.chat_servers import ChatServer
 
 pytestmark = pytest.mark.django_db(databases="__all__")

@@ -14,10 +14,10 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.intervals import default_interval
-from runs.services.leadership import acquire_lease
-from runs.services.runner import run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.intervals import default_interval
+from runs.services.domain.transitions import transition_run
+from runs.services.runtime.leadership import acquire_lease
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, parse_csv_text, record_scheduled_fire
 

@@ -8,9 +8,9 @@ from reports.api import ReportViewSet
 from reports.models import Report
 from reports.parameters import ParameterError
 from runs.models import Run
-from runs.services.backfill import BackfillRangeError
-from runs.services.queue import QueueFull
-from runs.services.transitions import RunNotCancellable
+from runs.services.domain.backfill import BackfillRangeError
+from runs.services.domain.queue import QueueFull
+from runs.services.domain.transitions import RunNotCancellable
 from tests.api_helpers import client_for, make_user
 
 pytestmark = pytest.mark.django_db(databases="__all__")

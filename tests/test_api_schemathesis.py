@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.db import connections
 
 from reports.models import Report
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user, token_key
 from tests.conftest import enqueue_run
 

@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.backfill import plan_backfill
-from runs.services.intervals import default_interval, intervals_in_range
-from runs.services.queue import claim_runs
-from runs.services.transitions import transition_run
+from runs.services.domain.backfill import plan_backfill
+from runs.services.domain.intervals import default_interval, intervals_in_range
+from runs.services.domain.queue import claim_runs
+from runs.services.domain.transitions import transition_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import execute_run, record_scheduled_fire
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.leadership import acquire_lease
+from runs.services.runtime.leadership import acquire_lease
 from tests.api_helpers import make_user
 from tests.workers import WorkerProcess, process_environment
 
@@ -126,7 +126,7 @@ def test_admin_layout_at_1400_px_with_the_sidebar_open(live_server, monkeypatch)
     every column, the error included, without scrolling sideways."""
     from playwright.sync_api import expect, sync_playwright
 
-    from runs.services.transitions import transition_run
+    from runs.services.domain.transitions import transition_run
     from tests.conftest import enqueue_run
 
     user = make_user("ops", staff=True)
@@ -226,7 +226,7 @@ def test_pages_work_under_the_content_security_policy_at_800_and_1400_px(live_se
     of the policy, and the scripts they need (confirm dialogs, Swagger UI) run."""
     from playwright.sync_api import expect, sync_playwright
 
-    from runs.services.runner import run_report_now
+    from runs.services.runtime.runner import run_report_now
 
     call_command("seed_demo", "--no-admin", stdout=io.StringIO())
     user = make_user("ops", staff=True)
@@ -317,7 +317,7 @@ def test_history_pages_and_the_failures_at_a_glance_fit_800_and_1400_px(live_ser
     from playwright.sync_api import expect, sync_playwright
 
     from reports.services.schedules import save_report
-    from runs.services.transitions import transition_run
+    from runs.services.domain.transitions import transition_run
     from tests.conftest import enqueue_run
 
     user = make_user("ops", staff=True)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from django.core.management import call_command
 
 from reports.models import Report
-from runs.services.transitions import transition_run
+from runs.services.domain.transitions import transition_run
 from tests.api_helpers import make_user
 from tests.conftest import enqueue_run
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR, RECORD_CSP_VIOLATIONS

@@ -13,11 +13,11 @@ from django.utils import timezone
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTally
-from runs.services.cancelling import RunControl
-from runs.services.guard import execute_claimed_run
-from runs.services.queue import claim_runs
-from runs.services.runner import record_outcome, run_report_now
-from runs.services.transitions import cancel_run, transition_run
+from runs.services.domain.cancelling import RunControl
+from runs.services.domain.queue import claim_runs
+from runs.services.domain.transitions import cancel_run, transition_run
+from runs.services.runtime.guard import execute_claimed_run
+from runs.services.runtime.runner import record_outcome, run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, files_under, needs_commits, wait_for
 from tests.test_openapi_contract import assert_matches, fetch_schema
@@ -445,7 +445,7 @@ def test_the_admin_cancels_a_backfill_s_runs_together(client, report, backfilled
 
 
 def test_a_cancel_counts_in_the_metrics_as_cancelled(report, runner):
-    from runs.services.metrics import read_metrics
+    from runs.services.infrastructure.metrics import read_metrics
 
     cancel_run(enqueue_run(report, "api"), runner)
     (finished,) = [family for family in read_metrics() if family.name == "runs_finished"]
@@ -460,7 +460,7 @@ def test_a_cancel_counts_in_the_metrics_as_cancelled(report, runner):
 def test_a_cancelled_run_whose_worker_was_lost_ends_cancelled(report, runner, settings):
     from datetime import timedelta
 
-    from runs.services.recovery import fail_lost_runs
+    from runs.services.runtime.recovery import fail_lost_runs
 
     run = enqueue_run(report, "api")
     transition_run(run, RunStatus.RUNNING, worker="gone:1")
@@ -531,7 +531,7 @@ def test_a_run_cancelled_while_it_uploads_leaves_no_object(s3_outputs, runner):
 def test_a_run_stopped_by_a_cancel_is_told_only_to_reports_that_hear_of_every_run(
     report, runner, notify_when, told
 ):
-    from runs.services.notifier import notify_finished_run
+    from runs.services.notifications.notifier import notify_finished_run
 
     Report.objects.filter(pk=report.pk).update(notify_when=notify_when)
     run = enqueue_run(report, "api")

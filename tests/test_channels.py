@@ -15,12 +15,12 @@ from django.core import mail
 
 from reports.models import Report
 from runs.models import Delivery, RunStatus
-from runs.services.notification_lanes import NotificationLanes
 from runs.services.notifications.channels import CHANNEL_MODULES, channels, get_channel
 from runs.services.notifications.channels.base import EVENT_KINDS, Event, Target, summarize
 from runs.services.notifications.channels.email import HTML_MAX_BYTES
-from runs.services.notifier import send_event
-from runs.services.runner import run_report_now
+from runs.services.notifications.lanes import NotificationLanes
+from runs.services.notifications.notifier import send_event
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.chat_servers import ChatServer
 from tests.conftest import executes_reports, needs_commits, wait_for

@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from runs.services.exporter import DIRECT_WRITE_BYTES, DigestingWriter
 from runs.services.formats.csv import (
     FormulaEscapingCopy,
     csv_field,
     encode_csv_rows,
 )
+from runs.services.infrastructure.exporter import DIRECT_WRITE_BYTES, DigestingWriter
 
 VALUES = [
     None,

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, WorkerHeartbeat
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import enqueue_run, postgres_only, wait_for
 from tests.workers import WORKER_APPLICATION_NAME, WorkerProcess, process_environment
 

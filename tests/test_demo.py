@@ -10,7 +10,7 @@ from reports.models import Report
 from reports.services.demo import DEMO_REPORTS
 from reportsvc.localrun import admin_password_path
 from runs.models import Run, RunStatus
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import read_csv
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

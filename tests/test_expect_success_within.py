@@ -10,8 +10,8 @@ from django.utils import timezone
 from reports.models import Report
 from runs.models import RunStatus
 from runs.selectors import reports_with_freshness
-from runs.services.runner import run_report_now
-from runs.services.transitions import tally_finished
+from runs.services.domain.transitions import tally_finished
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.test_admin import form_data
 

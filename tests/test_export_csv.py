@@ -8,7 +8,7 @@ import pytest
 
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import ON_POSTGRES, read_csv
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

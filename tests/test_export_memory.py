@@ -13,7 +13,7 @@ from datasources.backends.sqlite import NUMBER_BYTES, _row_blocks
 from reports.models import Report
 from runs.models import RunStatus
 from runs.services.formats.csv import encode_csv_rows
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(databases="__all__")

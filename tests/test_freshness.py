@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import AlertState, Delivery, RunStatus, RunTally, SchedulerLease
-from runs.services.alerting import check_freshness
-from runs.services.leadership import LeaseLost, acquire_lease
-from runs.services.notification_lanes import NotificationLanes
-from runs.services.notifier import notify_report_event
-from runs.services.runner import run_report_now
+from runs.services.domain.alerting import check_freshness
+from runs.services.notifications.lanes import NotificationLanes
+from runs.services.notifications.notifier import notify_report_event
+from runs.services.runtime.leadership import LeaseLost, acquire_lease
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import needs_commits
 from tests.receivers import Receiver
 
@@ -203,7 +203,7 @@ class HeldLease:
 def test_the_leading_worker_checks_and_sends_a_follower_does_not(lease):
     import time
 
-    from runs.services.worker import Worker
+    from runs.services.runtime.worker import Worker
 
     expecting_report()
     follower, leader = Worker(concurrency=1), Worker(concurrency=1)

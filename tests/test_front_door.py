@@ -9,7 +9,7 @@ from django.core.cache import cache
 
 from reports.models import Report
 from runs.services.formats import output_formats
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 
 pytestmark = pytest.mark.django_db(databases="__all__")

@@ -26,8 +26,8 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.queue import claim_runs
-from runs.services.runner import perform_run, run_report_now
+from runs.services.domain.queue import claim_runs
+from runs.services.runtime.runner import perform_run, run_report_now
 from tests.api_helpers import make_user, token_key
 from tests.conftest import enqueue_run, executes_reports
 

@@ -24,10 +24,10 @@ from reports.services.history import (
 from reports.services.schedules import save_report
 from reports.services.webhook_secrets import rotate_webhook_secret
 from runs.models import Run, RunStatus
-from runs.services.fires import fire_due_reports
-from runs.services.queue import claim_runs
-from runs.services.runner import perform_run, run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.queue import claim_runs
+from runs.services.domain.transitions import transition_run
+from runs.services.runtime.fires import fire_due_reports
+from runs.services.runtime.runner import perform_run, run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, needs_commits
 from tests.test_admin import form_data

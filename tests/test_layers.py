@@ -6,14 +6,17 @@ The layers, top to bottom (``LAYERS``):
   API's endpoints share), their management commands and app configs, the URLs;
 - ``reportsvc.web``, the web layer both apps share (permissions, schema pieces,
   renderers, links, display helpers, the API's error mapping);
-- ``runs``: runs, their queue, worker, storage and notifications;
+- ``runs``: runs, their domain, the worker's runtime, storage and the notifier;
 - ``reports`` and ``access``: reports, their parameters, schedules and history; API
   tokens;
-- the output formats (``runs.services.formats``: writers that know no app);
+- the plugins, which know no app: the output formats (``runs.services.formats``) and
+  the notification channels (``runs.services.notifications.channels``), what they
+  need of a run handed to them;
 - ``datasources``: the data-source registry, the backends, parameter types;
 - the project's plain helpers (moments, text, networks, storage settings).
 
-A module imports from its own layer and those below it, never from one above. The two
+A module imports from its own layer and those below it, never from one above: no
+exceptions. The two
 apps' pages (admin, API views) do not import each other's either, and only the top
 two layers use the web frameworks (DRF, the admin, Django's HTTP and templates).
 """
@@ -47,7 +50,7 @@ LAYERS = (
     (SHARED_WEB, ("reportsvc.web",)),
     ("runs", ("runs",)),
     ("reports and access", ("reports", "access")),
-    ("output formats", ("runs.services.formats",)),
+    ("plugins", ("runs.services.formats", "runs.services.notifications.channels")),
     ("data sources", ("datasources",)),
     ("plain helpers", ("reportsvc",)),
 )
@@ -108,38 +111,19 @@ def imported_modules(path):
             yield from (alias.name for alias in node.names)
 
 
-# The known imports up the layers, each with its reason: a report's targets are checked
-# and redacted by their channel's module, and the channel registry lives with the
-# notifier that sends through it.
-UPWARD_ALLOWED = {
-    ("reports.models", "runs.services.notifications.channels"): "targets checked at save",
-    ("reports.targets", "runs.services.notifications.channels"): "targets redacted by channel",
-}
 # The HTML email is a Django template: the escaping every page gets.
 TEMPLATE_USERS = ("runs.services.notifications.channels.email",)
 
 
-def upward_imports(root=None, allowed=None):
-    """``(module, its layer, imported, that layer)`` for each import of a higher layer,
-    but those in ``allowed`` (``UPWARD_ALLOWED`` by default; a set collects the entries
-    used)."""
+def upward_imports(root=None):
+    """``(module, its layer, imported, that layer)`` for each import of a higher layer."""
     found = []
     for module, path in project_modules(root).items():
         own = layer_of(module)
         for imported in imported_modules(path):
             theirs = layer_of(imported)
-            if theirs is None or DEPTH[theirs] >= DEPTH[own]:
-                continue
-            excused = [
-                (name, prefix)
-                for name, prefix in UPWARD_ALLOWED
-                if name == module and _named(imported, prefix)
-            ]
-            if excused and root is None:
-                if allowed is not None:
-                    allowed.update(excused)
-                continue
-            found.append((module, own, imported, theirs))
+            if theirs is not None and DEPTH[theirs] < DEPTH[own]:
+                found.append((module, own, imported, theirs))
     return found
 
 
@@ -155,14 +139,12 @@ def imports_of(package, forbidden):
 
 def test_every_module_of_the_project_has_a_layer():
     modules = project_modules()
-    assert {"reports.models", "runs.services.queue", "reportsvc.web.errors"} <= set(modules)
+    assert {"reports.models", "runs.services.domain.queue", "reportsvc.web.errors"} <= set(modules)
     assert [module for module in modules if layer_of(module) is None] == []
 
 
 def test_imports_run_one_way_down_the_layers():
-    used = set()
-    assert upward_imports(allowed=used) == []
-    assert used == set(UPWARD_ALLOWED), "an allowed import is gone: drop it from the list"
+    assert upward_imports() == []
 
 
 def test_only_the_web_layers_use_the_web_frameworks():
@@ -198,12 +180,31 @@ def test_the_apps_build_on_datasources():
 def test_the_check_sees_an_import_up_the_layers(tmp_path):
     for package in PACKAGES:
         (tmp_path / package).mkdir()
-    (tmp_path / "reports" / "models.py").write_text("from runs.services.queue import claim_runs\n")
+    (tmp_path / "reports" / "models.py").write_text(
+        "from runs.services.domain.queue import claim_runs\n"
+    )
     (tmp_path / "runs" / "naming.py").write_text("from runs.services.formats import get_format\n")
+    channels = tmp_path / "runs" / "services" / "notifications" / "channels"
+    channels.mkdir(parents=True)
+    (channels / "slack.py").write_text("import reports.targets\nimport runs.naming\n")
     assert upward_imports(tmp_path) == [
-        ("reports.models", "reports and access", "runs.services.queue", "runs"),
-        ("reports.models", "reports and access", "runs.services.queue.claim_runs", "runs"),
+        ("reports.models", "reports and access", "runs.services.domain.queue", "runs"),
+        ("reports.models", "reports and access", "runs.services.domain.queue.claim_runs", "runs"),
+        (
+            "runs.services.notifications.channels.slack",
+            "plugins",
+            "reports.targets",
+            "reports and access",
+        ),
+        ("runs.services.notifications.channels.slack", "plugins", "runs.naming", "runs"),
     ]
+
+
+def test_the_channels_sit_with_the_formats_below_the_apps_and_the_notifier_in_runs():
+    assert layer_of("runs.services.notifications.channels.email") == "plugins"
+    assert layer_of("runs.services.formats.xlsx") == "plugins"
+    assert layer_of("runs.services.notifications.notifier") == "runs"
+    assert DEPTH["plugins"] > DEPTH["reports and access"]
 
 
 def test_the_check_sees_an_import_of_the_other_app_s_pages(tmp_path, monkeypatch):

@@ -13,8 +13,8 @@ from django.utils import timezone
 from reports.models import Report
 from reports.services.schedules import save_report
 from runs.models import Run, SchedulerLease, WorkerHeartbeat
-from runs.services.fires import fire_due_reports, repair_next_runs
-from runs.services.leadership import (
+from runs.services.runtime.fires import fire_due_reports, repair_next_runs
+from runs.services.runtime.leadership import (
     Lease,
     LeaseLost,
     acquire_lease,

@@ -20,7 +20,7 @@ from django.utils import timezone
 from datasources.registry import DEFAULT_SOURCE, alias_for_login
 from reports.models import LoginLease, Report
 from runs.models import RunStatus
-from runs.services.runner import run_report_now, touch_runs
+from runs.services.runtime.runner import run_report_now, touch_runs
 from tests.api_helpers import client_for, make_user
 from tests.conftest import (
     default_source_logins,

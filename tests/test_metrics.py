@@ -16,12 +16,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTally
-from runs.services.heartbeats import register_worker
-from runs.services.housekeeping import purge_expired_runs
-from runs.services.metrics import PREFIX, Family, exposition, metrics_text, read_metrics
-from runs.services.queue import claim_runs, record_scheduled_fires
-from runs.services.runner import run_report_now
-from runs.services.transitions import tally_finished, transition_run
+from runs.services.domain.queue import claim_runs, record_scheduled_fires
+from runs.services.domain.transitions import tally_finished, transition_run
+from runs.services.infrastructure.metrics import (
+    PREFIX,
+    Family,
+    exposition,
+    metrics_text,
+    read_metrics,
+)
+from runs.services.runtime.heartbeats import register_worker
+from runs.services.runtime.housekeeping import purge_expired_runs
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import enqueue_run, needs_commits, record_scheduled_fire
 from tests.test_settings import settings_in_a_fresh_process
 from tests.workers import PROJECT_DIR, process_environment

@@ -29,9 +29,9 @@ from datasources.sandbox import (
 )
 from reports.models import Report
 from runs.models import RunStatus, RunTrigger
+from runs.services.domain.queue import claim_runs
 from runs.services.formats import get_format
-from runs.services.queue import claim_runs
-from runs.services.runner import perform_run
+from runs.services.runtime.runner import perform_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, needs_commits
 from tests.mysql_source import (
@@ -667,7 +667,7 @@ def test_check_examines_every_login_of_a_mysql_source(mysql):
 
 @pytest.mark.long_running
 def test_a_report_cannot_watch_another_run_of_its_source(mysql):
-    from runs.services.runner import run_report_now
+    from runs.services.runtime.runner import run_report_now
     from tests.conftest import read_csv, wait_for
 
     second, password = mysql.user("second")

@@ -13,7 +13,7 @@ from django.db import connections
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, Run, RunStatus
-from runs.services.runner import fail_run, run_report_now
+from runs.services.runtime.runner import fail_run, run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import executes_reports, needs_commits, wait_for
 from tests.receivers import Receiver

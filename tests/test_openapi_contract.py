@@ -16,7 +16,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from reports.models import Report
 from runs.models import Delivery, Run
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, parse_csv_text
 

@@ -20,10 +20,10 @@ from openpyxl.utils.escape import unescape
 from reports.models import Report
 from runs.models import RunStatus
 from runs.naming import download_file_name
-from runs.services import preview as preview_module
 from runs.services.formats import format_of_file, get_format, output_formats
 from runs.services.formats import xlsx as xlsx_format
-from runs.services.runner import run_report_now
+from runs.services.infrastructure import preview as preview_module
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, executes_reports, files_under, postgres_only
 

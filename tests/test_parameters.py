@@ -16,7 +16,7 @@ from datasources.placeholders import TemplateError, find_placeholders
 from reports import parameters as params
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.notifier import _email_body, email_attachment, webhook_payload
+from runs.services.notifications.notifier import _email_body, email_attachment, webhook_payload
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, execute_run, executes_reports, parse_csv_text, read_csv
 
@@ -518,7 +518,7 @@ def test_notifications_carry_the_values_and_the_interval(runner):
         "SELECT {{ region }} AS r", DECLARED, notify_emails="ops@example.com", notify_when="always"
     )
     run = Run.objects.get(pk=run_via_api(runner, report, {"region": "EU"}).json()["id"])
-    from runs.services.runner import notify_safely
+    from runs.services.runtime.runner import notify_safely
 
     execute_run(run)
     run.refresh_from_db()

@@ -12,7 +12,7 @@ from reports.models import Report
 from reports.services.statements import UTC_ZONE, report_zone
 from reportsvc.moments import named_zone
 from runs.models import Delivery, Run, RunStatus
-from runs.services.runner import writer_options
+from runs.services.runtime.runner import writer_options
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("apscheduler", "django_apscheduler")
-SCHEDULER_MODULES = ("runs/services/scheduler.py", "runs/services/fires.py")
+SCHEDULER_MODULES = ("runs/services/runtime/scheduler.py", "runs/services/runtime/fires.py")
 # Module-level calls whose results are immutable (or a logger, which keeps no state of ours).
 IMMUTABLE_CALLS = {"getLogger", "timedelta", "frozenset"}
 

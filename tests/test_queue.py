@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.housekeeping import purge_expired_runs
-from runs.services.queue import claim_runs
-from runs.services.recovery import fail_lost_runs
-from runs.services.runner import perform_run, run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.queue import claim_runs
+from runs.services.domain.transitions import transition_run
+from runs.services.runtime.housekeeping import purge_expired_runs
+from runs.services.runtime.recovery import fail_lost_runs
+from runs.services.runtime.runner import perform_run, run_report_now
 from tests.conftest import (
     ON_POSTGRES,
     enqueue_run,
@@ -256,7 +256,7 @@ def test_a_claim_costs_one_statement_per_run_and_one_for_their_reports(
 
 @needs_commits
 def test_a_worker_slot_runs_queued_runs_back_to_back_without_the_main_loop():
-    from runs.services.worker import Worker
+    from runs.services.runtime.worker import Worker
 
     runs = [enqueue_run(make_report(f"slot{i}"), "manual") for i in range(3)]
     worker = Worker(concurrency=1)

@@ -10,8 +10,8 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from datasources.sandbox import ExportFailed, ReportSQLError
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.exporter import export_query
-from runs.services.runner import run_report_now
+from runs.services.infrastructure.exporter import export_query
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import (
     enqueue_run,
     execute_run,

@@ -1,5 +1,5 @@
 """Every claimed run ends: whatever breaks while a run is prepared, named, stored or
-recorded, runs.services.guard ends it failed with a message a user can act on, and the
+recorded, runs.services.runtime.guard ends it failed with a message a user can act on, and the
 executor (the worker's slot, runreport) goes on."""
 
 import logging
@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.guard import execute_claimed_run
+from runs.services.runtime.guard import execute_claimed_run
 from tests.conftest import (
     enqueue_run,
     execute_run,
@@ -91,14 +91,14 @@ def test_notifications_that_break_change_nothing(caplog):
     report = Report.objects.create(name="Fine", slug="fine", sql="SELECT 1 AS n")
     run = enqueue_run(report, "manual")
     run.refresh_from_db()
-    from runs.services.transitions import transition_run
+    from runs.services.domain.transitions import transition_run
 
     transition_run(run, RunStatus.RUNNING, worker="here:1")
 
     def notify(run):
         raise RuntimeError("the mail server is on fire")
 
-    with caplog.at_level(logging.ERROR, logger="runs.services.guard"):
+    with caplog.at_level(logging.ERROR, logger="runs.services.runtime.guard"):
         assert execute_claimed_run(run, notify=notify) is True
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED

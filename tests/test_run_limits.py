@@ -21,8 +21,8 @@ from rest_framework.throttling import ScopedRateThrottle
 from reports.models import Report
 from reports.throttling import SharedScopedRateThrottle
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.queue import QueueFull, request_run, schedule_retry
-from runs.services.transitions import transition_run
+from runs.services.domain.queue import QueueFull, request_run, schedule_retry
+from runs.services.domain.transitions import transition_run
 from tests.api_helpers import client_for, make_user, token_key
 from tests.conftest import enqueue_run, needs_commits, postgres_only, record_scheduled_fire
 from tests.workers import PROJECT_DIR, process_environment

@@ -8,13 +8,13 @@ import pytest
 
 from reports.models import Report
 from runs.models import RunStatus
-from runs.services.preview import (
+from runs.services.infrastructure.preview import (
     PREVIEW_CELL_CHARS,
     PREVIEW_COLUMNS,
     PREVIEW_MAX_BYTES,
     read_preview,
 )
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -147,7 +147,7 @@ def test_an_unreadable_output_gives_a_page_that_says_so(admin_client, finished_r
 
 
 def test_values_split_across_read_chunks_come_back_whole(monkeypatch):
-    monkeypatch.setattr("runs.services.preview.READ_CHUNK_BYTES", 3)
+    monkeypatch.setattr("runs.services.infrastructure.preview.READ_CHUNK_BYTES", 3)
     data = 'name,note\n"a ""quoted"", value",\n日本語,""\n'.encode()
     preview = read_preview(io.BytesIO(data))
     assert [cell.text for cell in preview.header] == ["name", "note"]

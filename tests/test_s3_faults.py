@@ -20,11 +20,11 @@ from django.utils import timezone
 from reports.models import Report
 from runs.models import RunStatus
 from runs.naming import output_file_stem
-from runs.services import output_storage
-from runs.services.housekeeping import clean_up_object_storage
-from runs.services.preview import preview_rows
-from runs.services.runner import fail_run, run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.transitions import transition_run
+from runs.services.infrastructure import output_storage
+from runs.services.infrastructure.preview import preview_rows
+from runs.services.runtime.housekeeping import clean_up_object_storage
+from runs.services.runtime.runner import fail_run, run_report_now
 from tests import s3
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, needs_commits, wait_for

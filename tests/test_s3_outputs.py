@@ -31,14 +31,14 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus
 from runs.naming import download_file_name, interval_label, output_file_stem, output_name
-from runs.services import output_storage
+from runs.services.domain.transitions import transition_run
 from runs.services.formats import get_format
-from runs.services.housekeeping import purge_expired_runs, run_housekeeping
-from runs.services.notifier import send_email
-from runs.services.preview import PREVIEW_MAX_BYTES, preview_rows
-from runs.services.recovery import fail_lost_runs
-from runs.services.runner import fail_run, run_report_now
-from runs.services.transitions import transition_run
+from runs.services.infrastructure import output_storage
+from runs.services.infrastructure.preview import PREVIEW_MAX_BYTES, preview_rows
+from runs.services.notifications.notifier import send_email
+from runs.services.runtime.housekeeping import purge_expired_runs, run_housekeeping
+from runs.services.runtime.recovery import fail_lost_runs
+from runs.services.runtime.runner import fail_run, run_report_now
 from tests import s3
 from tests.api_helpers import client_for, make_user, token_key
 from tests.conftest import enqueue_run, execute_run, files_under, needs_commits, parse_csv_text
@@ -224,7 +224,7 @@ KILLED_UPLOAD = """
 import os, signal, sys, threading, time
 import django
 django.setup()
-from runs.services import output_storage
+from runs.services.infrastructure import output_storage
 
 path, name = sys.argv[1:]
 client, bucket = output_storage._client(), output_storage._bucket()
@@ -666,7 +666,7 @@ def test_a_lost_run_named_for_its_interval_has_its_objects_removed(s3_outputs):
 
 def test_the_email_shows_the_first_rows_read_from_the_object(s3_outputs, settings):
     from runs.services.notifications.channels.base import Event
-    from runs.services.notifier import send_event
+    from runs.services.notifications.notifier import send_event
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     run = run_sql(NUMBERS, notify_when="never", inline_rows=5, notify_emails="ops@example.com")

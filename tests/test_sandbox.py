@@ -18,8 +18,8 @@ from django.core.management import CommandError, call_command
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.queue import claim_runs
-from runs.services.runner import perform_run
+from runs.services.domain.queue import claim_runs
+from runs.services.runtime.runner import perform_run
 from tests.api_helpers import client_for, make_user
 from tests.conftest import ON_POSTGRES, default_source_as, enqueue_run, postgres_only
 

@@ -16,11 +16,11 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from reports.models import Report
 from reports.services.schedules import save_report
 from runs.models import Run, RunStatus, RunTrigger, SchedulerLease
-from runs.services import scheduler as scheduler_module
-from runs.services.fires import fire_due_reports, repair_next_runs
-from runs.services.leadership import LeaseKeeper, acquire_lease
-from runs.services.queue import claim_runs
-from runs.services.scheduler import (
+from runs.services.domain.queue import claim_runs
+from runs.services.runtime import scheduler as scheduler_module
+from runs.services.runtime.fires import fire_due_reports, repair_next_runs
+from runs.services.runtime.leadership import LeaseKeeper, acquire_lease
+from runs.services.runtime.scheduler import (
     FIRE_JOB,
     HOUSEKEEPING_JOB,
     REPAIR_JOB,
@@ -169,7 +169,7 @@ def test_only_enabled_scheduled_reports_fire(lease):
 
 
 def test_thousands_of_due_reports_fire_in_batches(monkeypatch, lease):
-    monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 40)
+    monkeypatch.setattr("runs.services.runtime.fires.FIRE_BATCH", 40)
     Report.objects.bulk_create(
         Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(100)
     )
@@ -182,7 +182,7 @@ def test_thousands_of_due_reports_fire_in_batches(monkeypatch, lease):
 
 
 def test_a_pass_with_a_spent_time_budget_leaves_the_rest_to_the_next(monkeypatch, lease):
-    monkeypatch.setattr("runs.services.fires.FIRE_BATCH", 10)
+    monkeypatch.setattr("runs.services.runtime.fires.FIRE_BATCH", 10)
     Report.objects.bulk_create(
         Report(name=f"r{i}", slug=f"r{i}", sql="SELECT 1", schedule="* * * * *") for i in range(25)
     )
@@ -359,7 +359,7 @@ def test_stopping_right_after_starting_leaves_no_scheduler_running(keeper):
 
 
 def test_housekeeping_keeps_an_hour_of_the_passes_history_and_a_week_of_the_rest():
-    from runs.services.housekeeping import purge_scheduler_history
+    from runs.services.runtime.housekeeping import purge_scheduler_history
 
     for job_id in (FIRE_JOB, HOUSEKEEPING_JOB):
         DjangoJob.objects.create(id=job_id, job_state=b"")

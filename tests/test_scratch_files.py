@@ -17,8 +17,8 @@ import pytest
 from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services import output_storage
-from runs.services.runner import run_report_now
+from runs.services.infrastructure import output_storage
+from runs.services.runtime.runner import run_report_now
 from tests.conftest import enqueue_run, files_under, needs_commits, wait_for
 from tests.workers import PROJECT_DIR, WorkerProcess, process_environment
 

@@ -17,7 +17,7 @@ from datasources.registry import DEFAULT_SOURCE, connection_for_source
 from datasources.safety import assess_source
 from reports.models import Report
 from runs.models import Run, RunStatus
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import (
     default_source_as,

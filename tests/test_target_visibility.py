@@ -11,9 +11,9 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 
 from reports.models import Report
-from reports.targets import redact_text
 from runs.models import Delivery
-from runs.services.runner import run_report_now
+from runs.services.notifications.channels.addresses import redact_text
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.receivers import Receiver
 

@@ -28,16 +28,19 @@ DRIVERS = ("psycopg", "psycopg2", "pglast", "sqlite3", "MySQLdb", "pymysql", "my
 # (file, scope) -> why the service's own database may branch there. A scope is the
 # enclosing function (Class.method), or the name a module-level statement assigns.
 ALLOWED = {
-    ("runs/services/transitions.py", "_start_next_run_sql"): "claiming runs: SKIP LOCKED",
-    ("runs/services/transitions.py", "start_queued_runs"): "claiming runs: SKIP LOCKED",
+    ("runs/services/domain/transitions.py", "_start_next_run_sql"): "claiming runs: SKIP LOCKED",
+    ("runs/services/domain/transitions.py", "start_queued_runs"): "claiming runs: SKIP LOCKED",
     ("reports/services/logins.py", "take_login"): "the login lease's row: SKIP LOCKED",
-    ("runs/services/leadership.py", "_limit_session"): "the service session's timeouts",
-    ("runs/services/leadership.py", "refuse_a_second_sqlite_worker"): "one SQLite worker",
-    ("runs/services/worker.py", "Worker._work_until_stopped"): "the start line names it",
+    ("runs/services/runtime/leadership.py", "_limit_session"): "the service session's timeouts",
+    ("runs/services/runtime/leadership.py", "refuse_a_second_sqlite_worker"): "one SQLite worker",
+    ("runs/services/runtime/worker.py", "Worker._work_until_stopped"): "the start line names it",
     ("reportsvc/settings.py", "DEFAULT_DATABASE_URL"): "the service's default database",
     ("reportsvc/settings.py", "_service_database"): "the service database's options",
     ("reportsvc/text.py", "read_sqlite_text_leniently"): "the service's SQLite text",
-    ("runs/services/metrics.py", "_report_rows"): "/metrics' SQL, compiled per service database",
+    (
+        "runs/services/infrastructure/metrics.py",
+        "_report_rows",
+    ): "/metrics' SQL, compiled per service database",
     ("runs/selectors.py", "reports_with_last_run"): "the reports list's SQL, compiled per database",
 }
 
@@ -125,8 +128,9 @@ def test_every_allowed_place_still_branches_on_the_service_databases_vendor():
 
 def test_the_scan_catches_a_vendor_branch(tmp_path, monkeypatch):
     services = tmp_path / "runs" / "services"
-    services.mkdir(parents=True)
-    (services / "exporter.py").write_text(
+    for package in ("infrastructure", "domain"):
+        (services / package).mkdir(parents=True)
+    (services / "infrastructure" / "exporter.py").write_text(
         '"""Exports, by vendor: postgresql and sqlite (a docstring may say so)."""\n'
         "import psycopg\n"
         "from pglast import parse_sql\n"
@@ -139,7 +143,7 @@ def test_the_scan_catches_a_vendor_branch(tmp_path, monkeypatch):
         "from django.db.backends.postgresql.base import DatabaseWrapper\n"
     )
     # A place allowed in one file is not allowed in another.
-    (services / "queue.py").write_text(
+    (services / "domain" / "queue.py").write_text(
         "def take_login(connection):\n    return connection.vendor\n"
     )
     backends = tmp_path / "datasources" / "backends"
@@ -149,20 +153,20 @@ def test_the_scan_catches_a_vendor_branch(tmp_path, monkeypatch):
     branches, used = vendor_branches_outside_backends()
     assert sorted(branches) == sorted(
         [
-            ("runs/services/exporter.py", "<module>", "imports psycopg"),
-            ("runs/services/exporter.py", "<module>", "imports pglast"),
-            ("runs/services/exporter.py", "EXPORTERS", "names 'postgresql'"),
-            ("runs/services/exporter.py", "EXPORTERS", "names 'sqlite'"),
-            ("runs/services/exporter.py", "export", "reads connection.vendor"),
-            ("runs/services/exporter.py", "export", "names 'postgresql'"),
-            ("runs/services/exporter.py", "export", "reads connection.vendor"),
-            ("runs/services/exporter.py", "export", "names 'sqlite3'"),
+            ("runs/services/infrastructure/exporter.py", "<module>", "imports psycopg"),
+            ("runs/services/infrastructure/exporter.py", "<module>", "imports pglast"),
+            ("runs/services/infrastructure/exporter.py", "EXPORTERS", "names 'postgresql'"),
+            ("runs/services/infrastructure/exporter.py", "EXPORTERS", "names 'sqlite'"),
+            ("runs/services/infrastructure/exporter.py", "export", "reads connection.vendor"),
+            ("runs/services/infrastructure/exporter.py", "export", "names 'postgresql'"),
+            ("runs/services/infrastructure/exporter.py", "export", "reads connection.vendor"),
+            ("runs/services/infrastructure/exporter.py", "export", "names 'sqlite3'"),
             (
-                "runs/services/exporter.py",
+                "runs/services/infrastructure/exporter.py",
                 "<module>",
                 "imports django.db.backends.postgresql.base",
             ),
-            ("runs/services/queue.py", "take_login", "reads connection.vendor"),
+            ("runs/services/domain/queue.py", "take_login", "reads connection.vendor"),
         ]
     )
     assert used == set()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from reports.models import Report
-from runs.services.runner import run_report_now
+from runs.services.runtime.runner import run_report_now
 from tests import s3
 from tests.api_helpers import make_user, token_key
 from tests.conftest import wait_for

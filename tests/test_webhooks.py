@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 
 from reports.models import Report
 from runs.models import Delivery, DeliveryStatus, Run, RunStatus
-from runs.services import webhooks
-from runs.services.notification_lanes import NotificationLanes
-from runs.services.runner import run_report_now
+from runs.services.notifications.channels import bounded_post
+from runs.services.notifications.lanes import NotificationLanes
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import needs_commits, wait_for
 from tests.receivers import HTTP_OK, TLS_RECORD_HEADER, Receiver, TcpReceiver
@@ -249,7 +249,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     # A rebinding name: allowed at the first lookup, the metadata service after.
     server = servers(Receiver)
     resolve, lookups = fake_dns(["127.0.0.1"], ["169.254.169.254"])
-    monkeypatch.setattr(webhooks, "resolve", resolve)
+    monkeypatch.setattr(bounded_post, "resolve", resolve)
     run_report_now(hooked_report(f"http://hooks.test:{server.port}/hook"))
     assert Delivery.objects.get().status == DeliveryStatus.SENT
     [(headers, _)] = server.requests
@@ -260,7 +260,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
 def test_a_name_with_any_blocked_address_is_refused(servers, loopback_allowed, monkeypatch):
     server = servers(Receiver)
     resolve, _ = fake_dns(["127.0.0.1", "169.254.169.254"])
-    monkeypatch.setattr(webhooks, "resolve", resolve)
+    monkeypatch.setattr(bounded_post, "resolve", resolve)
     run_report_now(hooked_report(f"http://hooks.test:{server.port}/hook"))
     assert Delivery.objects.get().last_error == (
         "refused: hooks.test (169.254.169.254) is in the blocked network 169.254.0.0/16 "
@@ -274,7 +274,7 @@ def test_a_dns_lookup_that_hangs_counts_against_the_timeout(loopback_allowed, mo
         time.sleep(5)
         return []
 
-    monkeypatch.setattr(webhooks, "resolve", hanging)
+    monkeypatch.setattr(bounded_post, "resolve", hanging)
     started = time.monotonic()
     run_report_now(hooked_report("http://slow-dns.test/hook"))
     assert time.monotonic() - started < 4

@@ -19,8 +19,8 @@ from django.test import Client
 
 from reports.models import Report
 from runs.models import Delivery, RunStatus
-from runs.services.runner import run_report_now
-from runs.services.transitions import transition_run
+from runs.services.domain.transitions import transition_run
+from runs.services.runtime.runner import run_report_now
 from tests.api_helpers import client_for, make_user
 from tests.conftest import enqueue_run, postgres_only
 from tests.receivers import Receiver, RefusingMailServer

@@ -2,7 +2,7 @@
 
 Saving a report through the admin or the API (``save_report``) recomputes it when the
 schedule, the time zone or ``enabled`` changed; the leader's fire pass moves it on after
-each fire (runs.services.fires), and its repair pass corrects reports changed any other
+each fire (runs.services.runtime.fires), and its repair pass corrects reports changed any other
 way (a shell, a bulk update) within SCHEDULE_SYNC_SECONDS.
 """
 

@@ -11,9 +11,9 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler
 
 from datasources.parameters import ParameterError
-from runs.services.backfill import BackfillRangeError
-from runs.services.queue import QueueFull
-from runs.services.transitions import RunNotCancellable
+from runs.services.domain.backfill import BackfillRangeError
+from runs.services.domain.queue import QueueFull
+from runs.services.domain.transitions import RunNotCancellable
 
 
 class ReportQueueFull(APIException):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from runs.services.output_storage import OutputBucketError, create_output_bucket
+from runs.services.infrastructure.output_storage import OutputBucketError, create_output_bucket
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from runs.services.leadership import SecondWorkerRefused
-from runs.services.worker import StopTimedOut, Worker
+from runs.services.runtime.leadership import SecondWorkerRefused
+from runs.services.runtime.worker import StopTimedOut, Worker
 
 
 class Command(BaseCommand):

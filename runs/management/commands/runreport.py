@@ -6,9 +6,9 @@ from reports.models import Report
 from reports.parameters import INTERVAL_END, ParameterError
 from reportsvc.text import shown, storage_problem
 from runs.models import RunStatus, RunTrigger
-from runs.services.queue import validated_request
-from runs.services.runner import run_report_now
-from runs.services.summaries import describe_run, run_summary
+from runs.services.domain.queue import validated_request
+from runs.services.domain.summaries import describe_run, run_summary
+from runs.services.runtime.runner import run_report_now
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ Each format is a module of this package defining ``FORMAT``, an :class:`OutputFo
 Adding a format means adding its module and its name there, nothing else: reports
 offer it, runs write it, downloads and emails name it.
 
-The data source's backend (datasources.backends, through runs.services.exporter)
+The data source's backend (datasources.backends, through runs.services.infrastructure.exporter)
 fetches rows and hands them to the format's writer; a writer never talks to a
 database. A writer is made with the file to write (``sink``: an object with
 ``write(bytes)``) and :class:`WriterOptions`, and offers:

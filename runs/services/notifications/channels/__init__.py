@@ -16,7 +16,9 @@ A channel owns, for its targets:
 - ``send(target, message, attempt)``: send it within the whole-attempt deadline, no
   redirects, to allowed hosts only; returns the attempts made or raises DeliveryFailed.
 
-This module imports no model: reports.models asks it for choices and validation.
+Like the output formats, the package knows no app (tests/test_layers.py): reports.models
+asks it for choices and validation, and what a channel needs of a run (its file) comes
+with the event.
 """
 
 import functools

@@ -9,13 +9,14 @@ channel has a message for it.
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.urls import reverse
 
 from datasources.sandbox import without_statement_text
-from reports.targets import redact_text
+from runs.services.notifications.channels.addresses import redact_text
 
 EVENT_KINDS = (
     "success",
@@ -48,6 +49,13 @@ INLINE_ROWS_MAX = 50
 INLINE_COLUMNS_MAX = 20
 
 
+def streak_text(failures, since):
+    """A failing streak as messages say it: ``3 failed runs since 2026-11-25 06:00:00 UTC``."""
+    runs = "1 failed run" if failures == 1 else f"{failures:,} failed runs"
+    when = f"{since:%Y-%m-%d %H:%M:%S %Z}" if since else "-"
+    return f"{runs} since {when}"
+
+
 def delivery_reason(kind):
     return DELIVERY_REASONS.get(kind, kind)
 
@@ -63,7 +71,8 @@ class Event:
     report: object
     run: object = None  # None for report-level events (stale, fresh)
     note: str = ""  # what the emitter adds, e.g. "failing since 06:00 (3 runs)"
-    rows: object = None  # a runs.services.preview.Preview of the run's file, or None
+    rows: object = None  # a runs.services.infrastructure.preview.Preview of the run's file, or None
+    file: "StoredFile | None" = None  # the run's file, for channels that attach or upload it
     # A failing streak (failed, reminder, recovered): its failures and first failure.
     failures: int = 0
     since: object = None
@@ -74,6 +83,18 @@ class Event:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A run's stored output as channels attach or upload it. Whoever sends the event
+    makes it (runs.services.notifications.notifier): channels know neither how outputs
+    are named nor where they are stored."""
+
+    name: str  # as its download is named: ``daily-revenue_2026-11-25.csv``
+    output_format: object  # its OutputFormat (runs.services.formats)
+    size: int | None  # bytes; None when the run recorded none
+    open: Callable  # () -> the file, open for reading bytes
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,18 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.template import Context, Engine
 
 from datasources.sandbox import without_statement_text
-from reports.targets import redact_email
-from runs.naming import download_file_name, output_format_of
+from runs.services.formats import format_of_file
+from runs.services.notifications.channels.addresses import redact_email
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,
     TargetProblem,
     cell_text,
     run_links,
+    streak_text,
     summarize,
     table_notes,
 )
-from runs.services.output_storage import open_output
 
 HTML_MAX_BYTES = 100_000
 CELL_CHARS = 100
@@ -154,9 +154,6 @@ def subject(event):
     if run is not None:
         rows = f", {run.row_count:,} rows" if run.row_count is not None else ""
         if event.kind == "reminder" and event.since is not None:
-            # Imported here: this package is imported by the models alerting reads.
-            from runs.services.alerting import streak_text
-
             rows += f"; {streak_text(event.failures, event.since)}"
         about = f" (run {run.pk}{rows})"
     return f"[reportsvc] {event.report.name}: {label}{about}"
@@ -214,7 +211,7 @@ def text_body(event, attach_note=""):
         lines += ["", "Error:", without_statement_text(run.error)]
     lines += ["", f"Run in the admin: {links['admin']}", f"Run in the API:   {links['api']}"]
     if links["download"]:
-        lines.append(f"Download ({output_format_of(run).label}): {links['download']}")
+        lines.append(f"Download ({format_of_file(run.output.name).label}): {links['download']}")
     if summary.table:
         lines += ["", "First rows:"]
         lines.append(" | ".join(summary.table.header))
@@ -228,25 +225,27 @@ def text_body(event, attach_note=""):
     return "\n".join(lines) + "\n"
 
 
-def attachment_plan(run):
-    """(attach?, note) for the run's file and NOTIFY_ATTACH_MAX_BYTES."""
-    if run is None or not run.output or run.output_bytes is None:
+def attachment_plan(file):
+    """(attach?, note) for the run's file (a StoredFile, or None) and
+    NOTIFY_ATTACH_MAX_BYTES."""
+    if file is None or file.size is None:
         return False, ""
     limit = settings.NOTIFY_ATTACH_MAX_BYTES
-    label = output_format_of(run).label
-    if run.output_bytes <= limit:
+    label = file.output_format.label
+    if file.size <= limit:
         return True, f"The file ({label}) is attached."
     return False, (
-        f"The file ({label}, {run.output_bytes:,} bytes) is larger than the "
+        f"The file ({label}, {file.size:,} bytes) is larger than the "
         f"{limit:,}-byte attachment limit (NOTIFY_ATTACH_MAX_BYTES), so it is not "
         "attached: download it with the link above."
     )
 
 
-def email_attachment(run, content):
-    """(file name, content, media type) of the run's file attached to an email: named as
-    its download is, so a run over an interval arrives as ``daily-revenue_2026-11-25.csv``."""
-    return download_file_name(run), content, output_format_of(run).media_type
+def email_attachment(file, content):
+    """(file name, content, media type) of the run's file (a StoredFile) attached to an
+    email: named as its download is, so a run over an interval arrives as
+    ``daily-revenue_2026-11-25.csv``."""
+    return file.name, content, file.output_format.media_type
 
 
 def hang_up_database():
@@ -275,21 +274,21 @@ class EmailChannel(Channel):
         return redact_email(address)
 
     def build(self, event, target):
-        attach, note = attachment_plan(event.run)
+        attach, note = attachment_plan(event.file)
         summary = summarize(event)
         message = EmailMultiAlternatives(
             subject(event), text_body(event, note), to=[target.address]
         )
         message.attach_alternative(html_body(event, summary, note), "text/html")
-        return {"email": message, "attach_run": event.run if attach else None}
+        return {"email": message, "attach": event.file if attach else None}
 
     def send(self, target, message, attempt):
         email = message["email"]
         try:
-            run = message["attach_run"]
-            if run is not None:
-                with open_output(run.output.name) as file:
-                    email.attach(*email_attachment(run, file.read()))
+            attached = message["attach"]
+            if attached is not None:
+                with attached.open() as file:
+                    email.attach(*email_attachment(attached, file.read()))
             hang_up_database()
             email.send()
         except Exception as error:  # SMTP, network, a missing file: recorded, never raised

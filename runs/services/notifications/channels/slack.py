@@ -19,9 +19,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.handler import RetryHandler
 
-from reports.targets import redact_url
-from runs.naming import download_file_name
 from runs.services.notifications.channels import chat_hosts
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,
@@ -30,8 +29,7 @@ from runs.services.notifications.channels.base import (
     summarize,
     table_notes,
 )
-from runs.services.notifications.posting import post_with_retries
-from runs.services.output_storage import open_output
+from runs.services.notifications.channels.posting import post_with_retries
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,20}$")
 HEADER_CHARS = 150
@@ -228,7 +226,7 @@ class SlackChannel(Channel):
         return address if CHANNEL_ID.match(address) else redact_url(address)
 
     def build(self, event, target):
-        return {"payload": message_of(event), "run": event.run}
+        return {"payload": message_of(event), "file": event.file}
 
     def send(self, target, message, attempt):
         if CHANNEL_ID.match(target.address):
@@ -302,14 +300,14 @@ class SlackChannel(Channel):
             mrkdwn=False,
             unfurl_links=False,
         )
-        run = message["run"]
-        if run is None or not run.output or run.output_bytes is None:
+        stored = message["file"]
+        if stored is None or stored.size is None:
             return ""
-        if run.output_bytes > settings.NOTIFY_ATTACH_MAX_BYTES:
+        if stored.size > settings.NOTIFY_ATTACH_MAX_BYTES:
             return "file larger than NOTIFY_ATTACH_MAX_BYTES: linked, not uploaded"
-        with open_output(run.output.name) as file:
+        with stored.open() as file:
             content = file.read()
-        name = download_file_name(run)
+        name = stored.name
         outcome["call"] = "files_upload_v2"
         client.files_upload_v2(
             channel=channel_id,

@@ -8,8 +8,8 @@ cannot add elements or actions.
 
 import json
 
-from reports.targets import redact_url
 from runs.services.notifications.channels import chat_hosts
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import (
     Channel,
     DeliveryFailed,
@@ -18,7 +18,7 @@ from runs.services.notifications.channels.base import (
     summarize,
     table_notes,
 )
-from runs.services.notifications.posting import post_with_retries
+from runs.services.notifications.channels.posting import post_with_retries
 
 CELL_CHARS = 100
 CARD_VERSION = "1.5"

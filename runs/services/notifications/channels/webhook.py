@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
 from datasources.sandbox import without_statement_text
-from reports.targets import blocked_target_problem, redact_url
+from runs.services.notifications.channels.addresses import blocked_target_problem, redact_url
 from runs.services.notifications.channels.base import (
     Channel,
     TargetProblem,
@@ -18,7 +18,7 @@ from runs.services.notifications.channels.base import (
     report_link,
     run_links,
 )
-from runs.services.notifications.posting import post_with_retries
+from runs.services.notifications.channels.posting import post_with_retries
 
 
 def signature(secret, body):

@@ -23,8 +23,12 @@ from reports.services.history import newest_version_id
 from reports.services.statements import declared_of, report_zone
 from reportsvc.moments import out_of_range_message, representable, utc_text
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.intervals import default_interval, given_without_bounds, requested_interval
-from runs.services.transitions import start_queued_runs, tally_runs_that_never_started
+from runs.services.domain.intervals import (
+    default_interval,
+    given_without_bounds,
+    requested_interval,
+)
+from runs.services.domain.transitions import start_queued_runs, tally_runs_that_never_started
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from reports.parameters import ParameterError
 from reports.services.statements import report_zone
 from reportsvc.moments import out_of_range_message, representable
 from runs.models import Run, RunStatus, RunTrigger
-from runs.services.intervals import COUNT_LIMIT_FACTOR, intervals_in_range
-from runs.services.queue import QueueFull, checked_values, insert_requested_runs
+from runs.services.domain.intervals import COUNT_LIMIT_FACTOR, intervals_in_range
+from runs.services.domain.queue import QueueFull, checked_values, insert_requested_runs
 
 
 class BackfillRangeError(ParameterError):

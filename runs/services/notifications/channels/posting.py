@@ -2,17 +2,17 @@
 errors with backoff, and after 429 when its Retry-After is short enough to wait.
 
 Every attempt is bounded as a whole (NOTIFY_WEBHOOK_TIMEOUT_SECONDS, see
-runs/services/webhooks.py); waits end when the worker stops. The attempts are returned
-(or carried by DeliveryFailed) and so recorded on the delivery.
+bounded_post.py beside this module); waits end when the worker stops. The attempts are
+returned (or carried by DeliveryFailed) and so recorded on the delivery.
 """
 
 import logging
 
 from django.conf import settings
 
-from reports.targets import redact_url
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import DeliveryFailed
-from runs.services.webhooks import WebhookFailed, post_webhook
+from runs.services.notifications.channels.bounded_post import WebhookFailed, post_webhook
 
 logger = logging.getLogger("reportsvc.notify")
 

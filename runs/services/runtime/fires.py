@@ -5,7 +5,7 @@ reports (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), records one run per fire and
 ``next_run_at`` to the next fire after now, all in one transaction per batch: a fire is
 recorded exactly when its report moves on, whoever else runs a pass at the same time.
 Each such transaction first proves that its caller holds the scheduler lease
-(runs.services.leadership.fence): a former leader records nothing.
+(runs.services.runtime.leadership.fence): a former leader records nothing.
 """
 
 import logging
@@ -21,8 +21,8 @@ from django.utils import timezone
 from reports.cron import next_fire_time, previous_fire_time
 from reports.models import Report
 from reports.services.schedules import InvalidSchedule, parsed_schedule, upcoming_fire
-from runs.services.leadership import fence
-from runs.services.queue import record_scheduled_fires
+from runs.services.domain.queue import record_scheduled_fires
+from runs.services.runtime.leadership import fence
 
 logger = logging.getLogger(__name__)
 

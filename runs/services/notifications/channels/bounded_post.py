@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.parse
 
-from reports.targets import blocked_network_of
+from runs.services.notifications.channels.addresses import blocked_network_of
 
 RESPONSE_BYTES_READ = 1024  # of the body: enough to see the receiver finished answering
 REASON_MAX_CHARS = 100

@@ -6,8 +6,8 @@ from datetime import timedelta
 from django.utils import timezone
 
 from runs.models import Run, RunStatus
-from runs.services.output_storage import remove_unfinished_output
-from runs.services.runner import fail_run
+from runs.services.infrastructure.output_storage import remove_unfinished_output
+from runs.services.runtime.runner import fail_run
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The leader's APScheduler: three jobs, kept in django-apscheduler's job store.
 
 - ``fire_due_reports_job``, every second on the second: due reports become runs and
-  their ``next_run_at`` moves on (runs.services.fires). The reports table is the
+  their ``next_run_at`` moves on (runs.services.runtime.fires). The reports table is the
   schedule, so a leader that takes over knows every missed fire from it.
 - ``repair_next_runs_job``, every SCHEDULE_SYNC_SECONDS: ``next_run_at`` follows
   reports changed other than through the admin or the API.
@@ -13,7 +13,7 @@ a thread this module starts (so it knows whether the thread is alive), and the j
 plain functions that keep nothing between calls.
 
 The passes write the schedule only under the scheduler lease of the worker that started
-the scheduler (runs.services.leadership; its thread carries the worker's LeaseKeeper),
+the scheduler (runs.services.runtime.leadership; its thread carries the worker's LeaseKeeper),
 fenced in their own transactions: a scheduler left running by a worker that lost the
 lease records nothing. The scheduler thread's sessions end
 any statement or idle transaction within a quarter of the lease, so a frozen leader's
@@ -35,9 +35,9 @@ from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
 from django_apscheduler.util import close_old_connections
 
-from runs.services.fires import fire_due_reports, repair_next_runs
-from runs.services.housekeeping import run_housekeeping
-from runs.services.leadership import (
+from runs.services.runtime.fires import fire_due_reports, repair_next_runs
+from runs.services.runtime.housekeeping import run_housekeeping
+from runs.services.runtime.leadership import (
     LeaseLost,
     bound_sessions_of_this_thread,
     fence,

@@ -2,7 +2,7 @@
 
 The decisions are plain functions of a report's alert state (AlertState) and what just
 happened: ``decide_run`` for a finished run, ``decide_freshness`` for the leader's
-freshness check. They return notices; the notifier sends them (runs.services.notifier)
+freshness check. They return notices; the notifier sends them (runs.services.notifications.notifier)
 through whatever channels the report has, with a text per kind.
 
 Kinds of notice:
@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from reports.models import AlertCondition, NotifyWhen, Report
 from runs.models import AlertState, RunStatus, RunTally
+from runs.services.notifications.channels.base import streak_text
 
 logger = logging.getLogger("reportsvc.notify")
 
@@ -72,11 +73,6 @@ class Notice:
 
 def _when(moment):
     return f"{moment:%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
-
-
-def streak_text(failures, since):
-    runs = "1 failed run" if failures == 1 else f"{failures:,} failed runs"
-    return f"{runs} since {_when(since)}"
 
 
 # --- decisions (no database) -------------------------------------------------------
@@ -263,7 +259,7 @@ def check_freshness(lease, now=None):
     two checks at once send each alert once between them.
     """
     from runs.selectors import reports_with_freshness  # reads runs and reports
-    from runs.services.leadership import fence
+    from runs.services.runtime.leadership import fence
 
     now = now or timezone.now()
     events = []

@@ -24,14 +24,14 @@ from reports.services.statements import report_zone, statement_for_run
 from reportsvc.text import escaped
 from runs.models import Run, RunStatus, RunTrigger
 from runs.naming import output_name
-from runs.services import output_storage
-from runs.services.cancelling import CANCEL_POLL_SECONDS, RunControl, stop_cancelled_runs
-from runs.services.exporter import export_query
+from runs.services.domain.cancelling import CANCEL_POLL_SECONDS, RunControl, stop_cancelled_runs
+from runs.services.domain.intervals import default_interval
+from runs.services.domain.queue import schedule_retry, start_run_in_this_process
+from runs.services.domain.transitions import transition_run
 from runs.services.formats import WriterOptions, output_media_type, report_format
-from runs.services.heartbeats import worker_name
-from runs.services.intervals import default_interval
-from runs.services.queue import schedule_retry, start_run_in_this_process
-from runs.services.transitions import transition_run
+from runs.services.infrastructure import output_storage
+from runs.services.infrastructure.exporter import export_query
+from runs.services.runtime.heartbeats import worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def run_report_now(
     report, *, trigger=RunTrigger.CLI, requested_by=None, parameters=None, interval=None
 ):
     """Run ``report`` in this process, with heartbeats so workers see it is alive; the
-    run ends whatever breaks (runs.services.guard)."""
-    from runs.services.guard import execute_claimed_run  # the guard builds on this module
+    run ends whatever breaks (runs.services.runtime.guard)."""
+    from runs.services.runtime.guard import execute_claimed_run  # the guard builds on this module
 
     run = start_run_in_this_process(
         report,
@@ -60,7 +60,7 @@ def run_report_now(
 
 def notify_safely(run):
     """Notifications for a finished run; their failure is logged, never raised."""
-    from runs.services.notifier import notify_finished_run
+    from runs.services.notifications.notifier import notify_finished_run
 
     try:
         notify_finished_run(run)
@@ -170,7 +170,7 @@ def perform_run(run, *, stop_waiting=None, control=None):
     """Execute a run this process has claimed (status running) and record the outcome.
 
     Fails the run for the reasons it expects; executors call it through
-    ``runs.services.guard``, which ends the run whatever else raises here.
+    ``runs.services.runtime.guard``, which ends the run whatever else raises here.
     A failed run keeps no output file, not even a partial one. The run records the
     statement it executed (the report's SQL as it was when the run started). If the
     database connection is lost, recording the outcome waits for the database to be
@@ -180,7 +180,7 @@ def perform_run(run, *, stop_waiting=None, control=None):
     (reports.services.logins), waiting for a free one up to the report's timeout.
 
     ``control`` (a RunControl) lets another thread stop the run's statement on the
-    server: a run someone cancelled then ends cancelled (runs.services.transitions),
+    server: a run someone cancelled then ends cancelled (runs.services.domain.transitions),
     one stopped by a shutdown fails with the control's message.
     """
     stop_waiting = stop_waiting or threading.Event()

@@ -18,7 +18,7 @@ from collections import deque
 
 from django.db import close_old_connections, connections
 
-from runs.services.notifier import notify
+from runs.services.notifications.notifier import notify
 
 logger = logging.getLogger(__name__)
 

@@ -16,21 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
-from runs.services import heartbeats, output_storage
-from runs.services.alerting import check_freshness
-from runs.services.cancelling import (
+from runs.services.domain.alerting import check_freshness
+from runs.services.domain.cancelling import (
     CANCEL_POLL_SECONDS,
     SHUTDOWN,
     RunControl,
     stop_cancelled_runs,
 )
-from runs.services.guard import execute_claimed_run
-from runs.services.leadership import LeaseKeeper, LeaseLost, refuse_a_second_sqlite_worker
-from runs.services.notification_lanes import NotificationLanes
-from runs.services.queue import claim_runs
-from runs.services.recovery import abandon_runs, fail_lost_runs
-from runs.services.runner import touch_runs
-from runs.services.scheduler import ReportScheduler
+from runs.services.domain.queue import claim_runs
+from runs.services.infrastructure import output_storage
+from runs.services.notifications.lanes import NotificationLanes
+from runs.services.runtime import heartbeats
+from runs.services.runtime.guard import execute_claimed_run
+from runs.services.runtime.leadership import LeaseKeeper, LeaseLost, refuse_a_second_sqlite_worker
+from runs.services.runtime.recovery import abandon_runs, fail_lost_runs
+from runs.services.runtime.runner import touch_runs
+from runs.services.runtime.scheduler import ReportScheduler
 
 logger = logging.getLogger("runs.worker")
 
@@ -81,7 +82,7 @@ class Worker:
         self._notifier = NotificationLanes()
         self.unsent_notifications = 0  # runs whose notifications the stop cut short
         self._active = {}  # run id -> run, for every run this worker is executing
-        self._controls = {}  # run id -> its RunControl (runs.services.cancelling)
+        self._controls = {}  # run id -> its RunControl (runs.services.domain.cancelling)
         self._busy_slots = 0  # slots taken; a slot runs queued runs until none is left
         self._active_lock = threading.Lock()
         self._sqlite_lock = None

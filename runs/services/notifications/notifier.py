@@ -1,6 +1,6 @@
 """Tell people about finished runs and stale reports, each delivery recorded.
 
-What to say is decided by runs.services.alerting (failures on state changes, reminders,
+What to say is decided by runs.services.domain.alerting (failures on state changes, reminders,
 recoveries, alerts, stale/fresh); every notice becomes an Event that the channels (email,
 webhook, Slack, Teams: runs/services/notifications/channels/) build and send to every
 target of the report, one Delivery per target. A suppressed notice is recorded for each
@@ -9,31 +9,36 @@ target and sent to none.
 Called after the run's outcome is stored, never inside its transaction; a failing
 notification is recorded as a failed Delivery and never changes the run. No database
 connection is held while waiting on a mail server or a webhook receiver. The worker
-calls this on its notification lanes (runs/services/notification_lanes.py).
+calls this on its notification lanes (runs/services/notifications/lanes.py).
 """
 
+import functools
 import logging
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
-from reports.targets import redact_url
 from runs.models import FINISHED_STATUSES, Delivery, DeliveryStatus, Run
-from runs.services.alerting import ReportEvent, run_notices
+from runs.naming import download_file_name
+from runs.services.domain.alerting import ReportEvent, run_notices
+from runs.services.formats import format_of_file
+from runs.services.infrastructure.output_storage import open_output
+from runs.services.infrastructure.preview import preview_rows
 from runs.services.notifications.channels import email as email_channel
 from runs.services.notifications.channels import get_channel
 from runs.services.notifications.channels import webhook as webhook_channel
+from runs.services.notifications.channels.addresses import redact_url
 from runs.services.notifications.channels.base import (
     INLINE_ROWS_MAX,
     Attempt,
     DeliveryFailed,
     Event,
+    StoredFile,
     Target,
     delivery_reason,
     kind_of_reason,
     run_links,
 )
-from runs.services.preview import preview_rows
 
 logger = logging.getLogger("reportsvc.notify")
 events = logging.getLogger("reportsvc.events")
@@ -45,7 +50,6 @@ NOTIFY_TARGET_FIELDS = [
     "webhook_secret",
     "inline_rows",
 ]
-email_attachment = email_channel.email_attachment
 signature = webhook_channel.signature
 
 
@@ -99,7 +103,7 @@ def notify_finished_run(run, stopping=None):
     log_run_outcome(run)
     report = run.report
     has_targets = bool(report.targets)
-    # What to say (runs.services.alerting), the report's alert state moved on.
+    # What to say (runs.services.domain.alerting), the report's alert state moved on.
     notices = run_notices(run, has_targets=has_targets)
     if not notices or not has_targets:
         return []
@@ -170,6 +174,25 @@ def send_event(event, stopping=None, suppressed=False):
     return deliveries
 
 
+def stored_file(run):
+    """The run's output as channels attach or upload it (named as its download is), or
+    None when it has none."""
+    if not run.output:
+        return None
+    name = run.output.name
+    return StoredFile(
+        download_file_name(run),
+        format_of_file(name),
+        run.output_bytes,
+        functools.partial(open_output, name),
+    )
+
+
+def email_attachment(run, content):
+    """(file name, content, media type) of ``run``'s file attached to an email."""
+    return email_channel.email_attachment(stored_file(run), content)
+
+
 def report_targets(report):
     return [
         Target(item["channel"], item["address"], item.get("options") or {})
@@ -186,6 +209,8 @@ def deliver(event, target, stopping=None):
         error = f"unknown channel {target.channel!r}"
     else:
         try:
+            if event.run is not None and event.file is None:
+                event.file = stored_file(event.run)
             message = channel.build(event, target)
         except Exception as failure:  # a message that cannot be built is recorded
             logger.exception(

@@ -38,7 +38,7 @@ from django.db.models.functions import Now
 from django.dispatch import receiver
 
 from runs.models import SchedulerLease
-from runs.services.heartbeats import worker_name
+from runs.services.runtime.heartbeats import worker_name
 
 logger = logging.getLogger(__name__)
 

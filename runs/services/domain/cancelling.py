@@ -1,7 +1,7 @@
 """Cancelling runs: what a person or a client asks for, and how the process executing a
 run stops its statement on the database server.
 
-The request is recorded by ``runs.services.transitions.cancel_run`` (a queued run ends
+The request is recorded by ``runs.services.domain.transitions.cancel_run`` (a queued run ends
 there and then). A running run's executor looks for requests every
 ``CANCEL_POLL_SECONDS`` (the worker's main loop, or ``runreport``'s heartbeat thread)
 and stops the run through its :class:`RunControl`: the backend's ``cancel`` (a
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from datasources.backends import backend_for
 from runs.models import Run, RunStatus
-from runs.services.transitions import (
+from runs.services.domain.transitions import (
     RunNotCancellable,
     cancel_queued_runs,
     cancel_run,

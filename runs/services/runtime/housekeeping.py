@@ -9,8 +9,8 @@ from django_apscheduler.models import DjangoJobExecution
 
 from reports.models import Report
 from runs.models import Run, WorkerHeartbeat
-from runs.services.output_storage import remove_stray_objects
-from runs.services.queue import ACTIVE_STATUSES
+from runs.services.domain.queue import ACTIVE_STATUSES
+from runs.services.infrastructure.output_storage import remove_stray_objects
 
 logger = logging.getLogger(__name__)
 

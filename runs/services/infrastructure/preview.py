@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from runs.services.formats import format_of_file
-from runs.services.output_storage import StorageUnavailable, output_for_people
+from runs.services.infrastructure.output_storage import StorageUnavailable, output_for_people
 
 logger = logging.getLogger(__name__)
 

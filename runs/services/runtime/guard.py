@@ -19,7 +19,7 @@ import traceback
 
 from reportsvc.text import shown
 from runs.models import RunStatus
-from runs.services.runner import fail_run, perform_run
+from runs.services.runtime.runner import fail_run, perform_run
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,13 @@ STEPS = {
     "datasources.placeholders": "preparing its statement",
     "reports.parameters": "preparing its statement",
     "reports.services.statements": "preparing its statement",
-    "runs.services.intervals": "working out its data interval",
+    "runs.services.domain.intervals": "working out its data interval",
     "runs.naming": "naming its output file",
-    "runs.services.exporter": "writing its output",
+    "runs.services.infrastructure.exporter": "writing its output",
     "runs.services.formats": "writing its output",
-    "runs.services.output_storage": "storing its output",
-    "runs.services.transitions": "recording its outcome",
-    "runs.services.queue": "recording its outcome",
+    "runs.services.infrastructure.output_storage": "storing its output",
+    "runs.services.domain.transitions": "recording its outcome",
+    "runs.services.domain.queue": "recording its outcome",
 }
 # What is kept of the run when the failure is recorded, if it can be stored.
 KNOWN_FIELDS = ("sql", "parameters", "interval_start", "interval_end")
@@ -48,7 +48,7 @@ def execute_claimed_run(run, *, stop_waiting=None, notify=None, control=None):
 
     ``stop_waiting``: see ``perform_run`` (how long recording waits for a database that
     went away; without one, until it is back). ``control``: the RunControl through which
-    another thread stops the run (runs.services.cancelling).
+    another thread stops the run (runs.services.domain.cancelling).
     """
     stop_waiting = stop_waiting or threading.Event()
     try:

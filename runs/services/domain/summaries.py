@@ -1,7 +1,7 @@
 """Plain-data summaries of runs for terminals and machines."""
 
 from runs.models import RunStatus
-from runs.services.output_storage import output_location
+from runs.services.infrastructure.output_storage import output_location
 
 
 def run_summary(run):
