@@ -39,6 +39,7 @@ ALLOWED = {
     ("reportsvc/text.py", "read_sqlite_text_leniently"): "the service's SQLite text",
     ("runs/services/metrics.py", "_report_rows"): "/metrics' SQL, compiled per service database",
     ("runs/selectors.py", "reports_with_last_run"): "the reports list's SQL, compiled per database",
+    ("runs/selectors.py", "_read_moments_natively"): "the reports list's moments, psycopg's loader",
 }
 
 
