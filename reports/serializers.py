@@ -254,9 +254,9 @@ class ReportSerializer(serializers.ModelSerializer):
     def writer(self):
         """A function of the report that writes it, with what every report of a response
         shares worked out once: the links, the zone, what the user may see, the lookup
-        of last runs. Written out by hand: the generic field loop made a
-        list of 500 reports take 60 ms (bench/api.py); tests check the keys match
-        Meta.fields, and the output matches the fields' own."""
+        of last runs. Written out by hand: the generic field loop made a list of 500
+        reports take 60 ms (bench/api.py); tests check that the output is the fields'
+        own, keys in the order of Meta.fields."""
         links, visibility = api_links(self.context), context_visibility(self.context)
         moment = iso_writer(timezone.get_current_timezone())
         summary = run_summary_writer(self.context, moment)
