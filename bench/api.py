@@ -8,7 +8,11 @@ pages (?page_size=), and GET /api/runs/{id}/; and shows that the number of queri
 does not grow with the page size. The target is a p95 of 50 ms for each; with more
 than 500 reports the whole list has none (its pages have).
 
-    python bench/api.py [--requests 100] [--reports 500] [--page-size 100]
+    python bench/api.py [--requests 100] [--reports 500] [--page-size 100] [--reference DIR]
+
+With --reference, a second checkout (the code before a change, say) is served alongside
+and the two take turns request by request: on a busy machine, the difference between
+them is the figure to read.
 """
 
 import argparse
@@ -41,6 +45,12 @@ FROM reports_report r
 CROSS JOIN generate_series(1, %s) AS g
 CROSS JOIN LATERAL (SELECT now() - g * interval '15 minutes' - r.id * interval '1 second'
                     AS fire) AS t
+"""
+# What the transitions tallied (the reports list reads each report's last success there).
+FILL_TALLIES = """
+INSERT INTO runs_runtally (report_id, status, count, last_started_at, last_finished_at)
+SELECT report_id, status, count(*), max(started_at), max(finished_at)
+FROM runs_run GROUP BY report_id, status
 """
 
 
@@ -84,7 +94,8 @@ def fill(reports):
     )
     with connection.cursor() as cursor:
         cursor.execute(FILL_RUNS, [runs_per_report])
-        cursor.execute("VACUUM ANALYZE runs_run")
+        cursor.execute(FILL_TALLIES)
+        cursor.execute("VACUUM ANALYZE runs_run, runs_runtally, reports_report")
 
 
 def query_count(client, url, headers):
@@ -97,18 +108,25 @@ def query_count(client, url, headers):
     return len(queries)
 
 
-def timed(connection, url, count, token):
-    latencies = []
+def timed(connections, url, count, token):
+    """``(median, p95)`` in ms of ``count`` requests of ``url`` to each server, the
+    servers taking turns request by request (so a busy moment falls on both)."""
+    latencies = [[] for _ in connections]
     for _ in range(count):
-        started = time.perf_counter()
-        connection.request("GET", url, headers={"Authorization": f"Token {token}"})
-        response = connection.getresponse()
-        response.read()
-        latencies.append((time.perf_counter() - started) * 1000)
-        assert response.status == 200, (url, response.status)
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-    return statistics.median(latencies), p95
+        for connection, times in zip(connections, latencies, strict=True):
+            started = time.perf_counter()
+            connection.request("GET", url, headers={"Authorization": f"Token {token}"})
+            response = connection.getresponse()
+            response.read()
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status == 200, (url, response.status)
+    figures = []
+    for times in latencies:
+        times.sort()
+        figures.append(
+            (statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))])
+        )
+    return figures
 
 
 def server_cpu_seconds(server):
@@ -122,7 +140,7 @@ def server_cpu_seconds(server):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_gunicorn(port):
+def start_gunicorn(port, directory=PROJECT_DIR):
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
@@ -136,7 +154,7 @@ def start_gunicorn(port):
             "--access-logfile",
             "/dev/null",
         ],
-        cwd=PROJECT_DIR,
+        cwd=directory,
         env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1"},
     )
     deadline = time.monotonic() + 30
@@ -159,6 +177,13 @@ def main():
         "--reports", type=int, default=500, help="reports (1,000,000 runs over them)"
     )
     parser.add_argument("--page-size", type=int, default=100, help="of GET /api/reports/ pages")
+    parser.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="another checkout of the service (e.g. `git worktree add /tmp/before main`), "
+        "served by a second gunicorn on the same database: the requests alternate between "
+        "the two, and the reference's figures follow each line",
+    )
     args = parser.parse_args()
     setup(args.reports)
 
@@ -207,27 +232,39 @@ def main():
     runs = Run.objects.count()
     print(f"{runs:,} runs over {args.reports:,} reports; {args.requests} requests each")
     print(f"{'request':<46} {'median':>8} {'p95':>8} {'CPU/req':>8} {'queries':>8} {'bytes':>10}")
-    server = start_gunicorn(args.port)
+    servers = [start_gunicorn(args.port)]
+    if args.reference:
+        servers.append(start_gunicorn(args.port + 1, Path(args.reference).resolve()))
     worst = 0.0
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", args.port + number, timeout=30)
+            for number in range(len(servers))
+        ]
         for label, url, targeted in cases:
-            timed(connection, url, 3, key)  # warm up
-            cpu_before = server_cpu_seconds(server)
-            median, p95 = timed(connection, url, args.requests, key)
-            cpu = (server_cpu_seconds(server) - cpu_before) / args.requests * 1000
+            timed(connections, url, 3, key)  # warm up
+            cpu_before = [server_cpu_seconds(server) for server in servers]
+            figures = timed(connections, url, args.requests, key)
+            cpu = [
+                (server_cpu_seconds(server) - before) / args.requests * 1000
+                for server, before in zip(servers, cpu_before, strict=True)
+            ]
             if targeted:
-                worst = max(worst, p95)
+                worst = max(worst, figures[0][1])
             queries = query_count(client, url, headers)
             size = len(client.get(url, **headers).content)
             note = "" if targeted else "  (no target)"
+            (median, p95), *reference = figures
             print(
-                f"{label:<46} {median:>6.1f}ms {p95:>6.1f}ms {cpu:>6.1f}ms {queries:>8} "
+                f"{label:<46} {median:>6.1f}ms {p95:>6.1f}ms {cpu[0]:>6.1f}ms {queries:>8} "
                 f"{size:>10,}{note}"
             )
+            for (median, p95), spent in zip(reference, cpu[1:], strict=True):
+                print(f"{'  reference':<46} {median:>6.1f}ms {p95:>6.1f}ms {spent:>6.1f}ms")
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers:
+            server.terminate()
+            server.wait(30)
     admin = Client()
     admin.force_login(user)
     admin_times = []

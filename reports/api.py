@@ -55,7 +55,6 @@ from runs.run_requests import (
     queued_run_response,
 )
 from runs.selectors import (
-    freshness_of,
     latest_successful_run,
     reports_with_last_run,
     runs_with_report,
@@ -127,12 +126,8 @@ class ReportViewSet(viewsets.ModelViewSet):
 
     queryset = Report.objects.all()
 
-    def _represent(self, reports, last_runs, slug=None):
-        context = {
-            **self.get_serializer_context(),
-            "last_runs": last_runs,
-            "freshness": freshness_of(slug=slug),
-        }
+    def _represent(self, reports, last_runs):
+        context = {**self.get_serializer_context(), "last_runs": last_runs}
         return self.get_serializer(reports, many=True, context=context).data
 
     sql_warning = None
@@ -172,7 +167,7 @@ class ReportViewSet(viewsets.ModelViewSet):
     def retrieve(self, request, *args, **kwargs):
         self.get_object()  # 404 and permission checks
         slug = kwargs["slug"]
-        return Response(self._represent(*reports_with_last_run(slug=slug), slug=slug)[0])
+        return Response(self._represent(*reports_with_last_run(slug=slug))[0])
 
     @extend_schema(
         request=RunRequestSerializer,

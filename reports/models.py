@@ -314,6 +314,9 @@ class Report(models.Model):
                 condition=models.Q(next_run_at__isnull=False),
                 name="report_next_run_idx",
             ),
+            # The reports list's pages: each a range by (name, id), read in that order,
+            # so a page looks up the last runs of its own reports only.
+            models.Index(fields=["name", "id"], name="report_name_idx"),
         ]
         permissions = [
             ("run_report", "Can run reports on demand"),

@@ -3,7 +3,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from reportsvc.web.links import MomentField, api_links, iso_datetime
+from reportsvc.web.links import MomentField, api_links, iso_writer
 from reportsvc.web.permissions import NOBODY, visibility_of
 from runs.models import Delivery, Run, RunStatus
 from runs.selectors import report_version_number
@@ -228,13 +228,26 @@ class RunSummarySerializer(RunLinksMixin, serializers.ModelSerializer):
 
 
 def summarize_run(run, context, zone):
-    """RunSummarySerializer's output for a run (model or row); cheap enough per report."""
-    return {
-        "id": run.id,
-        "url": api_links(context).run(run.id),
-        "status": run.status,
-        "queued_at": iso_datetime(run.queued_at, zone),
-        "finished_at": iso_datetime(run.finished_at, zone),
-        "row_count": run.row_count,
-        "download_url": run_download_url(run, context),
-    }
+    """RunSummarySerializer's output for a run (model or row)."""
+    return run_summary_writer(context, iso_writer(zone))(run)
+
+
+def run_summary_writer(context, moment):
+    """summarize_run as a function of the run, for one per report in lists: the links
+    looked up once, ``moment`` writing datetimes (``iso_writer``)."""
+    links = api_links(context)
+    run_link, download_link = links.run, links.run_download
+
+    def summary(run):
+        downloadable = run.status == RunStatus.SUCCEEDED and run.output  # as run_download_url
+        return {
+            "id": run.id,
+            "url": run_link(run.id),
+            "status": run.status,
+            "queued_at": moment(run.queued_at),
+            "finished_at": moment(run.finished_at),
+            "row_count": run.row_count,
+            "download_url": download_link(run.id) if downloadable else None,
+        }
+
+    return summary

@@ -42,6 +42,7 @@ ALLOWED = {
         "_report_rows",
     ): "/metrics' SQL, compiled per service database",
     ("runs/selectors.py", "reports_with_last_run"): "the reports list's SQL, compiled per database",
+    ("runs/selectors.py", "_read_moments_natively"): "the reports list's moments, psycopg's loader",
 }
 
 

@@ -80,6 +80,25 @@ def iso_datetime(value, zone=None):
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def iso_writer(zone):
+    """``iso_datetime`` in ``zone`` as a function of the value, for writing many: in UTC
+    (the default zone, and the one databases hand moments over in) a value needs no
+    conversion, only its text."""
+    if getattr(zone, "key", None) != "UTC":
+        return lambda value: iso_datetime(value, zone)
+
+    def write(value):
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite's rows read by a plain cursor: stored in UTC
+            return value.isoformat() + "Z"
+        if value.utcoffset() == ZERO:
+            return value.isoformat()[:-6] + "Z"
+        return iso_datetime(value, zone)
+
+    return write
+
+
 class MomentField(serializers.DateTimeField):
     """DRF's DateTimeField for output, written by ``iso_datetime``: a moment the current
     zone cannot hold is written in UTC rather than failing the response."""
