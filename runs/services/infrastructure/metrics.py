@@ -199,8 +199,8 @@ def read_metrics(now=None):
 
 
 class ReportLines:
-    """Each report's lines in each report family, as ``report_samples`` of its row says,
-    remembered by row until a scrape reads a different one.
+    """Each report's lines in each report family (encoded), as ``report_samples`` of its
+    row says, remembered by row until a scrape reads a different one.
 
     A row holds every figure its lines show, so an equal row has equal lines: reusing
     them skips only the writing. Only the rows of the last scrape are kept, so a report
@@ -213,20 +213,23 @@ class ReportLines:
         self._lock = threading.Lock()
 
     def of(self, rows, families):
+        """Per family, the lines of every row, in the rows' order."""
         with self._lock:
             known = self._by_row
-        current, escaped = {}, _Memo(label_value).__getitem__
-        for row in rows:
-            lines = known.get(row)
-            if lines is None:
-                lines = tuple(
-                    family.lines(samples, escaped)
+        per_row = list(map(known.get, rows))
+        if None in per_row or len(known) != len(per_row):
+            escaped = _Memo(label_value).__getitem__
+            per_row = [
+                lines
+                or tuple(
+                    family.lines(samples, escaped).encode()
                     for family, samples in zip(families, report_samples(row), strict=True)
                 )
-            current[row] = lines
-        with self._lock:
-            self._by_row = current
-        return [current[row] for row in rows]
+                for row, lines in zip(rows, per_row, strict=True)
+            ]
+            with self._lock:
+                self._by_row = dict(zip(rows, per_row, strict=True))
+        return list(zip(*per_row, strict=True)) or [()] * len(families)
 
 
 REPORT_LINES = ReportLines()
@@ -235,13 +238,13 @@ REPORT_LINES = ReportLines()
 def metrics_text(now=None):
     """The whole text of a scrape, as ``exposition(read_metrics(now))`` writes it."""
     families = report_families()
-    per_report = REPORT_LINES.of(_report_rows(now or timezone.now()), families)
+    per_family = REPORT_LINES.of(_report_rows(now or timezone.now()), families)
     parts = []
-    for index, family in enumerate(families):
-        parts.append(family.header())
-        parts.extend(lines[index] for lines in per_report)
-    parts.extend(family.text() for family in (_runs_now(), _worker_heartbeats()))
-    return "".join(parts).encode()
+    for family, lines in zip(families, per_family, strict=True):
+        parts.append(family.header().encode())
+        parts.extend(lines)
+    parts.extend(family.text().encode() for family in (_runs_now(), _worker_heartbeats()))
+    return b"".join(parts)
 
 
 def _reports_with_tallies(now):
