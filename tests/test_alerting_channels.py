@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import AlertState, Delivery, DeliveryStatus
-from runs.services.domain.alerting import check_freshness
 from runs.services.notifications.notifier import notify
+from runs.services.runtime.freshness import check_freshness
 from runs.services.runtime.leadership import acquire_lease
 from runs.services.runtime.runner import run_report_now
 from tests.chat_servers import ChatServer

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from reports.models import Report
 from runs.models import AlertState, Delivery, RunStatus, RunTally, SchedulerLease
-from runs.services.domain.alerting import check_freshness
 from runs.services.notifications.lanes import NotificationLanes
 from runs.services.notifications.notifier import notify_report_event
+from runs.services.runtime.freshness import check_freshness
 from runs.services.runtime.leadership import LeaseLost, acquire_lease
 from runs.services.runtime.runner import run_report_now
 from tests.conftest import needs_commits

@@ -251,20 +251,18 @@ def _last_success_at(report_id):
     )
 
 
-def check_freshness(lease, now=None):
-    """The leader's freshness check: the ReportEvents ("stale", "fresh") to send now.
+def claim_freshness_events(now=None):
+    """The freshness alerts ("stale", "fresh") to send now, as ReportEvents.
 
-    Fenced by the scheduler lease (a former leader is refused with LeaseLost), and each
-    alert claimed with a conditional update of ``stale_since`` in the same transaction:
-    two checks at once send each alert once between them.
+    Each alert is claimed with a conditional update of ``stale_since`` in this
+    transaction: two checks at once send each alert once between them. The leader calls
+    it fenced by its lease (runs.services.runtime.freshness).
     """
     from runs.selectors import reports_with_freshness  # reads runs and reports
-    from runs.services.runtime.leadership import fence
 
     now = now or timezone.now()
     events = []
     with transaction.atomic():
-        fence(lease)
         looked_at = (
             reports_with_freshness(now)
             .filter(

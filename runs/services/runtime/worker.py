@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
-from runs.services.domain.alerting import check_freshness
 from runs.services.domain.cancelling import (
     CANCEL_POLL_SECONDS,
     SHUTDOWN,
@@ -27,6 +26,7 @@ from runs.services.domain.queue import claim_runs
 from runs.services.infrastructure import output_storage
 from runs.services.notifications.lanes import NotificationLanes
 from runs.services.runtime import heartbeats
+from runs.services.runtime.freshness import check_freshness
 from runs.services.runtime.guard import execute_claimed_run
 from runs.services.runtime.leadership import LeaseKeeper, LeaseLost, refuse_a_second_sqlite_worker
 from runs.services.runtime.recovery import abandon_runs, fail_lost_runs
