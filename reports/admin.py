@@ -27,11 +27,12 @@ from reports.parameters import (
 )
 from reports.services import history
 from reports.services.schedules import parsed_schedule, save_report, set_enabled
-from reports.services.statements import declared_of, report_zone
+from reports.services.statements import declared_of
 from reports.services.validation import check_report
 from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
 from reports.throttling import run_trigger_wait
+from reports.zones import report_zone
 from reportsvc.moments import named_zone
 from reportsvc.web.display import (
     SQL_HIDDEN,

@@ -22,6 +22,7 @@ from reports.validators import (
     validate_timezone,
     validate_webhook_list,
 )
+from reports.zones import report_zone
 from runs.services.formats import DEFAULT_FORMAT, format_choices, get_format
 
 INLINE_ROWS_MAX = 50
@@ -340,7 +341,6 @@ class Report(models.Model):
 
     def clean(self):
         from reports.parameters import ParameterError, declared_parameters, parameters_json
-        from reports.services.statements import report_zone
 
         try:
             declared = declared_parameters(self.parameters, report_zone(self))

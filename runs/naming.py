@@ -10,7 +10,7 @@ import re
 from datetime import UTC, timedelta
 
 from reports.parameters import BUILT_IN_NAMES
-from reports.services.statements import report_zone
+from reports.zones import report_zone
 from reportsvc.moments import in_zone
 from runs.models import output_upload_path
 from runs.services.formats import format_of_file

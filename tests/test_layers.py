@@ -3,12 +3,20 @@
 The layers, top to bottom (``LAYERS``):
 
 - the entry points: the apps' web layers (admin, API, views, serializers, what the
-  API's endpoints share), their management commands and app configs, the URLs;
+  API's endpoints share), their management commands, app configs and signal receivers,
+  the URLs;
 - ``reportsvc.web``, the web layer both apps share (permissions, schema pieces,
   renderers, links, display helpers, the API's error mapping);
-- ``runs``: runs, their domain, the worker's runtime, storage and the notifier;
-- ``reports`` and ``access``: reports, their parameters, schedules and history; API
-  tokens;
+- ``runs``, in four layers of its own, top to bottom: the worker's runtime
+  (``runs.services.runtime``: worker, scheduler, leader's passes, runner); the notifier
+  (``runs.services.notifications``); the runs' domain (``runs.services.domain``: queue,
+  transitions, cancelling, backfills, alerting decisions); their infrastructure
+  (``runs.services.infrastructure``: storage, export, preview, metrics); then the
+  runs' models, selectors and naming;
+- ``reports.services``: what is done with reports (validation, statements, schedules,
+  history, demo data, the reporting logins);
+- ``reports`` and ``access``: the reports' models and what they are made of
+  (parameters, cron, targets, zones, history records); API tokens;
 - the plugins, which know no app: the output formats (``runs.services.formats``) and
   the notification channels (``runs.services.notifications.channels``), what they
   need of a run handed to them;
@@ -36,6 +44,8 @@ LAYERS = (
         ENTRY_POINTS,
         (
             *(f"{app}.{name}" for app in APPS for name in ("admin", "apps", "management")),
+            "reports.checks",  # system checks the app config registers
+            "runs.signals",  # receivers the app config connects
             *(f"{app}.{name}" for app in APPS for name in ("api", "serializers", "views")),
             "access.authentication",
             "reports.forms",
@@ -48,7 +58,12 @@ LAYERS = (
         ),
     ),
     (SHARED_WEB, ("reportsvc.web",)),
-    ("runs", ("runs",)),
+    ("runs runtime", ("runs.services.runtime",)),
+    ("runs notifier", ("runs.services.notifications",)),
+    ("runs domain", ("runs.services.domain",)),
+    ("runs infrastructure", ("runs.services.infrastructure",)),
+    ("runs models and selectors", ("runs",)),
+    ("reports services", ("reports.services",)),
     ("reports and access", ("reports", "access")),
     ("plugins", ("runs.services.formats", "runs.services.notifications.channels")),
     ("data sources", ("datasources",)),
@@ -187,24 +202,61 @@ def test_the_check_sees_an_import_up_the_layers(tmp_path):
     channels = tmp_path / "runs" / "services" / "notifications" / "channels"
     channels.mkdir(parents=True)
     (channels / "slack.py").write_text("import reports.targets\nimport runs.naming\n")
+    domain = tmp_path / "runs" / "services" / "domain"
+    domain.mkdir()
+    (domain / "alerting.py").write_text("from runs.services.runtime.leadership import fence\n")
+    models = "runs models and selectors"
     assert upward_imports(tmp_path) == [
-        ("reports.models", "reports and access", "runs.services.domain.queue", "runs"),
-        ("reports.models", "reports and access", "runs.services.domain.queue.claim_runs", "runs"),
+        ("reports.models", "reports and access", "runs.services.domain.queue", "runs domain"),
+        (
+            "reports.models",
+            "reports and access",
+            "runs.services.domain.queue.claim_runs",
+            "runs domain",
+        ),
+        (
+            "runs.services.domain.alerting",
+            "runs domain",
+            "runs.services.runtime.leadership",
+            "runs runtime",
+        ),
+        (
+            "runs.services.domain.alerting",
+            "runs domain",
+            "runs.services.runtime.leadership.fence",
+            "runs runtime",
+        ),
         (
             "runs.services.notifications.channels.slack",
             "plugins",
             "reports.targets",
             "reports and access",
         ),
-        ("runs.services.notifications.channels.slack", "plugins", "runs.naming", "runs"),
+        ("runs.services.notifications.channels.slack", "plugins", "runs.naming", models),
     ]
 
 
 def test_the_channels_sit_with_the_formats_below_the_apps_and_the_notifier_in_runs():
     assert layer_of("runs.services.notifications.channels.email") == "plugins"
     assert layer_of("runs.services.formats.xlsx") == "plugins"
-    assert layer_of("runs.services.notifications.notifier") == "runs"
+    assert layer_of("runs.services.notifications.notifier") == "runs notifier"
     assert DEPTH["plugins"] > DEPTH["reports and access"]
+
+
+def test_runs_is_layered_runtime_notifier_domain_infrastructure_then_models():
+    order = [
+        layer_of(module)
+        for module in (
+            "runs.services.runtime.worker",
+            "runs.services.notifications.notifier",
+            "runs.services.domain.queue",
+            "runs.services.infrastructure.output_storage",
+            "runs.models",
+            "runs.selectors",
+        )
+    ]
+    assert [DEPTH[layer] for layer in order] == sorted(DEPTH[layer] for layer in order)
+    assert len(set(order)) == 5
 
 
 def test_the_check_sees_an_import_of_the_other_app_s_pages(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import override_settings
 
 from reports.models import Report
-from reports.services.statements import UTC_ZONE, report_zone
+from reports.zones import UTC_ZONE, report_zone
 from reportsvc.moments import named_zone
 from runs.models import Delivery, Run, RunStatus
 from runs.services.runtime.runner import writer_options

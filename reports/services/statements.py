@@ -8,15 +8,8 @@ read-only transaction, timeout and row cap).
 from datasources.backends import backend_for
 from datasources.placeholders import TemplateError, find_placeholders
 from reports import parameters as params
-from reportsvc.moments import named_zone, out_of_range_message, representable, utc_text
-
-UTC_ZONE = named_zone("UTC")
-
-
-def report_zone(report):
-    """The zone a report's schedule, intervals, values and outputs are read in: its
-    own, or UTC when its stored name is no zone."""
-    return named_zone(report.timezone) or UTC_ZONE
+from reports.zones import report_zone
+from reportsvc.moments import out_of_range_message, representable, utc_text
 
 
 def declared_of(report):

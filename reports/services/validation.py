@@ -9,7 +9,8 @@ are the caller's form's or serializer's, as Django and DRF run them.
 from django.core.exceptions import ValidationError
 
 from reports.services.sql_check import check_sql
-from reports.services.statements import declared_of, report_zone
+from reports.services.statements import declared_of
+from reports.zones import report_zone
 
 
 def check_report(report, *, model_checked=False):

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from reports.parameters import ParameterError
-from reports.services.statements import report_zone
+from reports.zones import report_zone
 from reportsvc.moments import out_of_range_message, representable
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.domain.intervals import COUNT_LIMIT_FACTOR, intervals_in_range

@@ -18,7 +18,7 @@ from datasources.parameters.timestamp import parse_timestamp
 from reports import parameters as params
 from reports.cron import next_fire_time, previous_fire_time
 from reports.services.schedules import InvalidSchedule, parsed_schedule
-from reports.services.statements import report_zone
+from reports.zones import report_zone
 from reportsvc.moments import range_text, representable, zone_bounds
 
 MICROSECOND = timedelta(microseconds=1)

@@ -20,7 +20,8 @@ from reports.parameters import (
     resolve_values,
 )
 from reports.services.history import newest_version_id
-from reports.services.statements import declared_of, report_zone
+from reports.services.statements import declared_of
+from reports.zones import report_zone
 from reportsvc.moments import out_of_range_message, representable, utc_text
 from runs.models import Run, RunStatus, RunTrigger
 from runs.services.domain.intervals import (

@@ -20,7 +20,8 @@ from reports.services.logins import (
     renew_leases,
     run_holder,
 )
-from reports.services.statements import report_zone, statement_for_run
+from reports.services.statements import statement_for_run
+from reports.zones import report_zone
 from reportsvc.text import escaped
 from runs.models import Run, RunStatus, RunTrigger
 from runs.naming import output_name
