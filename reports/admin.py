@@ -33,7 +33,6 @@ from reports.services.webhook_secrets import rotate_webhook_secret
 from reports.targets import redacted_emails, redacted_targets, redacted_webhooks
 from reports.throttling import run_trigger_wait
 from reports.zones import report_zone
-from reportsvc.moments import named_zone
 from reportsvc.web.display import (
     SQL_HIDDEN,
     first_line,
@@ -420,7 +419,7 @@ class ReportAdmin(admin.ModelAdmin):
 
     @admin.display(description="Next run", ordering="next_run_at")
     def next_run(self, report):
-        return _when(report.next_run_at, report.timezone) if report.next_run_at else "—"
+        return _when(report.next_run_at, report) if report.next_run_at else "—"
 
     @admin.display(description="Last run", ordering="last_run_started")
     def last_run(self, report, visibility=NOBODY):
@@ -430,7 +429,7 @@ class ReportAdmin(admin.ModelAdmin):
             return format_html("{}{}", status_badge(None), _stale_badge(report))
         url = reverse("admin:runs_run_change", args=[report.last_run_id])
         when = report.last_run_finished or report.last_run_started
-        details = _when(when, report.timezone) if when else ""
+        details = _when(when, report) if when else ""
         if report.last_run_started and report.last_run_finished:
             seconds = (report.last_run_finished - report.last_run_started).total_seconds()
             details = format_html("{} · {} s", details, f"{seconds:.1f}")
@@ -975,6 +974,6 @@ class ReportAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
-def _when(value, zone_name):
+def _when(value, report):
     """A moment in the report's own zone (the one its schedule is read in)."""
-    return moment_html(value, named_zone(zone_name))
+    return moment_html(value, report_zone(report))

@@ -12,7 +12,8 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from reports.parameters import ParameterError
 from reports.services.history import newest_version_number
-from reportsvc.moments import in_zone, named_zone
+from reports.zones import report_zone
+from reportsvc.moments import in_zone
 from reportsvc.text import escaped
 from reportsvc.web.display import (
     ROWS_HIDDEN,
@@ -315,9 +316,7 @@ class RunAdmin(admin.ModelAdmin):
         if value is None:
             return "— (not a scheduled run)"
         shown = moment(value)
-        zone = named_zone(run.report.timezone)
-        if zone is None:
-            return shown
+        zone = report_zone(run.report)
         local, here = in_zone(value, zone), in_zone(value, timezone.get_current_timezone())
         if local is None or here is None or local.utcoffset() == here.utcoffset():
             return shown
