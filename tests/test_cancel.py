@@ -557,3 +557,13 @@ def test_a_run_stopped_by_a_cancel_is_told_only_to_reports_that_hear_of_every_ru
     transition_run(failed, RunStatus.RUNNING)
     record_outcome(failed, RunStatus.FAILED, error="boom")
     assert [d.reason for d in notify_finished_run(Run.objects.get(pk=failed.pk))] == ["failed"]
+
+
+def test_a_run_cancelled_before_it_started_tells_nobody_even_after_every_run(report, runner):
+    from runs.models import Delivery
+
+    Report.objects.filter(pk=report.pk).update(notify_when="always")
+    run = enqueue_run(report, "api")
+    assert client_for(runner).post(f"/api/runs/{run.pk}/cancel/").status_code == 202
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert mail.outbox == [] and not Delivery.objects.exists()  # it never ran
