@@ -340,6 +340,15 @@ def test_xlsx_on_postgres_holds_one_row_at_a_time(outputs_dir):
     # are even loaded: rows come one by one, not in chunks.
     sql = "SELECT n, repeat('x', 4000000) AS big FROM generate_series(1, 20) AS n"
     report = Report.objects.create(name="big", slug="big", sql=sql, output_format="xlsx")
+    # The same failure once, small: what a process loads and caches the first time it
+    # writes a workbook or words this error is not what is measured.
+    warm_up = Report.objects.create(
+        name="warm",
+        slug="warm",
+        sql="SELECT 1 AS n, repeat('x', 40000) AS big",
+        output_format="xlsx",
+    )
+    assert run_report_now(warm_up).status == RunStatus.FAILED
     tracemalloc.start()
     try:
         run = run_report_now(report)
