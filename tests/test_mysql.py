@@ -33,7 +33,7 @@ from runs.services.domain.queue import claim_runs
 from runs.services.formats import get_format
 from runs.services.runtime.runner import perform_run
 from tests.api_helpers import client_for, make_user
-from tests.conftest import enqueue_run, needs_commits
+from tests.conftest import enqueue_run, needs_commits, wait_for
 from tests.mysql_source import (
     ADMIN_SOCKET,
     SOURCE,
@@ -668,7 +668,7 @@ def test_check_examines_every_login_of_a_mysql_source(mysql):
 @pytest.mark.long_running
 def test_a_report_cannot_watch_another_run_of_its_source(mysql):
     from runs.services.runtime.runner import run_report_now
-    from tests.conftest import read_csv, wait_for
+    from tests.conftest import read_csv
 
     second, password = mysql.user("second")
     secret = f"top-secret-{mysql.prefix}"
@@ -729,7 +729,8 @@ def test_a_named_lock_dies_with_the_run(mysql):
         RowLimit(10, "x"),
     )
     assert count == 1
-    assert admin_sql(f"SELECT IS_FREE_LOCK('{name}')")[0][0] == 1
+    # The server ends the session, and frees its locks, once it sees the disconnect.
+    wait_for(lambda: admin_sql(f"SELECT IS_FREE_LOCK('{name}')")[0][0] == 1, timeout=5)
 
 
 def test_mysql_and_mariadb_urls_configure_the_mysql_backend():
