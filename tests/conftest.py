@@ -449,3 +449,15 @@ def faulty_storage(s3_server, s3_outputs, settings):
     settings.OUTPUTS_S3_WEB_TIMEOUT_SECONDS = 1
     yield proxy
     proxy.close()
+
+
+@pytest.fixture
+def chat(settings):
+    """A local Slack and Teams stand-in (tests/chat_servers.py) that the chat channels
+    are allowed to reach."""
+    from tests.chat_servers import ChatServer
+
+    server = ChatServer()
+    settings.NOTIFY_CHAT_TEST_ORIGIN = server.origin
+    yield server
+    server.close()

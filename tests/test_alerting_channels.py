@@ -15,7 +15,6 @@ from runs.services.notifications.notifier import notify
 from runs.services.runtime.freshness import check_freshness
 from runs.services.runtime.leadership import acquire_lease
 from runs.services.runtime.runner import run_report_now
-from tests.chat_servers import ChatServer
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -30,14 +29,6 @@ def quick(settings):
     settings.NOTIFY_WEBHOOK_RETRIES = 0
     settings.NOTIFY_RATE_LIMIT_RETRIES = 0
     settings.PUBLIC_BASE_URL = "https://reports.example.com"
-
-
-@pytest.fixture
-def chat(settings):
-    server = ChatServer()
-    settings.NOTIFY_CHAT_TEST_ORIGIN = server.origin
-    yield server
-    server.close()
 
 
 def targets(chat):

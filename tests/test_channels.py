@@ -50,14 +50,6 @@ def quick(settings):
     settings.PUBLIC_BASE_URL = "https://reports.example.com"
 
 
-@pytest.fixture
-def chat(settings):
-    server = ChatServer()
-    settings.NOTIFY_CHAT_TEST_ORIGIN = server.origin
-    yield server
-    server.close()
-
-
 def make_report(sql="SELECT 1 AS n", **fields):
     fields.setdefault("notify_when", "always")
     return Report.objects.create(name="Refunds", slug="refunds", sql=sql, **fields)
